@@ -1,0 +1,256 @@
+//! The committee, its thresholds (PROTOCOL.md §1) and the leader schedule (§5).
+
+use std::sync::Arc;
+
+use crate::crypto::PublicKey;
+use crate::hash::{Hasher, TAG_LEADER};
+use crate::limits::MAX_COMMITTEE_SIZE;
+use crate::types::{AuthorityIndex, Digest, Round, Stake};
+
+/// One validator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authority {
+    /// Its position in committee order.
+    pub index: AuthorityIndex,
+    /// Its ed25519 verification key.
+    pub public_key: PublicKey,
+    /// Its voting power; always > 0.
+    pub stake: Stake,
+    /// Where its core listens (informational for the core itself; used by drivers).
+    pub address: String,
+}
+
+/// Why a committee description is not usable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommitteeError {
+    /// No validators.
+    #[error("empty committee")]
+    Empty,
+    /// More validators than the protocol's bitmaps and limits allow.
+    #[error("{size} validators exceed the limit of {max}")]
+    TooLarge {
+        /// The size given.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Indices must be 0, 1, 2, ... in order.
+    #[error("authority at position {position} has index {index}")]
+    BadIndex {
+        /// Where in the list.
+        position: usize,
+        /// The index it claimed.
+        index: u16,
+    },
+    /// Stake 0 would make an authority's votes meaningless and break leader sampling.
+    #[error("authority {0} has zero stake")]
+    ZeroStake(AuthorityIndex),
+    /// The total stake does not fit a u64.
+    #[error("total stake overflows")]
+    StakeOverflow,
+    /// A public key that is not a valid ed25519 point.
+    #[error("authority {0} has an invalid public key")]
+    BadPublicKey(AuthorityIndex),
+}
+
+/// Why a set of signers does not count.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StakeError {
+    /// An index outside the committee.
+    #[error("unknown authority {0}")]
+    UnknownAuthority(AuthorityIndex),
+    /// The same authority twice.
+    #[error("authority {0} counted twice")]
+    Duplicate(AuthorityIndex),
+}
+
+/// `(f_s, Q, V)` for total stake `S`: f_s = ⌊(S−1)/3⌋, Q = S − f_s, V = f_s + 1.
+pub fn thresholds(total: Stake) -> (Stake, Stake, Stake) {
+    assert!(total.0 > 0, "total stake must be positive");
+    let f = (total.0 - 1) / 3;
+    (Stake(f), Stake(total.0 - f), Stake(f + 1))
+}
+
+/// The committee of one consensus instance.
+#[derive(Clone, Debug)]
+pub struct Committee {
+    instance: Digest,
+    authorities: Vec<Authority>,
+    total: Stake,
+    quorum: Stake,
+    validity: Stake,
+}
+
+impl PartialEq for Committee {
+    fn eq(&self, other: &Committee) -> bool {
+        self.instance == other.instance && self.authorities == other.authorities
+    }
+}
+
+impl Committee {
+    /// Validates and builds a committee.
+    pub fn new(instance: Digest, authorities: Vec<Authority>) -> Result<Committee, CommitteeError> {
+        if authorities.is_empty() {
+            return Err(CommitteeError::Empty);
+        }
+        if authorities.len() > MAX_COMMITTEE_SIZE {
+            return Err(CommitteeError::TooLarge {
+                size: authorities.len(),
+                max: MAX_COMMITTEE_SIZE,
+            });
+        }
+        let mut total = 0u64;
+        for (position, a) in authorities.iter().enumerate() {
+            if a.index.as_usize() != position {
+                return Err(CommitteeError::BadIndex {
+                    position,
+                    index: a.index.0,
+                });
+            }
+            if a.stake.0 == 0 {
+                return Err(CommitteeError::ZeroStake(a.index));
+            }
+            if !a.public_key.is_valid_point() {
+                return Err(CommitteeError::BadPublicKey(a.index));
+            }
+            total = total
+                .checked_add(a.stake.0)
+                .ok_or(CommitteeError::StakeOverflow)?;
+        }
+        let (_, quorum, validity) = thresholds(Stake(total));
+        Ok(Committee {
+            instance,
+            authorities,
+            total: Stake(total),
+            quorum,
+            validity,
+        })
+    }
+
+    /// Negative control only: the 2021 prototype's quorum `2⌊S/3⌋+1`, too small when
+    /// S ≡ 2 (mod 3). The simulator's checkers must catch it.
+    #[cfg(feature = "mutants")]
+    pub fn with_prototype_quorum_mutant(mut self) -> Committee {
+        self.quorum = Stake(2 * (self.total.0 / 3) + 1);
+        self
+    }
+
+    /// The instance id every message carries.
+    pub fn instance(&self) -> Digest {
+        self.instance
+    }
+    /// Number of validators.
+    pub fn size(&self) -> usize {
+        self.authorities.len()
+    }
+    /// All validators in index order.
+    pub fn authorities(&self) -> &[Authority] {
+        &self.authorities
+    }
+    /// All indices in order.
+    pub fn indices(&self) -> impl Iterator<Item = AuthorityIndex> + '_ {
+        self.authorities.iter().map(|a| a.index)
+    }
+    /// The validator at `index`, if any.
+    pub fn authority(&self, index: AuthorityIndex) -> Option<&Authority> {
+        self.authorities.get(index.as_usize())
+    }
+    /// Whether `index` names a validator.
+    pub fn contains(&self, index: AuthorityIndex) -> bool {
+        index.as_usize() < self.authorities.len()
+    }
+    /// Stake of one validator (0 if unknown).
+    pub fn stake(&self, index: AuthorityIndex) -> Stake {
+        self.authority(index).map_or(Stake(0), |a| a.stake)
+    }
+    /// S.
+    pub fn total_stake(&self) -> Stake {
+        self.total
+    }
+    /// Q = S − f_s.
+    pub fn quorum_threshold(&self) -> Stake {
+        self.quorum
+    }
+    /// V = f_s + 1.
+    pub fn validity_threshold(&self) -> Stake {
+        self.validity
+    }
+    /// Stake of a set of distinct, known indices.
+    pub fn stake_of<I: IntoIterator<Item = AuthorityIndex>>(
+        &self,
+        indices: I,
+    ) -> Result<Stake, StakeError> {
+        let mut seen = vec![false; self.size()];
+        let mut total = Stake(0);
+        for i in indices {
+            let slot = seen
+                .get_mut(i.as_usize())
+                .ok_or(StakeError::UnknownAuthority(i))?;
+            if *slot {
+                return Err(StakeError::Duplicate(i));
+            }
+            *slot = true;
+            total += self.stake(i);
+        }
+        Ok(total)
+    }
+    /// Whether the stake of distinct known `indices` reaches Q.
+    pub fn reaches_quorum<I: IntoIterator<Item = AuthorityIndex>>(&self, indices: I) -> bool {
+        self.stake_of(indices).is_ok_and(|s| s >= self.quorum)
+    }
+}
+
+/// Who leads each even round. Behind a trait so a random coin can replace it later.
+pub trait LeaderSchedule: Send + Sync + std::fmt::Debug {
+    /// The leader of `round` (meaningful for even rounds).
+    fn leader(&self, round: Round) -> AuthorityIndex;
+}
+
+/// A portable stake-weighted pick: `H(SEAL/LEADER/v1 ‖ instance ‖ round) mod S`, walked over the
+/// committee in index order. Depends on nothing but the committee, so every core, every platform
+/// and every version agree.
+#[derive(Clone, Debug)]
+pub struct StakeWeightedLeaders {
+    instance: Digest,
+    /// Cumulative stake boundaries in index order: authority i owns `[cumulative[i-1], cumulative[i])`.
+    cumulative: Vec<u64>,
+}
+
+impl StakeWeightedLeaders {
+    /// The schedule of `committee`.
+    pub fn new(committee: &Committee) -> StakeWeightedLeaders {
+        let mut acc = 0u64;
+        let cumulative = committee
+            .authorities()
+            .iter()
+            .map(|a| {
+                acc += a.stake.0;
+                acc
+            })
+            .collect();
+        StakeWeightedLeaders {
+            instance: committee.instance(),
+            cumulative,
+        }
+    }
+}
+
+impl LeaderSchedule for StakeWeightedLeaders {
+    fn leader(&self, round: Round) -> AuthorityIndex {
+        let total = *self.cumulative.last().expect("committee is not empty");
+        let digest = Hasher::new(TAG_LEADER)
+            .update(&self.instance.0)
+            .update(&round.0.to_le_bytes())
+            .finish();
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&digest.0[..8]);
+        let ticket = u64::from_le_bytes(word) % total;
+        let position = self.cumulative.partition_point(|&bound| bound <= ticket);
+        AuthorityIndex(u16::try_from(position).expect("committee size fits u16"))
+    }
+}
+
+/// The default schedule of a committee, shared.
+pub fn default_schedule(committee: &Committee) -> Arc<dyn LeaderSchedule> {
+    Arc::new(StakeWeightedLeaders::new(committee))
+}

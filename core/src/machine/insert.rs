@@ -1,0 +1,219 @@
+//! Certificate insertion (§4.3), the commit rule's application (§5) and garbage collection (§4.6).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Core, OwnHeader, StoredPayload, Tx};
+use crate::codec::Encode;
+use crate::dag::{InsertError, Inserted};
+use crate::error::CoreError;
+use crate::messages::{Certificate, Payload};
+use crate::store::keys;
+use crate::tusk;
+use crate::types::{Digest, Millis, Round};
+
+impl Core {
+    /// Inserts certificates in (round, author) order, then runs the commit rule once.
+    /// Certificates whose parents are missing are skipped and their parents listed in `tx.missing`.
+    pub(super) fn insert_all(
+        &mut self,
+        now: Millis,
+        mut certificates: Vec<Certificate>,
+        carried: &HashMap<Digest, Payload>,
+        tx: &mut Tx,
+    ) -> Result<(), CoreError> {
+        certificates.sort_by_key(|c| (c.round(), c.author()));
+        certificates.dedup_by_key(|c| c.digest());
+        for c in certificates {
+            self.insert_one(now, c, carried, tx)?;
+        }
+        if tx.inserted > 0 {
+            self.commit(tx);
+        }
+        Ok(())
+    }
+
+    /// Inserts one verified certificate. Genesis and below-gc certificates are ignored.
+    fn insert_one(
+        &mut self,
+        now: Millis,
+        c: Certificate,
+        carried: &HashMap<Digest, Payload>,
+        tx: &mut Tx,
+    ) -> Result<(), CoreError> {
+        if c.round() == Round::GENESIS || c.round() < self.dag.floor() {
+            return Ok(());
+        }
+        let c = Arc::new(c);
+        match self.dag.insert(c.clone()) {
+            Ok(Inserted::AlreadyPresent) => Ok(()),
+            Ok(Inserted::New) => {
+                tx.inserted += 1;
+                tx.batch
+                    .put(keys::certificate(c.round(), c.author()), c.to_bytes());
+                let payload = c.header.payload();
+                if let Some(p) = carried.get(&payload.digest) {
+                    if p.len() == payload.len as usize {
+                        self.store_payload(p, c.round(), tx);
+                    }
+                }
+                if !self.payloads.contains_key(&payload.digest) {
+                    self.missing_payloads.insert(payload.digest);
+                }
+                self.note_quorum(now, c.round());
+                Ok(())
+            }
+            Err(InsertError::MissingParents(digests)) => {
+                tx.missing.extend(digests);
+                Ok(())
+            }
+            Err(InsertError::BelowFloor) => Ok(()),
+            Err(InsertError::Conflict) => Err(CoreError::ConflictingCertificate {
+                author: c.author(),
+                round: c.round(),
+            }),
+        }
+    }
+
+    /// Records when the core first held a quorum of `round`.
+    pub(super) fn note_quorum(&mut self, now: Millis, round: Round) {
+        if !self.quorum_since.contains_key(&round)
+            && self.dag.stake_at(round, &self.committee) >= self.committee.quorum_threshold()
+        {
+            self.quorum_since.insert(round, now);
+        }
+    }
+
+    /// Stores a payload (idempotent), raising its retention round.
+    pub(super) fn store_payload(&mut self, payload: &Payload, round: Round, tx: &mut Tx) {
+        let digest = payload.digest();
+        if let Some(stored) = self.payloads.get_mut(&digest) {
+            if stored.round >= round {
+                return;
+            }
+            stored.round = round;
+        } else {
+            self.payloads.insert(
+                digest,
+                StoredPayload {
+                    payload: payload.clone(),
+                    round,
+                },
+            );
+        }
+        self.missing_payloads.remove(&digest);
+        let mut value = Vec::with_capacity(8 + payload.len());
+        value.extend_from_slice(&round.0.to_le_bytes());
+        value.extend_from_slice(payload.bytes());
+        tx.batch.put(keys::payload(&digest), Bytes::from(value));
+    }
+
+    /// Runs the commit rule and applies its result: entries, state, own headers, gc.
+    fn commit(&mut self, tx: &mut Tx) {
+        let (commits, state) = tusk::try_commit(
+            &self.dag,
+            &self.consensus,
+            &self.committee,
+            self.schedule.as_ref(),
+            self.config.gc_depth,
+        );
+        if commits.entries.is_empty() {
+            return;
+        }
+        for entry in &commits.entries {
+            assert_eq!(entry.index, self.committed.len() as u64, "indices are dense");
+            tx.batch.put(keys::committed(entry.index), entry.to_bytes());
+            if entry.author == self.me {
+                if let Some(own) = self.own.get_mut(&entry.round) {
+                    if own.signed.header.digest() == entry.digest {
+                        own.committed = true;
+                    }
+                }
+            }
+            self.committed.push(*entry);
+        }
+        assert!(state.last_committed_round > self.consensus.last_committed_round);
+        self.consensus = state;
+        tx.batch
+            .put(keys::consensus(), super::recover::encode_consensus(&self.consensus));
+        self.collect_garbage(tx);
+    }
+
+    /// Raises the DAG floor to gc_round, archives what falls below, drops what falls below the
+    /// retention window, and re-queues transactions of own headers that can no longer commit.
+    fn collect_garbage(&mut self, tx: &mut Tx) {
+        let gc_round = self.gc_round();
+        if gc_round <= self.dag.floor() {
+            return;
+        }
+        let below: Vec<Arc<Certificate>> = (self.dag.floor().0..gc_round.0)
+            .flat_map(|r| self.dag.round(Round(r)).cloned().collect::<Vec<_>>())
+            .collect();
+        self.dag.prune_below(gc_round);
+        for c in below {
+            self.archive.entry(c.round()).or_default().push(c);
+        }
+        let keep_from = gc_round.saturating_sub(self.config.retention_rounds);
+        let expired: Vec<Round> = self.archive.range(..keep_from).map(|(r, _)| *r).collect();
+        for round in expired {
+            for c in self.archive.remove(&round).unwrap_or_default() {
+                tx.batch.delete(keys::certificate(c.round(), c.author()));
+            }
+        }
+        self.drop_payloads_below(keep_from, tx);
+        self.requeue_own_below(gc_round, tx);
+        self.votes_cast = self.votes_cast.split_off(&gc_round);
+        self.quorum_since = self.quorum_since.split_off(&gc_round);
+    }
+
+    fn drop_payloads_below(&mut self, round: Round, tx: &mut Tx) {
+        let expired: Vec<Digest> = self
+            .payloads
+            .iter()
+            .filter(|(_, p)| p.round < round)
+            .map(|(d, _)| *d)
+            .collect();
+        for digest in expired {
+            self.payloads.remove(&digest);
+            tx.batch.delete(keys::payload(&digest));
+        }
+        // Only payloads of certificates still in the DAG are worth asking for.
+        self.missing_payloads = self
+            .dag
+            .above(self.dag.floor().prev())
+            .map(|c| c.header.payload().digest)
+            .filter(|d| !self.payloads.contains_key(d))
+            .collect();
+    }
+
+    /// Own headers below gc_round: committed ones are final; the transactions of the others go
+    /// back to the mempool (PROTOCOL.md §4.4), in the same write that forgets the header.
+    fn requeue_own_below(&mut self, gc_round: Round, tx: &mut Tx) {
+        let kept = self.own.split_off(&gc_round);
+        let mut dropped: Vec<(Round, OwnHeader)> =
+            std::mem::replace(&mut self.own, kept).into_iter().collect();
+        // The latest own header always stays: it defines the core's round.
+        if self.own.is_empty() {
+            if let Some((round, own)) = dropped.pop() {
+                self.own.insert(round, own);
+            }
+        }
+        for (round, own) in dropped {
+            tx.batch.delete(keys::own(round));
+            if own.committed {
+                continue;
+            }
+            let digest = own.signed.header.payload().digest;
+            let Some(stored) = self.payloads.get(&digest) else {
+                continue;
+            };
+            let transactions = stored.payload.transactions().unwrap_or_default();
+            for t in transactions {
+                let sequence = self.mempool.push(t.clone());
+                tx.batch.put(keys::transaction(sequence), t);
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The `Core` state machine (PROTOCOL.md §3–§6): one per validator, owned by one thread.
+//!
+//! `Core::handle(now, request)` validates against the core's state, changes it, and returns the
+//! reply together with the [`WriteBatch`] that must be durable before the reply leaves. The core
+//! never does I/O and never reads a clock; `now` only feeds the liveness timers of §4.5.
+//!
+//! Layout: [`vote`] (header bundles, the vote rule), [`insert`] (certificates, commit, gc),
+//! [`advance`] (readiness, own headers), [`read`] (fetch, submit, committed reads, summary),
+//! [`recover`] (rebuilding from the store).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::committee::{Committee, LeaderSchedule};
+use crate::crypto::KeyPair;
+use crate::dag::Dag;
+use crate::error::CoreError;
+use crate::mempool::Mempool;
+use crate::messages::{Certificate, Payload, SignedHeader, Vote};
+use crate::protocol::{CommittedEntry, Request, RequestBody, Response, Status};
+use crate::store::WriteBatch;
+use crate::tusk::ConsensusState;
+use crate::types::{AuthorityIndex, Digest, Millis, Round};
+use crate::verify::{CheckedRequest, Verified};
+
+mod advance;
+mod insert;
+mod read;
+mod recover;
+mod vote;
+
+pub use recover::RecoverError;
+
+/// Default `gc_depth`: rounds kept below the last committed leader.
+pub const DEFAULT_GC_DEPTH: u64 = 50;
+/// Default payload size a core aims for, in bytes.
+pub const DEFAULT_BATCH_SIZE_BYTES: usize = 500_000;
+/// Default T_LEADER: how long to wait for the leader's certificate.
+pub const DEFAULT_LEADER_TIMEOUT_MS: u64 = 1_000;
+/// Default T_VOTE: how long to wait for the leader's support at odd rounds.
+pub const DEFAULT_VOTE_TIMEOUT_MS: u64 = 1_000;
+/// Default mempool bound in bytes.
+pub const DEFAULT_MEMPOOL_BYTES: usize = 256 << 20;
+/// Default mempool bound in transactions.
+pub const DEFAULT_MEMPOOL_TRANSACTIONS: usize = 1_000_000;
+
+/// Settings of a core. All are liveness or resource knobs; none affects safety.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// gc_round = last_committed_round − gc_depth.
+    pub gc_depth: u64,
+    /// Rounds below gc_round still served to lagging cores (≥ gc_depth recommended).
+    pub retention_rounds: u64,
+    /// Payload bytes per own header.
+    pub batch_size_bytes: usize,
+    /// How long a core may answer `NotReady` while its mempool holds less than a batch.
+    pub max_batch_delay_ms: u64,
+    /// T_LEADER of §4.5.
+    pub leader_timeout_ms: u64,
+    /// T_VOTE of §4.5.
+    pub vote_timeout_ms: u64,
+    /// Mempool bound in bytes.
+    pub mempool_max_bytes: usize,
+    /// Mempool bound in transactions.
+    pub mempool_max_transactions: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> CoreConfig {
+        CoreConfig {
+            gc_depth: DEFAULT_GC_DEPTH,
+            retention_rounds: DEFAULT_GC_DEPTH,
+            batch_size_bytes: DEFAULT_BATCH_SIZE_BYTES,
+            max_batch_delay_ms: 0,
+            leader_timeout_ms: DEFAULT_LEADER_TIMEOUT_MS,
+            vote_timeout_ms: DEFAULT_VOTE_TIMEOUT_MS,
+            mempool_max_bytes: DEFAULT_MEMPOOL_BYTES,
+            mempool_max_transactions: DEFAULT_MEMPOOL_TRANSACTIONS,
+        }
+    }
+}
+
+/// This core's header of one round.
+#[derive(Clone, Debug)]
+struct OwnHeader {
+    signed: SignedHeader,
+    /// Whether its certificate was committed (its transactions are then final).
+    committed: bool,
+}
+
+/// A stored payload and the highest round of a header referencing it (for pruning).
+#[derive(Clone, Debug)]
+struct StoredPayload {
+    payload: Payload,
+    round: Round,
+}
+
+/// The passive core of one validator.
+pub struct Core {
+    /// The committee.
+    committee: Arc<Committee>,
+    /// Who leads each even round.
+    schedule: Arc<dyn LeaderSchedule>,
+    /// This validator's signing key.
+    key: KeyPair,
+    /// This validator's index.
+    me: AuthorityIndex,
+    /// Settings.
+    config: CoreConfig,
+    /// Certificates at or above gc_round.
+    dag: Dag,
+    /// Certificates below gc_round kept for lagging cores, by round.
+    archive: BTreeMap<Round, Vec<Arc<Certificate>>>,
+    /// Payloads this core stores, by digest.
+    payloads: HashMap<Digest, StoredPayload>,
+    /// Payload digests of inserted certificates this core lacks.
+    missing_payloads: BTreeSet<Digest>,
+    /// Per author, the latest header this core signed.
+    last_voted: Vec<Option<SignedHeader>>,
+    /// Votes cast, by header round, for the summary.
+    votes_cast: BTreeMap<Round, Vec<Vote>>,
+    /// This core's own headers above gc_round.
+    own: BTreeMap<Round, OwnHeader>,
+    /// Commit progress.
+    consensus: ConsensusState,
+    /// The committed sequence (consensus index = position).
+    committed: Vec<CommittedEntry>,
+    /// Acknowledged transactions not yet in an own header.
+    mempool: Mempool,
+    /// When the core first held a quorum of each round (liveness timers only; not persisted).
+    quorum_since: BTreeMap<Round, Millis>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("me", &self.me)
+            .field("round", &self.round())
+            .field("consensus_index", &self.consensus.consensus_index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Accumulates the writes and findings of one request.
+#[derive(Default)]
+struct Tx {
+    batch: WriteBatch,
+    /// Certificates inserted by this request (the commit rule runs if any).
+    inserted: usize,
+    /// Parent digests that were missing.
+    missing: BTreeSet<Digest>,
+}
+
+impl Core {
+    /// This validator's index.
+    pub fn index(&self) -> AuthorityIndex {
+        self.me
+    }
+    /// The committee.
+    pub fn committee(&self) -> &Arc<Committee> {
+        &self.committee
+    }
+    /// The round of the latest own header (0 before the first).
+    pub fn round(&self) -> Round {
+        self.own.keys().next_back().copied().unwrap_or_default()
+    }
+    /// gc_round.
+    pub fn gc_round(&self) -> Round {
+        self.consensus.gc_round(self.config.gc_depth)
+    }
+    /// Commit progress.
+    pub fn consensus(&self) -> &ConsensusState {
+        &self.consensus
+    }
+    /// The committed sequence from index `from`.
+    pub fn committed_from(&self, from: u64) -> &[CommittedEntry] {
+        let start = usize::try_from(from).unwrap_or(usize::MAX);
+        self.committed.get(start..).unwrap_or(&[])
+    }
+    /// The DAG (read only: for checkers and tests).
+    pub fn dag(&self) -> &Dag {
+        &self.dag
+    }
+    /// Transactions waiting in the mempool.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// Handles one verified request. The reply may be released only after `WriteBatch` is durable.
+    pub fn handle(&mut self, now: Millis, request: Verified<CheckedRequest>) -> (Response, WriteBatch) {
+        let CheckedRequest { request, rejected } = request.into_inner();
+        let Request { body, .. } = request;
+        let mut tx = Tx::default();
+        let response = match body {
+            RequestBody::GetState { with_payload } => {
+                let status = self.advance(now, &mut tx);
+                Response::Summary(Box::new(self.summary(status, with_payload)))
+            }
+            RequestBody::HeaderBundle {
+                round: _,
+                headers,
+                parents,
+                payloads,
+            } => self.on_header_bundle(now, headers, parents, payloads, rejected, &mut tx),
+            RequestBody::CertBundle {
+                certificates,
+                mut parents,
+                payloads,
+                ..
+            } => {
+                parents.extend(certificates);
+                self.on_certificates(now, parents, payloads, &mut tx)
+            }
+            RequestBody::Sync {
+                certificates,
+                payloads,
+            } => self.on_certificates(now, certificates, payloads, &mut tx),
+            RequestBody::Fetch {
+                after,
+                max_items,
+                with_payloads,
+            } => self.on_fetch(&after, max_items, with_payloads),
+            RequestBody::Submit { transactions } => self.on_submit(transactions, &mut tx),
+            RequestBody::ReadCommitted {
+                from_index,
+                max,
+                with_payloads,
+            } => self.on_read_committed(from_index, max, with_payloads),
+        };
+        (response, tx.batch)
+    }
+
+    /// Inserts certificates (with payloads), commits, and may advance.
+    fn on_certificates(
+        &mut self,
+        now: Millis,
+        certificates: Vec<Certificate>,
+        payloads: Vec<Payload>,
+        tx: &mut Tx,
+    ) -> Response {
+        let carried = index_payloads(payloads);
+        if let Err(e) = self.insert_all(now, certificates, &carried, tx) {
+            return Response::Error(e);
+        }
+        let status = self.advance(now, tx);
+        let status = match status {
+            Status::Ready if !tx.missing.is_empty() => Status::Missing {
+                digests: tx.missing.iter().copied().collect(),
+            },
+            other => other,
+        };
+        Response::Summary(Box::new(self.summary(status, false)))
+    }
+}
+
+/// Payloads carried by a request, by digest.
+fn index_payloads(payloads: Vec<Payload>) -> HashMap<Digest, Payload> {
+    payloads.into_iter().map(|p| (p.digest(), p)).collect()
+}
+
+/// A reply to a malformed or refused request, for servers: the closed error enum.
+pub fn error_response(error: CoreError) -> Response {
+    Response::Error(error)
+}

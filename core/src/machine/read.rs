@@ -1,0 +1,168 @@
+//! Read-only requests (`Fetch`, `ReadCommitted`), client submissions, and the `Summary`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Core, Tx};
+use crate::error::CoreError;
+use crate::limits::{
+    MAX_CERTS_PER_REQUEST, MAX_COMMITTED_PER_READ, MAX_DIGESTS_PER_MESSAGE, MAX_MESSAGE_BYTES,
+};
+use crate::messages::{Certificate, Payload};
+use crate::protocol::{CertRef, Response, Status, Summary};
+use crate::store::keys;
+use crate::types::{Digest, Round};
+
+/// Payload bytes one reply may carry: half the message limit leaves room for everything else.
+const MAX_REPLY_PAYLOAD_BYTES: usize = MAX_MESSAGE_BYTES / 2;
+
+impl Core {
+    /// Certificates of round > `after[author]`, in (round, author) order, from the archive and
+    /// the DAG.
+    pub(super) fn on_fetch(&self, after: &[Round], max_items: u32, with_payloads: bool) -> Response {
+        let retained_from = self
+            .archive
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.dag.floor());
+        let newest_known = after.iter().copied().max().unwrap_or_default();
+        if retained_from > Round(1) && newest_known.next() < retained_from {
+            return Response::Error(CoreError::NeedStateSync);
+        }
+        let limit = (max_items as usize).min(MAX_CERTS_PER_REQUEST);
+        let wanted = |c: &&Arc<Certificate>| c.round() > after[c.author().as_usize()];
+        let certificates: Vec<Certificate> = self
+            .archive
+            .values()
+            .flatten()
+            .chain(self.dag.above(Round::GENESIS))
+            .filter(wanted)
+            .take(limit)
+            .map(|c| Certificate::clone(c))
+            .collect();
+        let payloads = if with_payloads {
+            self.payloads_for(certificates.iter().map(|c| c.header.payload().digest))
+        } else {
+            Vec::new()
+        };
+        Response::Certificates {
+            certificates,
+            payloads,
+        }
+    }
+
+    /// Stored payloads among `digests`, without duplicates, within the reply budget.
+    fn payloads_for<I: IntoIterator<Item = Digest>>(&self, digests: I) -> Vec<Payload> {
+        let mut out: Vec<Payload> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut bytes = 0;
+        for digest in digests {
+            let Some(stored) = self.payloads.get(&digest) else {
+                continue;
+            };
+            if !seen.insert(digest) || stored.payload.is_empty() {
+                continue;
+            }
+            bytes += stored.payload.len();
+            if bytes > MAX_REPLY_PAYLOAD_BYTES {
+                break;
+            }
+            out.push(stored.payload.clone());
+        }
+        out
+    }
+
+    /// Queues transactions durably, or refuses them all with `Busy`.
+    pub(super) fn on_submit(&mut self, transactions: Vec<Bytes>, tx: &mut Tx) -> Response {
+        if !self.mempool.has_room_for(&transactions) {
+            return Response::Error(CoreError::Busy);
+        }
+        let accepted = u32::try_from(transactions.len()).expect("bounded by the decoder");
+        for t in transactions {
+            let sequence = self.mempool.push(t.clone());
+            tx.batch.put(keys::transaction(sequence), t);
+        }
+        Response::Submitted { accepted }
+    }
+
+    /// Committed entries from `from_index`.
+    pub(super) fn on_read_committed(
+        &self,
+        from_index: u64,
+        max: u32,
+        with_payloads: bool,
+    ) -> Response {
+        let limit = (max as usize).min(MAX_COMMITTED_PER_READ);
+        let entries: Vec<_> = self
+            .committed_from(from_index)
+            .iter()
+            .take(limit)
+            .copied()
+            .collect();
+        let payloads = if with_payloads {
+            self.payloads_for(entries.iter().map(|e| e.payload.digest))
+        } else {
+            Vec::new()
+        };
+        Response::Committed { entries, payloads }
+    }
+
+    /// The core's state for drivers.
+    pub(super) fn summary(&self, status: Status, with_payload: bool) -> Summary {
+        let round = self.round();
+        let own_header = self.own.get(&round).map(|o| o.signed.clone());
+        let own_payload = match (&own_header, with_payload) {
+            (Some(h), true) => self
+                .payloads
+                .get(&h.header.payload().digest)
+                .map(|s| s.payload.clone()),
+            _ => None,
+        };
+        let low = round.prev();
+        let certificates = [low, round]
+            .into_iter()
+            .filter(|r| *r != round || low != round)
+            .flat_map(|r| self.dag.round(r))
+            .map(|c| CertRef {
+                round: c.round(),
+                author: c.author(),
+                digest: c.digest(),
+            })
+            .collect();
+        let votes = self
+            .votes_cast
+            .range(low..)
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        let status = match status {
+            Status::Missing { mut digests } => {
+                digests.truncate(MAX_DIGESTS_PER_MESSAGE);
+                Status::Missing { digests }
+            }
+            other => other,
+        };
+        Summary {
+            instance: self.committee.instance(),
+            core: self.me,
+            round,
+            own_header,
+            own_payload,
+            certificates,
+            votes,
+            author_high: self.dag.author_high(self.committee.size()),
+            gc_round: self.gc_round(),
+            last_committed_round: self.consensus.last_committed_round,
+            consensus_index: self.consensus.consensus_index,
+            commit_hash: self.consensus.commit_hash,
+            missing_payloads: self
+                .missing_payloads
+                .iter()
+                .take(MAX_DIGESTS_PER_MESSAGE)
+                .copied()
+                .collect(),
+            status,
+        }
+    }
+}

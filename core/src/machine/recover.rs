@@ -1,0 +1,250 @@
+//! Building a core, fresh or from its store (PROTOCOL.md §8): reload, rebuild the DAG above
+//! gc_round, re-serve the latest own header (never re-create it), and read `last_voted` back so
+//! the vote rule holds across restarts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Core, CoreConfig, OwnHeader, StoredPayload};
+use crate::codec::{Decode, DecodeError, Reader, Writer};
+use crate::committee::{Committee, LeaderSchedule};
+use crate::crypto::KeyPair;
+use crate::dag::Dag;
+use crate::limits::MAX_COMMITTEE_SIZE;
+use crate::mempool::{Mempool, QueuedTransaction};
+use crate::messages::{Certificate, Payload, SignedHeader};
+use crate::protocol::CommittedEntry;
+use crate::store::keys::{self, Table};
+use crate::tusk::ConsensusState;
+use crate::types::{AuthorityIndex, Round};
+
+/// Why a core could not be built from its store.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// The key is not a committee member's.
+    #[error("the signing key belongs to no committee member")]
+    NotAMember,
+    /// A stored value does not decode.
+    #[error("stored {table:?} entry does not decode: {error}")]
+    Decode {
+        /// Which table.
+        table: Table,
+        /// Why.
+        error: DecodeError,
+    },
+    /// The stored data contradicts itself.
+    #[error("store inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// Encodes the consensus state for the store.
+pub(super) fn encode_consensus(state: &ConsensusState) -> Bytes {
+    let mut w = Writer::new();
+    w.seq(&state.last_committed);
+    w.round(state.last_committed_round);
+    w.u64(state.consensus_index);
+    w.digest(&state.commit_hash);
+    Bytes::from(w.finish())
+}
+
+fn decode_consensus(bytes: Bytes) -> Result<ConsensusState, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let state = ConsensusState {
+        last_committed: r.seq("last_committed", MAX_COMMITTEE_SIZE)?,
+        last_committed_round: r.round()?,
+        consensus_index: r.u64()?,
+        commit_hash: r.digest()?,
+    };
+    r.finish()?;
+    Ok(state)
+}
+
+/// Stored entries sorted into tables.
+#[derive(Default)]
+struct Tables {
+    last_voted: Vec<SignedHeader>,
+    own: Vec<SignedHeader>,
+    certificates: Vec<Certificate>,
+    payloads: Vec<(Payload, Round)>,
+    consensus: Option<ConsensusState>,
+    committed: Vec<CommittedEntry>,
+    transactions: Vec<QueuedTransaction>,
+}
+
+fn decoded<T>(table: Table, result: Result<T, DecodeError>) -> Result<T, RecoverError> {
+    result.map_err(|error| RecoverError::Decode { table, error })
+}
+
+impl Tables {
+    fn read(entries: Vec<(Vec<u8>, Bytes)>) -> Result<Tables, RecoverError> {
+        let mut t = Tables::default();
+        for (key, value) in entries {
+            let table = Table::of(&key)
+                .ok_or_else(|| RecoverError::Inconsistent(format!("unknown key {key:?}")))?;
+            match table {
+                Table::LastVoted => t
+                    .last_voted
+                    .push(decoded(table, SignedHeader::from_bytes(value))?),
+                Table::Own => t.own.push(decoded(table, SignedHeader::from_bytes(value))?),
+                Table::Certificate => t
+                    .certificates
+                    .push(decoded(table, Certificate::from_bytes(value))?),
+                Table::Payload => {
+                    let mut r = Reader::new(value.clone());
+                    let round = decoded(table, r.round())?;
+                    t.payloads.push((Payload::new(value.slice(8..)), round));
+                }
+                Table::Consensus => t.consensus = Some(decoded(table, decode_consensus(value))?),
+                Table::Committed => t
+                    .committed
+                    .push(decoded(table, CommittedEntry::from_bytes(value))?),
+                Table::Transaction => t.transactions.push(QueuedTransaction {
+                    sequence: keys::u64_field(&key)
+                        .ok_or_else(|| RecoverError::Inconsistent("short tx key".into()))?,
+                    bytes: value,
+                }),
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl Core {
+    /// A core with an empty store.
+    pub fn new(
+        committee: Arc<Committee>,
+        schedule: Arc<dyn LeaderSchedule>,
+        key: KeyPair,
+        config: CoreConfig,
+    ) -> Result<Core, RecoverError> {
+        Core::recover(committee, schedule, key, config, Vec::new())
+    }
+
+    /// Rebuilds a core from every live store entry (as [`crate::Store::load`] returns them).
+    pub fn recover(
+        committee: Arc<Committee>,
+        schedule: Arc<dyn LeaderSchedule>,
+        key: KeyPair,
+        config: CoreConfig,
+        entries: Vec<(Vec<u8>, Bytes)>,
+    ) -> Result<Core, RecoverError> {
+        let me = committee
+            .authorities()
+            .iter()
+            .find(|a| a.public_key == key.public())
+            .map(|a| a.index)
+            .ok_or(RecoverError::NotAMember)?;
+        let tables = Tables::read(entries)?;
+        let size = committee.size();
+        let consensus = tables
+            .consensus
+            .clone()
+            .unwrap_or_else(|| ConsensusState::new(size));
+        if consensus.last_committed.len() != size {
+            return Err(RecoverError::Inconsistent("committee size changed".into()));
+        }
+        let mut core = Core {
+            dag: Dag::new(&committee),
+            committee,
+            schedule,
+            key,
+            me,
+            mempool: Mempool::new(config.mempool_max_bytes, config.mempool_max_transactions),
+            config,
+            archive: BTreeMap::new(),
+            payloads: HashMap::new(),
+            missing_payloads: BTreeSet::new(),
+            last_voted: vec![None; size],
+            votes_cast: BTreeMap::new(),
+            own: BTreeMap::new(),
+            consensus,
+            committed: Vec::new(),
+            quorum_since: BTreeMap::new(),
+        };
+        core.restore(tables)?;
+        Ok(core)
+    }
+
+    fn restore(&mut self, t: Tables) -> Result<(), RecoverError> {
+        for (payload, round) in t.payloads {
+            let stored = StoredPayload { payload, round };
+            self.payloads.insert(stored.payload.digest(), stored);
+        }
+        let gc_round = self.gc_round();
+        self.dag.prune_below(gc_round);
+        // Keys sort by (round, author): parents come before children.
+        for c in t.certificates {
+            let c = Arc::new(c);
+            if c.round() < gc_round {
+                self.archive.entry(c.round()).or_default().push(c);
+                continue;
+            }
+            self.dag
+                .insert(c.clone())
+                .map_err(|e| RecoverError::Inconsistent(format!("certificate {c:?}: {e:?}")))?;
+            if !self.payloads.contains_key(&c.header.payload().digest) {
+                self.missing_payloads.insert(c.header.payload().digest);
+            }
+        }
+        for signed in t.last_voted {
+            let author = signed.header.author();
+            let slot = self
+                .last_voted
+                .get_mut(author.as_usize())
+                .ok_or(RecoverError::Inconsistent(format!("vote for {author}")))?;
+            *slot = Some(signed.clone());
+            let vote = self.sign_vote(signed.header.digest());
+            self.votes_cast
+                .entry(signed.header.round())
+                .or_default()
+                .push(vote);
+        }
+        for (index, entry) in t.committed.into_iter().enumerate() {
+            if entry.index != index as u64 {
+                return Err(RecoverError::Inconsistent("committed sequence has a gap".into()));
+            }
+            self.committed.push(entry);
+        }
+        if self.committed.len() as u64 != self.consensus.consensus_index {
+            return Err(RecoverError::Inconsistent("consensus index mismatch".into()));
+        }
+        self.restore_own(t.own)?;
+        for tx in t.transactions {
+            self.mempool.restore(tx);
+        }
+        Ok(())
+    }
+
+    fn restore_own(&mut self, own: Vec<SignedHeader>) -> Result<(), RecoverError> {
+        let committed: BTreeSet<_> = self
+            .committed
+            .iter()
+            .filter(|e| e.author == self.me)
+            .map(|e| e.digest)
+            .collect();
+        for signed in own {
+            if signed.header.author() != self.me {
+                return Err(RecoverError::Inconsistent("own header by another".into()));
+            }
+            let voted = self.last_voted[self.me.as_usize()]
+                .as_ref()
+                .map_or(Round::GENESIS, |s| s.header.round());
+            if signed.header.round() > voted {
+                return Err(RecoverError::Inconsistent(
+                    "own header newer than last_voted".into(),
+                ));
+            }
+            let committed = committed.contains(&signed.header.digest());
+            self.own
+                .insert(signed.header.round(), OwnHeader { signed, committed });
+        }
+        Ok(())
+    }
+
+    /// The author of this core.
+    pub fn authority(&self) -> AuthorityIndex {
+        self.me
+    }
+}

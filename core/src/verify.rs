@@ -1,0 +1,398 @@
+//! The verify stage: every signature and structural rule a request must pass before the core sees
+//! it. [`Verified`] can only be built here, so `Core::handle` cannot be handed an unchecked request.
+//!
+//! Checks that need only the committee live here (instance, indices, limits, parent stake,
+//! signatures); checks that need the core's state (parents present, vote rule, gc) live in the core.
+//! Signatures of one request are verified as one batch split over the rayon pool; certificates
+//! whose digest is already in the [`VerifiedCache`] cost one hash lookup.
+//!
+//! A header with a bad signature or shape is dropped from a `HeaderBundle` and reported, so one
+//! Byzantine author cannot make an honest driver's bundle fail at every core; a bad certificate
+//! fails the whole request (only a Byzantine driver sends one).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::committee::Committee;
+use crate::crypto::{verify_batch, SignatureItem};
+use crate::error::{CoreError, Malformation};
+use crate::limits::MAX_PAYLOAD_BYTES;
+use crate::messages::{vote_message, Certificate, Header, SignedHeader};
+use crate::protocol::{Request, RequestBody};
+use crate::types::{Digest, Round};
+
+/// A value that passed the verifier. Only this module can build one.
+#[derive(Clone, Debug)]
+pub struct Verified<T>(T);
+
+impl<T> Verified<T> {
+    /// The checked value.
+    pub fn inner(&self) -> &T {
+        &self.0
+    }
+    /// Unwraps the checked value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A verified request: headers that failed were removed and are listed in `rejected`.
+#[derive(Clone, Debug)]
+pub struct CheckedRequest {
+    /// The request, holding only valid headers.
+    pub request: Request,
+    /// Headers dropped from a `HeaderBundle`, and why.
+    pub rejected: Vec<(Digest, CoreError)>,
+}
+
+/// Digests of certificates whose signatures already verified, shared between verify threads and
+/// the core thread. Bounded: entries below the gc round are pruned, and past `capacity` the lowest
+/// rounds go first.
+#[derive(Debug)]
+pub struct VerifiedCache {
+    entries: RwLock<HashMap<Digest, Round>>,
+    capacity: usize,
+}
+
+impl VerifiedCache {
+    /// A cache of at most `capacity` digests.
+    pub fn new(capacity: usize) -> VerifiedCache {
+        VerifiedCache {
+            entries: RwLock::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+    /// Whether `digest` verified before.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.entries
+            .read()
+            .expect("cache lock poisoned")
+            .contains_key(digest)
+    }
+    /// Records a verified certificate.
+    pub fn insert(&self, digest: Digest, round: Round) {
+        let mut entries = self.entries.write().expect("cache lock poisoned");
+        if entries.len() >= self.capacity {
+            let mut rounds: Vec<Round> = entries.values().copied().collect();
+            rounds.sort_unstable();
+            let cutoff = rounds[rounds.len() / 2];
+            entries.retain(|_, r| *r > cutoff);
+        }
+        entries.insert(digest, round);
+    }
+    /// Forgets everything below `round`.
+    pub fn prune_below(&self, round: Round) {
+        self.entries
+            .write()
+            .expect("cache lock poisoned")
+            .retain(|_, r| *r >= round);
+    }
+    /// Number of cached digests.
+    pub fn len(&self) -> usize {
+        self.entries.read().expect("cache lock poisoned").len()
+    }
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Settings of the verify stage.
+#[derive(Clone, Debug)]
+pub struct VerifierConfig {
+    /// Signatures per batch (one batch per rayon task).
+    pub batch_size: usize,
+    /// Certificate digests remembered.
+    pub cache_capacity: usize,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> VerifierConfig {
+        VerifierConfig {
+            batch_size: 64,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+/// Checks requests against the committee.
+#[derive(Debug)]
+pub struct Verifier {
+    committee: Arc<Committee>,
+    cache: Arc<VerifiedCache>,
+    config: VerifierConfig,
+    /// Negative control: accept every signature.
+    #[cfg(feature = "mutants")]
+    pub mutant_skip_signatures: bool,
+}
+
+impl Verifier {
+    /// A verifier for `committee`.
+    pub fn new(committee: Arc<Committee>, config: VerifierConfig) -> Verifier {
+        Verifier {
+            cache: Arc::new(VerifiedCache::new(config.cache_capacity)),
+            committee,
+            config,
+            #[cfg(feature = "mutants")]
+            mutant_skip_signatures: false,
+        }
+    }
+
+    /// The shared cache (the core prunes it as gc advances).
+    pub fn cache(&self) -> &Arc<VerifiedCache> {
+        &self.cache
+    }
+
+    /// The committee.
+    pub fn committee(&self) -> &Arc<Committee> {
+        &self.committee
+    }
+
+    /// Verifies a request. An error refuses the whole request.
+    pub fn verify(&self, request: Request) -> Result<Verified<CheckedRequest>, CoreError> {
+        if request.instance != self.committee.instance() {
+            return Err(CoreError::WrongInstance {
+                got: request.instance,
+            });
+        }
+        let Request { instance, body } = request;
+        let mut rejected = Vec::new();
+        let body = match body {
+            RequestBody::HeaderBundle {
+                round,
+                headers,
+                parents,
+                payloads,
+            } => {
+                let headers = self.check_headers(round, headers, &mut rejected);
+                self.check_certificates(&parents, None)?;
+                RequestBody::HeaderBundle {
+                    round,
+                    headers,
+                    parents,
+                    payloads,
+                }
+            }
+            RequestBody::CertBundle {
+                round,
+                certificates,
+                parents,
+                payloads,
+            } => {
+                self.check_certificates(&certificates, Some(round))?;
+                self.check_certificates(&parents, None)?;
+                RequestBody::CertBundle {
+                    round,
+                    certificates,
+                    parents,
+                    payloads,
+                }
+            }
+            RequestBody::Sync {
+                certificates,
+                payloads,
+            } => {
+                self.check_certificates(&certificates, None)?;
+                RequestBody::Sync {
+                    certificates,
+                    payloads,
+                }
+            }
+            RequestBody::Fetch { ref after, .. } if after.len() != self.committee.size() => {
+                return Err(CoreError::TooMany {
+                    what: "fetch bounds",
+                    len: after.len() as u64,
+                    max: self.committee.size() as u64,
+                })
+            }
+            other => other,
+        };
+        Ok(Verified(CheckedRequest {
+            request: Request { instance, body },
+            rejected,
+        }))
+    }
+
+    /// Structure of a header of round ≥ 1 (everything but parent presence, which needs the DAG).
+    pub fn check_header_shape(&self, header: &Header) -> Result<(), CoreError> {
+        let malformed = |reason| CoreError::Malformed {
+            digest: header.digest(),
+            reason,
+        };
+        if header.instance() != self.committee.instance() {
+            return Err(CoreError::WrongInstance {
+                got: header.instance(),
+            });
+        }
+        if !self.committee.contains(header.author()) {
+            return Err(CoreError::UnknownAuthority(header.author()));
+        }
+        if header.round() == Round::GENESIS {
+            return Err(malformed(Malformation::GenesisRound));
+        }
+        if header.payload().len as usize > MAX_PAYLOAD_BYTES {
+            return Err(malformed(Malformation::PayloadTooLarge));
+        }
+        let parent_stake = self
+            .committee
+            .stake_of(header.parents().iter().map(|p| p.author))
+            .map_err(|_| malformed(Malformation::UnknownParentAuthor))?;
+        if parent_stake < self.committee.quorum_threshold() {
+            return Err(malformed(Malformation::ParentsBelowQuorum));
+        }
+        Ok(())
+    }
+
+    fn check_headers(
+        &self,
+        round: Round,
+        headers: Vec<SignedHeader>,
+        rejected: &mut Vec<(Digest, CoreError)>,
+    ) -> Vec<SignedHeader> {
+        let mut shaped = Vec::with_capacity(headers.len());
+        for h in headers {
+            let digest = h.header.digest();
+            let shape = if h.header.round() != round {
+                Err(CoreError::Malformed {
+                    digest,
+                    reason: Malformation::BundleRound,
+                })
+            } else {
+                self.check_header_shape(&h.header)
+            };
+            match shape {
+                Ok(()) => shaped.push(h),
+                Err(e) => rejected.push((digest, e)),
+            }
+        }
+        let messages: Vec<[u8; 76]> = shaped
+            .iter()
+            .map(|h| vote_message(&self.committee.instance(), &h.header.digest()))
+            .collect();
+        let items: Vec<SignatureItem<'_>> = shaped
+            .iter()
+            .zip(&messages)
+            .map(|(h, m)| SignatureItem {
+                public_key: self.public_key(h.header.author()),
+                message: m,
+                signature: h.signature,
+            })
+            .collect();
+        let verdicts = self.verify_items(&items);
+        let mut valid = Vec::with_capacity(shaped.len());
+        for (h, ok) in shaped.into_iter().zip(verdicts) {
+            if ok {
+                valid.push(h);
+            } else {
+                rejected.push((
+                    h.header.digest(),
+                    CoreError::BadSignature {
+                        digest: h.header.digest(),
+                        signer: h.header.author(),
+                    },
+                ));
+            }
+        }
+        valid
+    }
+
+    /// Checks certificates; with `round`, each must be of that round.
+    pub fn check_certificates(
+        &self,
+        certificates: &[Certificate],
+        round: Option<Round>,
+    ) -> Result<(), CoreError> {
+        // One entry per signature to check: (certificate, signer position).
+        let mut pending: Vec<(&Certificate, usize, [u8; 76])> = Vec::new();
+        for c in certificates {
+            if round.is_some_and(|r| r != c.round()) {
+                return Err(CoreError::Malformed {
+                    digest: c.digest(),
+                    reason: Malformation::BundleRound,
+                });
+            }
+            if self.check_certificate_shape(c)? || self.cache.contains(&c.digest()) {
+                continue;
+            }
+            let message = vote_message(&self.committee.instance(), &c.digest());
+            pending.extend((0..c.signers.len()).map(|i| (c, i, message)));
+        }
+        let items: Vec<SignatureItem<'_>> = pending
+            .iter()
+            .map(|(c, i, message)| SignatureItem {
+                public_key: self.public_key(c.signers[*i]),
+                message,
+                signature: c.signatures[*i],
+            })
+            .collect();
+        let verdicts = self.verify_items(&items);
+        if let Some(((c, i, _), _)) = pending.iter().zip(&verdicts).find(|(_, ok)| !**ok) {
+            return Err(CoreError::BadSignature {
+                digest: c.digest(),
+                signer: c.signers[*i],
+            });
+        }
+        for c in certificates.iter().filter(|c| c.round() > Round::GENESIS) {
+            self.cache.insert(c.digest(), c.round());
+        }
+        Ok(())
+    }
+
+    /// Structural checks of a certificate. Returns `true` for a genuine genesis certificate
+    /// (which carries no signatures).
+    fn check_certificate_shape(&self, c: &Certificate) -> Result<bool, CoreError> {
+        let malformed = |reason| CoreError::Malformed {
+            digest: c.digest(),
+            reason,
+        };
+        if c.round() == Round::GENESIS {
+            let genuine = self.committee.contains(c.author())
+                && *c == Certificate::genesis(self.committee.instance(), c.author());
+            return if genuine {
+                Ok(true)
+            } else {
+                Err(malformed(Malformation::FakeGenesis))
+            };
+        }
+        self.check_header_shape(&c.header)?;
+        if c.signers.len() != c.signatures.len() {
+            return Err(malformed(Malformation::SignatureCount));
+        }
+        if c.signers.binary_search(&c.author()).is_err() {
+            return Err(malformed(Malformation::AuthorNotSigner));
+        }
+        let stake = self
+            .committee
+            .stake_of(c.signers.iter().copied())
+            .map_err(|_| malformed(Malformation::UnknownSigner))?;
+        if stake < self.committee.quorum_threshold() {
+            return Err(malformed(Malformation::SignersBelowQuorum));
+        }
+        Ok(false)
+    }
+
+    fn public_key(&self, index: crate::types::AuthorityIndex) -> crate::crypto::PublicKey {
+        self.committee
+            .authority(index)
+            .expect("index checked against the committee")
+            .public_key
+    }
+
+    fn verify_items(&self, items: &[SignatureItem<'_>]) -> Vec<bool> {
+        #[cfg(feature = "mutants")]
+        if self.mutant_skip_signatures {
+            return vec![true; items.len()];
+        }
+        if items.is_empty() {
+            return Vec::new();
+        }
+        verify_batch(items, self.config.batch_size)
+    }
+}
