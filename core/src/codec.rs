@@ -256,7 +256,11 @@ impl Reader {
         Ok(Digest(self.array()?))
     }
     /// A length-prefixed sequence of at most `max` items.
-    pub fn seq<T: Decode>(&mut self, what: &'static str, max: usize) -> Result<Vec<T>, DecodeError> {
+    pub fn seq<T: Decode>(
+        &mut self,
+        what: &'static str,
+        max: usize,
+    ) -> Result<Vec<T>, DecodeError> {
         let len = self.len_prefix(what, max, T::MIN_ENCODED_BYTES)?;
         let mut out = Vec::with_capacity(len);
         for _ in 0..len {

@@ -173,6 +173,10 @@ mod tests {
         };
         assert!(!verify_one(&bad));
         assert_eq!(verify_batch(&[good, bad, good], 2), vec![true, false, true]);
-        assert_eq!(key.sign(b"hello"), signature, "signatures are deterministic");
+        assert_eq!(
+            key.sign(b"hello"),
+            signature,
+            "signatures are deterministic"
+        );
     }
 }

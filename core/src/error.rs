@@ -254,12 +254,13 @@ impl Decode for CoreError {
             4 => {
                 let digest = r.digest()?;
                 let tag = r.u8()?;
-                let reason = *Malformation::ALL
-                    .get(usize::from(tag))
-                    .ok_or(DecodeError::UnknownTag {
-                        what: "malformation",
-                        tag,
-                    })?;
+                let reason =
+                    *Malformation::ALL
+                        .get(usize::from(tag))
+                        .ok_or(DecodeError::UnknownTag {
+                            what: "malformation",
+                            tag,
+                        })?;
                 CoreError::Malformed { digest, reason }
             }
             5 => CoreError::BadSignature {
@@ -269,7 +270,9 @@ impl Decode for CoreError {
             6 => CoreError::MissingParents {
                 digests: decode_digests(r)?,
             },
-            7 => CoreError::MissingPayload { digest: r.digest()? },
+            7 => CoreError::MissingPayload {
+                digest: r.digest()?,
+            },
             8 => CoreError::TooOld {
                 round: r.round()?,
                 gc_round: r.round()?,

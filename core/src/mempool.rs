@@ -111,7 +111,11 @@ mod tests {
         let batch = m.take_batch(9);
         assert_eq!(batch.len(), 1, "4+4 and 4+4 exceed 9");
         assert_eq!(batch[0].sequence, 0);
-        assert_eq!(m.take_batch(1).len(), 1, "one oversized transaction still leaves");
+        assert_eq!(
+            m.take_batch(1).len(),
+            1,
+            "one oversized transaction still leaves"
+        );
         assert_eq!(m.queued_bytes(), 2);
     }
 }

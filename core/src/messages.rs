@@ -386,7 +386,10 @@ impl Encode for Certificate {
     fn encode(&self, w: &mut Writer) {
         self.header.encode(w);
         // Signers as a bitmap without trailing zero bytes (canonical).
-        let bytes = self.signers.last().map_or(0, |last| last.as_usize() / 8 + 1);
+        let bytes = self
+            .signers
+            .last()
+            .map_or(0, |last| last.as_usize() / 8 + 1);
         let mut bitmap = vec![0u8; bytes];
         for s in &self.signers {
             bitmap[s.as_usize() / 8] |= 1 << (s.0 % 8);

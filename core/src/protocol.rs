@@ -312,7 +312,12 @@ impl Decode for Status {
                 digests: r.seq("missing payloads", MAX_DIGESTS_PER_MESSAGE)?,
             },
             3 => Status::NeedStateSync,
-            tag => return Err(DecodeError::UnknownTag { what: "status", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "status",
+                    tag,
+                })
+            }
         })
     }
 }
@@ -468,7 +473,12 @@ impl Decode for Request {
                 max: r.u32()?,
                 with_payloads: r.bool()?,
             },
-            tag => return Err(DecodeError::UnknownTag { what: "request", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "request",
+                    tag,
+                })
+            }
         };
         Ok(Request { instance, body })
     }
@@ -550,7 +560,12 @@ impl Decode for Response {
                 payloads: r.seq("payloads", MAX_PAYLOADS_PER_REQUEST)?,
             },
             5 => Response::Error(CoreError::decode(r)?),
-            tag => return Err(DecodeError::UnknownTag { what: "response", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "response",
+                    tag,
+                })
+            }
         })
     }
 }

@@ -1,1 +1,14 @@
-//! placeholder
+//! # sleepyseal-driver
+//!
+//! Drivers carry everything between passive cores. This crate holds:
+//! - [`state`]: the sans-IO [`DriverState`] (summaries in, requests out, votes into certificates,
+//!   catch-up with `Fetch`/`Sync`), PROTOCOL.md §7–§8;
+//! - [`sim`]: the deterministic simulator of n cores and m drivers exchanging real encoded
+//!   requests over a seeded faulty network, with the invariant checkers of PROTOCOL.md §9.
+//!
+//! The async runner that drives [`DriverState`] over QUIC comes with the `net` crate.
+
+pub mod sim;
+pub mod state;
+
+pub use state::{DriverConfig, DriverState, Outgoing};

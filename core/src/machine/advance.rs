@@ -65,7 +65,10 @@ impl Core {
         }
         let leader_round = round.prev();
         if leader_round.is_leader_round() {
-            if let Some(ld) = self.dag.at(leader_round, self.schedule.leader(leader_round)) {
+            if let Some(ld) = self
+                .dag
+                .at(leader_round, self.schedule.leader(leader_round))
+            {
                 let digest = ld.digest();
                 let (mut support, mut against) = (Stake(0), Stake(0));
                 for c in self.dag.round(round) {

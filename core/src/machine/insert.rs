@@ -77,6 +77,21 @@ impl Core {
         }
     }
 
+    /// Stores carried payloads of certificates inserted earlier without them. The digest binds
+    /// the content, so a payload whose digest is listed as missing is the right one.
+    pub(super) fn store_missing_payloads(
+        &mut self,
+        carried: &HashMap<Digest, Payload>,
+        tx: &mut Tx,
+    ) {
+        let round = self.dag.highest_round();
+        for (digest, payload) in carried {
+            if self.missing_payloads.contains(digest) {
+                self.store_payload(payload, round, tx);
+            }
+        }
+    }
+
     /// Records when the core first held a quorum of `round`.
     pub(super) fn note_quorum(&mut self, now: Millis, round: Round) {
         if !self.quorum_since.contains_key(&round)
@@ -123,7 +138,11 @@ impl Core {
             return;
         }
         for entry in &commits.entries {
-            assert_eq!(entry.index, self.committed.len() as u64, "indices are dense");
+            assert_eq!(
+                entry.index,
+                self.committed.len() as u64,
+                "indices are dense"
+            );
             tx.batch.put(keys::committed(entry.index), entry.to_bytes());
             if entry.author == self.me {
                 if let Some(own) = self.own.get_mut(&entry.round) {
@@ -136,8 +155,10 @@ impl Core {
         }
         assert!(state.last_committed_round > self.consensus.last_committed_round);
         self.consensus = state;
-        tx.batch
-            .put(keys::consensus(), super::recover::encode_consensus(&self.consensus));
+        tx.batch.put(
+            keys::consensus(),
+            super::recover::encode_consensus(&self.consensus),
+        );
         self.collect_garbage(tx);
     }
 
@@ -169,12 +190,13 @@ impl Core {
     }
 
     fn drop_payloads_below(&mut self, round: Round, tx: &mut Tx) {
-        let expired: Vec<Digest> = self
+        let mut expired: Vec<Digest> = self
             .payloads
             .iter()
             .filter(|(_, p)| p.round < round)
             .map(|(d, _)| *d)
             .collect();
+        expired.sort_unstable(); // deterministic write order
         for digest in expired {
             self.payloads.remove(&digest);
             tx.batch.delete(keys::payload(&digest));

@@ -187,7 +187,11 @@ impl Core {
     }
 
     /// Handles one verified request. The reply may be released only after `WriteBatch` is durable.
-    pub fn handle(&mut self, now: Millis, request: Verified<CheckedRequest>) -> (Response, WriteBatch) {
+    pub fn handle(
+        &mut self,
+        now: Millis,
+        request: Verified<CheckedRequest>,
+    ) -> (Response, WriteBatch) {
         let CheckedRequest { request, rejected } = request.into_inner();
         let Request { body, .. } = request;
         let mut tx = Tx::default();
@@ -242,6 +246,7 @@ impl Core {
         if let Err(e) = self.insert_all(now, certificates, &carried, tx) {
             return Response::Error(e);
         }
+        self.store_missing_payloads(&carried, tx);
         let status = self.advance(now, tx);
         let status = match status {
             Status::Ready if !tx.missing.is_empty() => Status::Missing {

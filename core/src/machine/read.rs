@@ -20,7 +20,12 @@ const MAX_REPLY_PAYLOAD_BYTES: usize = MAX_MESSAGE_BYTES / 2;
 impl Core {
     /// Certificates of round > `after[author]`, in (round, author) order, from the archive and
     /// the DAG.
-    pub(super) fn on_fetch(&self, after: &[Round], max_items: u32, with_payloads: bool) -> Response {
+    pub(super) fn on_fetch(
+        &self,
+        after: &[Round],
+        max_items: u32,
+        with_payloads: bool,
+    ) -> Response {
         let retained_from = self
             .archive
             .keys()

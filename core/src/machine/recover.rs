@@ -203,12 +203,16 @@ impl Core {
         }
         for (index, entry) in t.committed.into_iter().enumerate() {
             if entry.index != index as u64 {
-                return Err(RecoverError::Inconsistent("committed sequence has a gap".into()));
+                return Err(RecoverError::Inconsistent(
+                    "committed sequence has a gap".into(),
+                ));
             }
             self.committed.push(entry);
         }
         if self.committed.len() as u64 != self.consensus.consensus_index {
-            return Err(RecoverError::Inconsistent("consensus index mismatch".into()));
+            return Err(RecoverError::Inconsistent(
+                "consensus index mismatch".into(),
+            ));
         }
         self.restore_own(t.own)?;
         for tx in t.transactions {

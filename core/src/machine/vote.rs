@@ -83,8 +83,7 @@ impl Core {
         let payload = self.header_payload(signed, carried)?;
         // Persist the payload and last_voted in this request's batch, then sign.
         self.store_payload(&payload, round, tx);
-        tx.batch
-            .put(keys::last_voted(author), signed.to_bytes());
+        tx.batch.put(keys::last_voted(author), signed.to_bytes());
         self.last_voted[author.as_usize()] = Some(signed.clone());
         let vote = self.sign_vote(digest);
         self.votes_cast.entry(round).or_default().push(vote);

@@ -1,0 +1,262 @@
+//! `sleepyseal sim`: many seeds of the simulator, in parallel, with a summary.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Serialize;
+use sleepyseal_core::committee::thresholds;
+use sleepyseal_core::Stake;
+use sleepyseal_driver::sim::{run, SimConfig, SimReport};
+
+/// Flags of `sleepyseal sim`.
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Validators (cores).
+    #[arg(long, default_value_t = 4)]
+    cores: usize,
+    /// Stake per core, comma separated (default: 1 each).
+    #[arg(long, value_delimiter = ',')]
+    stakes: Option<Vec<u64>>,
+    /// Honest drivers.
+    #[arg(long, default_value_t = 2)]
+    drivers: usize,
+    /// Number of seeds to run.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// First seed (seeds run are first..first+seeds). Replay one failure with --seed N --seeds 1.
+    #[arg(long = "seed", default_value_t = 0)]
+    first_seed: u64,
+    /// Run until every live honest core committed a leader at this round.
+    #[arg(long, default_value_t = 40)]
+    rounds: u64,
+    /// Virtual-time limit per seed, in ms (hitting it is a liveness failure).
+    #[arg(long, default_value_t = 120_000)]
+    max_time_ms: u64,
+    /// Cores crashed for good early in each run (at most f by stake).
+    #[arg(long, default_value_t = 0)]
+    crash: usize,
+    /// Cores crashed and restarted from their store, one after another.
+    #[arg(long, default_value_t = 0)]
+    restart: usize,
+    /// Do not kill and restart a driver mid-run.
+    #[arg(long)]
+    no_driver_crash: bool,
+    /// Message loss per mille.
+    #[arg(long, default_value_t = 10)]
+    drop_per_mille: u32,
+    /// Message duplication per mille.
+    #[arg(long, default_value_t = 10)]
+    duplicate_per_mille: u32,
+    /// Minimum one-way latency, ms.
+    #[arg(long, default_value_t = 1)]
+    latency_min_ms: u64,
+    /// Maximum one-way latency, ms (the spread reorders messages).
+    #[arg(long, default_value_t = 15)]
+    latency_max_ms: u64,
+    /// Do not cut driver–core links.
+    #[arg(long)]
+    no_partitions: bool,
+    /// Load client transactions per second (virtual time).
+    #[arg(long, default_value_t = 100)]
+    load_tx_per_s: u64,
+    /// Worker threads (seeds run in parallel; each seed is single-threaded and deterministic).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Print one JSON object instead of the readable summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The JSON summary.
+#[derive(Serialize, Debug)]
+struct Summary {
+    seeds: u64,
+    violations: u64,
+    panics: u64,
+    not_live: u64,
+    min_commits: u64,
+    max_commit_gap_rounds: u64,
+    restarts: u64,
+    restarted_caught_up: u64,
+    failing_seeds: Vec<u64>,
+    first_violations: Vec<String>,
+    events: u64,
+    wall_s: f64,
+}
+
+fn config(args: &SimArgs, seed: u64) -> SimConfig {
+    SimConfig {
+        cores: args.cores,
+        stakes: args.stakes.clone(),
+        drivers: args.drivers,
+        seed,
+        rounds: args.rounds,
+        max_time_ms: args.max_time_ms,
+        crash: args.crash,
+        restart: args.restart,
+        driver_crash: !args.no_driver_crash,
+        latency_ms: (args.latency_min_ms, args.latency_max_ms),
+        drop_per_mille: args.drop_per_mille,
+        duplicate_per_mille: args.duplicate_per_mille,
+        partitions: !args.no_partitions,
+        load_tx_per_s: args.load_tx_per_s,
+        ..SimConfig::default()
+    }
+}
+
+fn validate(args: &SimArgs) -> anyhow::Result<()> {
+    if args.cores == 0 || args.cores > 64 {
+        bail!("--cores must be in 1..=64");
+    }
+    if args.drivers == 0 {
+        bail!("--drivers must be at least 1 (liveness needs an honest driver)");
+    }
+    let stakes = args.stakes.clone().unwrap_or_else(|| vec![1; args.cores]);
+    if stakes.len() != args.cores || stakes.contains(&0) {
+        bail!("--stakes needs {} positive values", args.cores);
+    }
+    let total: u64 = stakes.iter().sum();
+    let (f, _, _) = thresholds(Stake(total));
+    let mut sorted = stakes.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let worst: u64 = sorted.iter().take(args.crash + args.restart.min(1)).sum();
+    if worst > f.0 {
+        bail!(
+            "--crash {} (+1 restarting) can take down {worst} stake, above f = {}: no liveness to check",
+            args.crash,
+            f.0
+        );
+    }
+    if args.latency_min_ms > args.latency_max_ms {
+        bail!("--latency-min-ms exceeds --latency-max-ms");
+    }
+    Ok(())
+}
+
+/// Runs the seeds and prints the summary.
+pub fn main(args: SimArgs) -> anyhow::Result<()> {
+    validate(&args)?;
+    let started = Instant::now();
+    let next = AtomicU64::new(args.first_seed);
+    let end = args
+        .first_seed
+        .checked_add(args.seeds)
+        .context("seed range overflows")?;
+    let results: Mutex<Vec<Result<SimReport, u64>>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..args.threads.max(1) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    break;
+                }
+                let cfg = config(&args, seed);
+                let outcome = catch_unwind(AssertUnwindSafe(|| run(cfg))).map_err(|_| seed);
+                results.lock().expect("results lock").push(outcome);
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|r| match r {
+        Ok(report) => report.seed,
+        Err(seed) => *seed,
+    });
+    let summary = summarize(&results, started.elapsed().as_secs_f64());
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_readable(&args, &summary);
+    }
+    if summary.violations > 0 || summary.panics > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
+    let mut s = Summary {
+        seeds: results.len() as u64,
+        violations: 0,
+        panics: 0,
+        not_live: 0,
+        min_commits: u64::MAX,
+        max_commit_gap_rounds: 0,
+        restarts: 0,
+        restarted_caught_up: 0,
+        failing_seeds: Vec::new(),
+        first_violations: Vec::new(),
+        events: 0,
+        wall_s,
+    };
+    for result in results {
+        match result {
+            Err(seed) => {
+                s.panics += 1;
+                s.failing_seeds.push(*seed);
+            }
+            Ok(r) => {
+                s.violations += r.violations.len() as u64;
+                if !r.violations.is_empty() || !r.live {
+                    s.failing_seeds.push(r.seed);
+                }
+                for v in r.violations.iter().take(2) {
+                    if s.first_violations.len() < 10 {
+                        s.first_violations
+                            .push(format!("seed {}: {} {}", r.seed, v.invariant, v.detail));
+                    }
+                }
+                s.not_live += u64::from(!r.live);
+                s.min_commits = s.min_commits.min(r.min_commits);
+                s.max_commit_gap_rounds = s.max_commit_gap_rounds.max(r.max_commit_gap_rounds);
+                s.restarts += r.restarts;
+                s.restarted_caught_up += r.restarted_caught_up;
+                s.events += r.events;
+            }
+        }
+    }
+    if s.min_commits == u64::MAX {
+        s.min_commits = 0;
+    }
+    s.failing_seeds.truncate(20);
+    s
+}
+
+fn print_readable(args: &SimArgs, s: &Summary) {
+    println!(
+        "sleepyseal sim: {} cores, {} drivers, crash {}, restart {}, seeds {}..{}",
+        args.cores,
+        args.drivers,
+        args.crash,
+        args.restart,
+        args.first_seed,
+        args.first_seed + args.seeds
+    );
+    println!("  seeds run                 {}", s.seeds);
+    println!("  safety violations         {}", s.violations);
+    println!("  panics                    {}", s.panics);
+    println!("  seeds not live            {}", s.not_live);
+    println!("  fewest committed leaders  {}", s.min_commits);
+    println!(
+        "  largest commit gap        {} rounds",
+        s.max_commit_gap_rounds
+    );
+    println!(
+        "  restarts / caught up      {} / {}",
+        s.restarts, s.restarted_caught_up
+    );
+    println!("  events                    {}", s.events);
+    println!("  wall time                 {:.1} s", s.wall_s);
+    for v in &s.first_violations {
+        println!("  ! {v}");
+    }
+    if !s.failing_seeds.is_empty() {
+        println!(
+            "  failing seeds (replay with --seed N --seeds 1): {:?}",
+            s.failing_seeds
+        );
+    }
+}

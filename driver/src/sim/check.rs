@@ -1,0 +1,397 @@
+//! The invariant checkers of PROTOCOL.md §9, run after every simulated step.
+//!
+//! They judge with an independent reference [`Verifier`] built with the *correct* rules, so a core
+//! running a mutant (wrong quorum, no signature check) is judged by the protocol, not by itself.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sleepyseal_core::committee::LeaderSchedule;
+use sleepyseal_core::protocol::{RequestBody, Response};
+use sleepyseal_core::verify::VerifierConfig;
+use sleepyseal_core::{
+    AuthorityIndex, Certificate, Committee, Core, Digest, Request, Round, Verifier,
+};
+
+/// A broken invariant, with what shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant (S1..S8).
+    pub invariant: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// Per-core progress seen so far (S4, S6).
+#[derive(Default)]
+struct CoreTrack {
+    checked_len: u64,
+    committed: HashSet<Digest>,
+    /// Parents that were not committed before a child: they must never be committed later.
+    forbidden: HashSet<Digest>,
+    round: Round,
+    last_committed_round: Round,
+    consensus_index: u64,
+    committed_leaders: u64,
+    last_leader_round: Round,
+    max_gap_rounds: u64,
+}
+
+/// The checkers' state for one simulation.
+pub struct Checker {
+    committee: Arc<Committee>,
+    schedule: Arc<dyn LeaderSchedule>,
+    reference: Verifier,
+    /// Authors whose cores are Byzantine (twins): not held to honest-core invariants.
+    byzantine: HashSet<AuthorityIndex>,
+    /// S1: the first sequence seen, by index.
+    log: Vec<(Digest, Digest)>,
+    /// S2: certified digest per (author, round).
+    certified: HashMap<(AuthorityIndex, Round), Digest>,
+    /// Reference verdicts by certificate digest.
+    valid: HashMap<Digest, bool>,
+    /// S3: digest signed per (voter, author, round) by honest cores.
+    signed: HashMap<(AuthorityIndex, AuthorityIndex, Round), Digest>,
+    /// Header (author, round) by digest, from everything seen.
+    headers: HashMap<Digest, (AuthorityIndex, Round)>,
+    /// S8: committed leaders by round.
+    leaders: HashMap<Round, Digest>,
+    tracks: Vec<CoreTrack>,
+    /// Everything found.
+    pub violations: Vec<Violation>,
+}
+
+impl Checker {
+    /// Checkers for `committee`; `byzantine` authors are exempt from honest-core invariants.
+    pub fn new(
+        committee: Arc<Committee>,
+        schedule: Arc<dyn LeaderSchedule>,
+        byzantine: HashSet<AuthorityIndex>,
+        instances: usize,
+    ) -> Checker {
+        Checker {
+            reference: Verifier::new(committee.clone(), VerifierConfig::default()),
+            committee,
+            schedule,
+            byzantine,
+            log: Vec::new(),
+            certified: HashMap::new(),
+            valid: HashMap::new(),
+            signed: HashMap::new(),
+            headers: HashMap::new(),
+            leaders: HashMap::new(),
+            tracks: (0..instances).map(|_| CoreTrack::default()).collect(),
+            violations: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, invariant: &'static str, detail: String) {
+        if self.violations.len() < 32 {
+            self.violations.push(Violation { invariant, detail });
+        }
+    }
+
+    /// Fewest committed leaders and largest gap between successive committed leader rounds
+    /// over the given instances.
+    pub fn liveness(&self, instances: &[usize]) -> (u64, u64) {
+        let min = instances
+            .iter()
+            .map(|i| self.tracks[*i].committed_leaders)
+            .min()
+            .unwrap_or(0);
+        let gap = instances
+            .iter()
+            .map(|i| self.tracks[*i].max_gap_rounds)
+            .max()
+            .unwrap_or(0);
+        (min, gap)
+    }
+
+    /// Learns header digests from a request before it is delivered.
+    pub fn observe_request(&mut self, request: &Request) {
+        if let RequestBody::HeaderBundle { headers, .. } = &request.body {
+            for h in headers {
+                self.headers
+                    .insert(h.header.digest(), (h.header.author(), h.header.round()));
+            }
+        }
+    }
+
+    /// S3 and S6 on every reply leaving an honest core instance. S6 is judged on released
+    /// replies: state a core held only in memory before a crash was never exposed.
+    pub fn observe_reply(&mut self, instance: usize, core: AuthorityIndex, response: &Response) {
+        if self.byzantine.contains(&core) {
+            return;
+        }
+        if let Response::Summary(s) | Response::Votes { summary: s, .. } = response {
+            self.check_monotonic(instance, s);
+        }
+        let (votes, summary) = match response {
+            Response::Votes { votes, summary, .. } => (votes.as_slice(), Some(summary)),
+            Response::Summary(summary) => (&[][..], Some(summary)),
+            _ => return,
+        };
+        let mut signatures: Vec<(Digest, AuthorityIndex, Round)> = Vec::new();
+        if let Some(s) = summary {
+            if let Some(own) = &s.own_header {
+                let (d, a, r) = (own.header.digest(), own.header.author(), own.header.round());
+                self.headers.insert(d, (a, r));
+                signatures.push((d, a, r));
+            }
+            for v in &s.votes {
+                if let Some((a, r)) = self.headers.get(&v.header_digest) {
+                    signatures.push((v.header_digest, *a, *r));
+                }
+            }
+        }
+        for v in votes {
+            if let Some((a, r)) = self.headers.get(&v.header_digest) {
+                signatures.push((v.header_digest, *a, *r));
+            }
+        }
+        for (digest, author, round) in signatures {
+            let previous = *self.signed.entry((core, author, round)).or_insert(digest);
+            if previous != digest {
+                self.fail(
+                    "S3",
+                    format!("{core} signed {previous:?} and {digest:?} for ({author}, {round})"),
+                );
+            }
+        }
+    }
+
+    /// S6: round, last committed round and consensus index never decrease.
+    fn check_monotonic(&mut self, instance: usize, s: &sleepyseal_core::Summary) {
+        let t = &self.tracks[instance];
+        if s.round < t.round
+            || s.last_committed_round < t.last_committed_round
+            || s.consensus_index < t.consensus_index
+        {
+            let detail = format!(
+                "core {instance}: round {}→{}, committed {}→{}, index {}→{}",
+                t.round,
+                s.round,
+                t.last_committed_round,
+                s.last_committed_round,
+                t.consensus_index,
+                s.consensus_index
+            );
+            self.fail("S6", detail);
+        }
+        let t = &mut self.tracks[instance];
+        t.round = t.round.max(s.round);
+        t.last_committed_round = t.last_committed_round.max(s.last_committed_round);
+        t.consensus_index = t.consensus_index.max(s.consensus_index);
+    }
+
+    /// Reference validity of a certificate (cached).
+    fn is_valid(&mut self, c: &Certificate) -> bool {
+        if let Some(v) = self.valid.get(&c.digest()) {
+            return *v;
+        }
+        let ok = self
+            .reference
+            .check_certificates(std::slice::from_ref(c), None)
+            .is_ok();
+        self.valid.insert(c.digest(), ok);
+        ok
+    }
+
+    /// Checks the certificates a request carried that are now in the core's DAG (S2, S5, S8).
+    pub fn after_insert(&mut self, instance: usize, core: &Core, request: &Request) {
+        let carried: Vec<&Certificate> = match &request.body {
+            RequestBody::HeaderBundle { parents, .. } => parents.iter().collect(),
+            RequestBody::CertBundle {
+                certificates,
+                parents,
+                ..
+            } => certificates.iter().chain(parents).collect(),
+            RequestBody::Sync { certificates, .. } => certificates.iter().collect(),
+            _ => return,
+        };
+        let honest = !self.byzantine.contains(&core.index());
+        for c in carried {
+            if c.round() == Round::GENESIS || !core.dag().contains(&c.digest()) {
+                continue;
+            }
+            let stored = core.dag().get(&c.digest()).expect("contained").clone();
+            if honest && !self.is_valid(&stored) {
+                self.fail(
+                    "S2",
+                    format!(
+                        "core {instance} inserted invalid certificate {:?}",
+                        c.digest()
+                    ),
+                );
+            }
+            let slot = (c.author(), c.round());
+            let first = *self.certified.entry(slot).or_insert(c.digest());
+            if first != c.digest() && self.is_valid(&stored) {
+                self.fail(
+                    "S2",
+                    format!("two certificates for {slot:?}: {first:?}, {:?}", c.digest()),
+                );
+            }
+            if honest {
+                self.check_parents_stored(instance, core, &stored);
+                self.check_links_to_leader(instance, core, &stored);
+            }
+        }
+    }
+
+    /// S5: parents above the floor are stored.
+    fn check_parents_stored(&mut self, instance: usize, core: &Core, c: &Certificate) {
+        if c.round().prev() < core.dag().floor() {
+            return;
+        }
+        if let Some(p) = c
+            .header
+            .parents()
+            .iter()
+            .find(|p| !core.dag().contains(&p.digest))
+        {
+            self.fail(
+                "S5",
+                format!(
+                    "core {instance}: {:?} lacks parent {:?}",
+                    c.digest(),
+                    p.digest
+                ),
+            );
+        }
+    }
+
+    /// S8: a certificate of round r links to the newest committed leader of round ≤ r − 2 (that
+    /// leader links to all earlier ones, so one path suffices).
+    fn check_links_to_leader(&mut self, instance: usize, core: &Core, c: &Certificate) {
+        let Some((&round, &digest)) = self
+            .leaders
+            .iter()
+            .filter(|(r, _)| r.0 + 2 <= c.round().0 && **r >= core.dag().floor())
+            .max_by_key(|(r, _)| **r)
+        else {
+            return;
+        };
+        let linked = core
+            .dag()
+            .get(&digest)
+            .is_some_and(|leader| core.dag().linked(c, leader));
+        if !linked {
+            self.fail(
+                "S8",
+                format!(
+                    "core {instance}: {:?} at {} has no path to leader {digest:?} at {round}",
+                    c.digest(),
+                    c.round()
+                ),
+            );
+        }
+    }
+
+    /// S1, S4, S6 on an honest instance's committed sequence and counters.
+    pub fn after_step(&mut self, instance: usize, core: &Core) {
+        if self.byzantine.contains(&core.index()) {
+            return;
+        }
+        let from = self.tracks[instance].checked_len;
+        let entries = core.committed_from(from).to_vec();
+        for e in entries {
+            self.check_entry(instance, core, &e);
+        }
+    }
+
+    fn check_entry(&mut self, instance: usize, core: &Core, e: &sleepyseal_core::CommittedEntry) {
+        // S1: prefix agreement.
+        let index = e.index as usize;
+        if index < self.log.len() {
+            if self.log[index] != (e.digest, e.commit_hash) {
+                self.fail(
+                    "S1",
+                    format!(
+                        "core {instance} index {index}: {:?} vs {:?}",
+                        e.digest, self.log[index].0
+                    ),
+                );
+            }
+        } else {
+            assert_eq!(index, self.log.len(), "entries arrive in order");
+            self.log.push((e.digest, e.commit_hash));
+        }
+        // S4: valid, once, after committed parents, leaders are leader(L).
+        let certificate = core.dag().get(&e.digest).map(|c| Certificate::clone(c));
+        match certificate {
+            Some(c) => {
+                if !self.is_valid(&c) {
+                    self.fail(
+                        "S4",
+                        format!("core {instance} committed invalid {:?}", e.digest),
+                    );
+                }
+                let t = &mut self.tracks[instance];
+                for p in c.header.parents() {
+                    if !t.committed.contains(&p.digest) {
+                        t.forbidden.insert(p.digest);
+                    }
+                }
+            }
+            None => self.fail(
+                "S4",
+                format!("core {instance} committed {:?} not in its DAG", e.digest),
+            ),
+        }
+        let t = &mut self.tracks[instance];
+        let once = t.committed.insert(e.digest);
+        let order_ok = !t.forbidden.contains(&e.digest);
+        t.checked_len += 1;
+        if e.is_leader {
+            t.committed_leaders += 1;
+            t.max_gap_rounds = t
+                .max_gap_rounds
+                .max(e.round.0.saturating_sub(t.last_leader_round.0));
+            t.last_leader_round = e.round;
+        }
+        if !once {
+            self.fail(
+                "S4",
+                format!("core {instance} committed {:?} twice", e.digest),
+            );
+        }
+        if !order_ok {
+            self.fail(
+                "S4",
+                format!("core {instance} committed {:?} after a child", e.digest),
+            );
+        }
+        if e.is_leader {
+            if !e.round.is_leader_round() || self.schedule.leader(e.round) != e.author {
+                self.fail(
+                    "S4",
+                    format!("core {instance}: {:?} is not leader({})", e.digest, e.round),
+                );
+            }
+            let known = *self.leaders.entry(e.round).or_insert(e.digest);
+            if known != e.digest {
+                self.fail("S1", format!("two leaders committed at {}", e.round));
+            }
+            self.check_dag_links(instance, core, e.round, e.digest);
+        }
+    }
+
+    /// S8 at commit time: everything already in the DAG at ≥ L + 2 links to L.
+    fn check_dag_links(&mut self, instance: usize, core: &Core, round: Round, digest: Digest) {
+        let Some(leader) = core.dag().get(&digest).cloned() else {
+            return;
+        };
+        let later: Vec<_> = core.dag().above(Round(round.0 + 1)).cloned().collect();
+        if let Some(c) = later.iter().find(|c| !core.dag().linked(c, &leader)) {
+            self.fail(
+                "S8",
+                format!(
+                    "core {instance}: {:?} has no path to committed leader at {round}",
+                    c.digest()
+                ),
+            );
+        }
+        let _ = &self.committee;
+    }
+}

@@ -1,0 +1,190 @@
+//! A simulated core process: a real [`Core`] behind a real [`Verifier`], with a simulated disk.
+//!
+//! Each request's writes join a group; a group is synced after a simulated disk delay, and the
+//! replies of its requests are released only then, in order (group commit). A reply with no
+//! writes still waits for every earlier write. A crash drops the in-memory core and every write
+//! not yet synced; a restart rebuilds the core from what was synced.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sleepyseal_core::codec::{Decode, Encode};
+use sleepyseal_core::committee::LeaderSchedule;
+use sleepyseal_core::store::MemStore;
+use sleepyseal_core::{
+    Committee, Core, CoreConfig, CoreError, KeyPair, Millis, Request, Response, Store, Verifier,
+    WriteBatch,
+};
+
+/// A reply waiting for its writes to be durable.
+#[derive(Debug)]
+pub struct PendingReply {
+    /// Who asked (driver or client actor id).
+    pub to: usize,
+    /// The request id.
+    pub id: u64,
+    /// The reply, encoded.
+    pub reply: Bytes,
+}
+
+/// A simulated core process.
+pub struct SimCore {
+    /// Index in the committee.
+    pub index: u16,
+    /// Key seed, to rebuild the key on restart.
+    key_seed: u64,
+    committee: Arc<Committee>,
+    schedule: Arc<dyn LeaderSchedule>,
+    config: CoreConfig,
+    verifier: Verifier,
+    /// The running core, `None` while crashed.
+    pub core: Option<Core>,
+    /// What survived: synced writes only.
+    pub durable: MemStore,
+    /// Writes and replies of requests handled since the last sync started.
+    queued: Vec<(WriteBatch, PendingReply)>,
+    /// The group being synced, released when its sync completes.
+    syncing: Option<Vec<(WriteBatch, PendingReply)>>,
+    /// Bumped on every crash, so a sync that completes after a crash is ignored.
+    pub epoch: u64,
+    /// Negative control: release replies before their writes are durable.
+    pub reply_before_write: bool,
+}
+
+/// What handling a request produced.
+pub enum Handled {
+    /// Reply now (nothing pending).
+    ReplyNow(PendingReply),
+    /// Queued behind a sync; start one if `start_sync`.
+    Queued {
+        /// Whether no sync is running, so the caller must schedule one.
+        start_sync: bool,
+        /// With the reply-before-write mutant, the reply to release right away.
+        early: Option<PendingReply>,
+    },
+    /// The core is down: the request is lost.
+    Down,
+}
+
+impl SimCore {
+    /// A fresh core.
+    pub fn new(
+        index: u16,
+        key_seed: u64,
+        committee: Arc<Committee>,
+        schedule: Arc<dyn LeaderSchedule>,
+        config: CoreConfig,
+        verifier: Verifier,
+    ) -> SimCore {
+        let mut node = SimCore {
+            index,
+            key_seed,
+            committee,
+            schedule,
+            config,
+            verifier,
+            core: None,
+            durable: MemStore::new(),
+            queued: Vec::new(),
+            syncing: None,
+            epoch: 0,
+            reply_before_write: false,
+        };
+        node.restart();
+        node
+    }
+
+    /// Stops the process: memory and unsynced writes are lost.
+    pub fn crash(&mut self) {
+        self.core = None;
+        self.queued.clear();
+        self.syncing = None;
+        self.epoch += 1;
+    }
+
+    /// Starts the process from its durable store.
+    pub fn restart(&mut self) {
+        let entries = self.durable.load().expect("memory store loads");
+        let key = KeyPair::deterministic(self.key_seed, self.index);
+        let core = Core::recover(
+            self.committee.clone(),
+            self.schedule.clone(),
+            key,
+            self.config.clone(),
+            entries,
+        )
+        .expect("a core recovers from its own store");
+        self.core = Some(core);
+    }
+
+    /// Decodes, verifies and handles a request.
+    pub fn handle(&mut self, now: Millis, from: usize, id: u64, bytes: Bytes) -> Handled {
+        let Some(core) = self.core.as_mut() else {
+            return Handled::Down;
+        };
+        let (response, batch) = match Request::from_bytes(bytes) {
+            Err(e) => (Response::Error(CoreError::Decode(e)), WriteBatch::new()),
+            Ok(request) => match self.verifier.verify(request) {
+                Err(e) => (Response::Error(e), WriteBatch::new()),
+                Ok(verified) => core.handle(now, verified),
+            },
+        };
+        let reply = PendingReply {
+            to: from,
+            id,
+            reply: response.to_bytes(),
+        };
+        if batch.is_empty() && self.queued.is_empty() && self.syncing.is_none() {
+            return Handled::ReplyNow(reply);
+        }
+        if self.reply_before_write {
+            let early = PendingReply {
+                to: reply.to,
+                id: reply.id,
+                reply: reply.reply.clone(),
+            };
+            self.queued.push((
+                batch,
+                PendingReply {
+                    reply: Bytes::new(),
+                    ..reply
+                },
+            ));
+            let start_sync = self.syncing.is_none();
+            return Handled::Queued {
+                start_sync,
+                early: Some(early),
+            };
+        }
+        self.queued.push((batch, reply));
+        Handled::Queued {
+            start_sync: self.syncing.is_none(),
+            early: None,
+        }
+    }
+
+    /// Starts syncing the queued group. Returns false if there is nothing to sync.
+    pub fn start_sync(&mut self) -> bool {
+        if self.syncing.is_some() || self.queued.is_empty() {
+            return false;
+        }
+        self.syncing = Some(std::mem::take(&mut self.queued));
+        true
+    }
+
+    /// The sync of the current group completed: apply it and release its replies.
+    pub fn finish_sync(&mut self, epoch: u64) -> VecDeque<PendingReply> {
+        if epoch != self.epoch {
+            return VecDeque::new();
+        }
+        let group = self.syncing.take().unwrap_or_default();
+        let batches: Vec<WriteBatch> = group.iter().map(|(b, _)| b.clone()).collect();
+        self.durable.commit(&batches).expect("memory store commits");
+        group
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| !r.reply.is_empty())
+            .collect()
+    }
+}

@@ -1,0 +1,785 @@
+//! The simulated world: actors, the event queue, fault schedules, and the run loop.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sleepyseal_core::codec::{Decode, Encode};
+use sleepyseal_core::committee::{default_schedule, Authority, LeaderSchedule};
+use sleepyseal_core::crypto::Signature;
+use sleepyseal_core::hash::Hasher;
+use sleepyseal_core::messages::Header;
+use sleepyseal_core::protocol::{RequestBody, Response};
+use sleepyseal_core::verify::VerifierConfig;
+use sleepyseal_core::{
+    AuthorityIndex, Certificate, Committee, CoreConfig, Digest, KeyPair, Millis, Request, Round,
+    Stake, Verifier,
+};
+
+use super::check::Checker;
+use super::node::{Handled, PendingReply, SimCore};
+use super::rng::SimRng;
+use super::Mutant;
+use crate::state::{DriverConfig, DriverState, Outgoing};
+
+/// The actor id of the load client.
+const CLIENT: usize = usize::MAX;
+/// How often drivers look at timers.
+const DRIVER_TICK_MS: u64 = 10;
+
+/// One simulation's parameters.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Validators.
+    pub cores: usize,
+    /// Stake per validator (default: 1 each).
+    pub stakes: Option<Vec<u64>>,
+    /// Drivers (all honest).
+    pub drivers: usize,
+    /// The seed.
+    pub seed: u64,
+    /// Stop once every live honest core committed a leader at or above this round.
+    pub rounds: u64,
+    /// Give up (liveness failure) after this much virtual time.
+    pub max_time_ms: u64,
+    /// Cores crashed for good, early in the run.
+    pub crash: usize,
+    /// Cores crashed and restarted from their store, one after another.
+    pub restart: usize,
+    /// Kill and restart a driver during the run.
+    pub driver_crash: bool,
+    /// One-way latency range.
+    pub latency_ms: (u64, u64),
+    /// Message loss, per mille.
+    pub drop_per_mille: u32,
+    /// Message duplication, per mille.
+    pub duplicate_per_mille: u32,
+    /// Cut random driver–core links for a while.
+    pub partitions: bool,
+    /// Disk sync latency range.
+    pub sync_ms: (u64, u64),
+    /// Equivocating twins: the first `twins` authorities run two cores with one key.
+    pub twins: usize,
+    /// Add a driver that injects certificates with forged signatures.
+    pub forger: bool,
+    /// Transactions per second submitted by the load client.
+    pub load_tx_per_s: u64,
+    /// Negative control to plant.
+    pub mutant: Mutant,
+    /// Core settings.
+    pub core: CoreConfig,
+    /// Driver settings.
+    pub driver: DriverConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            cores: 4,
+            stakes: None,
+            drivers: 2,
+            seed: 0,
+            rounds: 30,
+            max_time_ms: 120_000,
+            crash: 0,
+            restart: 0,
+            driver_crash: true,
+            latency_ms: (1, 15),
+            drop_per_mille: 10,
+            duplicate_per_mille: 10,
+            partitions: true,
+            sync_ms: (1, 4),
+            twins: 0,
+            forger: false,
+            load_tx_per_s: 100,
+            mutant: Mutant::None,
+            core: CoreConfig {
+                leader_timeout_ms: 300,
+                vote_timeout_ms: 300,
+                batch_size_bytes: 4_096,
+                ..CoreConfig::default()
+            },
+            driver: DriverConfig {
+                request_timeout_ms: 300,
+                poll_interval_ms: 30,
+                ..DriverConfig::default()
+            },
+        }
+    }
+}
+
+/// What one seed showed.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Broken invariants (empty when safe).
+    pub violations: Vec<super::Violation>,
+    /// Every live honest core reached the target round.
+    pub live: bool,
+    /// Fewest committed leaders at any live honest core.
+    pub min_commits: u64,
+    /// Largest gap, in rounds, between successive committed leaders at a live honest core.
+    pub max_commit_gap_rounds: u64,
+    /// Core restarts performed.
+    pub restarts: u64,
+    /// Restarted cores that reached the target round with the common commit hash.
+    pub restarted_caught_up: u64,
+    /// Highest round reached.
+    pub top_round: Round,
+    /// Events processed.
+    pub events: u64,
+    /// Virtual time at the end.
+    pub time_ms: u64,
+    /// Hash over the processed events (S7: same seed, same trace).
+    pub trace: Digest,
+    /// Transactions acknowledged to the load client.
+    pub acked_transactions: u64,
+}
+
+enum Event {
+    Request {
+        from: usize,
+        instance: usize,
+        id: u64,
+        bytes: Bytes,
+    },
+    Reply {
+        to: usize,
+        instance: usize,
+        id: u64,
+        bytes: Bytes,
+    },
+    SyncDone {
+        instance: usize,
+        epoch: u64,
+    },
+    DriverTick {
+        driver: usize,
+    },
+    Crash {
+        instance: usize,
+        restart_after_ms: Option<u64>,
+    },
+    Restart {
+        instance: usize,
+    },
+    DriverCrash {
+        driver: usize,
+        restart_after_ms: u64,
+    },
+    DriverRestart {
+        driver: usize,
+    },
+    Cut {
+        driver: usize,
+        instance: usize,
+        heal_after_ms: u64,
+    },
+    Heal {
+        driver: usize,
+        instance: usize,
+    },
+    Submit,
+}
+
+struct SimDriver {
+    state: Option<DriverState>,
+    incarnation: u64,
+    in_flight: HashMap<u64, RequestBody>,
+    forger: bool,
+}
+
+struct World {
+    config: SimConfig,
+    committee: Arc<Committee>,
+    rng: SimRng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    instances: Vec<SimCore>,
+    /// Authority of each instance.
+    authority_of: Vec<AuthorityIndex>,
+    drivers: Vec<SimDriver>,
+    cut: HashSet<(usize, usize)>,
+    down_for_good: HashSet<usize>,
+    restarted: HashSet<usize>,
+    checker: Checker,
+    trace: Hasher,
+    events: u64,
+    restarts: u64,
+    acked: u64,
+    tx_counter: u64,
+}
+
+/// Runs one seed to completion.
+pub fn run(config: SimConfig) -> SimReport {
+    let mut world = World::new(config);
+    world.schedule_faults();
+    world.run_loop();
+    if std::env::var_os("SLEEPYSEAL_SIM_DEBUG").is_some() {
+        world.debug_dump();
+    }
+    world.report()
+}
+
+fn build_committee(config: &SimConfig) -> Arc<Committee> {
+    let stakes = config
+        .stakes
+        .clone()
+        .unwrap_or_else(|| vec![1; config.cores]);
+    assert_eq!(stakes.len(), config.cores, "one stake per core");
+    let instance = Hasher::new(b"SEAL/SIM/v1").update(b"instance").finish();
+    let authorities = stakes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Authority {
+            index: AuthorityIndex(i as u16),
+            public_key: KeyPair::deterministic(0, i as u16).public(),
+            stake: Stake(*s),
+            address: format!("sim:{i}"),
+        })
+        .collect();
+    let committee = Committee::new(instance, authorities).expect("valid simulated committee");
+    #[cfg(feature = "mutants")]
+    if config.mutant == Mutant::PrototypeQuorum {
+        return Arc::new(committee.with_prototype_quorum_mutant());
+    }
+    Arc::new(committee)
+}
+
+impl World {
+    fn new(config: SimConfig) -> World {
+        let committee = build_committee(&config);
+        let schedule: Arc<dyn LeaderSchedule> = default_schedule(&committee);
+        let mut authority_of: Vec<AuthorityIndex> = committee.indices().collect();
+        authority_of.extend((0..config.twins).map(|i| AuthorityIndex(i as u16)));
+        let instances = authority_of
+            .iter()
+            .map(|a| {
+                #[allow(unused_mut)]
+                let mut verifier = Verifier::new(committee.clone(), VerifierConfig::default());
+                #[cfg(feature = "mutants")]
+                {
+                    verifier.mutant_skip_signatures = config.mutant == Mutant::NoSignatureCheck;
+                }
+                let mut node = SimCore::new(
+                    a.0,
+                    0,
+                    committee.clone(),
+                    schedule.clone(),
+                    config.core.clone(),
+                    verifier,
+                );
+                node.reply_before_write = config.mutant == Mutant::ReplyBeforeWrite;
+                node
+            })
+            .collect();
+        let byzantine = (0..config.twins)
+            .map(|i| AuthorityIndex(i as u16))
+            .collect();
+        let checker = Checker::new(committee.clone(), schedule, byzantine, authority_of.len());
+        let total_drivers = config.drivers + usize::from(config.forger);
+        let drivers = (0..total_drivers)
+            .map(|d| SimDriver {
+                state: Some(DriverState::new(
+                    committee.clone(),
+                    config.driver.clone(),
+                    (d as u64) << 48,
+                )),
+                incarnation: 0,
+                in_flight: HashMap::new(),
+                forger: d >= config.drivers,
+            })
+            .collect();
+        World {
+            rng: SimRng::new(config.seed),
+            config,
+            committee,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            instances,
+            authority_of,
+            drivers,
+            cut: HashSet::new(),
+            down_for_good: HashSet::new(),
+            restarted: HashSet::new(),
+            checker,
+            trace: Hasher::new(b"SEAL/TRACE/v1"),
+            events: 0,
+            restarts: 0,
+            acked: 0,
+            tx_counter: 0,
+        }
+    }
+
+    fn at(&mut self, delay_ms: u64, event: Event) {
+        self.seq += 1;
+        self.queue.insert((self.now + delay_ms, self.seq), event);
+    }
+
+    /// Which instance of `authority` a driver talks to (twins split between drivers).
+    fn route(&self, driver: usize, authority: AuthorityIndex) -> usize {
+        if authority.as_usize() < self.config.twins && driver % 2 == 1 {
+            self.committee.size() + authority.as_usize()
+        } else {
+            authority.as_usize()
+        }
+    }
+
+    /// Honest authorities' primary instances, the ones liveness is judged on.
+    fn honest_instances(&self) -> Vec<usize> {
+        (self.config.twins..self.committee.size()).collect()
+    }
+
+    fn schedule_faults(&mut self) {
+        let span = self.config.max_time_ms.min(8_000);
+        let mut candidates = self.honest_instances();
+        // Crash for good, then restart others: never the same core twice.
+        for _ in 0..self.config.crash.min(candidates.len()) {
+            let instance = candidates.remove(self.rng.index(candidates.len()));
+            let when = self.rng.range(0, span / 4);
+            self.down_for_good.insert(instance);
+            self.at(
+                when,
+                Event::Crash {
+                    instance,
+                    restart_after_ms: None,
+                },
+            );
+        }
+        for k in 0..self.config.restart.min(candidates.len()) as u64 {
+            let instance = candidates.remove(self.rng.index(candidates.len()));
+            let slot = span / (self.config.restart as u64 + 1);
+            let when = slot * k + self.rng.range(slot / 4, slot);
+            let down = self.rng.range(100, 1_200);
+            self.at(
+                when,
+                Event::Crash {
+                    instance,
+                    restart_after_ms: Some(down),
+                },
+            );
+        }
+        if self.config.driver_crash && self.config.drivers > 0 {
+            let driver = self.rng.index(self.config.drivers);
+            let when = self.rng.range(span / 8, span / 2);
+            let down = self.rng.range(20, 400);
+            self.at(
+                when,
+                Event::DriverCrash {
+                    driver,
+                    restart_after_ms: down,
+                },
+            );
+        }
+        if self.config.partitions {
+            let mut t = 0;
+            while t < span {
+                t += self.rng.range(300, 1_500);
+                let driver = self.rng.index(self.drivers.len());
+                let instance = self.rng.index(self.instances.len());
+                let heal = self.rng.range(50, 600);
+                self.at(
+                    t,
+                    Event::Cut {
+                        driver,
+                        instance,
+                        heal_after_ms: heal,
+                    },
+                );
+            }
+        }
+        for d in 0..self.drivers.len() {
+            self.at(0, Event::DriverTick { driver: d });
+        }
+        if self.config.load_tx_per_s > 0 {
+            self.at(1, Event::Submit);
+        }
+    }
+
+    fn run_loop(&mut self) {
+        while let Some(((time, _), event)) = self.queue.pop_first() {
+            if time > self.config.max_time_ms {
+                break;
+            }
+            self.now = time;
+            self.events += 1;
+            self.process(event);
+            if self.events % 64 == 0 && self.done() {
+                break;
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.honest_instances()
+            .iter()
+            .filter(|i| !self.down_for_good.contains(i))
+            .all(|i| {
+                self.instances[*i]
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.consensus().last_committed_round.0 >= self.config.rounds)
+            })
+    }
+
+    fn trace(&mut self, tag: u8, a: usize, b: u64, bytes: &[u8]) {
+        self.trace
+            .update(&self.now.to_le_bytes())
+            .update(&[tag])
+            .update(&(a as u64).to_le_bytes())
+            .update(&b.to_le_bytes())
+            .update(&(bytes.len() as u64).to_le_bytes());
+        if bytes.len() <= 256 {
+            self.trace.update(bytes);
+        }
+    }
+
+    fn process(&mut self, event: Event) {
+        match event {
+            Event::Request {
+                from,
+                instance,
+                id,
+                bytes,
+            } => {
+                self.trace(1, instance, id, &bytes);
+                self.deliver_request(from, instance, id, bytes);
+            }
+            Event::Reply {
+                to,
+                instance,
+                id,
+                bytes,
+            } => {
+                self.trace(2, instance, id, &bytes);
+                self.deliver_reply(to, instance, id, bytes);
+            }
+            Event::SyncDone { instance, epoch } => {
+                self.trace(3, instance, epoch, &[]);
+                let replies = self.instances[instance].finish_sync(epoch);
+                for reply in replies {
+                    self.send_reply(instance, reply);
+                }
+                self.maybe_start_sync(instance);
+            }
+            Event::DriverTick { driver } => {
+                self.driver_poll(driver);
+                self.at(DRIVER_TICK_MS, Event::DriverTick { driver });
+            }
+            Event::Crash {
+                instance,
+                restart_after_ms,
+            } => {
+                self.trace(4, instance, 0, &[]);
+                self.instances[instance].crash();
+                if let Some(down) = restart_after_ms {
+                    self.at(down, Event::Restart { instance });
+                }
+            }
+            Event::Restart { instance } => {
+                self.trace(5, instance, 0, &[]);
+                self.instances[instance].restart();
+                self.restarts += 1;
+                self.restarted.insert(instance);
+                self.check_instance(instance);
+            }
+            Event::DriverCrash {
+                driver,
+                restart_after_ms,
+            } => {
+                self.drivers[driver].state = None;
+                self.drivers[driver].in_flight.clear();
+                self.at(restart_after_ms, Event::DriverRestart { driver });
+            }
+            Event::DriverRestart { driver } => {
+                let d = &mut self.drivers[driver];
+                d.incarnation += 1;
+                let base = ((driver as u64) << 48) | (d.incarnation << 40);
+                d.state = Some(DriverState::new(
+                    self.committee.clone(),
+                    self.config.driver.clone(),
+                    base,
+                ));
+            }
+            Event::Cut {
+                driver,
+                instance,
+                heal_after_ms,
+            } => {
+                self.cut.insert((driver, instance));
+                self.at(heal_after_ms, Event::Heal { driver, instance });
+            }
+            Event::Heal { driver, instance } => {
+                self.cut.remove(&(driver, instance));
+            }
+            Event::Submit => self.submit(),
+        }
+    }
+
+    /// Sends over the network: maybe dropped, maybe duplicated, random latency (so reordered).
+    fn transmit(&mut self, driver: Option<usize>, instance: usize, make: impl Fn() -> Event) {
+        if driver.is_some_and(|d| self.cut.contains(&(d, instance))) {
+            return;
+        }
+        if self.rng.chance(self.config.drop_per_mille) {
+            return;
+        }
+        let copies = if self.rng.chance(self.config.duplicate_per_mille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let (low, high) = self.config.latency_ms;
+            let delay = self.rng.range(low, high);
+            self.at(delay, make());
+        }
+    }
+
+    fn deliver_request(&mut self, from: usize, instance: usize, id: u64, bytes: Bytes) {
+        let decoded = Request::from_bytes(bytes.clone()).ok();
+        if let Some(r) = &decoded {
+            self.checker.observe_request(r);
+        }
+        let handled = self.instances[instance].handle(Millis(self.now), from, id, bytes);
+        match handled {
+            Handled::Down => return,
+            Handled::ReplyNow(reply) => self.send_reply(instance, reply),
+            Handled::Queued { start_sync, early } => {
+                if let Some(reply) = early {
+                    self.send_reply(instance, reply);
+                }
+                if start_sync {
+                    self.maybe_start_sync(instance);
+                }
+            }
+        }
+        if let (Some(request), Some(core)) = (&decoded, self.instances[instance].core.as_ref()) {
+            self.checker.after_insert(instance, core, request);
+        }
+        self.check_instance(instance);
+    }
+
+    fn maybe_start_sync(&mut self, instance: usize) {
+        if self.instances[instance].start_sync() {
+            let (low, high) = self.config.sync_ms;
+            let delay = self.rng.range(low, high);
+            let epoch = self.instances[instance].epoch;
+            self.at(delay, Event::SyncDone { instance, epoch });
+        }
+    }
+
+    fn check_instance(&mut self, instance: usize) {
+        if let Some(core) = self.instances[instance].core.as_ref() {
+            self.checker.after_step(instance, core);
+        }
+    }
+
+    fn send_reply(&mut self, instance: usize, reply: PendingReply) {
+        if let Ok(response) = Response::from_bytes(reply.reply.clone()) {
+            self.checker
+                .observe_reply(instance, self.authority_of[instance], &response);
+        }
+        let driver = (reply.to != CLIENT).then_some(reply.to);
+        let PendingReply {
+            to,
+            id,
+            reply: bytes,
+        } = reply;
+        self.transmit(driver, instance, || Event::Reply {
+            to,
+            instance,
+            id,
+            bytes: bytes.clone(),
+        });
+    }
+
+    fn deliver_reply(&mut self, to: usize, instance: usize, id: u64, bytes: Bytes) {
+        if to == CLIENT {
+            if let Ok(Response::Submitted { accepted }) = Response::from_bytes(bytes) {
+                self.acked += u64::from(accepted);
+            }
+            return;
+        }
+        let authority = self.authority_of[instance];
+        let now = Millis(self.now);
+        let d = &mut self.drivers[to];
+        let request = d.in_flight.remove(&id);
+        let Some(state) = d.state.as_mut() else {
+            return;
+        };
+        match Response::from_bytes(bytes) {
+            Ok(response) => {
+                if let (Some(body), false) = (&request, matches!(response, Response::Error(_))) {
+                    state.mark_delivered(authority, body);
+                }
+                state.on_response(now, id, authority, response);
+            }
+            Err(_) => state.on_failure(now, id),
+        }
+        self.driver_poll(to);
+    }
+
+    fn driver_poll(&mut self, driver: usize) {
+        let now = Millis(self.now);
+        let Some(state) = self.drivers[driver].state.as_mut() else {
+            return;
+        };
+        let outgoing = state.poll(now);
+        for Outgoing { id, core, request } in outgoing {
+            self.send_request(driver, id, core, request);
+        }
+        if self.drivers[driver].forger && self.rng.chance(200) {
+            self.forge(driver);
+        }
+    }
+
+    fn send_request(&mut self, driver: usize, id: u64, core: AuthorityIndex, request: Request) {
+        let instance = self.route(driver, core);
+        let bytes = request.to_bytes();
+        self.drivers[driver].in_flight.insert(id, request.body);
+        self.transmit(Some(driver), instance, || Event::Request {
+            from: driver,
+            instance,
+            id,
+            bytes: bytes.clone(),
+        });
+    }
+
+    /// A Byzantine driver: a certificate for a real (author, round) over a different header, with
+    /// garbage signatures from every validator. Honest cores must refuse it.
+    fn forge(&mut self, driver: usize) {
+        let Some(state) = self.drivers[driver].state.as_ref() else {
+            return;
+        };
+        let author = AuthorityIndex(self.rng.index(self.committee.size()) as u16);
+        let Some(real) = state.own_header_of(author).cloned() else {
+            return;
+        };
+        let h = &real.header;
+        let fake = Header::new(
+            h.instance(),
+            h.round(),
+            h.author(),
+            h.parents().to_vec(),
+            h.payload(),
+            h.created_at_ms() + 1,
+        );
+        let certificate = Certificate {
+            header: fake,
+            signers: self.committee.indices().collect(),
+            signatures: vec![Signature([7; 64]); self.committee.size()],
+        };
+        let body = RequestBody::CertBundle {
+            round: h.round(),
+            certificates: vec![certificate],
+            parents: Vec::new(),
+            payloads: Vec::new(),
+        };
+        for core in self.committee.indices().collect::<Vec<_>>() {
+            let id = self.rng.next_u64() | (1 << 63);
+            let request = Request {
+                instance: self.committee.instance(),
+                body: body.clone(),
+            };
+            self.send_request(driver, id, core, request);
+        }
+    }
+
+    fn submit(&mut self) {
+        let honest = self.honest_instances();
+        let instance = honest[self.rng.index(honest.len())];
+        self.tx_counter += 1;
+        let mut tx = self.config.seed.to_le_bytes().to_vec();
+        tx.extend_from_slice(&self.tx_counter.to_le_bytes());
+        let request = Request {
+            instance: self.committee.instance(),
+            body: RequestBody::Submit {
+                transactions: vec![Bytes::from(tx)],
+            },
+        };
+        let bytes = request.to_bytes();
+        let id = self.tx_counter;
+        self.transmit(None, instance, || Event::Request {
+            from: CLIENT,
+            instance,
+            id,
+            bytes: bytes.clone(),
+        });
+        let interval = (1_000 / self.config.load_tx_per_s.max(1)).max(1);
+        self.at(interval, Event::Submit);
+    }
+
+    fn report(self) -> SimReport {
+        let live_instances: Vec<usize> = self
+            .honest_instances()
+            .into_iter()
+            .filter(|i| !self.down_for_good.contains(i))
+            .collect();
+        let (min_commits, max_gap) = self.checker.liveness(&live_instances);
+        let reached = |i: &usize| {
+            self.instances[*i]
+                .core
+                .as_ref()
+                .is_some_and(|c| c.consensus().last_committed_round.0 >= self.config.rounds)
+        };
+        let live = live_instances.iter().all(reached);
+        let restarted_caught_up = self.restarted.iter().filter(|i| reached(i)).count() as u64;
+        let top_round = self
+            .instances
+            .iter()
+            .filter_map(|n| n.core.as_ref().map(|c| c.round()))
+            .max()
+            .unwrap_or_default();
+        SimReport {
+            seed: self.config.seed,
+            violations: self.checker.violations.clone(),
+            live,
+            min_commits,
+            max_commit_gap_rounds: max_gap,
+            restarts: self.restarts,
+            restarted_caught_up,
+            top_round,
+            events: self.events,
+            time_ms: self.now,
+            trace: self.trace.finish(),
+            acked_transactions: self.acked,
+        }
+    }
+}
+
+/// Debug view of a finished world (used by `SLEEPYSEAL_SIM_DEBUG`).
+impl World {
+    fn debug_dump(&self) {
+        for (d, driver) in self.drivers.iter().enumerate() {
+            if let Some(state) = &driver.state {
+                eprintln!(
+                    "driver {d}: certs {} top {}",
+                    state.certificate_count(),
+                    state.top_round()
+                );
+                for a in self.committee.indices() {
+                    eprintln!("  core {a}: {}", state.describe(a));
+                }
+            }
+        }
+        for (i, n) in self.instances.iter().enumerate() {
+            match n.core.as_ref() {
+                None => eprintln!("instance {i}: down"),
+                Some(c) => eprintln!(
+                    "instance {i}: round {} committed {} index {} gc {} dag {} floor {} mempool {}",
+                    c.round(),
+                    c.consensus().last_committed_round,
+                    c.consensus().consensus_index,
+                    c.gc_round(),
+                    c.dag().len(),
+                    c.dag().floor(),
+                    c.mempool_len()
+                ),
+            }
+        }
+    }
+}
