@@ -38,6 +38,7 @@ pub mod mempool;
 pub mod messages;
 pub mod protocol;
 pub mod store;
+pub mod testkit;
 pub mod tusk;
 pub mod types;
 pub mod verify;

@@ -20,10 +20,8 @@ pub enum Mutant {
     #[default]
     None,
     /// The 2021 prototype's quorum 2⌊S/3⌋+1 (needs S ≡ 2 mod 3 and an equivocating twin).
-    #[cfg(feature = "mutants")]
     PrototypeQuorum,
     /// Cores accept every signature (needs a forging driver).
-    #[cfg(feature = "mutants")]
     NoSignatureCheck,
     /// Cores release replies before their writes are durable (needs restarts).
     ReplyBeforeWrite,

@@ -208,6 +208,8 @@ struct World {
     trace: Hasher,
     events: u64,
     restarts: u64,
+    /// Restarts scheduled; a run is not done before all happened.
+    scheduled_restarts: u64,
     acked: u64,
     tx_counter: u64,
 }
@@ -241,7 +243,6 @@ fn build_committee(config: &SimConfig) -> Arc<Committee> {
         })
         .collect();
     let committee = Committee::new(instance, authorities).expect("valid simulated committee");
-    #[cfg(feature = "mutants")]
     if config.mutant == Mutant::PrototypeQuorum {
         return Arc::new(committee.with_prototype_quorum_mutant());
     }
@@ -257,9 +258,7 @@ impl World {
         let instances = authority_of
             .iter()
             .map(|a| {
-                #[allow(unused_mut)]
                 let mut verifier = Verifier::new(committee.clone(), VerifierConfig::default());
-                #[cfg(feature = "mutants")]
                 {
                     verifier.mutant_skip_signatures = config.mutant == Mutant::NoSignatureCheck;
                 }
@@ -309,6 +308,7 @@ impl World {
             trace: Hasher::new(b"SEAL/TRACE/v1"),
             events: 0,
             restarts: 0,
+            scheduled_restarts: 0,
             acked: 0,
             tx_counter: 0,
         }
@@ -414,15 +414,17 @@ impl World {
     }
 
     fn done(&self) -> bool {
-        self.honest_instances()
-            .iter()
-            .filter(|i| !self.down_for_good.contains(i))
-            .all(|i| {
-                self.instances[*i]
-                    .core
-                    .as_ref()
-                    .is_some_and(|c| c.consensus().last_committed_round.0 >= self.config.rounds)
-            })
+        self.restarts >= self.scheduled_restarts
+            && self
+                .honest_instances()
+                .iter()
+                .filter(|i| !self.down_for_good.contains(i))
+                .all(|i| {
+                    self.instances[*i]
+                        .core
+                        .as_ref()
+                        .is_some_and(|c| c.consensus().last_committed_round.0 >= self.config.rounds)
+                })
     }
 
     fn trace(&mut self, tag: u8, a: usize, b: u64, bytes: &[u8]) {

@@ -1,0 +1,166 @@
+//! T2: simulation seeds with crashes, restarts, message faults and two drivers; S7 determinism;
+//! T3: negative controls that the checkers must catch.
+
+use sleepyseal_driver::sim::{run, Mutant, SimConfig, SimReport};
+
+fn assert_clean(r: &SimReport) {
+    assert!(
+        r.violations.is_empty(),
+        "seed {}: {:?}",
+        r.seed,
+        r.violations
+    );
+    assert!(
+        r.live,
+        "seed {} not live: top round {}",
+        r.seed, r.top_round
+    );
+    assert!(r.min_commits > 0, "seed {} committed nothing", r.seed);
+}
+
+#[test]
+fn n4_one_crashed_core_faults_two_drivers() {
+    for seed in 0..60 {
+        let r = run(SimConfig {
+            cores: 4,
+            crash: 1,
+            seed,
+            rounds: 24,
+            ..SimConfig::default()
+        });
+        assert_clean(&r);
+    }
+}
+
+#[test]
+fn n7_two_restarts_catch_up() {
+    for seed in 0..30 {
+        let r = run(SimConfig {
+            cores: 7,
+            restart: 2,
+            seed,
+            rounds: 24,
+            ..SimConfig::default()
+        });
+        assert_clean(&r);
+        assert_eq!(r.restarts, 2, "seed {seed}");
+        assert_eq!(
+            r.restarted_caught_up, 2,
+            "seed {seed}: restarted cores caught up"
+        );
+    }
+}
+
+#[test]
+fn skewed_stakes_with_a_crash_and_a_restart() {
+    for seed in 0..40 {
+        let r = run(SimConfig {
+            cores: 5,
+            stakes: Some(vec![2, 2, 1, 1, 1]),
+            crash: 1,
+            restart: 1,
+            seed,
+            rounds: 24,
+            ..SimConfig::default()
+        });
+        // Which core crashes is random; only 1-stake crashes keep liveness (f = 2).
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+    }
+}
+
+#[test]
+fn equivocating_twin_and_forging_driver_are_harmless() {
+    for seed in 0..40 {
+        let r = run(SimConfig {
+            cores: 4,
+            twins: 1,
+            forger: true,
+            seed,
+            rounds: 20,
+            ..SimConfig::default()
+        });
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+    }
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let config = SimConfig {
+        cores: 4,
+        restart: 1,
+        seed: 7,
+        rounds: 16,
+        ..SimConfig::default()
+    };
+    let (a, b) = (run(config.clone()), run(config));
+    assert_eq!(a.trace, b.trace, "S7");
+    assert_eq!(a.events, b.events);
+    let other = run(SimConfig {
+        cores: 4,
+        restart: 1,
+        seed: 8,
+        rounds: 16,
+        ..SimConfig::default()
+    });
+    assert_ne!(
+        a.trace, other.trace,
+        "different seeds give different traces"
+    );
+}
+
+/// Runs seeds until the checkers report a violation; returns how many seeds it took.
+fn seeds_to_catch(limit: u64, make: impl Fn(u64) -> SimConfig) -> Option<u64> {
+    (0..limit)
+        .find(|seed| !run(make(*seed)).violations.is_empty())
+        .map(|s| s + 1)
+}
+
+#[test]
+fn negative_control_prototype_quorum_is_caught() {
+    // S = 5 ≡ 2 (mod 3): the prototype quorum is 3 instead of 4; an equivocating twin exploits it.
+    let needed = seeds_to_catch(40, |seed| SimConfig {
+        cores: 5,
+        twins: 1,
+        seed,
+        rounds: 20,
+        mutant: Mutant::PrototypeQuorum,
+        ..SimConfig::default()
+    });
+    println!("prototype quorum caught after {needed:?} seeds");
+    assert!(needed.is_some(), "prototype quorum not caught in 40 seeds");
+}
+
+#[test]
+fn negative_control_no_signature_check_is_caught() {
+    let needed = seeds_to_catch(40, |seed| SimConfig {
+        cores: 4,
+        forger: true,
+        seed,
+        rounds: 20,
+        mutant: Mutant::NoSignatureCheck,
+        ..SimConfig::default()
+    });
+    println!("no signature check caught after {needed:?} seeds");
+    assert!(
+        needed.is_some(),
+        "missing signature check not caught in 40 seeds"
+    );
+}
+
+#[test]
+fn negative_control_reply_before_write_is_caught() {
+    let needed = seeds_to_catch(60, |seed| SimConfig {
+        cores: 4,
+        restart: 3,
+        sync_ms: (5, 25),
+        seed,
+        rounds: 20,
+        mutant: Mutant::ReplyBeforeWrite,
+        ..SimConfig::default()
+    });
+    println!("reply before write caught after {needed:?} seeds");
+    assert!(
+        needed.is_some(),
+        "reply-before-write not caught in 60 seeds"
+    );
+}
