@@ -354,6 +354,7 @@ impl World {
             let slot = span / (self.config.restart as u64 + 1);
             let when = slot * k + self.rng.range(slot / 4, slot);
             let down = self.rng.range(100, 1_200);
+            self.scheduled_restarts += 1;
             self.at(
                 when,
                 Event::Crash {
