@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sleepyseal_core::committee::{default_schedule, thresholds, LeaderSchedule};
+use sleepyseal_core::committee::{default_schedule, thresholds};
 use sleepyseal_core::dag::Dag;
 use sleepyseal_core::testkit::{committee, committee_with_stakes, DagBuilder};
 use sleepyseal_core::tusk::{try_commit, ConsensusState};

@@ -755,7 +755,6 @@ fn process_start_time(pid: u32) -> Option<String> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
 
     type Entries = Vec<(Vec<u8>, Bytes)>;
 
@@ -765,12 +764,11 @@ mod tests {
     impl TestDir {
         fn new(name: &str) -> TestDir {
             static COUNTER: AtomicU64 = AtomicU64::new(0);
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
+            // pid + counter is unique among live test processes; a stale leftover is removed.
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let pid = std::process::id();
-            let dir = std::env::temp_dir().join(format!("sleepyseal-wal-{name}-{pid}-{n}-{nanos}"));
+            let dir = std::env::temp_dir().join(format!("sleepyseal-wal-{name}-{pid}-{n}"));
+            let _ = fs::remove_dir_all(&dir);
             TestDir(dir)
         }
         fn path(&self) -> &Path {
