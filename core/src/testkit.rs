@@ -23,6 +23,11 @@ pub fn keys(n: usize) -> Vec<KeyPair> {
 
 /// A committee with the given stakes and deterministic keys.
 pub fn committee_with_stakes(stakes: &[u64]) -> Arc<Committee> {
+    committee_for(instance(), stakes)
+}
+
+/// A committee of instance `instance` with the given stakes and deterministic keys.
+pub fn committee_for(instance: Digest, stakes: &[u64]) -> Arc<Committee> {
     let authorities = stakes
         .iter()
         .enumerate()
@@ -33,7 +38,7 @@ pub fn committee_with_stakes(stakes: &[u64]) -> Arc<Committee> {
             address: format!("127.0.0.1:{}", 7000 + i),
         })
         .collect();
-    Arc::new(Committee::new(instance(), authorities).expect("valid test committee"))
+    Arc::new(Committee::new(instance, authorities).expect("valid test committee"))
 }
 
 /// A committee of `n` equal-stake validators.

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use crate::committee::{Committee, LeaderSchedule};
 use crate::crypto::KeyPair;
 use crate::dag::Dag;
-use crate::error::CoreError;
 use crate::mempool::Mempool;
 use crate::messages::{Certificate, Payload, SignedHeader, Vote};
 use crate::protocol::{CommittedEntry, Request, RequestBody, Response, Status};
@@ -261,9 +260,4 @@ impl Core {
 /// Payloads carried by a request, by digest.
 fn index_payloads(payloads: Vec<Payload>) -> HashMap<Digest, Payload> {
     payloads.into_iter().map(|p| (p.digest(), p)).collect()
-}
-
-/// A reply to a malformed or refused request, for servers: the closed error enum.
-pub fn error_response(error: CoreError) -> Response {
-    Response::Error(error)
 }

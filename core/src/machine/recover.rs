@@ -18,7 +18,7 @@ use crate::messages::{Certificate, Payload, SignedHeader};
 use crate::protocol::CommittedEntry;
 use crate::store::keys::{self, Table};
 use crate::tusk::ConsensusState;
-use crate::types::{AuthorityIndex, Round};
+use crate::types::Round;
 
 /// Why a core could not be built from its store.
 #[derive(Debug, thiserror::Error)]
@@ -245,10 +245,5 @@ impl Core {
                 .insert(signed.header.round(), OwnHeader { signed, committed });
         }
         Ok(())
-    }
-
-    /// The author of this core.
-    pub fn authority(&self) -> AuthorityIndex {
-        self.me
     }
 }

@@ -39,7 +39,6 @@ struct CoreTrack {
 
 /// The checkers' state for one simulation.
 pub struct Checker {
-    committee: Arc<Committee>,
     schedule: Arc<dyn LeaderSchedule>,
     reference: Verifier,
     /// Authors whose cores are Byzantine (twins): not held to honest-core invariants.
@@ -70,8 +69,7 @@ impl Checker {
         instances: usize,
     ) -> Checker {
         Checker {
-            reference: Verifier::new(committee.clone(), VerifierConfig::default()),
-            committee,
+            reference: Verifier::new(committee, VerifierConfig::default()),
             schedule,
             byzantine,
             log: Vec::new(),
@@ -392,6 +390,5 @@ impl Checker {
                 ),
             );
         }
-        let _ = &self.committee;
     }
 }

@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, Encode};
-use sleepyseal_core::committee::{default_schedule, Authority, LeaderSchedule};
+use sleepyseal_core::committee::{default_schedule, LeaderSchedule};
 use sleepyseal_core::crypto::Signature;
 use sleepyseal_core::hash::Hasher;
 use sleepyseal_core::messages::Header;
 use sleepyseal_core::protocol::{RequestBody, Response};
+use sleepyseal_core::testkit;
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{
-    AuthorityIndex, Certificate, Committee, CoreConfig, Digest, KeyPair, Millis, Request, Round,
-    Stake, Verifier,
+    AuthorityIndex, Certificate, Committee, CoreConfig, Digest, Millis, Request, Round, Verifier,
 };
 
 use super::check::Checker;
@@ -232,21 +232,11 @@ fn build_committee(config: &SimConfig) -> Arc<Committee> {
         .unwrap_or_else(|| vec![1; config.cores]);
     assert_eq!(stakes.len(), config.cores, "one stake per core");
     let instance = Hasher::new(b"SEAL/SIM/v1").update(b"instance").finish();
-    let authorities = stakes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Authority {
-            index: AuthorityIndex(i as u16),
-            public_key: KeyPair::deterministic(0, i as u16).public(),
-            stake: Stake(*s),
-            address: format!("sim:{i}"),
-        })
-        .collect();
-    let committee = Committee::new(instance, authorities).expect("valid simulated committee");
+    let committee = testkit::committee_for(instance, &stakes);
     if config.mutant == Mutant::PrototypeQuorum {
-        return Arc::new(committee.with_prototype_quorum_mutant());
+        return Arc::new(Committee::clone(&committee).with_prototype_quorum_mutant());
     }
-    Arc::new(committee)
+    committee
 }
 
 impl World {
