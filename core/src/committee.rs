@@ -48,8 +48,8 @@ pub enum CommitteeError {
     /// The total stake does not fit a u64.
     #[error("total stake overflows")]
     StakeOverflow,
-    /// A public key that is not a valid ed25519 point.
-    #[error("authority {0} has an invalid public key")]
+    /// A public key that is not a valid ed25519 point, or a small-order one (anyone can sign for it).
+    #[error("authority {0} has an invalid or small-order public key")]
     BadPublicKey(AuthorityIndex),
 }
 
@@ -110,7 +110,7 @@ impl Committee {
             if a.stake.0 == 0 {
                 return Err(CommitteeError::ZeroStake(a.index));
             }
-            if !a.public_key.is_valid_point() {
+            if !a.public_key.is_committee_key() {
                 return Err(CommitteeError::BadPublicKey(a.index));
             }
             total = total

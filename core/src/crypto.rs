@@ -5,7 +5,7 @@
 //! inserts a certificate another rejects forever). ZIP-215 fixes the validation criteria (cofactored
 //! equation, non-canonical point encodings accepted, `s` must be canonical), and ed25519-zebra's
 //! batch and single verification both implement exactly those criteria. The tests in
-//! `tests/zip215.rs` check agreement on small-order and non-canonical vectors.
+//! `tests/t0_zip215.rs` check agreement on the 196 small-order and non-canonical vectors of ZIP-215.
 //!
 //! Batch verification is derandomised: the batch's random coefficients come from a ChaCha20 stream
 //! seeded by a hash of every item in the batch, so the core stays deterministic and an attacker who
@@ -26,6 +26,16 @@ impl PublicKey {
     /// Whether the bytes decode to a curve point (ZIP-215 accepts non-canonical encodings).
     pub fn is_valid_point(&self) -> bool {
         ed25519_zebra::VerificationKey::try_from(self.0).is_ok()
+    }
+
+    /// Whether this key may sit in a committee: a valid point of large order. Under ZIP-215 a
+    /// small-order key verifies `(R small-order, s = 0)` on every message, so anyone could sign
+    /// for it; such a key is refused when the committee is built.
+    pub fn is_committee_key(&self) -> bool {
+        self.is_valid_point()
+            && curve25519_dalek::edwards::CompressedEdwardsY(self.0)
+                .decompress()
+                .is_some_and(|point| !point.is_small_order())
     }
 }
 

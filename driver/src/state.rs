@@ -635,6 +635,7 @@ impl DriverState {
                     .filter(|h| !done.contains(&h.header.digest()))
                     .filter(|h| {
                         h.header.author() == core
+                            || h.header.payload().len == 0
                             || self.payloads.contains_key(&h.header.payload().digest)
                     })
                     .cloned()

@@ -59,7 +59,7 @@ impl Core {
                         self.store_payload(p, c.round(), tx);
                     }
                 }
-                if !self.payloads.contains_key(&payload.digest) {
+                if !self.holds_payload(&payload.digest) {
                     self.missing_payloads.insert(payload.digest);
                 }
                 self.note_quorum(now, c.round());
@@ -104,6 +104,9 @@ impl Core {
     /// Stores a payload (idempotent), raising its retention round.
     pub(super) fn store_payload(&mut self, payload: &Payload, round: Round, tx: &mut Tx) {
         let digest = payload.digest();
+        if payload.is_empty() {
+            return; // held by every core without storing
+        }
         if let Some(stored) = self.payloads.get_mut(&digest) {
             if stored.round >= round {
                 return;
@@ -206,7 +209,7 @@ impl Core {
             .dag
             .above(self.dag.floor().prev())
             .map(|c| c.header.payload().digest)
-            .filter(|d| !self.payloads.contains_key(d))
+            .filter(|d| !self.holds_payload(d))
             .collect();
     }
 

@@ -112,6 +112,8 @@ pub struct Core {
     archive: BTreeMap<Round, Vec<Arc<Certificate>>>,
     /// Payloads this core stores, by digest.
     payloads: HashMap<Digest, StoredPayload>,
+    /// The empty payload: every core holds it without storing it.
+    empty_payload: Payload,
     /// Payload digests of inserted certificates this core lacks.
     missing_payloads: BTreeSet<Digest>,
     /// Per author, the latest header this core signed.
@@ -170,6 +172,18 @@ impl Core {
     /// Commit progress.
     pub fn consensus(&self) -> &ConsensusState {
         &self.consensus
+    }
+    /// The payload with `digest`, if this core holds it. The empty payload is always held: it is
+    /// never stored (nothing to lose) and never needs to be carried.
+    fn stored_payload(&self, digest: &Digest) -> Option<&Payload> {
+        if *digest == self.empty_payload.digest() {
+            return Some(&self.empty_payload);
+        }
+        self.payloads.get(digest).map(|s| &s.payload)
+    }
+    /// Whether this core holds the payload with `digest`.
+    fn holds_payload(&self, digest: &Digest) -> bool {
+        self.stored_payload(digest).is_some()
     }
     /// The committed sequence from index `from`.
     pub fn committed_from(&self, from: u64) -> &[CommittedEntry] {

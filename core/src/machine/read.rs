@@ -119,10 +119,7 @@ impl Core {
         let round = self.round();
         let own_header = self.own.get(&round).map(|o| o.signed.clone());
         let own_payload = match (&own_header, with_payload) {
-            (Some(h), true) => self
-                .payloads
-                .get(&h.header.payload().digest)
-                .map(|s| s.payload.clone()),
+            (Some(h), true) => self.stored_payload(&h.header.payload().digest).cloned(),
             _ => None,
         };
         let low = round.prev();

@@ -155,6 +155,7 @@ impl Core {
             config,
             archive: BTreeMap::new(),
             payloads: HashMap::new(),
+            empty_payload: Payload::new(Bytes::new()),
             missing_payloads: BTreeSet::new(),
             last_voted: vec![None; size],
             votes_cast: BTreeMap::new(),
@@ -184,7 +185,7 @@ impl Core {
             self.dag
                 .insert(c.clone())
                 .map_err(|e| RecoverError::Inconsistent(format!("certificate {c:?}: {e:?}")))?;
-            if !self.payloads.contains_key(&c.header.payload().digest) {
+            if !self.holds_payload(&c.header.payload().digest) {
                 self.missing_payloads.insert(c.header.payload().digest);
             }
         }

@@ -126,7 +126,7 @@ impl Core {
         let reference = signed.header.payload();
         let payload = carried
             .get(&reference.digest)
-            .or_else(|| self.payloads.get(&reference.digest).map(|s| &s.payload))
+            .or_else(|| self.stored_payload(&reference.digest))
             .ok_or(CoreError::MissingPayload {
                 digest: reference.digest,
             })?;
