@@ -1,9 +1,11 @@
 //! `sleepyseal`: the command line of the project.
 //!
-//! `sleepyseal sim` runs the deterministic simulator over many seeds and reports safety
-//! violations and liveness figures. (Process commands — genesis, core, driver, load, local —
-//! arrive with the network layer.)
+//! - `sleepyseal sim`: the deterministic simulator over many seeds: safety violations and
+//!   liveness figures;
+//! - `sleepyseal genesis | core | driver | load | watch`: the processes of a testbed over QUIC.
 
+mod client;
+mod node;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -20,11 +22,39 @@ struct Cli {
 enum Command {
     /// Run the deterministic simulator over many seeds and check every invariant.
     Sim(sim::SimArgs),
+    /// Write a testbed: committee file (public) and one key file per core (secret).
+    Genesis(node::GenesisArgs),
+    /// Run one core: a QUIC server that only answers.
+    Core(node::CoreArgs),
+    /// Run one driver: polls every core and carries headers, votes and certificates between them.
+    Driver(node::DriverArgs),
+    /// Submit transactions at a fixed rate (open loop).
+    Load(client::LoadArgs),
+    /// Follow one core's committed sequence.
+    Watch(client::WatchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Sim(_)) {
+        init_logging();
+    }
     match cli.command {
         Command::Sim(args) => sim::main(args),
+        Command::Genesis(args) => node::genesis(args),
+        Command::Core(args) => node::core(args),
+        Command::Driver(args) => node::driver(args),
+        Command::Load(args) => client::load(args),
+        Command::Watch(args) => client::watch(args),
     }
+}
+
+/// Logs to stderr at `info` unless `RUST_LOG` says otherwise.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -62,10 +62,22 @@ pub enum DecodeError {
     },
 }
 
+/// Shared byte strings at least this long are not copied into the encoding: they become chunks
+/// of their own, referenced (see [`Writer::finish_chunks`]).
+pub const SHARED_CHUNK_MIN: usize = 256;
+
 /// Appends canonical encodings to a buffer.
+///
+/// Large shared byte strings (payloads, transactions) written with [`Writer::shared`] are kept by
+/// reference: [`Writer::finish_chunks`] returns the encoding as a list of `Bytes` chunks, ready for
+/// a vectored write, in which those strings are the caller's own buffers, not copies.
 #[derive(Default)]
 pub struct Writer {
     buf: Vec<u8>,
+    /// Completed chunks before `buf`.
+    chunks: Vec<Bytes>,
+    /// Bytes in `chunks`.
+    chunked: usize,
 }
 
 impl Writer {
@@ -78,22 +90,56 @@ impl Writer {
     pub fn with_capacity(bytes: usize) -> Writer {
         Writer {
             buf: Vec::with_capacity(bytes),
+            ..Writer::default()
         }
     }
 
-    /// The encoded bytes.
+    /// The encoded bytes in one buffer (shared chunks are copied in).
     pub fn finish(self) -> Vec<u8> {
-        self.buf
+        if self.chunks.is_empty() {
+            return self.buf;
+        }
+        let mut out = Vec::with_capacity(self.chunked + self.buf.len());
+        for chunk in &self.chunks {
+            out.extend_from_slice(chunk);
+        }
+        out.extend_from_slice(&self.buf);
+        out
+    }
+
+    /// The encoded bytes as chunks whose concatenation is the encoding; shared byte strings are
+    /// chunks of their own, not copied.
+    pub fn finish_chunks(mut self) -> Vec<Bytes> {
+        if !self.buf.is_empty() {
+            self.chunks.push(Bytes::from(self.buf));
+        }
+        self.chunks
     }
 
     /// Bytes written so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.chunked + self.buf.len()
     }
 
     /// Whether nothing has been written.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
+    }
+
+    /// Length-prefixed shared bytes: long ones are referenced, not copied.
+    pub fn shared(&mut self, bytes: &Bytes) {
+        self.len_prefix(bytes.len());
+        if bytes.len() < SHARED_CHUNK_MIN {
+            self.raw(bytes);
+            return;
+        }
+        if !self.buf.is_empty() {
+            let inline = std::mem::take(&mut self.buf);
+            self.chunked += inline.len();
+            self.chunks.push(Bytes::from(inline));
+        }
+        self.chunked += bytes.len();
+        self.chunks.push(bytes.clone());
     }
 
     /// One byte.
@@ -288,6 +334,14 @@ pub trait Encode {
         self.encode(&mut w);
         Bytes::from(w.finish())
     }
+
+    /// The encoding as chunks for a vectored write: payloads and other large shared byte strings
+    /// are referenced, not copied (their concatenation equals [`Encode::to_bytes`]).
+    fn to_chunks(&self) -> Vec<Bytes> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.finish_chunks()
+    }
 }
 
 /// A type that can be decoded from its canonical encoding.
@@ -341,7 +395,7 @@ impl Decode for Round {
 
 impl Encode for Bytes {
     fn encode(&self, w: &mut Writer) {
-        w.bytes(self);
+        w.shared(self);
     }
 }
 
@@ -356,6 +410,28 @@ mod tests {
         w.u32(4_000);
         let err = Vec::<Digest>::decode_seq(Bytes::from(w.finish())).unwrap_err();
         assert!(matches!(err, DecodeError::Truncated { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn chunked_encoding_references_large_shared_bytes() {
+        let big = Bytes::from(vec![7u8; 4 * SHARED_CHUNK_MIN]);
+        let small = Bytes::from_static(b"tiny");
+        let mut w = Writer::new();
+        w.u8(1);
+        w.shared(&big);
+        w.shared(&small);
+        w.u64(9);
+        let mut flat = Writer::new();
+        flat.u8(1);
+        flat.bytes(&big);
+        flat.bytes(&small);
+        flat.u64(9);
+        let chunks = w.finish_chunks();
+        // Same bytes as the flat encoding, and the big string is the caller's buffer itself.
+        assert_eq!(chunks.concat(), flat.finish());
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[1].as_ptr(), big.as_ptr());
+        assert_eq!(chunks[1].len(), big.len());
     }
 
     #[test]

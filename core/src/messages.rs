@@ -90,7 +90,7 @@ impl Payload {
 
 impl Encode for Payload {
     fn encode(&self, w: &mut Writer) {
-        w.bytes(&self.bytes);
+        w.shared(&self.bytes);
     }
 }
 

@@ -4,7 +4,7 @@
 //! Checks that need only the committee live here (instance, indices, limits, parent stake,
 //! signatures); checks that need the core's state (parents present, vote rule, gc) live in the core.
 //! Signatures of one request are verified as one batch split over the rayon pool; certificates
-//! whose digest is already in the [`VerifiedCache`] cost one hash lookup.
+//! already in the [`VerifiedCache`] (same digest, same signatures) cost one hash.
 //!
 //! A header with a bad signature or shape is dropped from a `HeaderBundle` and reported, so one
 //! Byzantine author cannot make an honest driver's bundle fail at every core; a bad certificate
@@ -104,6 +104,21 @@ impl VerifiedCache {
     }
 }
 
+/// The cache key of a certificate: its digest *and* its signatures. Keying by the header digest
+/// alone would let a copy of a verified certificate with garbage signatures through, and the
+/// core would then store and serve a certificate other cores reject.
+fn cache_key(c: &Certificate) -> Digest {
+    let mut h = crate::hash::Hasher::new(b"SEAL/VCACHE/v1");
+    h.update(&c.digest().0);
+    for (signer, signature) in c.signers.iter().zip(&c.signatures) {
+        h.update(&signer.0.to_le_bytes()).update(&signature.0);
+    }
+    h.finish()
+}
+
+/// Signature verdicts decided ahead of time, by (key, signature, vote message).
+type Verdicts = HashMap<(crate::crypto::PublicKey, crate::crypto::Signature, [u8; 76]), bool>;
+
 /// Settings of the verify stage.
 #[derive(Clone, Debug)]
 pub struct VerifierConfig {
@@ -157,6 +172,99 @@ impl Verifier {
 
     /// Verifies a request. An error refuses the whole request.
     pub fn verify(&self, request: Request) -> Result<Verified<CheckedRequest>, CoreError> {
+        self.verify_with(request, &Verdicts::new())
+    }
+
+    /// Verifies several requests (say, all that arrived while the previous batch was checked) with
+    /// one batch verification over every signature they carry, then each request alone against
+    /// those verdicts. One result per request, in order; each is what [`Verifier::verify`] would
+    /// give.
+    pub fn verify_many(
+        &self,
+        requests: Vec<Request>,
+    ) -> Vec<Result<Verified<CheckedRequest>, CoreError>> {
+        let mut messages: Vec<(crate::crypto::PublicKey, crate::crypto::Signature, [u8; 76])> =
+            Vec::new();
+        for request in requests
+            .iter()
+            .filter(|r| r.instance == self.committee.instance())
+        {
+            match &request.body {
+                RequestBody::HeaderBundle {
+                    round,
+                    headers,
+                    parents,
+                    ..
+                } => {
+                    for h in headers.iter().filter(|h| {
+                        h.header.round() == *round && self.check_header_shape(&h.header).is_ok()
+                    }) {
+                        messages.push((
+                            self.public_key(h.header.author()),
+                            h.signature,
+                            vote_message(&self.committee.instance(), &h.header.digest()),
+                        ));
+                    }
+                    self.collect_certificate_items(parents, &mut messages);
+                }
+                RequestBody::CertBundle {
+                    certificates,
+                    parents,
+                    ..
+                } => {
+                    self.collect_certificate_items(certificates, &mut messages);
+                    self.collect_certificate_items(parents, &mut messages);
+                }
+                RequestBody::Sync { certificates, .. } => {
+                    self.collect_certificate_items(certificates, &mut messages);
+                }
+                _ => {}
+            }
+        }
+        let items: Vec<SignatureItem<'_>> = messages
+            .iter()
+            .map(|(public_key, signature, message)| SignatureItem {
+                public_key: *public_key,
+                message,
+                signature: *signature,
+            })
+            .collect();
+        let verdicts: Verdicts = self
+            .verify_items(&items, &Verdicts::new())
+            .into_iter()
+            .zip(&messages)
+            .map(|(ok, key)| (*key, ok))
+            .collect();
+        requests
+            .into_iter()
+            .map(|r| self.verify_with(r, &verdicts))
+            .collect()
+    }
+
+    /// The signatures of `certificates` that [`Verifier::check_certificates`] would check.
+    fn collect_certificate_items(
+        &self,
+        certificates: &[Certificate],
+        out: &mut Vec<(crate::crypto::PublicKey, crate::crypto::Signature, [u8; 76])>,
+    ) {
+        for c in certificates {
+            if !matches!(self.check_certificate_shape(c), Ok(false))
+                || self.cache.contains(&cache_key(c))
+            {
+                continue;
+            }
+            let message = vote_message(&self.committee.instance(), &c.digest());
+            for (signer, signature) in c.signers.iter().zip(&c.signatures) {
+                out.push((self.public_key(*signer), *signature, message));
+            }
+        }
+    }
+
+    fn verify_with(
+        &self,
+        request: Request,
+        known: &Verdicts,
+    ) -> Result<Verified<CheckedRequest>, CoreError> {
         if request.instance != self.committee.instance() {
             return Err(CoreError::WrongInstance {
                 got: request.instance,
@@ -171,8 +279,8 @@ impl Verifier {
                 parents,
                 payloads,
             } => {
-                let headers = self.check_headers(round, headers, &mut rejected);
-                self.check_certificates(&parents, None)?;
+                let headers = self.check_headers(round, headers, &mut rejected, known);
+                self.check_certificates_with(&parents, None, known)?;
                 RequestBody::HeaderBundle {
                     round,
                     headers,
@@ -186,8 +294,8 @@ impl Verifier {
                 parents,
                 payloads,
             } => {
-                self.check_certificates(&certificates, Some(round))?;
-                self.check_certificates(&parents, None)?;
+                self.check_certificates_with(&certificates, Some(round), known)?;
+                self.check_certificates_with(&parents, None, known)?;
                 RequestBody::CertBundle {
                     round,
                     certificates,
@@ -199,7 +307,7 @@ impl Verifier {
                 certificates,
                 payloads,
             } => {
-                self.check_certificates(&certificates, None)?;
+                self.check_certificates_with(&certificates, None, known)?;
                 RequestBody::Sync {
                     certificates,
                     payloads,
@@ -255,6 +363,7 @@ impl Verifier {
         round: Round,
         headers: Vec<SignedHeader>,
         rejected: &mut Vec<(Digest, CoreError)>,
+        known: &Verdicts,
     ) -> Vec<SignedHeader> {
         let mut shaped = Vec::with_capacity(headers.len());
         for h in headers {
@@ -285,7 +394,7 @@ impl Verifier {
                 signature: h.signature,
             })
             .collect();
-        let verdicts = self.verify_items(&items);
+        let verdicts = self.verify_items(&items, known);
         let mut valid = Vec::with_capacity(shaped.len());
         for (h, ok) in shaped.into_iter().zip(verdicts) {
             if ok {
@@ -309,6 +418,15 @@ impl Verifier {
         certificates: &[Certificate],
         round: Option<Round>,
     ) -> Result<(), CoreError> {
+        self.check_certificates_with(certificates, round, &Verdicts::new())
+    }
+
+    fn check_certificates_with(
+        &self,
+        certificates: &[Certificate],
+        round: Option<Round>,
+        known: &Verdicts,
+    ) -> Result<(), CoreError> {
         // One entry per signature to check: (certificate, signer position).
         let mut pending: Vec<(&Certificate, usize, [u8; 76])> = Vec::new();
         for c in certificates {
@@ -318,7 +436,7 @@ impl Verifier {
                     reason: Malformation::BundleRound,
                 });
             }
-            if self.check_certificate_shape(c)? || self.cache.contains(&c.digest()) {
+            if self.check_certificate_shape(c)? || self.cache.contains(&cache_key(c)) {
                 continue;
             }
             let message = vote_message(&self.committee.instance(), &c.digest());
@@ -332,7 +450,7 @@ impl Verifier {
                 signature: c.signatures[*i],
             })
             .collect();
-        let verdicts = self.verify_items(&items);
+        let verdicts = self.verify_items(&items, known);
         if let Some(((c, i, _), _)) = pending.iter().zip(&verdicts).find(|(_, ok)| !**ok) {
             return Err(CoreError::BadSignature {
                 digest: c.digest(),
@@ -340,7 +458,7 @@ impl Verifier {
             });
         }
         for c in certificates.iter().filter(|c| c.round() > Round::GENESIS) {
-            self.cache.insert(c.digest(), c.round());
+            self.cache.insert(cache_key(c), c.round());
         }
         Ok(())
     }
@@ -385,14 +503,34 @@ impl Verifier {
             .public_key
     }
 
-    fn verify_items(&self, items: &[SignatureItem<'_>]) -> Vec<bool> {
+    /// One verdict per item: from `known` where it was decided already, the rest in one batch.
+    fn verify_items(&self, items: &[SignatureItem<'_>], known: &Verdicts) -> Vec<bool> {
         #[cfg(feature = "mutants")]
         if self.mutant_skip_signatures {
             return vec![true; items.len()];
         }
-        if items.is_empty() {
-            return Vec::new();
+        let mut verdicts: Vec<Option<bool>> = items
+            .iter()
+            .map(|i| {
+                let message: [u8; 76] = i.message.try_into().ok()?;
+                known.get(&(i.public_key, i.signature, message)).copied()
+            })
+            .collect();
+        let unknown: Vec<SignatureItem<'_>> = items
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| v.is_none())
+            .map(|(i, _)| *i)
+            .collect();
+        if !unknown.is_empty() {
+            let mut fresh = verify_batch(&unknown, self.config.batch_size).into_iter();
+            for v in verdicts.iter_mut().filter(|v| v.is_none()) {
+                *v = fresh.next();
+            }
         }
-        verify_batch(items, self.config.batch_size)
+        verdicts
+            .into_iter()
+            .map(|v| v.expect("every item decided"))
+            .collect()
     }
 }

@@ -114,3 +114,95 @@ fn missing_payload_is_named() {
         )]
     );
 }
+
+/// Batching across requests changes nothing: `verify_many` gives, request by request, what
+/// `verify` gives, including for bad header signatures (dropped and reported), bad certificate
+/// signatures (whole request refused, even when a copy with valid signatures was verified just
+/// before: the cache is keyed by digest and signatures) and a wrong instance.
+#[test]
+fn verify_many_agrees_with_verify() {
+    let c = committee(4);
+    let k = keys(4);
+    let mut b = DagBuilder::new(c.clone());
+    b.full_rounds(2);
+    let payload = Payload::from_transactions([&b"x"[..]]);
+    let parents: Vec<ParentRef> = b.rounds[2]
+        .iter()
+        .map(|p| ParentRef {
+            author: p.author(),
+            digest: p.digest(),
+        })
+        .collect();
+    let header = |author: u16| {
+        sign_header(
+            &k[author as usize],
+            Header::new(
+                instance(),
+                Round(3),
+                AuthorityIndex(author),
+                parents.clone(),
+                payload.reference(),
+                3,
+            ),
+        )
+    };
+    let mut forged = header(2);
+    forged.signature = k[3].sign(b"something else");
+    let mut bad_certificate = b.rounds[2][1].clone();
+    bad_certificate.signatures[0] = k[0].sign(b"not this");
+    let bundle = |headers, parents| Request {
+        instance: instance(),
+        body: RequestBody::HeaderBundle {
+            round: Round(3),
+            headers,
+            parents,
+            payloads: vec![payload.clone()],
+        },
+    };
+    let requests = vec![
+        bundle(vec![header(0), header(1)], b.rounds[2].clone()),
+        bundle(vec![header(1), forged], vec![]),
+        Request {
+            instance: instance(),
+            body: RequestBody::Sync {
+                certificates: vec![b.rounds[1][0].clone(), bad_certificate],
+                payloads: vec![],
+            },
+        },
+        Request {
+            instance: sleepyseal_core::Digest([9; 32]),
+            body: RequestBody::GetState {
+                with_payload: false,
+            },
+        },
+        Request {
+            instance: instance(),
+            body: RequestBody::Sync {
+                certificates: b.all(),
+                payloads: vec![],
+            },
+        },
+    ];
+    // Fresh verifiers on both sides, so neither benefits from the other's certificate cache.
+    let one_by_one: Vec<String> = {
+        let v = Verifier::new(c.clone(), VerifierConfig::default());
+        requests
+            .iter()
+            .map(|r| format!("{:?}", v.verify(r.clone())))
+            .collect()
+    };
+    let batched: Vec<String> = Verifier::new(c.clone(), VerifierConfig::default())
+        .verify_many(requests)
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect();
+    assert_eq!(one_by_one, batched);
+    assert!(batched[1].contains("BadSignature"), "{}", batched[1]);
+    assert!(batched[2].starts_with("Err(BadSignature"), "{}", batched[2]);
+    assert!(
+        batched[3].starts_with("Err(WrongInstance"),
+        "{}",
+        batched[3]
+    );
+    assert!(batched[4].starts_with("Ok("), "{}", batched[4]);
+}

@@ -3,11 +3,11 @@
 //! Drivers carry everything between passive cores. This crate holds:
 //! - [`state`]: the sans-IO [`DriverState`] (summaries in, requests out, votes into certificates,
 //!   catch-up with `Fetch`/`Sync`), PROTOCOL.md §7–§8;
+//! - [`runner`]: the driver process, [`DriverState`] driven over QUIC (`sleepyseal driver`);
 //! - [`sim`]: the deterministic simulator of n cores and m drivers exchanging real encoded
 //!   requests over a seeded faulty network, with the invariant checkers of PROTOCOL.md §9.
-//!
-//! The async runner that drives [`DriverState`] over QUIC comes with the `net` crate.
 
+pub mod runner;
 pub mod sim;
 pub mod state;
 

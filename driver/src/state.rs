@@ -274,8 +274,15 @@ impl DriverState {
                     if refusal_is_final(&error) {
                         self.cores[from.as_usize()].done.insert(digest);
                     }
-                    if let CoreError::MissingParents { digests } = &error {
-                        self.on_missing_parents(from, &digest, digests);
+                    match &error {
+                        CoreError::MissingParents { digests } => {
+                            self.on_missing_parents(from, &digest, digests);
+                        }
+                        // Whatever was believed delivered, the core lacks it: carry it again.
+                        CoreError::MissingPayload { digest } => {
+                            self.cores[from.as_usize()].sent.remove(digest);
+                        }
+                        _ => {}
                     }
                 }
                 self.learn_summary(now, from, *summary);

@@ -747,6 +747,7 @@ impl World {
 /// Debug view of a finished world (used by `SLEEPYSEAL_SIM_DEBUG`).
 impl World {
     fn debug_dump(&self) {
+        eprintln!("time {} ms, {} events", self.now, self.events);
         for (d, driver) in self.drivers.iter().enumerate() {
             if let Some(state) = &driver.state {
                 eprintln!(

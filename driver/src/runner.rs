@@ -1,0 +1,138 @@
+//! The driver process: [`DriverState`] driven over QUIC.
+//!
+//! Every core is talked to concurrently and independently: a slow or dead core never holds up the
+//! others (its request times out, the driver backs off and retries with a capped delay, and the
+//! client reconnects when the core comes back). The runner holds nothing durable: kill it at any
+//! time and start another; the new one rebuilds its soft state from the cores' summaries.
+//!
+//! Requests are written as the chunks of their encoding, so payloads taken from one core's reply
+//! go to the other cores without being copied or re-encoded.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sleepyseal_core::protocol::{RequestBody, Response};
+use sleepyseal_core::{AuthorityIndex, Committee, Millis};
+use sleepyseal_net::{ClientError, Clients};
+use tokio::sync::{mpsc, watch};
+
+use crate::state::{DriverConfig, DriverState, Outgoing};
+
+/// Settings of a driver process.
+#[derive(Clone, Debug)]
+pub struct RunnerOptions {
+    /// The sans-IO driver's settings.
+    pub driver: DriverConfig,
+    /// How often the driver re-plans even without replies (timeouts, polls).
+    pub tick: Duration,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> RunnerOptions {
+        RunnerOptions {
+            driver: DriverConfig::default(),
+            tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Live counters of a driver.
+#[derive(Debug, Default)]
+pub struct RunnerStats {
+    /// Requests sent.
+    pub requests: AtomicU64,
+    /// Requests that failed in transport (timeout, connection).
+    pub failures: AtomicU64,
+    /// `Busy` replies.
+    pub busy: AtomicU64,
+    /// Highest round any core reported.
+    pub top_round: AtomicU64,
+    /// Certificates assembled or learned.
+    pub certificates: AtomicU64,
+}
+
+struct Done {
+    id: u64,
+    core: AuthorityIndex,
+    body: RequestBody,
+    result: Result<Response, ClientError>,
+}
+
+/// Drives the cores until `stop` turns true.
+pub async fn run(
+    committee: Arc<Committee>,
+    clients: Arc<Clients>,
+    options: RunnerOptions,
+    stats: Arc<RunnerStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let start = Instant::now();
+    let now = || Millis(start.elapsed().as_millis() as u64);
+    // Ids of successive incarnations never collide: they start from the wall clock.
+    let id_base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+        << 8;
+    let mut state = DriverState::new(committee, options.driver.clone(), id_base);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let timeout = Duration::from_millis(options.driver.request_timeout_ms);
+    let mut tick = tokio::time::interval(options.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+            Some(done) = done_rx.recv() => {
+                apply(&mut state, now(), done, &stats);
+                while let Ok(more) = done_rx.try_recv() {
+                    apply(&mut state, now(), more, &stats);
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        for Outgoing { id, core, request } in state.poll(now()) {
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let client = clients.core(core).clone();
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let result = client.request(&request, timeout).await;
+                let _ = done_tx.send(Done {
+                    id,
+                    core,
+                    body: request.body,
+                    result,
+                });
+            });
+        }
+        stats
+            .top_round
+            .store(state.top_round().0, Ordering::Relaxed);
+        stats
+            .certificates
+            .store(state.certificate_count() as u64, Ordering::Relaxed);
+    }
+}
+
+fn apply(state: &mut DriverState, now: Millis, done: Done, stats: &RunnerStats) {
+    match done.result {
+        Ok(response) => {
+            if matches!(response, Response::Error(sleepyseal_core::CoreError::Busy)) {
+                stats.busy.fetch_add(1, Ordering::Relaxed);
+            }
+            if !matches!(response, Response::Error(_)) {
+                state.mark_delivered(done.core, &done.body);
+            }
+            state.on_response(now, done.id, done.core, response);
+        }
+        Err(error) => {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(core = %done.core, "request failed: {error}");
+            state.on_failure(now, done.id);
+        }
+    }
+}

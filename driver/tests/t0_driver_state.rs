@@ -1,0 +1,154 @@
+//! T0: `DriverState` against real cores, request by request: what a driver sends after what a
+//! core answers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sleepyseal_core::committee::default_schedule;
+use sleepyseal_core::protocol::{Request, RequestBody, Response};
+use sleepyseal_core::testkit::committee;
+use sleepyseal_core::verify::VerifierConfig;
+use sleepyseal_core::{
+    AuthorityIndex, Committee, Core, CoreConfig, CoreError, KeyPair, MemStore, Millis, Payload,
+    Store, Verifier,
+};
+use sleepyseal_driver::state::{DriverConfig, DriverState, Outgoing};
+
+struct Cores {
+    committee: Arc<Committee>,
+    verifier: Verifier,
+    cores: Vec<(Core, MemStore)>,
+}
+
+impl Cores {
+    fn new(n: usize) -> Cores {
+        let committee = committee(n);
+        let cores = (0..n as u16)
+            .map(|i| {
+                let mut store = MemStore::new();
+                let core = Core::recover(
+                    committee.clone(),
+                    default_schedule(&committee),
+                    KeyPair::deterministic(0, i),
+                    CoreConfig::default(),
+                    store.load().unwrap(),
+                )
+                .unwrap();
+                (core, store)
+            })
+            .collect();
+        Cores {
+            verifier: Verifier::new(committee.clone(), VerifierConfig::default()),
+            committee,
+            cores,
+        }
+    }
+
+    fn handle(&mut self, now: Millis, core: AuthorityIndex, body: RequestBody) -> Response {
+        let request = Request {
+            instance: self.committee.instance(),
+            body,
+        };
+        let verified = self.verifier.verify(request).expect("well-formed request");
+        let (core, store) = &mut self.cores[core.as_usize()];
+        let (response, batch) = core.handle(now, verified);
+        store.commit(&[batch]).unwrap();
+        response
+    }
+}
+
+fn header_bundle_payloads(out: &Outgoing) -> Option<Vec<Payload>> {
+    match &out.request.body {
+        RequestBody::HeaderBundle { payloads, .. } => Some(payloads.clone()),
+        _ => None,
+    }
+}
+
+/// Regression (sim n = 7, two restarts, seed 42): the driver believed it had delivered a payload
+/// (it rode along with a header the core could not vote on yet) and never carried it again, while
+/// the core kept answering `MissingPayload`. Round 10 stalled. A `MissingPayload` refusal must
+/// make the driver carry that payload with the next bundle.
+#[test]
+fn missing_payload_refusal_makes_the_driver_carry_it_again() {
+    let mut cores = Cores::new(4);
+    let a1 = AuthorityIndex(1);
+    let a0 = AuthorityIndex(0);
+    // Core 1 has a transaction, so its round-1 header carries a non-empty payload.
+    let submitted = cores.handle(
+        Millis(0),
+        a1,
+        RequestBody::Submit {
+            transactions: vec![Bytes::from_static(b"tx")],
+        },
+    );
+    assert_eq!(submitted, Response::Submitted { accepted: 1 });
+    let mut driver = DriverState::new(cores.committee.clone(), DriverConfig::default(), 0);
+    // Let the driver learn every core's state, until core 1 has proposed its header.
+    let mut now = Millis(0);
+    for _ in 0..20 {
+        now = Millis(now.0 + 100);
+        for out in driver.poll(now) {
+            if !matches!(out.request.body, RequestBody::GetState { .. }) {
+                continue;
+            }
+            let response = cores.handle(now, out.core, out.request.body.clone());
+            driver.on_response(now, out.id, out.core, response);
+        }
+        if driver
+            .own_header_of(a1)
+            .is_some_and(|h| h.header.payload().len > 0)
+        {
+            break;
+        }
+    }
+    let own = driver.own_header_of(a1).expect("core 1 proposed").clone();
+    let payload_digest = own.header.payload().digest;
+    // The driver offers core 1's header to core 0 with its payload.
+    let first = driver
+        .poll(now)
+        .into_iter()
+        .find(|o| o.core == a0 && header_bundle_payloads(o).is_some())
+        .expect("a header bundle for core 0");
+    assert!(header_bundle_payloads(&first)
+        .unwrap()
+        .iter()
+        .any(|p| p.digest() == payload_digest));
+    driver.mark_delivered(a0, &first.request.body);
+    // Core 0 answers as one that lost the payload (say it restarted before syncing it).
+    let Response::Summary(summary) = cores.handle(
+        now,
+        a0,
+        RequestBody::GetState {
+            with_payload: false,
+        },
+    ) else {
+        panic!("summary expected");
+    };
+    driver.on_response(
+        now,
+        first.id,
+        a0,
+        Response::Votes {
+            votes: vec![],
+            rejected: vec![(
+                own.header.digest(),
+                CoreError::MissingPayload {
+                    digest: payload_digest,
+                },
+            )],
+            summary,
+        },
+    );
+    // The next bundle to core 0 carries the payload again.
+    let again = driver
+        .poll(Millis(now.0 + 1))
+        .into_iter()
+        .find(|o| o.core == a0)
+        .expect("a request for core 0");
+    let payloads = header_bundle_payloads(&again).expect("a header bundle again");
+    assert!(
+        payloads.iter().any(|p| p.digest() == payload_digest),
+        "payload not carried again: {:?}",
+        again.request.body
+    );
+}

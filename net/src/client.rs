@@ -1,0 +1,209 @@
+//! The typed client of a core, used by drivers, load clients and the harness.
+//!
+//! One QUIC connection per core, (re)established on demand; one bidirectional stream per request,
+//! any number in flight. A request is written as the chunks of its encoding (a vectored write), so
+//! a payload forwarded from one core's reply to another core is never copied or re-encoded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sleepyseal_core::codec::{Decode, DecodeError, Encode};
+use sleepyseal_core::protocol::{Request, Response};
+use sleepyseal_core::AuthorityIndex;
+use tokio::sync::Mutex;
+
+use crate::config::{server_name, Testbed};
+use crate::limits::NetLimits;
+use crate::tls::{client_config, TlsError, CONNECT_TIMEOUT};
+
+/// Why a request got no decodable response.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection could not be established.
+    #[error("connect to core {core} at {address}: {reason}")]
+    Connect {
+        /// Which core.
+        core: AuthorityIndex,
+        /// Its address.
+        address: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// No response in time.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The connection or stream failed.
+    #[error("stream: {0}")]
+    Stream(String),
+    /// The response exceeded the limit.
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    /// The response did not decode.
+    #[error("undecodable response: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// A client endpoint with one connection slot per core of a testbed.
+pub struct Clients {
+    endpoint: quinn::Endpoint,
+    cores: Vec<Arc<CoreClient>>,
+}
+
+impl Clients {
+    /// A client endpoint on an ephemeral local port for the cores of `testbed`. Must be called
+    /// inside a tokio runtime.
+    pub fn new(testbed: &Testbed, limits: NetLimits) -> Result<Clients, ClientSetupError> {
+        let bind: SocketAddr = if testbed.addresses.iter().all(|a| a.is_ipv4()) {
+            "0.0.0.0:0".parse().expect("valid address")
+        } else {
+            "[::]:0".parse().expect("valid address")
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(ClientSetupError::Bind)?;
+        endpoint.set_default_client_config(client_config(testbed, &limits)?);
+        let cores = testbed
+            .committee
+            .indices()
+            .zip(&testbed.addresses)
+            .map(|(index, address)| {
+                Arc::new(CoreClient {
+                    endpoint: endpoint.clone(),
+                    index,
+                    address: *address,
+                    server_name: server_name(index),
+                    limits: limits.clone(),
+                    connection: Mutex::new(None),
+                })
+            })
+            .collect();
+        Ok(Clients { endpoint, cores })
+    }
+
+    /// The client of core `index`.
+    pub fn core(&self, index: AuthorityIndex) -> &Arc<CoreClient> {
+        &self.cores[index.as_usize()]
+    }
+
+    /// All cores' clients, in index order.
+    pub fn all(&self) -> &[Arc<CoreClient>] {
+        &self.cores
+    }
+
+    /// Closes every connection and waits for the peers to be told.
+    pub async fn close(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// A client endpoint that could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    /// Binding the local UDP socket.
+    #[error("bind client socket: {0}")]
+    Bind(std::io::Error),
+    /// The TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The client of one core.
+pub struct CoreClient {
+    endpoint: quinn::Endpoint,
+    index: AuthorityIndex,
+    address: SocketAddr,
+    server_name: String,
+    limits: NetLimits,
+    connection: Mutex<Option<quinn::Connection>>,
+}
+
+impl CoreClient {
+    /// Which core.
+    pub fn index(&self) -> AuthorityIndex {
+        self.index
+    }
+
+    /// Sends `request` and waits at most `timeout` for the response.
+    pub async fn request(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        self.request_chunks(request.to_chunks(), timeout).await
+    }
+
+    /// Sends an encoded request given as chunks (see [`Encode::to_chunks`]).
+    pub async fn request_chunks(
+        &self,
+        chunks: Vec<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        match tokio::time::timeout(timeout, self.exchange(chunks)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+
+    async fn exchange(&self, mut chunks: Vec<Bytes>) -> Result<Response, ClientError> {
+        let connection = self.connection().await?;
+        let stream = |e: &dyn std::fmt::Display| ClientError::Stream(e.to_string());
+        let (mut send, mut recv) = match connection.open_bi().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.forget(&connection).await;
+                return Err(stream(&e));
+            }
+        };
+        send.write_all_chunks(&mut chunks)
+            .await
+            .map_err(|e| stream(&e))?;
+        send.finish().map_err(|e| stream(&e))?;
+        let bytes = recv
+            .read_to_end(self.limits.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                quinn::ReadToEndError::TooLong => {
+                    ClientError::TooLarge(self.limits.max_response_bytes)
+                }
+                other => stream(&other),
+            })?;
+        Ok(Response::from_bytes(Bytes::from(bytes))?)
+    }
+
+    /// The live connection, connecting first if there is none.
+    async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        *slot = None;
+        let error = |reason: String| ClientError::Connect {
+            core: self.index,
+            address: self.address,
+            reason,
+        };
+        let connecting = self
+            .endpoint
+            .connect(self.address, &self.server_name)
+            .map_err(|e| error(e.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| error(format!("no handshake within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| error(e.to_string()))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn forget(&self, broken: &quinn::Connection) {
+        let mut slot = self.connection.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|c| c.stable_id() == broken.stable_id())
+        {
+            *slot = None;
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Testbed files: the committee file everyone reads, and one secret key file per core.
+//!
+//! The committee file holds, per core, its index, address, ed25519 public key, stake and TLS
+//! certificate (DER, hex). Drivers and clients pin each core's certificate from it. It holds
+//! nothing secret. A key file holds one core's ed25519 secret and TLS private key and is written
+//! readable by its owner only.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sleepyseal_core::committee::{Authority, CommitteeError};
+use sleepyseal_core::hash::Hasher;
+use sleepyseal_core::{AuthorityIndex, Committee, Digest, KeyPair, PublicKey, Stake};
+
+/// What can go wrong with testbed files.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading or writing a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file that is not the expected JSON.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A field that does not decode.
+    #[error("{path}: field {field}: {reason}")]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// Which field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The committee itself is invalid.
+    #[error("{path}: {source}")]
+    Committee {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: CommitteeError,
+    },
+    /// A key file that does not belong to this committee.
+    #[error("{path}: key of core {index} does not match the committee's public key")]
+    KeyMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The core.
+        index: u16,
+    },
+    /// Generating a TLS certificate.
+    #[error("TLS certificate generation: {0}")]
+    Certificate(String),
+}
+
+/// One core's entry in the committee file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthorityEntry {
+    /// Its index (entries are in index order).
+    pub index: u16,
+    /// Where its QUIC endpoint listens.
+    pub address: String,
+    /// Its ed25519 public key (hex).
+    pub public_key: String,
+    /// Its stake.
+    pub stake: u64,
+    /// Its self-signed TLS certificate (DER, hex), pinned by drivers and clients.
+    pub tls_certificate: String,
+}
+
+/// The committee file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommitteeFile {
+    /// Format version.
+    pub version: u32,
+    /// The protocol instance (hex): every signed message is bound to it.
+    pub instance: String,
+    /// The cores.
+    pub authorities: Vec<AuthorityEntry>,
+}
+
+/// One core's secret key file.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Which core.
+    pub index: u16,
+    /// ed25519 secret seed (hex).
+    pub secret: String,
+    /// TLS private key (PKCS#8 DER, hex).
+    pub tls_key: String,
+}
+
+impl std::fmt::Debug for KeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyFile {{ index: {}, .. }}", self.index)
+    }
+}
+
+/// A committee as loaded from its file: the protocol committee plus transport identities.
+#[derive(Clone, Debug)]
+pub struct Testbed {
+    /// The committee.
+    pub committee: Arc<Committee>,
+    /// Per core, its pinned TLS certificate (DER).
+    pub certificates: Vec<Vec<u8>>,
+    /// Per core, its socket address.
+    pub addresses: Vec<std::net::SocketAddr>,
+}
+
+/// A core's secrets as loaded from its key file.
+pub struct CoreKeys {
+    /// Which core.
+    pub index: AuthorityIndex,
+    /// Its signing key.
+    pub key: KeyPair,
+    /// Its TLS private key (PKCS#8 DER).
+    pub tls_key: Vec<u8>,
+}
+
+/// Settings of `genesis`.
+#[derive(Clone, Debug)]
+pub struct GenesisOptions {
+    /// Stake of each core (the number of cores is its length).
+    pub stakes: Vec<u64>,
+    /// Host every core listens on.
+    pub host: String,
+    /// Port of core 0; core i listens on `base_port + i`.
+    pub base_port: u16,
+    /// Deterministic ed25519 keys from this seed (local testbeds), else random keys.
+    pub seed: Option<u64>,
+}
+
+/// Writes `committee.json` and `core-<i>.key` into `dir`. Returns the committee file's path.
+pub fn genesis(dir: &Path, options: &GenesisOptions) -> Result<PathBuf, ConfigError> {
+    fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
+    let mut authorities = Vec::new();
+    let mut instance = Hasher::new(b"SEAL/INSTANCE/v1");
+    let nonce = match options.seed {
+        Some(seed) => seed.to_le_bytes().to_vec(),
+        None => random_bytes::<16>().to_vec(),
+    };
+    instance.update(&nonce);
+    for (i, stake) in options.stakes.iter().enumerate() {
+        let index = u16::try_from(i).map_err(|_| ConfigError::Field {
+            path: dir.to_path_buf(),
+            field: "cores".into(),
+            reason: "too many cores".into(),
+        })?;
+        let key = match options.seed {
+            Some(seed) => KeyPair::deterministic(seed, index),
+            None => KeyPair::from_secret(random_bytes::<32>()),
+        };
+        let name = server_name(AuthorityIndex(index));
+        let certified = rcgen::generate_simple_self_signed(vec![name])
+            .map_err(|e| ConfigError::Certificate(e.to_string()))?;
+        let address = format!(
+            "{}:{}",
+            options.host,
+            u32::from(options.base_port) + i as u32
+        );
+        instance
+            .update(&index.to_le_bytes())
+            .update(&key.public().0)
+            .update(&stake.to_le_bytes())
+            .update(address.as_bytes());
+        authorities.push(AuthorityEntry {
+            index,
+            address,
+            public_key: to_hex(&key.public().0),
+            stake: *stake,
+            tls_certificate: to_hex(certified.cert.der()),
+        });
+        let key_file = KeyFile {
+            index,
+            secret: to_hex(&key.secret()),
+            tls_key: to_hex(certified.key_pair.serialized_der()),
+        };
+        write_secret(&dir.join(format!("core-{i}.key")), &key_file)?;
+    }
+    let file = CommitteeFile {
+        version: 1,
+        instance: instance.finish().to_hex(),
+        authorities,
+    };
+    let path = dir.join("committee.json");
+    let text = serde_json::to_string_pretty(&file).expect("serializable");
+    fs::write(&path, text + "\n").map_err(|source| io(&path, source))?;
+    // Fail now, not at start-up, if what was written does not load.
+    load_testbed(&path)?;
+    Ok(path)
+}
+
+/// The TLS server name of core `index` (its certificate's subject alternative name).
+pub fn server_name(index: AuthorityIndex) -> String {
+    format!("core-{}.sleepyseal", index.0)
+}
+
+/// Loads and checks a committee file.
+pub fn load_testbed(path: &Path) -> Result<Testbed, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|source| io(path, source))?;
+    let file: CommitteeFile = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let field = |field: &str, reason: String| ConfigError::Field {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        reason,
+    };
+    if file.version != 1 {
+        return Err(field(
+            "version",
+            format!("unsupported version {}", file.version),
+        ));
+    }
+    let instance = Digest(from_hex::<32>(&file.instance).map_err(|r| field("instance", r))?);
+    let mut authorities = Vec::new();
+    let mut certificates = Vec::new();
+    let mut addresses = Vec::new();
+    for (i, a) in file.authorities.iter().enumerate() {
+        let name = |f: &str| format!("authorities[{i}].{f}");
+        let public_key =
+            PublicKey(from_hex::<32>(&a.public_key).map_err(|r| field(&name("public_key"), r))?);
+        let address: std::net::SocketAddr = a
+            .address
+            .parse()
+            .map_err(|e| field(&name("address"), format!("{e}")))?;
+        let certificate =
+            from_hex_vec(&a.tls_certificate).map_err(|r| field(&name("tls_certificate"), r))?;
+        authorities.push(Authority {
+            index: AuthorityIndex(a.index),
+            public_key,
+            stake: Stake(a.stake),
+            address: a.address.clone(),
+        });
+        certificates.push(certificate);
+        addresses.push(address);
+    }
+    let committee =
+        Committee::new(instance, authorities).map_err(|source| ConfigError::Committee {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(Testbed {
+        committee: Arc::new(committee),
+        certificates,
+        addresses,
+    })
+}
+
+/// Loads a key file and checks it against the committee.
+pub fn load_keys(path: &Path, testbed: &Testbed) -> Result<CoreKeys, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|source| io(path, source))?;
+    let file: KeyFile = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let field = |field: &str, reason: String| ConfigError::Field {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        reason,
+    };
+    let key = KeyPair::from_secret(from_hex::<32>(&file.secret).map_err(|r| field("secret", r))?);
+    let tls_key = from_hex_vec(&file.tls_key).map_err(|r| field("tls_key", r))?;
+    let index = AuthorityIndex(file.index);
+    let matches = testbed
+        .committee
+        .authority(index)
+        .is_some_and(|a| a.public_key == key.public());
+    if !matches {
+        return Err(ConfigError::KeyMismatch {
+            path: path.to_path_buf(),
+            index: file.index,
+        });
+    }
+    Ok(CoreKeys {
+        index,
+        key,
+        tls_key,
+    })
+}
+
+fn write_secret(path: &Path, key: &KeyFile) -> Result<(), ConfigError> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(key).expect("serializable") + "\n";
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|source| io(path, source))?;
+    file.write_all(text.as_bytes())
+        .map_err(|source| io(path, source))
+}
+
+fn io(path: &Path, source: std::io::Error) -> ConfigError {
+    ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    use ring::rand::SecureRandom;
+    let mut out = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut out)
+        .expect("the operating system's random source works");
+    out
+}
+
+/// Lower-case hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+fn from_hex_vec(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err("odd number of hex digits".into());
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        b'A'..=b'F' => Ok(c - b'A' + 10),
+        _ => Err(format!("not a hex digit: {:?}", c as char)),
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| Ok(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+fn from_hex<const N: usize>(s: &str) -> Result<[u8; N], String> {
+    let bytes = from_hex_vec(s)?;
+    <[u8; N]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("expected {N} bytes, got {}", bytes.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_errors() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(to_hex(&bytes), "0001abff");
+        assert_eq!(from_hex::<4>("0001ABff").unwrap(), bytes);
+        assert!(from_hex::<4>("0001ab").is_err());
+        assert!(from_hex::<2>("0g01").is_err());
+        assert!(from_hex_vec("abc").is_err());
+    }
+
+    #[test]
+    fn genesis_writes_a_loadable_testbed_without_secrets() {
+        let dir = std::env::temp_dir().join(format!("sleepyseal-genesis-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let options = GenesisOptions {
+            stakes: vec![1, 1, 2, 1],
+            host: "127.0.0.1".into(),
+            base_port: 9100,
+            seed: None,
+        };
+        let path = genesis(&dir, &options).unwrap();
+        let testbed = load_testbed(&path).unwrap();
+        assert_eq!(testbed.committee.size(), 4);
+        assert_eq!(testbed.addresses[3].port(), 9103);
+        let text = fs::read_to_string(&path).unwrap();
+        for i in 0..4 {
+            let keys = load_keys(&dir.join(format!("core-{i}.key")), &testbed).unwrap();
+            assert_eq!(keys.index, AuthorityIndex(i));
+            assert!(!text.contains(&to_hex(&keys.key.secret())), "secret leaked");
+            assert!(!text.contains(&to_hex(&keys.tls_key)), "TLS key leaked");
+        }
+        // A key file of another committee is refused.
+        let other = dir.join("other");
+        genesis(&other, &options).unwrap();
+        assert!(matches!(
+            load_keys(&other.join("core-0.key"), &testbed),
+            Err(ConfigError::KeyMismatch { .. })
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,440 @@
+//! The core server: a QUIC endpoint that only answers.
+//!
+//! ```text
+//! stream task (tokio)   read the request (bounded size, bounded time), decode zero-copy
+//!   └─► verify thread   drains every queued request, verifies all their signatures as one batch
+//!                       on a rayon pool (skipping cached certificates)
+//!         └─► core thread  the only owner of `Core`: handles every queued request, writes all
+//!                          their changes with one synced store commit (group commit), then
+//!                          releases the replies
+//! ```
+//! Every queue is bounded; a full queue answers `Busy` at once. A store failure stops the core
+//! (crash-stop): replies of the failed group are never sent, and a restart recovers from disk.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sleepyseal_core::codec::{Decode, Encode};
+use sleepyseal_core::protocol::{Request, Response};
+use sleepyseal_core::store::StoreError;
+use sleepyseal_core::verify::CheckedRequest;
+use sleepyseal_core::{Core, CoreError, Millis, Store, Verified, Verifier};
+use tokio::sync::oneshot;
+
+use crate::limits::NetLimits;
+
+/// Settings of the pipeline behind the endpoint.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Transport limits.
+    pub limits: NetLimits,
+    /// Threads of the verify pool.
+    pub verify_threads: usize,
+    /// Most requests verified together in one batch.
+    pub verify_max_requests: usize,
+    /// Most requests handled in one group commit.
+    pub group_commit_max: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            limits: NetLimits::default(),
+            verify_threads: 2,
+            verify_max_requests: 256,
+            group_commit_max: 512,
+        }
+    }
+}
+
+/// Counters of a running server (for logs and metrics).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Requests answered.
+    pub requests: AtomicUsize,
+    /// Requests answered `Busy` by a full queue.
+    pub busy: AtomicUsize,
+    /// Requests that did not decode.
+    pub malformed: AtomicUsize,
+    /// Group commits.
+    pub group_commits: AtomicUsize,
+    /// Requests in those group commits.
+    pub grouped_requests: AtomicUsize,
+    /// Verify batches.
+    pub verify_batches: AtomicUsize,
+    /// Connections open now.
+    pub connections: AtomicUsize,
+    /// Connections refused at the limit.
+    pub refused_connections: AtomicUsize,
+    /// The core's round (after the latest group commit).
+    pub round: AtomicU64,
+    /// Round of the latest committed leader.
+    pub last_committed_round: AtomicU64,
+    /// Length of the committed sequence.
+    pub consensus_index: AtomicU64,
+    /// Transactions in the mempool.
+    pub mempool: AtomicUsize,
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The UDP socket could not be bound.
+    #[error("bind {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The verify pool could not be built.
+    #[error("verify pool: {0}")]
+    Pool(String),
+    /// The store failed; the core stopped.
+    #[error("store failed, core stopped: {0}")]
+    Store(#[from] StoreError),
+}
+
+type Reply = oneshot::Sender<Vec<Bytes>>;
+
+struct VerifyJob {
+    request: Request,
+    reply: Reply,
+}
+
+struct CoreJob {
+    request: Verified<CheckedRequest>,
+    reply: Reply,
+}
+
+/// A running core server.
+pub struct CoreServer {
+    endpoint: quinn::Endpoint,
+    stats: Arc<ServerStats>,
+    verify_tx: Option<SyncSender<VerifyJob>>,
+    verify_thread: Option<JoinHandle<()>>,
+    core_thread: Option<JoinHandle<Result<(), StoreError>>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl CoreServer {
+    /// Starts serving `core` (recovered from `store`) on `address`. Must be called inside a tokio
+    /// runtime.
+    pub fn start(
+        address: SocketAddr,
+        quic: quinn::ServerConfig,
+        core: Core,
+        store: Box<dyn Store>,
+        verifier: Verifier,
+        options: ServerOptions,
+    ) -> Result<CoreServer, ServerError> {
+        let endpoint = quinn::Endpoint::server(quic, address)
+            .map_err(|source| ServerError::Bind { address, source })?;
+        let stats = Arc::new(ServerStats::default());
+        let verifier = Arc::new(verifier);
+        let (verify_tx, verify_rx) = mpsc::sync_channel::<VerifyJob>(options.limits.verify_queue);
+        let (core_tx, core_rx) = mpsc::sync_channel::<CoreJob>(options.limits.core_queue);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.verify_threads.max(1))
+            .thread_name(|i| format!("verify-{i}"))
+            .build()
+            .map_err(|e| ServerError::Pool(e.to_string()))?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let verify_thread = {
+            let (stats, verifier, max) =
+                (stats.clone(), verifier.clone(), options.verify_max_requests);
+            std::thread::Builder::new()
+                .name("verify".into())
+                .spawn(move || verify_loop(verify_rx, core_tx, &verifier, &pool, max, &stats))
+                .expect("spawn verify thread")
+        };
+        let core_thread = {
+            let (stats, max, cache) = (
+                stats.clone(),
+                options.group_commit_max,
+                verifier.cache().clone(),
+            );
+            let endpoint = endpoint.clone();
+            std::thread::Builder::new()
+                .name("core".into())
+                .spawn(move || {
+                    let result = core_loop(core_rx, core, store, max, &stats, &cache);
+                    if let Err(e) = &result {
+                        tracing::error!("store failed, stopping the core: {e}");
+                        endpoint.close(quinn::VarInt::from_u32(1), b"store failed");
+                    }
+                    result
+                })
+                .expect("spawn core thread")
+        };
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            verify_tx.clone(),
+            options.limits.clone(),
+            stats.clone(),
+            stopping.clone(),
+        ));
+        Ok(CoreServer {
+            endpoint,
+            stats,
+            verify_tx: Some(verify_tx),
+            verify_thread: Some(verify_thread),
+            core_thread: Some(core_thread),
+            stopping,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Arc<ServerStats> {
+        &self.stats
+    }
+
+    /// Whether the core thread stopped (store failure).
+    pub fn core_stopped(&self) -> bool {
+        self.core_thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops accepting, lets queued requests finish and their writes reach the store, and waits
+    /// for the core thread. The store is consistent afterwards.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"shutting down");
+        self.verify_tx = None;
+        let verify = self.verify_thread.take();
+        let core = self.core_thread.take();
+        tokio::task::spawn_blocking(move || {
+            if let Some(v) = verify {
+                let _ = v.join();
+            }
+            match core {
+                Some(c) => c.join().unwrap_or(Ok(())),
+                None => Ok(()),
+            }
+        })
+        .await
+        .unwrap_or(Ok(()))?;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        Ok(())
+    }
+}
+
+fn encode(response: &Response) -> Vec<Bytes> {
+    response.to_chunks()
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    verify_tx: SyncSender<VerifyJob>,
+    limits: NetLimits,
+    stats: Arc<ServerStats>,
+    stopping: Arc<AtomicBool>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        if stopping.load(Ordering::SeqCst) {
+            incoming.refuse();
+            continue;
+        }
+        if stats.connections.load(Ordering::SeqCst) >= limits.max_connections {
+            stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        }
+        stats.connections.fetch_add(1, Ordering::SeqCst);
+        let (verify_tx, limits, stats) = (verify_tx.clone(), limits.clone(), stats.clone());
+        tokio::spawn(async move {
+            if let Ok(connection) = incoming.await {
+                serve_connection(connection, verify_tx, limits, stats.clone()).await;
+            }
+            stats.connections.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn serve_connection(
+    connection: quinn::Connection,
+    verify_tx: SyncSender<VerifyJob>,
+    limits: NetLimits,
+    stats: Arc<ServerStats>,
+) {
+    // Streams beyond `max_streams_per_connection` are held back by QUIC flow control itself.
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        let (verify_tx, limits, stats) = (verify_tx.clone(), limits.clone(), stats.clone());
+        tokio::spawn(serve_stream(send, recv, verify_tx, limits, stats));
+    }
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    verify_tx: SyncSender<VerifyJob>,
+    limits: NetLimits,
+    stats: Arc<ServerStats>,
+) {
+    let read = tokio::time::timeout(
+        limits.request_read_timeout,
+        recv.read_to_end(limits.max_request_bytes),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => Bytes::from(bytes),
+        Ok(Err(quinn::ReadToEndError::TooLong)) => {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            let _ = recv.stop(quinn::VarInt::from_u32(2));
+            let _ = send.reset(quinn::VarInt::from_u32(2));
+            return;
+        }
+        // Reset, connection lost, or too slow (half-open): drop the stream.
+        Ok(Err(_)) | Err(_) => {
+            let _ = recv.stop(quinn::VarInt::from_u32(3));
+            let _ = send.reset(quinn::VarInt::from_u32(3));
+            return;
+        }
+    };
+    let chunks = match Request::from_bytes(bytes) {
+        Err(e) => {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            encode(&Response::Error(CoreError::Decode(e)))
+        }
+        Ok(request) => {
+            let (reply, answer) = oneshot::channel();
+            match verify_tx.try_send(VerifyJob { request, reply }) {
+                Ok(()) => match answer.await {
+                    Ok(chunks) => chunks,
+                    // The core stopped before answering (shutdown or store failure).
+                    Err(_) => {
+                        let _ = send.reset(quinn::VarInt::from_u32(4));
+                        return;
+                    }
+                },
+                Err(TrySendError::Full(_)) => {
+                    stats.busy.fetch_add(1, Ordering::Relaxed);
+                    encode(&Response::Error(CoreError::Busy))
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    let _ = send.reset(quinn::VarInt::from_u32(4));
+                    return;
+                }
+            }
+        }
+    };
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    let mut chunks = chunks;
+    if send.write_all_chunks(&mut chunks).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+fn verify_loop(
+    rx: Receiver<VerifyJob>,
+    core_tx: SyncSender<CoreJob>,
+    verifier: &Verifier,
+    pool: &rayon::ThreadPool,
+    max_requests: usize,
+    stats: &ServerStats,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_requests {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        stats.verify_batches.fetch_add(1, Ordering::Relaxed);
+        let (requests, replies): (Vec<Request>, Vec<Reply>) =
+            jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+        let results = pool.install(|| verifier.verify_many(requests));
+        for (result, reply) in results.into_iter().zip(replies) {
+            match result {
+                Ok(request) => match core_tx.try_send(CoreJob { request, reply }) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(job)) => {
+                        stats.busy.fetch_add(1, Ordering::Relaxed);
+                        let _ = job.reply.send(encode(&Response::Error(CoreError::Busy)));
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
+                },
+                Err(error) => {
+                    let _ = reply.send(encode(&Response::Error(error)));
+                }
+            }
+        }
+    }
+}
+
+fn core_loop(
+    rx: Receiver<CoreJob>,
+    mut core: Core,
+    mut store: Box<dyn Store>,
+    max_group: usize,
+    stats: &ServerStats,
+    cache: &sleepyseal_core::verify::VerifiedCache,
+) -> Result<(), StoreError> {
+    let mut pruned_at = core.gc_round();
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_group {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let now = wall_clock();
+        let mut batches = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (response, batch) = core.handle(now, job.request);
+            if !batch.is_empty() {
+                batches.push(batch);
+            }
+            replies.push((job.reply, encode(&response)));
+        }
+        if !batches.is_empty() {
+            store.commit(&batches)?;
+        }
+        stats.group_commits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .grouped_requests
+            .fetch_add(replies.len(), Ordering::Relaxed);
+        // Durable: release the replies.
+        for (reply, chunks) in replies {
+            let _ = reply.send(chunks);
+        }
+        stats.round.store(core.round().0, Ordering::Relaxed);
+        let consensus = core.consensus();
+        stats
+            .last_committed_round
+            .store(consensus.last_committed_round.0, Ordering::Relaxed);
+        stats
+            .consensus_index
+            .store(consensus.consensus_index, Ordering::Relaxed);
+        stats.mempool.store(core.mempool_len(), Ordering::Relaxed);
+        let gc = core.gc_round();
+        if gc > pruned_at {
+            cache.prune_below(gc);
+            pruned_at = gc;
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch: the core's clock (timers and header timestamps).
+pub fn wall_clock() -> Millis {
+    Millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
+    )
+}
