@@ -1,0 +1,453 @@
+//! The transport against bad input, in-process over loopback QUIC: every bad request gets a typed
+//! error or a closed stream, the core keeps serving honest requests, and resources stay bounded.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sleepyseal_core::codec::{Decode, Encode};
+use sleepyseal_core::committee::default_schedule;
+use sleepyseal_core::messages::{Header, ParentRef};
+use sleepyseal_core::protocol::{Request, RequestBody, Response};
+use sleepyseal_core::testkit::sign_header;
+use sleepyseal_core::verify::VerifierConfig;
+use sleepyseal_core::{
+    AuthorityIndex, Certificate, Core, CoreConfig, CoreError, Digest, MemStore, Payload, Round,
+    Store, Verifier,
+};
+use sleepyseal_net::server::ServerOptions;
+use sleepyseal_net::{ClientError, Clients, CoreServer, GenesisOptions, NetLimits, Testbed};
+
+struct Fixture {
+    dir: PathBuf,
+    testbed: Testbed,
+    server: Option<CoreServer>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A 4-core testbed whose core 0 is served in-process on an ephemeral loopback port.
+async fn serve_core_0(name: &str, options: ServerOptions) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("sleepyseal-net-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = sleepyseal_net::genesis(
+        &dir,
+        &GenesisOptions {
+            stakes: vec![1; 4],
+            host: "127.0.0.1".into(),
+            base_port: 1,
+            seed: Some(7),
+        },
+    )
+    .unwrap();
+    let mut testbed = sleepyseal_net::load_testbed(&path).unwrap();
+    let keys = sleepyseal_net::load_keys(&dir.join("core-0.key"), &testbed).unwrap();
+    let committee = testbed.committee.clone();
+    let mut store = MemStore::new();
+    let core = Core::recover(
+        committee.clone(),
+        default_schedule(&committee),
+        keys.key,
+        CoreConfig::default(),
+        store.load().unwrap(),
+    )
+    .unwrap();
+    let quic = sleepyseal_net::tls::server_config(
+        testbed.certificates[0].clone(),
+        keys.tls_key,
+        &options.limits,
+    )
+    .unwrap();
+    let verifier = Verifier::new(committee, VerifierConfig::default());
+    let server = CoreServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        quic,
+        core,
+        Box::new(store),
+        verifier,
+        options,
+    )
+    .unwrap();
+    testbed.addresses[0] = server.local_addr().unwrap();
+    Fixture {
+        dir,
+        testbed,
+        server: Some(server),
+    }
+}
+
+const T: Duration = Duration::from_secs(5);
+
+fn get_state(f: &Fixture) -> Request {
+    Request {
+        instance: f.testbed.committee.instance(),
+        body: RequestBody::GetState { with_payload: true },
+    }
+}
+
+async fn assert_serves(clients: &Clients, f: &Fixture) {
+    let reply = clients
+        .core(AuthorityIndex(0))
+        .request(&get_state(f), T)
+        .await
+        .expect("honest request served");
+    assert!(matches!(reply, Response::Summary(_)), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_requests_are_answered() {
+    let f = serve_core_0("honest", ServerOptions::default()).await;
+    let clients = Clients::new(&f.testbed, NetLimits::default()).unwrap();
+    let core = clients.core(AuthorityIndex(0));
+    let reply = core.request(&get_state(&f), T).await.unwrap();
+    let Response::Summary(summary) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(summary.core, AuthorityIndex(0));
+    assert_eq!(summary.round, Round(1), "round 1 proposed on the first poll");
+    let submit = Request {
+        instance: f.testbed.committee.instance(),
+        body: RequestBody::Submit {
+            transactions: vec![Bytes::from(vec![1u8; 600]), Bytes::from_static(b"tx")],
+        },
+    };
+    assert_eq!(
+        core.request(&submit, T).await.unwrap(),
+        Response::Submitted { accepted: 2 }
+    );
+    shutdown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_truncated_and_foreign_requests_get_typed_errors() {
+    let f = serve_core_0("malformed", ServerOptions::default()).await;
+    let clients = Clients::new(&f.testbed, NetLimits::default()).unwrap();
+    let core = clients.core(AuthorityIndex(0));
+    let valid = get_state(&f).to_bytes();
+    let cases: Vec<(&str, Bytes)> = vec![
+        ("empty", Bytes::new()),
+        ("garbage", Bytes::from_static(b"\xff\xfe not a request at all")),
+        ("truncated", valid.slice(..valid.len() - 1)),
+        ("trailing", Bytes::from([&valid[..], b"x"].concat())),
+    ];
+    for (name, bytes) in cases {
+        let reply = core.request_chunks(vec![bytes], T).await.unwrap();
+        assert!(
+            matches!(reply, Response::Error(CoreError::Decode(_))),
+            "{name}: {reply:?}"
+        );
+    }
+    let foreign = Request {
+        instance: Digest([3; 32]),
+        body: RequestBody::GetState {
+            with_payload: false,
+        },
+    };
+    let reply = core.request(&foreign, T).await.unwrap();
+    assert!(
+        matches!(reply, Response::Error(CoreError::WrongInstance { .. })),
+        "{reply:?}"
+    );
+    assert_serves(&clients, &f).await;
+    shutdown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_unknown_authors_and_stale_or_future_rounds_are_refused() {
+    let f = serve_core_0("badsig", ServerOptions::default()).await;
+    let clients = Clients::new(&f.testbed, NetLimits::default()).unwrap();
+    let core = clients.core(AuthorityIndex(0));
+    let committee = f.testbed.committee.clone();
+    let instance = committee.instance();
+    let genesis: Vec<ParentRef> = committee
+        .indices()
+        .map(|a| ParentRef {
+            author: a,
+            digest: Certificate::genesis(instance, a).digest(),
+        })
+        .collect();
+    let key1 = sleepyseal_core::KeyPair::deterministic(7, 1);
+    let payload = Payload::from_transactions([&b"p"[..]]);
+    let header = |round: u64, author: u16| {
+        Header::new(
+            instance,
+            Round(round),
+            AuthorityIndex(author),
+            genesis.clone(),
+            payload.reference(),
+            1,
+        )
+    };
+    let bundle = |round: u64, headers| Request {
+        instance,
+        body: RequestBody::HeaderBundle {
+            round: Round(round),
+            headers,
+            parents: vec![],
+            payloads: vec![payload.clone()],
+        },
+    };
+    // Signed by the wrong key.
+    let mut forged = sign_header(&key1, header(1, 2));
+    forged.signature = key1.sign(b"anything");
+    let reply = core.request(&bundle(1, vec![forged]), T).await.unwrap();
+    let Response::Votes {
+        votes, rejected, ..
+    } = reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert!(votes.is_empty());
+    assert!(
+        matches!(rejected[0].1, CoreError::BadSignature { .. }),
+        "{rejected:?}"
+    );
+    // An author outside the committee.
+    let reply = core
+        .request(&bundle(1, vec![sign_header(&key1, header(1, 9))]), T)
+        .await
+        .unwrap();
+    let Response::Votes { rejected, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(
+        matches!(rejected[0].1, CoreError::UnknownAuthority(AuthorityIndex(9))),
+        "{rejected:?}"
+    );
+    // A far-future round: its parents are unknown, so no vote.
+    let reply = core
+        .request(&bundle(500, vec![sign_header(&key1, header(500, 1))]), T)
+        .await
+        .unwrap();
+    let Response::Votes { votes, rejected, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(votes.is_empty() && !rejected.is_empty(), "{rejected:?}");
+    // A valid header, then its replay: the same vote, never a second one.
+    let honest = sign_header(&key1, header(1, 1));
+    let first = core
+        .request(&bundle(1, vec![honest.clone()]), T)
+        .await
+        .unwrap();
+    let replay = core.request(&bundle(1, vec![honest]), T).await.unwrap();
+    let (Response::Votes { votes: v1, .. }, Response::Votes { votes: v2, .. }) = (first, replay)
+    else {
+        panic!("votes expected")
+    };
+    assert_eq!(v1.len(), 1);
+    assert_eq!(v1, v2, "a replayed bundle gets the same vote back");
+    assert_serves(&clients, &f).await;
+    shutdown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_half_open_streams_are_closed_and_the_core_keeps_serving() {
+    let options = ServerOptions {
+        limits: NetLimits {
+            max_request_bytes: 64 << 10,
+            request_read_timeout: Duration::from_millis(300),
+            ..NetLimits::default()
+        },
+        ..ServerOptions::default()
+    };
+    let f = serve_core_0("oversized", options).await;
+    let clients = Clients::new(&f.testbed, NetLimits::default()).unwrap();
+    let core = clients.core(AuthorityIndex(0));
+    // Oversized: the stream is reset, no reply.
+    let big = Bytes::from(vec![0u8; (64 << 10) + 1]);
+    let reply = core.request_chunks(vec![big], T).await;
+    assert!(matches!(reply, Err(ClientError::Stream(_))), "{reply:?}");
+    // Half-open: 50 streams that never finish their request are reset after the read timeout.
+    let raw = raw_connection(&f).await;
+    let mut open = Vec::new();
+    for _ in 0..50 {
+        let (mut send, recv) = raw.open_bi().await.unwrap();
+        send.write_all(b"\x00\x01partial").await.unwrap();
+        open.push((send, recv));
+    }
+    assert_serves(&clients, &f).await;
+    for (_send, mut recv) in open {
+        let read = tokio::time::timeout(T, recv.read_to_end(1 << 10)).await;
+        assert!(
+            matches!(read, Ok(Err(_))),
+            "half-open stream not closed: {read:?}"
+        );
+    }
+    assert_serves(&clients, &f).await;
+    shutdown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused() {
+    let options = ServerOptions {
+        limits: NetLimits {
+            max_connections: 3,
+            ..NetLimits::default()
+        },
+        ..ServerOptions::default()
+    };
+    let f = serve_core_0("flood", options).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(raw_connection(&f).await);
+    }
+    let clients = Clients::new(&f.testbed, NetLimits::default()).unwrap();
+    let refused = clients
+        .core(AuthorityIndex(0))
+        .request(&get_state(&f), T)
+        .await;
+    assert!(
+        matches!(refused, Err(ClientError::Connect { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        f.server
+            .as_ref()
+            .unwrap()
+            .stats()
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    for c in idle.drain(..) {
+        c.close(0u32.into(), b"done");
+    }
+    // Slots free up once the idle connections are gone.
+    let mut served = false;
+    for _ in 0..50 {
+        if clients
+            .core(AuthorityIndex(0))
+            .request(&get_state(&f), T)
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "never served after the flood ended");
+    shutdown(f).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_answers_busy_and_never_loses_an_acknowledged_transaction() {
+    let options = ServerOptions {
+        limits: NetLimits {
+            verify_queue: 2,
+            core_queue: 2,
+            ..NetLimits::default()
+        },
+        ..ServerOptions::default()
+    };
+    let f = serve_core_0("busy", options).await;
+    let clients = Arc::new(Clients::new(&f.testbed, NetLimits::default()).unwrap());
+    let instance = f.testbed.committee.instance();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u32 {
+        let clients = clients.clone();
+        tasks.spawn(async move {
+            let request = Request {
+                instance,
+                body: RequestBody::Submit {
+                    transactions: (0..50u32)
+                        .map(|j| Bytes::from([i.to_le_bytes(), j.to_le_bytes()].concat()))
+                        .collect(),
+                },
+            };
+            clients
+                .core(AuthorityIndex(0))
+                .request(&request, T)
+                .await
+                .unwrap()
+        });
+    }
+    let (mut accepted, mut busy) = (0u64, 0u64);
+    while let Some(reply) = tasks.join_next().await {
+        match reply.unwrap() {
+            Response::Submitted { accepted: n } => accepted += u64::from(n),
+            Response::Error(CoreError::Busy) => busy += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(busy > 0, "queues of 2 never overflowed under 200 requests");
+    assert!(accepted > 0);
+    // Every acknowledged transaction is in the mempool (nothing proposed yet: no GetState).
+    let stats = f.server.as_ref().unwrap().stats().clone();
+    assert_serves(&clients, &f).await;
+    let in_mempool = stats.mempool.load(std::sync::atomic::Ordering::SeqCst) as u64;
+    // The GetState above may have moved up to one batch into the round-1 header.
+    let Response::Summary(summary) = clients
+        .core(AuthorityIndex(0))
+        .request(&get_state(&f), T)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let proposed = summary
+        .own_payload
+        .map(|p| p.transactions().unwrap().len() as u64)
+        .unwrap_or(0);
+    assert_eq!(in_mempool + proposed, accepted);
+    shutdown(f).await;
+}
+
+/// Payloads received from one core are forwarded to another without a copy: the outgoing request's
+/// chunks point into the buffer the reply arrived in.
+#[test]
+fn forwarded_payloads_are_slices_of_the_received_buffer() {
+    let payload = Payload::from_transactions([&[5u8; 4_000][..], &[6u8; 300][..]]);
+    let received: Bytes = Response::Committed {
+        entries: vec![],
+        payloads: vec![payload],
+    }
+    .to_bytes();
+    let Response::Committed { payloads, .. } = Response::from_bytes(received.clone()).unwrap()
+    else {
+        panic!()
+    };
+    let range = received.as_ptr() as usize..received.as_ptr() as usize + received.len();
+    assert!(range.contains(&(payloads[0].bytes().as_ptr() as usize)));
+    let forward = Request {
+        instance: Digest([1; 32]),
+        body: RequestBody::Sync {
+            certificates: vec![],
+            payloads: payloads.clone(),
+        },
+    };
+    let chunks = forward.to_chunks();
+    let carried = chunks
+        .iter()
+        .find(|c| c.len() == payloads[0].len())
+        .expect("the payload is a chunk of its own");
+    assert_eq!(carried.as_ptr(), payloads[0].bytes().as_ptr());
+    assert!(range.contains(&(carried.as_ptr() as usize)));
+    assert_eq!(chunks.concat(), forward.to_bytes().to_vec());
+}
+
+async fn raw_connection(f: &Fixture) -> quinn::Connection {
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(
+        sleepyseal_net::tls::client_config(&f.testbed, &NetLimits::default()).unwrap(),
+    );
+    endpoint
+        .connect(f.testbed.addresses[0], "core-0.sleepyseal")
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+async fn shutdown(mut f: Fixture) {
+    f.server
+        .take()
+        .expect("running")
+        .shutdown()
+        .await
+        .expect("clean shutdown");
+}
