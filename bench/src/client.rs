@@ -46,6 +46,10 @@ pub struct LoadArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Write the sequence numbers of every acknowledged transaction to this file, one range
+    /// `first last` per line (for checking that each one committed).
+    #[arg(long)]
+    acked_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +60,8 @@ struct LoadStats {
     failed: AtomicU64,
     missed: AtomicU64,
     in_flight: AtomicU64,
+    /// Acknowledged sequence ranges (first, last), when asked for.
+    acked_ranges: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
 /// Runs an open-loop load.
@@ -128,6 +134,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
                 while remaining > 0 {
                     let chunk = remaining.min(MAX_TRANSACTIONS_PER_SUBMIT as u64);
                     remaining -= chunk;
+                    let first_sequence = sequence + 1;
                     let transactions = (0..chunk)
                         .map(|_| {
                             sequence += 1;
@@ -147,6 +154,11 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
                                 stats
                                     .accepted
                                     .fetch_add(u64::from(accepted), Ordering::Relaxed);
+                                stats
+                                    .acked_ranges
+                                    .lock()
+                                    .expect("not poisoned")
+                                    .push((first_sequence, first_sequence + chunk - 1));
                             }
                             Ok(Response::Error(CoreError::Busy)) => {
                                 stats.busy.fetch_add(chunk, Ordering::Relaxed);
@@ -165,6 +177,13 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
         let elapsed = start.elapsed().as_secs_f64();
         clients.close().await;
+        if let Some(path) = &args.acked_out {
+            let mut ranges = stats.acked_ranges.lock().expect("not poisoned").clone();
+            ranges.sort_unstable();
+            let text: String = ranges.iter().map(|(a, b)| format!("{a} {b}\n")).collect();
+            std::fs::write(path, text)
+                .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
+        }
         let s = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let summary = serde_json::json!({
             "rate": args.rate,

@@ -10,7 +10,8 @@ use clap::Args;
 use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::limits::MAX_PAYLOAD_BYTES;
 use sleepyseal_core::machine::{
-    DEFAULT_BATCH_SIZE_BYTES, DEFAULT_GC_DEPTH, DEFAULT_LEADER_TIMEOUT_MS, DEFAULT_MEMPOOL_BYTES,
+    DEFAULT_BATCH_SIZE_BYTES, DEFAULT_COMMITTED_WINDOW_BYTES, DEFAULT_COMMITTED_WINDOW_ENTRIES,
+    DEFAULT_GC_DEPTH, DEFAULT_LEADER_TIMEOUT_MS, DEFAULT_MEMPOOL_BYTES,
     DEFAULT_MEMPOOL_TRANSACTIONS, DEFAULT_VOTE_TIMEOUT_MS,
 };
 use sleepyseal_core::store::wal::WalStore;
@@ -106,6 +107,12 @@ pub struct CoreArgs {
     /// Mempool bound in transactions.
     #[arg(long, default_value_t = DEFAULT_MEMPOOL_TRANSACTIONS)]
     mempool_transactions: usize,
+    /// Committed entries kept for clients to read (older ones are evicted with their payloads).
+    #[arg(long, default_value_t = DEFAULT_COMMITTED_WINDOW_ENTRIES)]
+    committed_window_entries: usize,
+    /// Payload bytes of committed entries kept for clients to read.
+    #[arg(long, default_value_t = DEFAULT_COMMITTED_WINDOW_BYTES)]
+    committed_window_bytes: usize,
     /// Signatures per verification batch (one rayon task each).
     #[arg(long, default_value_t = 64)]
     verify_batch: usize,
@@ -138,6 +145,8 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         vote_timeout_ms: args.vote_timeout_ms,
         mempool_max_bytes: args.mempool_bytes,
         mempool_max_transactions: args.mempool_transactions,
+        committed_window_entries: args.committed_window_entries,
+        committed_window_bytes: args.committed_window_bytes,
     };
     let limits = NetLimits {
         max_connections: args.max_connections,

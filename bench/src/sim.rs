@@ -82,6 +82,8 @@ struct Summary {
     max_commit_gap_rounds: u64,
     restarts: u64,
     restarted_caught_up: u64,
+    acked_transactions: u64,
+    slow_transactions: u64,
     failing_seeds: Vec<u64>,
     first_violations: Vec<String>,
     events: u64,
@@ -187,6 +189,8 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         max_commit_gap_rounds: 0,
         restarts: 0,
         restarted_caught_up: 0,
+        acked_transactions: 0,
+        slow_transactions: 0,
         failing_seeds: Vec::new(),
         first_violations: Vec::new(),
         events: 0,
@@ -214,6 +218,8 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 s.max_commit_gap_rounds = s.max_commit_gap_rounds.max(r.max_commit_gap_rounds);
                 s.restarts += r.restarts;
                 s.restarted_caught_up += r.restarted_caught_up;
+                s.acked_transactions += r.acked_transactions;
+                s.slow_transactions += r.slow_transactions;
                 s.events += r.events;
             }
         }
@@ -247,6 +253,10 @@ fn print_readable(args: &SimArgs, s: &Summary) {
     println!(
         "  restarts / caught up      {} / {}",
         s.restarts, s.restarted_caught_up
+    );
+    println!(
+        "  acked / slow transactions {} / {}",
+        s.acked_transactions, s.slow_transactions
     );
     println!("  events                    {}", s.events);
     println!("  wall time                 {:.1} s", s.wall_s);

@@ -166,6 +166,12 @@ pub enum CoreError {
     /// The mempool or a queue is full; retry later.
     #[error("busy")]
     Busy,
+    /// Committed entries below `first_index` are no longer retained by this core.
+    #[error("committed entries below index {first_index} are no longer retained")]
+    CommittedEvicted {
+        /// The oldest retained index.
+        first_index: u64,
+    },
 }
 
 fn decode_digests(r: &mut Reader) -> Result<Vec<Digest>, DecodeError> {
@@ -234,6 +240,10 @@ impl Encode for CoreError {
             }
             CoreError::NeedStateSync => w.u8(12),
             CoreError::Busy => w.u8(13),
+            CoreError::CommittedEvicted { first_index } => {
+                w.u8(14);
+                w.u64(*first_index);
+            }
         }
     }
 }
@@ -292,6 +302,9 @@ impl Decode for CoreError {
             },
             12 => CoreError::NeedStateSync,
             13 => CoreError::Busy,
+            14 => CoreError::CommittedEvicted {
+                first_index: r.u64()?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "core error",

@@ -79,6 +79,10 @@ impl Mempool {
         taken
     }
 
+    /// The queued transactions, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.queue.iter().map(|t| &t.bytes)
+    }
     /// Bytes queued.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes

@@ -67,6 +67,12 @@ pub enum RequestBody {
         /// Attach payloads.
         with_payloads: bool,
     },
+    /// Payloads by digest, from those this core stores (read only). Drivers use it to bring a
+    /// core the payloads it lists as missing when they no longer hold them.
+    FetchPayloads {
+        /// The digests wanted.
+        digests: Vec<Digest>,
+    },
     /// A client's transactions for the mempool.
     Submit {
         /// The transactions.
@@ -427,6 +433,10 @@ impl Encode for Request {
                 w.u32(*max);
                 w.bool(*with_payloads);
             }
+            RequestBody::FetchPayloads { digests } => {
+                w.u8(7);
+                w.seq(digests);
+            }
         }
     }
 }
@@ -472,6 +482,9 @@ impl Decode for Request {
                 from_index: r.u64()?,
                 max: r.u32()?,
                 with_payloads: r.bool()?,
+            },
+            7 => RequestBody::FetchPayloads {
+                digests: r.seq("digests", MAX_DIGESTS_PER_MESSAGE)?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {

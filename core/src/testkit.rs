@@ -83,6 +83,11 @@ impl DagBuilder {
         }
     }
 
+    /// The payload of the certificate by `author` at `round` (two small transactions).
+    pub fn payload(round: Round, author: AuthorityIndex) -> Payload {
+        Payload::from_transactions([&round.0.to_le_bytes()[..], &[author.0 as u8]])
+    }
+
     /// A certificate by `author` at `round` on `parents`, signed by every validator.
     pub fn certificate(
         &self,
@@ -97,7 +102,7 @@ impl DagBuilder {
                 digest: p.digest(),
             })
             .collect();
-        let payload = Payload::from_transactions([&round.0.to_le_bytes()[..], &[author.0 as u8]]);
+        let payload = DagBuilder::payload(round, author);
         let header = Header::new(
             self.committee.instance(),
             round,

@@ -206,3 +206,89 @@ fn verify_many_agrees_with_verify() {
     );
     assert!(batched[4].starts_with("Ok("), "{}", batched[4]);
 }
+
+/// The committed sequence served to clients is a bounded window: older entries are evicted with
+/// their payloads and reading them is a typed error, while every retained entry still has its
+/// payload (even far below the GC floor). A restart rebuilds the same window.
+#[test]
+fn committed_window_is_bounded_and_keeps_payloads() {
+    let c = committee(4);
+    let config = CoreConfig {
+        gc_depth: 2,
+        retention_rounds: 0,
+        committed_window_entries: 40,
+        ..CoreConfig::default()
+    };
+    let mut store = MemStore::new();
+    let mut core = Core::recover(
+        c.clone(),
+        default_schedule(&c),
+        KeyPair::deterministic(0, 3),
+        config.clone(),
+        store.load().unwrap(),
+    )
+    .unwrap();
+    let verifier = Verifier::new(c.clone(), VerifierConfig::default());
+    let mut b = DagBuilder::new(c.clone());
+    b.full_rounds(30);
+    let certificates = b.all();
+    let payloads = certificates
+        .iter()
+        .map(|c| DagBuilder::payload(c.round(), c.author()))
+        .collect();
+    let sync = Request {
+        instance: instance(),
+        body: RequestBody::Sync {
+            certificates,
+            payloads,
+        },
+    };
+    let (_, batch) = core.handle(Millis(1), verifier.verify(sync).unwrap());
+    store.commit(&[batch]).unwrap();
+    let total = core.consensus().consensus_index;
+    let base = core.committed_base();
+    assert!(total > 40, "committed {total}");
+    assert!(base > 0 && total - base <= 40, "window {base}..{total}");
+    let read = |core: &mut Core, from: u64| {
+        let request = Request {
+            instance: instance(),
+            body: RequestBody::ReadCommitted {
+                from_index: from,
+                max: 100,
+                with_payloads: true,
+            },
+        };
+        core.handle(Millis(2), verifier.verify(request).unwrap()).0
+    };
+    assert_eq!(
+        read(&mut core, 0),
+        Response::Error(CoreError::CommittedEvicted { first_index: base })
+    );
+    let retained = read(&mut core, base);
+    let Response::Committed { entries, payloads } = &retained else {
+        panic!("{retained:?}")
+    };
+    assert_eq!(entries.len() as u64, total - base);
+    assert!(
+        entries[0].round.0 + 5 < core.gc_round().0,
+        "entries far below the GC floor are retained"
+    );
+    for e in entries {
+        assert!(
+            payloads.iter().any(|p| p.digest() == e.payload.digest),
+            "payload of entry {} missing",
+            e.index
+        );
+    }
+    // A restart serves the same window.
+    let mut restarted = Core::recover(
+        c.clone(),
+        default_schedule(&c),
+        KeyPair::deterministic(0, 3),
+        config,
+        store.load().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(restarted.committed_base(), base);
+    assert_eq!(read(&mut restarted, base), retained);
+}

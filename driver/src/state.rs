@@ -64,6 +64,8 @@ enum Purpose {
     Own,
     /// Fetches history on behalf of `for_core`.
     FetchFor(AuthorityIndex),
+    /// Fetches payloads that `for_core` misses and the driver does not hold.
+    PayloadsFor(AuthorityIndex),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -112,6 +114,8 @@ pub struct DriverState {
     certificates: BTreeMap<Round, BTreeMap<AuthorityIndex, Certificate>>,
     /// Payloads by digest, with the round that last referenced them.
     payloads: HashMap<Digest, (Payload, Round)>,
+    /// Payloads asked of other cores with `FetchPayloads`: when, and how many times.
+    payloads_asked: HashMap<Digest, (Millis, u32)>,
     next_id: u64,
 }
 
@@ -126,6 +130,7 @@ impl DriverState {
             votes: HashMap::new(),
             certificates: BTreeMap::new(),
             payloads: HashMap::new(),
+            payloads_asked: HashMap::new(),
             next_id: id_base,
         }
     }
@@ -189,7 +194,9 @@ impl DriverState {
             if now < view.backoff_until {
                 continue;
             }
-            if let Some((target, body, purpose)) = self.next_request(core) {
+            if let Some((target, body)) = self.payload_fetch(now, core) {
+                out.push(self.send(now, target, body, Purpose::PayloadsFor(core)));
+            } else if let Some((target, body, purpose)) = self.next_request(core) {
                 out.push(self.send(now, target, body, purpose));
             } else if now >= self.cores[index].next_poll {
                 self.cores[index].next_poll = Millis(now.0 + self.config.poll_interval_ms);
@@ -217,7 +224,7 @@ impl DriverState {
         // A fetch on behalf of another core occupies the slot of the core it is for.
         let slot = match purpose {
             Purpose::Own => target,
-            Purpose::FetchFor(c) => c,
+            Purpose::FetchFor(c) | Purpose::PayloadsFor(c) => c,
         };
         self.cores[slot.as_usize()].in_flight = Some(InFlight {
             id,
@@ -526,6 +533,14 @@ impl DriverState {
                 Purpose::Own,
             ));
         };
+        // Without the payload of the core's newest header, no other core can vote on it.
+        if self.lacks_own_payload(core) {
+            return Some((
+                core,
+                RequestBody::GetState { with_payload: true },
+                Purpose::Own,
+            ));
+        }
         let lagging = s.round.0 + self.config.lag_rounds < self.top_round().0;
         if lagging || view.catch_up > 0 {
             let from_floor = view.catch_up >= 4;
@@ -708,6 +723,46 @@ impl DriverState {
         })
     }
 
+    /// Payloads `core` lists as missing that the driver does not hold (say, it pruned them or
+    /// never saw them): ask another core for them, each digest at most once per request timeout,
+    /// rotating over the other cores.
+    fn payload_fetch(
+        &mut self,
+        now: Millis,
+        core: AuthorityIndex,
+    ) -> Option<(AuthorityIndex, RequestBody)> {
+        let s = self.cores[core.as_usize()].summary.as_ref()?;
+        let timeout = self.config.request_timeout_ms;
+        let wanted: Vec<Digest> = s
+            .missing_payloads
+            .iter()
+            .filter(|d| !self.payloads.contains_key(*d))
+            .filter(|d| {
+                self.payloads_asked
+                    .get(*d)
+                    .is_none_or(|(at, _)| now.since(*at) >= timeout)
+            })
+            .take(256)
+            .copied()
+            .collect();
+        let first = *wanted.first()?;
+        let attempt = self.payloads_asked.get(&first).map_or(0, |(_, n)| *n);
+        let n = self.cores.len() as u32;
+        if n < 2 {
+            return None;
+        }
+        let target = AuthorityIndex(((u32::from(core.0) + 1 + attempt % (n - 1)) % n) as u16);
+        for d in &wanted {
+            let entry = self.payloads_asked.entry(*d).or_insert((now, 0));
+            *entry = (now, entry.1 + 1);
+        }
+        if self.payloads_asked.len() > 64 * 1024 {
+            self.payloads_asked
+                .retain(|_, (at, _)| now.since(*at) < 10 * timeout);
+        }
+        Some((target, RequestBody::FetchPayloads { digests: wanted }))
+    }
+
     /// The most advanced other core with a known summary.
     fn best_core(&self, except: AuthorityIndex) -> Option<AuthorityIndex> {
         self.cores
@@ -723,13 +778,16 @@ impl DriverState {
             .map(|(_, _, i)| AuthorityIndex(i as u16))
     }
 
-    /// Whether the driver lacks the payload of `core`'s latest own header.
+    /// Whether the driver lacks the (non-empty) payload of `core`'s latest own header.
     fn lacks_own_payload(&self, core: AuthorityIndex) -> bool {
         self.cores[core.as_usize()]
             .summary
             .as_ref()
             .and_then(|s| s.own_header.as_ref())
-            .is_some_and(|h| !self.payloads.contains_key(&h.header.payload().digest))
+            .is_some_and(|h| {
+                h.header.payload().len > 0
+                    && !self.payloads.contains_key(&h.header.payload().digest)
+            })
     }
 
     /// Records what a successful request delivered to `core`.
@@ -793,5 +851,6 @@ fn kind(body: &RequestBody) -> String {
         RequestBody::Fetch { .. } => "Fetch".into(),
         RequestBody::Submit { .. } => "Submit".into(),
         RequestBody::ReadCommitted { .. } => "ReadCommitted".into(),
+        RequestBody::FetchPayloads { digests } => format!("FetchPayloads({})", digests.len()),
     }
 }

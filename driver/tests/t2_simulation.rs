@@ -164,3 +164,25 @@ fn negative_control_reply_before_write_is_caught() {
         "reply-before-write not caught in 60 seeds"
     );
 }
+
+/// S9 with garbage collection in play: under client load, past gc depth and with a restart,
+/// every acknowledged transaction is committed exactly once or still pending at its core.
+#[test]
+fn acknowledged_transactions_are_never_lost_or_duplicated() {
+    for seed in 0..4 {
+        let r = run(SimConfig {
+            cores: 4,
+            restart: 1,
+            seed,
+            rounds: 110,
+            load_tx_per_s: 300,
+            ..SimConfig::default()
+        });
+        assert_clean(&r);
+        assert!(
+            r.acked_transactions > 1_000,
+            "seed {seed}: {}",
+            r.acked_transactions
+        );
+    }
+}

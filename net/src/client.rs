@@ -141,7 +141,14 @@ impl CoreClient {
     ) -> Result<Response, ClientError> {
         match tokio::time::timeout(timeout, self.exchange(chunks)).await {
             Ok(result) => result,
-            Err(_) => Err(ClientError::Timeout(timeout)),
+            Err(_) => {
+                // A core killed without closing its connection looks alive until the idle
+                // timeout; a core that does not answer in time gets a fresh connection next time
+                // (requests already in flight keep the old one).
+                let mut slot = self.connection.lock().await;
+                *slot = None;
+                Err(ClientError::Timeout(timeout))
+            }
         }
     }
 

@@ -34,7 +34,7 @@ impl Default for NetLimits {
             max_streams_per_connection: 256,
             max_connections: 256,
             request_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(10),
             verify_queue: 1_024,
             core_queue: 1_024,
         }

@@ -109,7 +109,11 @@ async fn honest_requests_are_answered() {
         panic!("{reply:?}")
     };
     assert_eq!(summary.core, AuthorityIndex(0));
-    assert_eq!(summary.round, Round(1), "round 1 proposed on the first poll");
+    assert_eq!(
+        summary.round,
+        Round(1),
+        "round 1 proposed on the first poll"
+    );
     let submit = Request {
         instance: f.testbed.committee.instance(),
         body: RequestBody::Submit {
@@ -131,7 +135,10 @@ async fn malformed_truncated_and_foreign_requests_get_typed_errors() {
     let valid = get_state(&f).to_bytes();
     let cases: Vec<(&str, Bytes)> = vec![
         ("empty", Bytes::new()),
-        ("garbage", Bytes::from_static(b"\xff\xfe not a request at all")),
+        (
+            "garbage",
+            Bytes::from_static(b"\xff\xfe not a request at all"),
+        ),
         ("truncated", valid.slice(..valid.len() - 1)),
         ("trailing", Bytes::from([&valid[..], b"x"].concat())),
     ];
@@ -216,7 +223,10 @@ async fn bad_signatures_unknown_authors_and_stale_or_future_rounds_are_refused()
         panic!("{reply:?}")
     };
     assert!(
-        matches!(rejected[0].1, CoreError::UnknownAuthority(AuthorityIndex(9))),
+        matches!(
+            rejected[0].1,
+            CoreError::UnknownAuthority(AuthorityIndex(9))
+        ),
         "{rejected:?}"
     );
     // A far-future round: its parents are unknown, so no vote.
@@ -224,7 +234,10 @@ async fn bad_signatures_unknown_authors_and_stale_or_future_rounds_are_refused()
         .request(&bundle(500, vec![sign_header(&key1, header(500, 1))]), T)
         .await
         .unwrap();
-    let Response::Votes { votes, rejected, .. } = reply else {
+    let Response::Votes {
+        votes, rejected, ..
+    } = reply
+    else {
         panic!("{reply:?}")
     };
     assert!(votes.is_empty() && !rejected.is_empty(), "{rejected:?}");

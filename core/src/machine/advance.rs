@@ -30,6 +30,7 @@ impl Core {
             return Status::Ready; // never a second header for a round
         }
         self.build_own_header(now, target, tx);
+        tx.built_own = true;
         Status::Ready
     }
 

@@ -10,6 +10,7 @@ use crate::codec::Encode;
 use crate::dag::{InsertError, Inserted};
 use crate::error::CoreError;
 use crate::messages::{Certificate, Payload};
+use crate::protocol::CommittedEntry;
 use crate::store::keys;
 use crate::tusk;
 use crate::types::{Digest, Millis, Round};
@@ -143,7 +144,7 @@ impl Core {
         for entry in &commits.entries {
             assert_eq!(
                 entry.index,
-                self.committed.len() as u64,
+                self.committed_base + self.committed.len() as u64,
                 "indices are dense"
             );
             tx.batch.put(keys::committed(entry.index), entry.to_bytes());
@@ -154,7 +155,7 @@ impl Core {
                     }
                 }
             }
-            self.committed.push(*entry);
+            self.retain_committed(*entry);
         }
         assert!(state.last_committed_round > self.consensus.last_committed_round);
         self.consensus = state;
@@ -186,17 +187,65 @@ impl Core {
                 tx.batch.delete(keys::certificate(c.round(), c.author()));
             }
         }
+        self.evict_committed(gc_round, keep_from, tx);
         self.drop_payloads_below(keep_from, tx);
         self.requeue_own_below(gc_round, tx);
         self.votes_cast = self.votes_cast.split_off(&gc_round);
         self.quorum_since = self.quorum_since.split_off(&gc_round);
     }
 
+    /// Appends an entry to the retained committed window and pins its payload.
+    pub(super) fn retain_committed(&mut self, entry: CommittedEntry) {
+        if !self.holds_payload(&entry.payload.digest) {
+            self.missing_payloads.insert(entry.payload.digest);
+        }
+        *self.committed_pins.entry(entry.payload.digest).or_default() += 1;
+        self.committed_bytes += entry.payload.len as usize;
+        self.committed.push_back(entry);
+    }
+
+    /// Evicts the oldest committed entries beyond the window (never one of round ≥ `gc_round`:
+    /// own headers above it must still know they committed), with their stored keys; a payload
+    /// no longer pinned and below `keep_from` goes with them.
+    fn evict_committed(&mut self, gc_round: Round, keep_from: Round, tx: &mut Tx) {
+        while self.committed.len() > self.config.committed_window_entries
+            || self.committed_bytes > self.config.committed_window_bytes
+        {
+            let Some(oldest) = self.committed.front() else {
+                break;
+            };
+            if oldest.round >= gc_round {
+                break;
+            }
+            let oldest = self.committed.pop_front().expect("checked");
+            tx.batch.delete(keys::committed(oldest.index));
+            self.committed_base += 1;
+            self.committed_bytes -= oldest.payload.len as usize;
+            let digest = oldest.payload.digest;
+            let pins = self
+                .committed_pins
+                .get_mut(&digest)
+                .expect("every retained entry pins its payload");
+            *pins -= 1;
+            if *pins == 0 {
+                self.committed_pins.remove(&digest);
+                if self
+                    .payloads
+                    .get(&digest)
+                    .is_some_and(|p| p.round < keep_from)
+                {
+                    self.payloads.remove(&digest);
+                    tx.batch.delete(keys::payload(&digest));
+                }
+            }
+        }
+    }
+
     fn drop_payloads_below(&mut self, round: Round, tx: &mut Tx) {
         let mut expired: Vec<Digest> = self
             .payloads
             .iter()
-            .filter(|(_, p)| p.round < round)
+            .filter(|(d, p)| p.round < round && !self.committed_pins.contains_key(*d))
             .map(|(d, _)| *d)
             .collect();
         expired.sort_unstable(); // deterministic write order
@@ -204,13 +253,20 @@ impl Core {
             self.payloads.remove(&digest);
             tx.batch.delete(keys::payload(&digest));
         }
-        // Only payloads of certificates still in the DAG are worth asking for.
-        self.missing_payloads = self
+        // Worth asking for: payloads of certificates still in the DAG, and of retained committed
+        // entries (clients read their transactions).
+        let mut missing: std::collections::BTreeSet<Digest> = self
             .dag
             .above(self.dag.floor().prev())
             .map(|c| c.header.payload().digest)
             .filter(|d| !self.holds_payload(d))
             .collect();
+        missing.extend(
+            self.missing_payloads
+                .iter()
+                .filter(|d| self.committed_pins.contains_key(*d)),
+        );
+        self.missing_payloads = missing;
     }
 
     /// Own headers below gc_round: committed ones are final; the transactions of the others go
@@ -231,10 +287,10 @@ impl Core {
                 continue;
             }
             let digest = own.signed.header.payload().digest;
-            let Some(stored) = self.payloads.get(&digest) else {
-                continue;
-            };
-            let transactions = stored.payload.transactions().unwrap_or_default();
+            let stored = self
+                .stored_payload(&digest)
+                .expect("an own header's payload is kept while the header is");
+            let transactions = stored.transactions().unwrap_or_default();
             for t in transactions {
                 let sequence = self.mempool.push(t.clone());
                 tx.batch.put(keys::transaction(sequence), t);

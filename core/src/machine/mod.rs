@@ -8,7 +8,7 @@
 //! [`advance`] (readiness, own headers), [`read`] (fetch, submit, committed reads, summary),
 //! [`recover`] (rebuilding from the store).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::committee::{Committee, LeaderSchedule};
@@ -42,6 +42,10 @@ pub const DEFAULT_VOTE_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_MEMPOOL_BYTES: usize = 256 << 20;
 /// Default mempool bound in transactions.
 pub const DEFAULT_MEMPOOL_TRANSACTIONS: usize = 1_000_000;
+/// Default committed entries retained for clients.
+pub const DEFAULT_COMMITTED_WINDOW_ENTRIES: usize = 200_000;
+/// Default payload bytes of committed entries retained for clients.
+pub const DEFAULT_COMMITTED_WINDOW_BYTES: usize = 256 << 20;
 
 /// Settings of a core. All are liveness or resource knobs; none affects safety.
 #[derive(Clone, Debug)]
@@ -62,6 +66,10 @@ pub struct CoreConfig {
     pub mempool_max_bytes: usize,
     /// Mempool bound in transactions.
     pub mempool_max_transactions: usize,
+    /// Committed entries served to clients (older ones are evicted, with their payloads).
+    pub committed_window_entries: usize,
+    /// Payload bytes of the committed entries served to clients.
+    pub committed_window_bytes: usize,
 }
 
 impl Default for CoreConfig {
@@ -75,6 +83,8 @@ impl Default for CoreConfig {
             vote_timeout_ms: DEFAULT_VOTE_TIMEOUT_MS,
             mempool_max_bytes: DEFAULT_MEMPOOL_BYTES,
             mempool_max_transactions: DEFAULT_MEMPOOL_TRANSACTIONS,
+            committed_window_entries: DEFAULT_COMMITTED_WINDOW_ENTRIES,
+            committed_window_bytes: DEFAULT_COMMITTED_WINDOW_BYTES,
         }
     }
 }
@@ -124,8 +134,14 @@ pub struct Core {
     own: BTreeMap<Round, OwnHeader>,
     /// Commit progress.
     consensus: ConsensusState,
-    /// The committed sequence (consensus index = position).
-    committed: Vec<CommittedEntry>,
+    /// The retained window of the committed sequence: entry `k` has index `committed_base + k`.
+    committed: VecDeque<CommittedEntry>,
+    /// Index of the oldest retained committed entry.
+    committed_base: u64,
+    /// Payload digests of retained committed entries (with multiplicity): GC keeps them.
+    committed_pins: HashMap<Digest, u32>,
+    /// Payload bytes of the retained committed entries.
+    committed_bytes: usize,
     /// Acknowledged transactions not yet in an own header.
     mempool: Mempool,
     /// When the core first held a quorum of each round (liveness timers only; not persisted).
@@ -150,6 +166,9 @@ struct Tx {
     inserted: usize,
     /// Parent digests that were missing.
     missing: BTreeSet<Digest>,
+    /// Whether this request built a new own header: its reply then carries the payload, so a
+    /// driver can offer the header to the other cores without another round trip.
+    built_own: bool,
 }
 
 impl Core {
@@ -181,14 +200,44 @@ impl Core {
         }
         self.payloads.get(digest).map(|s| &s.payload)
     }
+    /// The payload with `digest`, if this core holds it (read only: for checkers and tools).
+    pub fn payload(&self, digest: &Digest) -> Option<&Payload> {
+        self.stored_payload(digest)
+    }
+    /// Acknowledged transactions not committed yet, as this core holds them: its mempool and
+    /// the payloads of its own headers that have not committed (they commit later or go back to
+    /// the mempool when they fall below gc_round).
+    pub fn pending_transactions(&self) -> Vec<bytes::Bytes> {
+        let mut out: Vec<bytes::Bytes> = self.mempool.iter().cloned().collect();
+        for own in self.own.values().filter(|o| !o.committed) {
+            if let Some(p) = self.stored_payload(&own.signed.header.payload().digest) {
+                out.extend(p.transactions().unwrap_or_default());
+            }
+        }
+        out
+    }
     /// Whether this core holds the payload with `digest`.
     fn holds_payload(&self, digest: &Digest) -> bool {
         self.stored_payload(digest).is_some()
     }
-    /// The committed sequence from index `from`.
-    pub fn committed_from(&self, from: u64) -> &[CommittedEntry] {
-        let start = usize::try_from(from).unwrap_or(usize::MAX);
-        self.committed.get(start..).unwrap_or(&[])
+    /// The retained committed entries from index `from` (up to `max`), or the oldest retained
+    /// index if `from` was evicted.
+    pub fn committed_from(&self, from: u64, max: usize) -> Result<Vec<CommittedEntry>, u64> {
+        if from < self.committed_base {
+            return Err(self.committed_base);
+        }
+        let start = usize::try_from(from - self.committed_base).unwrap_or(usize::MAX);
+        Ok(self
+            .committed
+            .iter()
+            .skip(start)
+            .take(max)
+            .copied()
+            .collect())
+    }
+    /// Index of the oldest committed entry still retained.
+    pub fn committed_base(&self) -> u64 {
+        self.committed_base
     }
     /// The DAG (read only: for checkers and tests).
     pub fn dag(&self) -> &Dag {
@@ -211,6 +260,7 @@ impl Core {
         let response = match body {
             RequestBody::GetState { with_payload } => {
                 let status = self.advance(now, &mut tx);
+                let with_payload = with_payload || tx.built_own;
                 Response::Summary(Box::new(self.summary(status, with_payload)))
             }
             RequestBody::HeaderBundle {
@@ -243,6 +293,10 @@ impl Core {
                 max,
                 with_payloads,
             } => self.on_read_committed(from_index, max, with_payloads),
+            RequestBody::FetchPayloads { digests } => Response::Certificates {
+                certificates: Vec::new(),
+                payloads: self.payloads_for(digests),
+            },
         };
         (response, tx.batch)
     }
@@ -267,7 +321,7 @@ impl Core {
             },
             other => other,
         };
-        Response::Summary(Box::new(self.summary(status, false)))
+        Response::Summary(Box::new(self.summary(status, tx.built_own)))
     }
 }
 

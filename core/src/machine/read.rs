@@ -59,7 +59,7 @@ impl Core {
     }
 
     /// Stored payloads among `digests`, without duplicates, within the reply budget.
-    fn payloads_for<I: IntoIterator<Item = Digest>>(&self, digests: I) -> Vec<Payload> {
+    pub(super) fn payloads_for<I: IntoIterator<Item = Digest>>(&self, digests: I) -> Vec<Payload> {
         let mut out: Vec<Payload> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut bytes = 0;
@@ -100,12 +100,12 @@ impl Core {
         with_payloads: bool,
     ) -> Response {
         let limit = (max as usize).min(MAX_COMMITTED_PER_READ);
-        let entries: Vec<_> = self
-            .committed_from(from_index)
-            .iter()
-            .take(limit)
-            .copied()
-            .collect();
+        let entries = match self.committed_from(from_index, limit) {
+            Ok(entries) => entries,
+            Err(first_index) => {
+                return Response::Error(CoreError::CommittedEvicted { first_index })
+            }
+        };
         let payloads = if with_payloads {
             self.payloads_for(entries.iter().map(|e| e.payload.digest))
         } else {

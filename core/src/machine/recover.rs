@@ -2,7 +2,7 @@
 //! gc_round, re-serve the latest own header (never re-create it), and read `last_voted` back so
 //! the vote rule holds across restarts.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -161,7 +161,10 @@ impl Core {
             votes_cast: BTreeMap::new(),
             own: BTreeMap::new(),
             consensus,
-            committed: Vec::new(),
+            committed: VecDeque::new(),
+            committed_base: 0,
+            committed_pins: HashMap::new(),
+            committed_bytes: 0,
             quorum_since: BTreeMap::new(),
         };
         core.restore(tables)?;
@@ -202,15 +205,16 @@ impl Core {
                 .or_default()
                 .push(vote);
         }
-        for (index, entry) in t.committed.into_iter().enumerate() {
-            if entry.index != index as u64 {
+        self.committed_base = t.committed.first().map_or(0, |e| e.index);
+        for (k, entry) in t.committed.into_iter().enumerate() {
+            if entry.index != self.committed_base + k as u64 {
                 return Err(RecoverError::Inconsistent(
                     "committed sequence has a gap".into(),
                 ));
             }
-            self.committed.push(entry);
+            self.retain_committed(entry);
         }
-        if self.committed.len() as u64 != self.consensus.consensus_index {
+        if self.committed_base + self.committed.len() as u64 != self.consensus.consensus_index {
             return Err(RecoverError::Inconsistent(
                 "consensus index mismatch".into(),
             ));

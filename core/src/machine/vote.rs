@@ -38,7 +38,7 @@ impl Core {
         Response::Votes {
             votes,
             rejected,
-            summary: Box::new(self.summary(status, false)),
+            summary: Box::new(self.summary(status, tx.built_own)),
         }
     }
 

@@ -53,8 +53,10 @@ pub struct Checker {
     signed: HashMap<(AuthorityIndex, AuthorityIndex, Round), Digest>,
     /// Header (author, round) by digest, from everything seen.
     headers: HashMap<Digest, (AuthorityIndex, Round)>,
-    /// S8: committed leaders by round.
+    /// S1: committed leaders by round.
     leaders: HashMap<Round, Digest>,
+    /// S8: committed leaders seen with support ≥ V at L + 1, by round.
+    supported_leaders: HashMap<Round, Digest>,
     tracks: Vec<CoreTrack>,
     /// Everything found.
     pub violations: Vec<Violation>,
@@ -78,12 +80,13 @@ impl Checker {
             signed: HashMap::new(),
             headers: HashMap::new(),
             leaders: HashMap::new(),
+            supported_leaders: HashMap::new(),
             tracks: (0..instances).map(|_| CoreTrack::default()).collect(),
             violations: Vec::new(),
         }
     }
 
-    fn fail(&mut self, invariant: &'static str, detail: String) {
+    pub(crate) fn fail(&mut self, invariant: &'static str, detail: String) {
         if self.violations.len() < 32 {
             self.violations.push(Violation { invariant, detail });
         }
@@ -259,11 +262,12 @@ impl Checker {
         }
     }
 
-    /// S8: a certificate of round r links to the newest committed leader of round ≤ r − 2 (that
-    /// leader links to all earlier ones, so one path suffices).
+    /// S8: a certificate of round r links to the newest committed leader of round ≤ r − 2 that
+    /// has support ≥ V at its round + 1 (that leader links to all earlier such ones, so one path
+    /// suffices).
     fn check_links_to_leader(&mut self, instance: usize, core: &Core, c: &Certificate) {
         let Some((&round, &digest)) = self
-            .leaders
+            .supported_leaders
             .iter()
             .filter(|(r, _)| r.0 + 2 <= c.round().0 && **r >= core.dag().floor())
             .max_by_key(|(r, _)| **r)
@@ -292,7 +296,15 @@ impl Checker {
             return;
         }
         let from = self.tracks[instance].checked_len;
-        let entries = core.committed_from(from).to_vec();
+        let entries = match core.committed_from(from, usize::MAX) {
+            Ok(entries) => entries,
+            Err(first) => {
+                let detail =
+                    format!("instance {instance}: entries {from}..{first} evicted unchecked");
+                self.fail("S1", detail);
+                return;
+            }
+        };
         for e in entries {
             self.check_entry(instance, core, &e);
         }
@@ -375,11 +387,26 @@ impl Checker {
         }
     }
 
-    /// S8 at commit time: everything already in the DAG at ≥ L + 2 links to L.
+    /// S8 at commit time: if the leader has support ≥ V at L + 1 (what a direct commit needs),
+    /// everything already in the DAG at ≥ L + 2 links to it. A leader committed only through a
+    /// later leader's path may lack that support; certificates need not link to it.
     fn check_dag_links(&mut self, instance: usize, core: &Core, round: Round, digest: Digest) {
         let Some(leader) = core.dag().get(&digest).cloned() else {
             return;
         };
+        let committee = core.committee();
+        let support = committee
+            .stake_of(
+                core.dag()
+                    .round(round.next())
+                    .filter(|c| c.header.has_parent(&digest))
+                    .map(|c| c.author()),
+            )
+            .unwrap_or_default();
+        if support < committee.validity_threshold() {
+            return;
+        }
+        self.supported_leaders.insert(round, digest);
         let later: Vec<_> = core.dag().above(Round(round.0 + 1)).cloned().collect();
         if let Some(c) = later.iter().find(|c| !core.dag().linked(c, &leader)) {
             self.fail(

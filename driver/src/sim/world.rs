@@ -135,6 +135,10 @@ pub struct SimReport {
     pub trace: Digest,
     /// Transactions acknowledged to the load client.
     pub acked_transactions: u64,
+    /// Acknowledged transactions still uncommitted at their core at the end although that core
+    /// advanced more than gc depth + 20 rounds since (their header was not certified, possibly
+    /// more than once: a latency tail, not a loss).
+    pub slow_transactions: u64,
 }
 
 enum Event {
@@ -212,13 +216,26 @@ struct World {
     scheduled_restarts: u64,
     acked: u64,
     tx_counter: u64,
+    /// Client transactions in flight, by request id: the transaction and its home instance.
+    submitted: HashMap<u64, (Bytes, usize)>,
+    /// Acknowledged client transactions, their home instance and its round when acknowledged.
+    acked_transactions: Vec<(Bytes, usize, u64)>,
+    /// Acknowledged transactions not committed at their home core by the end although
+    /// acknowledged long before it (a liveness failure).
+    slow_transactions: u64,
 }
+
+/// An acknowledged transaction still uncommitted at its home core when that core has advanced
+/// this many rounds past gc depth since the acknowledgement is counted as slow (a header that was
+/// never certified gives its transactions back only after gc depth rounds).
+const SLOW_AFTER_EXTRA_ROUNDS: u64 = 20;
 
 /// Runs one seed to completion.
 pub fn run(config: SimConfig) -> SimReport {
     let mut world = World::new(config);
     world.schedule_faults();
     world.run_loop();
+    world.check_transactions();
     if std::env::var_os("SLEEPYSEAL_SIM_DEBUG").is_some() {
         world.debug_dump();
     }
@@ -301,6 +318,9 @@ impl World {
             scheduled_restarts: 0,
             acked: 0,
             tx_counter: 0,
+            submitted: HashMap::new(),
+            acked_transactions: Vec::new(),
+            slow_transactions: 0,
         }
     }
 
@@ -520,7 +540,9 @@ impl World {
         if self.rng.chance(self.config.drop_per_mille) {
             return;
         }
-        let copies = if self.rng.chance(self.config.duplicate_per_mille) {
+        // Client submissions travel over QUIC streams, which never duplicate a request: only
+        // driver traffic (retried and replayed by design) is duplicated.
+        let copies = if driver.is_some() && self.rng.chance(self.config.duplicate_per_mille) {
             2
         } else {
             1
@@ -594,6 +616,13 @@ impl World {
         if to == CLIENT {
             if let Ok(Response::Submitted { accepted }) = Response::from_bytes(bytes) {
                 self.acked += u64::from(accepted);
+                if let Some((tx, home)) = self.submitted.remove(&id) {
+                    let round = self.instances[home]
+                        .core
+                        .as_ref()
+                        .map_or(0, |c| c.round().0);
+                    self.acked_transactions.push((tx, home, round));
+                }
             }
             return;
         }
@@ -688,10 +717,13 @@ impl World {
         self.tx_counter += 1;
         let mut tx = self.config.seed.to_le_bytes().to_vec();
         tx.extend_from_slice(&self.tx_counter.to_le_bytes());
+        let tx = Bytes::from(tx);
+        self.submitted
+            .insert(self.tx_counter, (tx.clone(), instance));
         let request = Request {
             instance: self.committee.instance(),
             body: RequestBody::Submit {
-                transactions: vec![Bytes::from(tx)],
+                transactions: vec![tx],
             },
         };
         let bytes = request.to_bytes();
@@ -704,6 +736,58 @@ impl World {
         });
         let interval = (1_000 / self.config.load_tx_per_s.max(1)).max(1);
         self.at(interval, Event::Submit);
+    }
+
+    /// S9, at the end of a run: at every live honest core, no acknowledged transaction is
+    /// committed twice, and each one submitted to that core is committed or still pending there
+    /// (mempool or an own header that has not committed yet). Never lost.
+    fn check_transactions(&mut self) {
+        for instance in self.honest_instances() {
+            if self.down_for_good.contains(&instance) {
+                continue;
+            }
+            let Some(core) = self.instances[instance].core.as_ref() else {
+                continue;
+            };
+            let mut committed: HashMap<Bytes, u32> = HashMap::new();
+            let entries = core
+                .committed_from(core.committed_base(), usize::MAX)
+                .unwrap_or_default();
+            let mut unreadable = 0;
+            for e in &entries {
+                match core.payload(&e.payload.digest) {
+                    Some(p) => {
+                        for t in p.transactions().unwrap_or_default() {
+                            *committed.entry(t).or_default() += 1;
+                        }
+                    }
+                    None => unreadable += 1,
+                }
+            }
+            let pending: std::collections::HashSet<Bytes> =
+                core.pending_transactions().into_iter().collect();
+            let mut violations = Vec::new();
+            for (tx, home, acked_at) in &self.acked_transactions {
+                match committed.get(tx).copied().unwrap_or(0) {
+                    0 if *home == instance && unreadable == 0 && !pending.contains(tx) => {
+                        violations.push(format!("instance {instance}: acknowledged {tx:?} lost"));
+                    }
+                    0 if *home == instance
+                        && acked_at + self.config.core.gc_depth + SLOW_AFTER_EXTRA_ROUNDS
+                            < core.round().0 =>
+                    {
+                        self.slow_transactions += 1;
+                    }
+                    n if n > 1 => violations.push(format!(
+                        "instance {instance}: acknowledged {tx:?} committed {n} times"
+                    )),
+                    _ => {}
+                }
+            }
+            for v in violations.into_iter().take(5) {
+                self.checker.fail("S9", v);
+            }
+        }
     }
 
     fn report(self) -> SimReport {
@@ -740,6 +824,7 @@ impl World {
             time_ms: self.now,
             trace: self.trace.finish(),
             acked_transactions: self.acked,
+            slow_transactions: self.slow_transactions,
         }
     }
 }
