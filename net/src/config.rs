@@ -208,16 +208,8 @@ pub fn server_name(index: AuthorityIndex) -> String {
 
 /// Loads and checks a committee file.
 pub fn load_testbed(path: &Path) -> Result<Testbed, ConfigError> {
-    let text = fs::read_to_string(path).map_err(|source| io(path, source))?;
-    let file: CommitteeFile = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let field = |field: &str, reason: String| ConfigError::Field {
-        path: path.to_path_buf(),
-        field: field.to_string(),
-        reason,
-    };
+    let file: CommitteeFile = read_json(path)?;
+    let field = field_error(path);
     if file.version != 1 {
         return Err(field(
             "version",
@@ -261,16 +253,8 @@ pub fn load_testbed(path: &Path) -> Result<Testbed, ConfigError> {
 
 /// Loads a key file and checks it against the committee.
 pub fn load_keys(path: &Path, testbed: &Testbed) -> Result<CoreKeys, ConfigError> {
-    let text = fs::read_to_string(path).map_err(|source| io(path, source))?;
-    let file: KeyFile = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let field = |field: &str, reason: String| ConfigError::Field {
-        path: path.to_path_buf(),
-        field: field.to_string(),
-        reason,
-    };
+    let file: KeyFile = read_json(path)?;
+    let field = field_error(path);
     let key = KeyPair::from_secret(from_hex::<32>(&file.secret).map_err(|r| field("secret", r))?);
     let tls_key = from_hex_vec(&file.tls_key).map_err(|r| field("tls_key", r))?;
     let index = AuthorityIndex(file.index);
@@ -304,6 +288,23 @@ fn write_secret(path: &Path, key: &KeyFile) -> Result<(), ConfigError> {
     let mut file = options.open(path).map_err(|source| io(path, source))?;
     file.write_all(text.as_bytes())
         .map_err(|source| io(path, source))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|source| io(path, source))?;
+    serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Builds the error for a field of the file at `path` that does not decode.
+fn field_error(path: &Path) -> impl Fn(&str, String) -> ConfigError + '_ {
+    move |field, reason| ConfigError::Field {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        reason,
+    }
 }
 
 fn io(path: &Path, source: std::io::Error) -> ConfigError {

@@ -335,6 +335,20 @@ async fn serve_stream(
     }
 }
 
+/// Blocks for one job, then takes every job already queued, up to `max` in all. `None` once every
+/// sender is gone.
+fn next_batch<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let first = rx.recv().ok()?;
+    let mut jobs = vec![first];
+    while jobs.len() < max {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
+}
+
 fn verify_loop(
     rx: Receiver<VerifyJob>,
     core_tx: SyncSender<CoreJob>,
@@ -343,14 +357,7 @@ fn verify_loop(
     max_requests: usize,
     stats: &ServerStats,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < max_requests {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(jobs) = next_batch(&rx, max_requests) {
         stats.verify_batches.fetch_add(1, Ordering::Relaxed);
         let (requests, replies): (Vec<Request>, Vec<Reply>) =
             jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
@@ -382,14 +389,7 @@ fn core_loop(
     cache: &sleepyseal_core::verify::VerifiedCache,
 ) -> Result<(), StoreError> {
     let mut pruned_at = core.gc_round();
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < max_group {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(jobs) = next_batch(&rx, max_group) {
         let now = wall_clock();
         let mut batches = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());

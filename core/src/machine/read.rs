@@ -100,17 +100,31 @@ impl Core {
         with_payloads: bool,
     ) -> Response {
         let limit = (max as usize).min(MAX_COMMITTED_PER_READ);
-        let entries = match self.committed_from(from_index, limit) {
+        let mut entries = match self.committed_from(from_index, limit) {
             Ok(entries) => entries,
             Err(first_index) => {
                 return Response::Error(CoreError::CommittedEvicted { first_index })
             }
         };
-        let payloads = if with_payloads {
-            self.payloads_for(entries.iter().map(|e| e.payload.digest))
-        } else {
-            Vec::new()
-        };
+        if !with_payloads {
+            return Response::Committed {
+                entries,
+                payloads: Vec::new(),
+            };
+        }
+        // Only as many entries as their payloads fit in one reply (at least one), so every
+        // entry returned comes with its payload when the core holds it.
+        let mut bytes = 0;
+        let fitting = entries
+            .iter()
+            .position(|e| {
+                bytes += e.payload.len as usize;
+                bytes > MAX_REPLY_PAYLOAD_BYTES
+            })
+            .unwrap_or(entries.len())
+            .max(1);
+        entries.truncate(fitting);
+        let payloads = self.payloads_for(entries.iter().map(|e| e.payload.digest));
         Response::Committed { entries, payloads }
     }
 
