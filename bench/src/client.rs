@@ -94,6 +94,8 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         let stats = Arc::new(LoadStats::default());
         let start = Instant::now();
         let end = start + Duration::from_secs(args.duration);
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(Duration::from_millis(args.burst_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut sequence = 0u64;
@@ -102,7 +104,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
-                _ = shutdown_signal() => break,
+                _ = &mut shutdown => break,
                 _ = ticker.tick() => {}
             }
             let now = Instant::now();
@@ -261,6 +263,8 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let clients = Clients::new(&testbed, NetLimits::default())?;
         let client = clients.core(core).clone();
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
         let mut next = args.from;
         let mut printed = 0u64;
         loop {
@@ -273,7 +277,7 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
                 },
             };
             let reply = tokio::select! {
-                _ = shutdown_signal() => break,
+                _ = &mut shutdown => break,
                 r = client.request(&request, Duration::from_secs(5)) => r,
             };
             let (entries, payloads) = match reply {
@@ -335,7 +339,7 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
             }
             if entries.is_empty() {
                 tokio::select! {
-                    _ = shutdown_signal() => break,
+                    _ = &mut shutdown => break,
                     _ = tokio::time::sleep(Duration::from_millis(args.poll_ms)) => {}
                 }
             }

@@ -197,10 +197,12 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let server = CoreServer::start(address, quic, core, Box::new(store), verifier, options)?;
         let stats = server.stats().clone();
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
         let mut progress = interval(args.log_every_s);
         loop {
             tokio::select! {
-                _ = shutdown_signal() => break,
+                _ = &mut shutdown => break,
                 _ = progress.tick() => {
                     if server.core_stopped() {
                         break;
@@ -246,6 +248,10 @@ pub struct DriverArgs {
     /// A core this many rounds behind the most advanced is caught up with Sync.
     #[arg(long, default_value_t = 3)]
     lag_rounds: u64,
+    /// Requests in flight per core: beyond the first, only header and certificate bundles
+    /// carrying nothing already on its way to that core.
+    #[arg(long, default_value_t = 2)]
+    pipeline_depth: usize,
     /// Certificates per Fetch/Sync batch.
     #[arg(long, default_value_t = 256)]
     sync_batch: u32,
@@ -266,6 +272,7 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
             poll_interval_ms: args.poll_interval_ms,
             lag_rounds: args.lag_rounds,
             sync_batch: args.sync_batch,
+            pipeline_depth: args.pipeline_depth.max(1),
             ..DriverConfig::default()
         },
         ..RunnerOptions::default()
@@ -294,10 +301,12 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(args.duration_s)).await;
         };
         tokio::pin!(deadline);
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
         let mut progress = interval(args.log_every_s);
         loop {
             tokio::select! {
-                _ = shutdown_signal() => break,
+                _ = &mut shutdown => break,
                 _ = &mut deadline => break,
                 _ = progress.tick() => tracing::info!(
                     "top round {} certificates {} requests {} failures {} busy {}",
@@ -338,19 +347,26 @@ pub fn interval(every_s: u64) -> tokio::time::Interval {
     i
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called (not when first
+/// polled), so create it once, before the work starts, and keep polling the same future: a signal
+/// that arrives in between is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -57,6 +57,9 @@ pub struct SimArgs {
     /// Maximum one-way latency, ms (the spread reorders messages).
     #[arg(long, default_value_t = 15)]
     latency_max_ms: u64,
+    /// Requests each driver keeps in flight per core.
+    #[arg(long, default_value_t = 2)]
+    pipeline_depth: usize,
     /// Do not cut driver–core links.
     #[arg(long)]
     no_partitions: bool,
@@ -91,7 +94,7 @@ struct Summary {
 }
 
 fn config(args: &SimArgs, seed: u64) -> SimConfig {
-    SimConfig {
+    let mut config = SimConfig {
         cores: args.cores,
         stakes: args.stakes.clone(),
         drivers: args.drivers,
@@ -107,7 +110,9 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         partitions: !args.no_partitions,
         load_tx_per_s: args.load_tx_per_s,
         ..SimConfig::default()
-    }
+    };
+    config.driver.pipeline_depth = args.pipeline_depth.max(1);
+    config
 }
 
 fn validate(args: &SimArgs) -> anyhow::Result<()> {

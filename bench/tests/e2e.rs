@@ -104,6 +104,9 @@ impl Cluster {
         for i in 0..CORES {
             cluster.start_core(i);
         }
+        wait_until("every core answers", Duration::from_secs(30), || {
+            (0..CORES).all(|i| cluster.summary(i).is_some())
+        });
         cluster
     }
 

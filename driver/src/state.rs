@@ -32,6 +32,10 @@ pub struct DriverConfig {
     pub sync_batch: u32,
     /// Rounds of soft state kept below the newest round.
     pub keep_rounds: u64,
+    /// Requests in flight per core. Beyond the first, only header and certificate bundles that
+    /// carry nothing already in flight to that core are sent (catch-up, polls and fetches go one
+    /// at a time).
+    pub pipeline_depth: usize,
 }
 
 impl Default for DriverConfig {
@@ -42,6 +46,7 @@ impl Default for DriverConfig {
             lag_rounds: 3,
             sync_batch: 256,
             keep_rounds: 120,
+            pipeline_depth: 2,
         }
     }
 }
@@ -68,18 +73,21 @@ enum Purpose {
     PayloadsFor(AuthorityIndex),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct InFlight {
     id: u64,
     sent_at: Millis,
     purpose: Purpose,
+    /// Digests of the headers, certificates and payloads it carries.
+    items: Vec<Digest>,
 }
 
 /// What the driver knows of one core.
 #[derive(Clone, Debug, Default)]
 struct CoreView {
     summary: Option<Summary>,
-    in_flight: Option<InFlight>,
+    /// Requests in flight for this core (at most `pipeline_depth`).
+    in_flight: Vec<InFlight>,
     /// No request at all before this time (back-off after failures).
     backoff_until: Millis,
     /// No idle `GetState` poll before this time (poll interval, `NotReady` hints).
@@ -163,7 +171,7 @@ impl DriverState {
             s.map(|s| s.round),
             s.map(|s| &s.status),
             s.map(|s| s.certificates.iter().map(|c| (c.round.0, c.author.0)).collect::<Vec<_>>()),
-            v.in_flight.is_some(),
+            v.in_flight.len(),
             v.next_poll,
             v.done.len(),
             v.sent.len(),
@@ -178,38 +186,52 @@ impl DriverState {
         self.certificates.values().map(BTreeMap::len).sum()
     }
 
-    /// Requests to send now: at most one in flight per core.
+    /// Requests to send now: up to `pipeline_depth` in flight per core.
     pub fn poll(&mut self, now: Millis) -> Vec<Outgoing> {
         let mut out = Vec::new();
         for index in 0..self.cores.len() {
             let core = AuthorityIndex(index as u16);
             let view = &mut self.cores[index];
-            if let Some(f) = view.in_flight {
-                if now.since(f.sent_at) < self.config.request_timeout_ms {
-                    continue;
-                }
-                view.in_flight = None;
-                view.failures += 1;
-            }
+            let timeout = self.config.request_timeout_ms;
+            let before = view.in_flight.len();
+            view.in_flight.retain(|f| now.since(f.sent_at) < timeout);
+            view.failures += (before - view.in_flight.len()) as u32;
             if now < view.backoff_until {
                 continue;
             }
-            if let Some((target, body)) = self.payload_fetch(now, core) {
-                out.push(self.send(now, target, body, Purpose::PayloadsFor(core)));
-            } else if let Some((target, body, purpose)) = self.next_request(core) {
+            if view.in_flight.is_empty() {
+                self.poll_idle(now, core, &mut out);
+            }
+            // Pipelined: more bundles while earlier requests are in flight.
+            while !self.cores[index].in_flight.is_empty()
+                && self.cores[index].in_flight.len() < self.config.pipeline_depth.max(1)
+            {
+                let Some((target, body, purpose)) = self.next_request(core) else {
+                    break;
+                };
                 out.push(self.send(now, target, body, purpose));
-            } else if now >= self.cores[index].next_poll {
-                self.cores[index].next_poll = Millis(now.0 + self.config.poll_interval_ms);
-                let with_payload = self.lacks_own_payload(core);
-                out.push(self.send(
-                    now,
-                    core,
-                    RequestBody::GetState { with_payload },
-                    Purpose::Own,
-                ));
             }
         }
         out
+    }
+
+    /// The one request for a core with nothing in flight, if any.
+    fn poll_idle(&mut self, now: Millis, core: AuthorityIndex, out: &mut Vec<Outgoing>) {
+        let index = core.as_usize();
+        if let Some((target, body)) = self.payload_fetch(now, core) {
+            out.push(self.send(now, target, body, Purpose::PayloadsFor(core)));
+        } else if let Some((target, body, purpose)) = self.next_request(core) {
+            out.push(self.send(now, target, body, purpose));
+        } else if now >= self.cores[index].next_poll {
+            self.cores[index].next_poll = Millis(now.0 + self.config.poll_interval_ms);
+            let with_payload = self.lacks_own_payload(core);
+            out.push(self.send(
+                now,
+                core,
+                RequestBody::GetState { with_payload },
+                Purpose::Own,
+            ));
+        }
     }
 
     fn send(
@@ -226,10 +248,12 @@ impl DriverState {
             Purpose::Own => target,
             Purpose::FetchFor(c) | Purpose::PayloadsFor(c) => c,
         };
-        self.cores[slot.as_usize()].in_flight = Some(InFlight {
+        let items = carried_items(&body);
+        self.cores[slot.as_usize()].in_flight.push(InFlight {
             id,
             sent_at: now,
             purpose,
+            items,
         });
         Outgoing {
             id,
@@ -246,9 +270,9 @@ impl DriverState {
         if let Some(view) = self
             .cores
             .iter_mut()
-            .find(|v| v.in_flight.is_some_and(|f| f.id == id))
+            .find(|v| v.in_flight.iter().any(|f| f.id == id))
         {
-            view.in_flight = None;
+            view.in_flight.retain(|f| f.id != id);
             view.failures += 1;
             view.backoff_until = Millis(now.0 + backoff_ms(view.failures, &self.config));
         }
@@ -260,10 +284,12 @@ impl DriverState {
         let slot = self
             .cores
             .iter()
-            .position(|v| v.in_flight.is_some_and(|f| f.id == id));
-        let purpose = slot
-            .and_then(|s| self.cores[s].in_flight.take())
-            .map(|f| f.purpose);
+            .position(|v| v.in_flight.iter().any(|f| f.id == id));
+        let purpose = slot.and_then(|s| {
+            let flights = &mut self.cores[s].in_flight;
+            let k = flights.iter().position(|f| f.id == id)?;
+            Some(flights.remove(k).purpose)
+        });
         if let Some(s) = slot {
             self.cores[s].failures = 0;
         }
@@ -526,6 +552,24 @@ impl DriverState {
     /// The most useful request for `core`, or `None` when it has nothing to do.
     fn next_request(&self, core: AuthorityIndex) -> Option<(AuthorityIndex, RequestBody, Purpose)> {
         let view = &self.cores[core.as_usize()];
+        let pending: HashSet<Digest> = view
+            .in_flight
+            .iter()
+            .flat_map(|f| f.items.iter().copied())
+            .collect();
+        if !view.in_flight.is_empty() {
+            // Pipelining: only bundles with something not already on its way; the core must not
+            // be catching up (then it gets one request at a time).
+            let s = view.summary.as_ref()?;
+            let lagging = s.round.0 + self.config.lag_rounds < self.top_round().0;
+            if lagging || view.catch_up > 0 {
+                return None;
+            }
+            let body = self
+                .cert_bundle_for(core, s, &pending)
+                .or_else(|| self.header_bundle_for(core, s, &pending))?;
+            return Some((core, body, Purpose::Own));
+        }
         let Some(s) = &view.summary else {
             return Some((
                 core,
@@ -545,7 +589,7 @@ impl DriverState {
         if lagging || view.catch_up > 0 {
             let from_floor = view.catch_up >= 4;
             if view.catch_up % 2 == 1 || (lagging && view.catch_up == 0) {
-                if let Some(body) = self.sync_for(core, s, from_floor) {
+                if let Some(body) = self.sync_for(core, s, from_floor, &pending) {
                     return Some((core, body, Purpose::Own));
                 }
             }
@@ -566,16 +610,23 @@ impl DriverState {
         if let Some(body) = self.payloads_for(core, s) {
             return Some((core, body, Purpose::Own));
         }
-        if let Some(body) = self.cert_bundle_for(core, s) {
+        if let Some(body) = self.cert_bundle_for(core, s, &pending) {
             return Some((core, body, Purpose::Own));
         }
-        self.header_bundle_for(core, s)
+        self.header_bundle_for(core, s, &pending)
             .map(|body| (core, body, Purpose::Own))
     }
 
-    /// Whether `core` holds (or was just sent) the certificate at (round, author).
-    fn core_holds(&self, core: AuthorityIndex, s: &Summary, c: &Certificate) -> bool {
+    /// Whether `core` holds (or was just sent, or has on its way) the certificate.
+    fn core_holds(
+        &self,
+        core: AuthorityIndex,
+        s: &Summary,
+        c: &Certificate,
+        pending: &HashSet<Digest>,
+    ) -> bool {
         self.cores[core.as_usize()].sent.contains(&c.digest())
+            || pending.contains(&c.digest())
             || c.round() < s.gc_round
             || c.round()
                 <= s.author_high
@@ -587,12 +638,18 @@ impl DriverState {
     }
 
     /// Certificates of `round` the core lacks.
-    fn lacking(&self, core: AuthorityIndex, s: &Summary, round: Round) -> Vec<Certificate> {
+    fn lacking(
+        &self,
+        core: AuthorityIndex,
+        s: &Summary,
+        round: Round,
+        pending: &HashSet<Digest>,
+    ) -> Vec<Certificate> {
         self.certificates
             .get(&round)
             .into_iter()
             .flat_map(|m| m.values())
-            .filter(|c| !self.core_holds(core, s, c))
+            .filter(|c| !self.core_holds(core, s, c, pending))
             .cloned()
             .collect()
     }
@@ -613,21 +670,29 @@ impl DriverState {
     }
 
     /// The newest round of certificates the core lacks, with their lacking parents.
-    fn cert_bundle_for(&self, core: AuthorityIndex, s: &Summary) -> Option<RequestBody> {
+    fn cert_bundle_for(
+        &self,
+        core: AuthorityIndex,
+        s: &Summary,
+        pending: &HashSet<Digest>,
+    ) -> Option<RequestBody> {
         let low = s.round.prev().max(s.gc_round);
         let (round, certificates) = self
             .certificates
             .range(low..)
             .rev()
-            .map(|(r, _)| (*r, self.lacking(core, s, *r)))
+            .map(|(r, _)| (*r, self.lacking(core, s, *r, pending)))
             .find(|(_, lacking)| !lacking.is_empty())?;
         let parents = if round > Round(1) {
-            self.lacking(core, s, round.prev())
+            self.lacking(core, s, round.prev(), pending)
         } else {
             Vec::new()
         };
-        let payloads =
-            self.payloads_of(core, certificates.iter().chain(&parents).map(|c| &c.header));
+        let payloads = self.payloads_of(
+            core,
+            certificates.iter().chain(&parents).map(|c| &c.header),
+            pending,
+        );
         Some(RequestBody::CertBundle {
             round,
             certificates,
@@ -637,7 +702,12 @@ impl DriverState {
     }
 
     /// The newest round of uncertified headers the core has not voted on.
-    fn header_bundle_for(&self, core: AuthorityIndex, s: &Summary) -> Option<RequestBody> {
+    fn header_bundle_for(
+        &self,
+        core: AuthorityIndex,
+        s: &Summary,
+        pending: &HashSet<Digest>,
+    ) -> Option<RequestBody> {
         let done = &self.cores[core.as_usize()].done;
         let low = s.round.prev().max(s.gc_round).max(Round(1));
         let (round, headers) = self
@@ -654,7 +724,10 @@ impl DriverState {
                             .is_some_and(|m| m.contains_key(a))
                     })
                     .flat_map(|(_, hs)| hs)
-                    .filter(|h| !done.contains(&h.header.digest()))
+                    .filter(|h| {
+                        let d = h.header.digest();
+                        !done.contains(&d) && !pending.contains(&d)
+                    })
                     .filter(|h| {
                         h.header.author() == core
                             || h.header.payload().len == 0
@@ -665,11 +738,11 @@ impl DriverState {
                 (!headers.is_empty()).then_some((*round, headers))
             })?;
         let parents = if round > Round(1) {
-            self.lacking(core, s, round.prev())
+            self.lacking(core, s, round.prev(), pending)
         } else {
             Vec::new()
         };
-        let payloads = self.payloads_of(core, headers.iter().map(|h| &h.header));
+        let payloads = self.payloads_of(core, headers.iter().map(|h| &h.header), pending);
         Some(RequestBody::HeaderBundle {
             round,
             headers,
@@ -683,13 +756,14 @@ impl DriverState {
         &self,
         core: AuthorityIndex,
         headers: I,
+        pending: &HashSet<Digest>,
     ) -> Vec<Payload> {
         let sent = &self.cores[core.as_usize()].sent;
         let mut seen = HashSet::new();
         headers
             .filter(|h| h.author() != core)
             .map(|h| h.payload().digest)
-            .filter(|d| !sent.contains(d) && seen.insert(*d))
+            .filter(|d| !sent.contains(d) && !pending.contains(d) && seen.insert(*d))
             .filter_map(|d| self.payloads.get(&d).map(|(p, _)| p.clone()))
             .filter(|p| !p.is_empty())
             .collect()
@@ -697,7 +771,13 @@ impl DriverState {
 
     /// Catch-up from the driver's own cache, in ascending round: certificates above the core's
     /// `author_high`, or with `from_floor` every certificate above its gc floor.
-    fn sync_for(&self, core: AuthorityIndex, s: &Summary, from_floor: bool) -> Option<RequestBody> {
+    fn sync_for(
+        &self,
+        core: AuthorityIndex,
+        s: &Summary,
+        from_floor: bool,
+        pending: &HashSet<Digest>,
+    ) -> Option<RequestBody> {
         let above_high = |c: &Certificate| {
             c.round()
                 > s.author_high
@@ -709,14 +789,14 @@ impl DriverState {
             .certificates
             .range(s.gc_round.max(Round(1))..)
             .flat_map(|(_, m)| m.values())
-            .filter(|c| from_floor || (!self.core_holds(core, s, c) && above_high(c)))
+            .filter(|c| from_floor || (!self.core_holds(core, s, c, pending) && above_high(c)))
             .take(self.config.sync_batch as usize)
             .cloned()
             .collect();
         if certificates.is_empty() {
             return None;
         }
-        let payloads = self.payloads_of(core, certificates.iter().map(|c| &c.header));
+        let payloads = self.payloads_of(core, certificates.iter().map(|c| &c.header), pending);
         Some(RequestBody::Sync {
             certificates,
             payloads,
@@ -814,6 +894,40 @@ impl DriverState {
             sent.extend(parents.iter().map(Certificate::digest));
         }
     }
+}
+
+/// Digests of the headers, certificates and payloads a request carries.
+fn carried_items(body: &RequestBody) -> Vec<Digest> {
+    let (headers, certificates, more, payloads): (
+        &[SignedHeader],
+        &[Certificate],
+        &[Certificate],
+        &[Payload],
+    ) = match body {
+        RequestBody::HeaderBundle {
+            headers,
+            parents,
+            payloads,
+            ..
+        } => (headers, parents, &[], payloads),
+        RequestBody::CertBundle {
+            certificates,
+            parents,
+            payloads,
+            ..
+        } => (&[], certificates, parents, payloads),
+        RequestBody::Sync {
+            certificates,
+            payloads,
+        } => (&[], certificates, &[], payloads),
+        _ => (&[], &[], &[], &[]),
+    };
+    headers
+        .iter()
+        .map(|h| h.header.digest())
+        .chain(certificates.iter().chain(more).map(Certificate::digest))
+        .chain(payloads.iter().map(Payload::digest))
+        .collect()
 }
 
 /// The name of a request kind (for debugging).

@@ -152,3 +152,77 @@ fn missing_payload_refusal_makes_the_driver_carry_it_again() {
         again.request.body
     );
 }
+
+/// With a pipeline depth of 2, a driver keeps a second request in flight to a core only when it
+/// carries something the first does not; with depth 1 it never does.
+#[test]
+fn pipelined_requests_never_carry_the_same_thing_twice() {
+    for depth in [1usize, 2] {
+        let mut cores = Cores::new(4);
+        let config = DriverConfig {
+            pipeline_depth: depth,
+            ..DriverConfig::default()
+        };
+        let mut driver = DriverState::new(cores.committee.clone(), config, 0);
+        let mut now = Millis(0);
+        let mut in_flight: Vec<Vec<Outgoing>> = vec![Vec::new(); 4];
+        let mut max_seen = 0;
+        // Cores answer slower than the driver polls, so requests can overlap.
+        for step in 0..400 {
+            now = Millis(now.0 + 7);
+            let sent = driver.poll(now);
+            for out in sent {
+                in_flight[out.core.as_usize()].push(out);
+            }
+            for (core, flights) in in_flight.iter_mut().enumerate() {
+                max_seen = max_seen.max(flights.len());
+                let items: Vec<String> = flights.iter().map(|o| carried(&o.request.body)).collect();
+                for (i, a) in items.iter().enumerate() {
+                    for b in &items[i + 1..] {
+                        assert!(
+                            a.is_empty() || b.is_empty() || disjoint(a, b),
+                            "core {core}: overlapping requests {a} / {b}"
+                        );
+                    }
+                }
+                // Each core answers its oldest request every third step, the cores out of phase:
+                // what one core answers reaches the driver while others still work.
+                if (step + core) % 3 == 0 && !flights.is_empty() {
+                    let out = flights.remove(0);
+                    let response = cores.handle(now, out.core, out.request.body.clone());
+                    if !matches!(response, Response::Error(_)) {
+                        driver.mark_delivered(out.core, &out.request.body);
+                    }
+                    driver.on_response(now, out.id, out.core, response);
+                }
+            }
+        }
+        assert!(max_seen <= depth, "depth {depth}: {max_seen} in flight");
+        assert!(
+            driver.top_round().0 > 10,
+            "depth {depth}: no progress ({})",
+            driver.top_round()
+        );
+        if depth == 2 {
+            assert_eq!(max_seen, 2, "pipelining never happened");
+        }
+    }
+}
+
+/// The digests of headers and certificates a request carries, comma separated.
+fn carried(body: &RequestBody) -> String {
+    let digests: Vec<String> = match body {
+        RequestBody::HeaderBundle { headers, .. } => {
+            headers.iter().map(|h| h.header.digest().to_hex()).collect()
+        }
+        RequestBody::CertBundle { certificates, .. } => {
+            certificates.iter().map(|c| c.digest().to_hex()).collect()
+        }
+        _ => Vec::new(),
+    };
+    digests.join(",")
+}
+
+fn disjoint(a: &str, b: &str) -> bool {
+    a.split(',').all(|x| !b.split(',').any(|y| y == x))
+}
