@@ -244,9 +244,9 @@ pub struct WatchArgs {
     /// Stop once this many entries were printed (0: follow until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     count: u64,
-    /// Poll interval in ms when no new entries are there.
-    #[arg(long, default_value_t = 100)]
-    poll_ms: u64,
+    /// Long poll: how long (ms) the core may hold a read until new entries are committed.
+    #[arg(long, default_value_t = 1_000)]
+    wait_ms: u32,
     /// Print entries as JSON lines.
     #[arg(long)]
     json: bool,
@@ -274,21 +274,32 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
                     from_index: next,
                     max: 1_024,
                     with_payloads: args.transactions,
+                    wait_ms: args.wait_ms,
                 },
             };
             let reply = tokio::select! {
                 _ = &mut shutdown => break,
-                r = client.request(&request, Duration::from_secs(5)) => r,
+                r = client.request(&request, Duration::from_millis(u64::from(args.wait_ms) + 5_000)) => r,
             };
             let (entries, payloads) = match reply {
                 Ok(Response::Committed { entries, payloads }) => (entries, payloads),
-                Ok(other) => {
-                    tracing::warn!("unexpected reply: {other:?}");
-                    (Vec::new(), Vec::new())
+                Ok(Response::Error(CoreError::CommittedEvicted { first_index })) => {
+                    tracing::warn!(
+                        "entries {next}..{first_index} are no longer retained by core {core}; skipping ahead"
+                    );
+                    next = first_index;
+                    continue;
                 }
-                Err(e) => {
-                    tracing::warn!("core {core}: {e}");
-                    (Vec::new(), Vec::new())
+                other => {
+                    match other {
+                        Ok(reply) => tracing::warn!("unexpected reply: {reply:?}"),
+                        Err(e) => tracing::warn!("core {core}: {e}"),
+                    }
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                    continue;
                 }
             };
             let count_of = |digest| {
@@ -335,12 +346,6 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
                 if args.count > 0 && printed >= args.count {
                     clients.close().await;
                     return Ok(());
-                }
-            }
-            if entries.is_empty() {
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(Duration::from_millis(args.poll_ms)) => {}
                 }
             }
         }

@@ -220,6 +220,7 @@ impl Cluster {
                         from_index: out.len() as u64,
                         max: 1_024,
                         with_payloads: true,
+                        wait_ms: 0,
                     },
                 };
                 let reply = client

@@ -86,6 +86,9 @@ pub enum RequestBody {
         max: u32,
         /// Attach payloads.
         with_payloads: bool,
+        /// Long poll: if nothing is committed at `from_index` yet, the server may hold the
+        /// request up to this many milliseconds for new entries (the core itself ignores it).
+        wait_ms: u32,
     },
 }
 
@@ -427,11 +430,13 @@ impl Encode for Request {
                 from_index,
                 max,
                 with_payloads,
+                wait_ms,
             } => {
                 w.u8(6);
                 w.u64(*from_index);
                 w.u32(*max);
                 w.bool(*with_payloads);
+                w.u32(*wait_ms);
             }
             RequestBody::FetchPayloads { digests } => {
                 w.u8(7);
@@ -482,6 +487,7 @@ impl Decode for Request {
                 from_index: r.u64()?,
                 max: r.u32()?,
                 with_payloads: r.bool()?,
+                wait_ms: r.u32()?,
             },
             7 => RequestBody::FetchPayloads {
                 digests: r.seq("digests", MAX_DIGESTS_PER_MESSAGE)?,

@@ -256,6 +256,7 @@ fn committed_window_is_bounded_and_keeps_payloads() {
                 from_index: from,
                 max: 100,
                 with_payloads: true,
+                wait_ms: 0,
             },
         };
         core.handle(Millis(2), verifier.verify(request).unwrap()).0

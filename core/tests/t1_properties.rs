@@ -71,6 +71,7 @@ fn sample_requests() -> Vec<Request> {
             from_index: 3,
             max: 9,
             with_payloads: false,
+            wait_ms: 0,
         },
     ];
     body.into_iter()

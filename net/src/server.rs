@@ -13,14 +13,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, Encode};
-use sleepyseal_core::protocol::{Request, Response};
+use sleepyseal_core::protocol::{Request, RequestBody, Response};
 use sleepyseal_core::store::StoreError;
 use sleepyseal_core::verify::CheckedRequest;
 use sleepyseal_core::{Core, CoreError, Millis, Store, Verified, Verifier};
@@ -389,11 +389,36 @@ fn core_loop(
     cache: &sleepyseal_core::verify::VerifiedCache,
 ) -> Result<(), StoreError> {
     let mut pruned_at = core.gc_round();
-    while let Some(jobs) = next_batch(&rx, max_group) {
+    let mut parked = Parked::default();
+    loop {
+        let jobs = match parked.next_deadline() {
+            None => match next_batch(&rx, max_group) {
+                Some(jobs) => jobs,
+                None => break,
+            },
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(wait) {
+                    Ok(first) => {
+                        let mut jobs = vec![first];
+                        jobs.extend(rx.try_iter().take(max_group.saturating_sub(1)));
+                        jobs
+                    }
+                    Err(RecvTimeoutError::Timeout) => Vec::new(),
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
         let now = wall_clock();
         let mut batches = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        let committed = core.consensus().consensus_index;
+        let jobs: Vec<CoreJob> = jobs
+            .into_iter()
+            .filter_map(|job| parked.park_or_keep(job, committed))
+            .collect();
+        let due = parked.take_due(committed);
+        for job in jobs.into_iter().chain(due) {
             let (response, batch) = core.handle(now, job.request);
             if !batch.is_empty() {
                 batches.push(batch);
@@ -425,8 +450,60 @@ fn core_loop(
             cache.prune_below(gc);
             pruned_at = gc;
         }
+        // Entries committed by this group release the long polls waiting for them.
+        let committed = core.consensus().consensus_index;
+        for job in parked.take_due(committed) {
+            let (response, _) = core.handle(now, job.request);
+            let _ = job.reply.send(encode(&response));
+        }
     }
     Ok(())
+}
+
+/// Most long polls (`ReadCommitted` with `wait_ms`) held at once; more are answered at once.
+const MAX_PARKED: usize = 4_096;
+/// Longest a long poll is held.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Long polls waiting for committed entries.
+#[derive(Default)]
+struct Parked {
+    /// (deadline, from_index, job).
+    waiting: Vec<(Instant, u64, CoreJob)>,
+}
+
+impl Parked {
+    fn next_deadline(&self) -> Option<Instant> {
+        self.waiting.iter().map(|(d, _, _)| *d).min()
+    }
+
+    /// Holds a `ReadCommitted` that would find nothing new yet and asked to wait; hands back
+    /// every other job.
+    fn park_or_keep(&mut self, job: CoreJob, committed: u64) -> Option<CoreJob> {
+        if let RequestBody::ReadCommitted {
+            from_index,
+            wait_ms,
+            ..
+        } = &job.request.request.body
+        {
+            if *wait_ms > 0 && *from_index >= committed && self.waiting.len() < MAX_PARKED {
+                let wait = Duration::from_millis(u64::from(*wait_ms)).min(MAX_WAIT);
+                self.waiting.push((Instant::now() + wait, *from_index, job));
+                return None;
+            }
+        }
+        Some(job)
+    }
+
+    /// The held polls that can be answered: new entries exist, or their time is up.
+    fn take_due(&mut self, committed: u64) -> Vec<CoreJob> {
+        let now = Instant::now();
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(deadline, from, _)| *from < committed || *deadline <= now);
+        self.waiting = waiting;
+        due.into_iter().map(|(_, _, job)| job).collect()
+    }
 }
 
 /// Milliseconds since the Unix epoch: the core's clock (timers and header timestamps).

@@ -464,3 +464,55 @@ async fn shutdown(mut f: Fixture) {
         .await
         .expect("clean shutdown");
 }
+
+/// A `ReadCommitted` with `wait_ms` and nothing new to read is held by the server (long poll)
+/// until its time is up, while the core keeps answering everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_is_held_without_blocking_the_core() {
+    let f = serve_core_0("longpoll", ServerOptions::default()).await;
+    let clients = Arc::new(Clients::new(&f.testbed, NetLimits::default()).unwrap());
+    let read = |wait_ms| Request {
+        instance: f.testbed.committee.instance(),
+        body: RequestBody::ReadCommitted {
+            from_index: 0,
+            max: 10,
+            with_payloads: false,
+            wait_ms,
+        },
+    };
+    let start = std::time::Instant::now();
+    let reply = clients
+        .core(AuthorityIndex(0))
+        .request(&read(0), T)
+        .await
+        .unwrap();
+    assert!(matches!(reply, Response::Committed { ref entries, .. } if entries.is_empty()));
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "no wait asked"
+    );
+    let poll = {
+        let (clients, request) = (clients.clone(), read(600));
+        tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let reply = clients
+                .core(AuthorityIndex(0))
+                .request(&request, T)
+                .await
+                .unwrap();
+            (reply, start.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The core answers other requests while the poll is held.
+    let served = std::time::Instant::now();
+    assert_serves(&clients, &f).await;
+    assert!(served.elapsed() < Duration::from_millis(400));
+    let (reply, waited) = poll.await.unwrap();
+    assert!(matches!(reply, Response::Committed { ref entries, .. } if entries.is_empty()));
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_secs(3),
+        "held {waited:?}"
+    );
+    shutdown(f).await;
+}

@@ -292,6 +292,7 @@ impl Core {
                 from_index,
                 max,
                 with_payloads,
+                wait_ms: _,
             } => self.on_read_committed(from_index, max, with_payloads),
             RequestBody::FetchPayloads { digests } => Response::Certificates {
                 certificates: Vec::new(),
