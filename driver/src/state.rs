@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use sleepyseal_core::crypto::{verify_one, SignatureItem};
+use sleepyseal_core::limits::MAX_CERTS_PER_REQUEST;
 use sleepyseal_core::messages::vote_message;
 use sleepyseal_core::protocol::{Request, RequestBody, Response, Status, Summary};
 use sleepyseal_core::{
@@ -601,7 +602,7 @@ impl DriverState {
                 };
                 let body = RequestBody::Fetch {
                     after,
-                    max_items: self.config.sync_batch,
+                    max_items: self.batch_limit(from_floor) as u32,
                     with_payloads: true,
                 };
                 return Some((best, body, Purpose::FetchFor(core)));
@@ -790,7 +791,7 @@ impl DriverState {
             .range(s.gc_round.max(Round(1))..)
             .flat_map(|(_, m)| m.values())
             .filter(|c| from_floor || (!self.core_holds(core, s, c, pending) && above_high(c)))
-            .take(self.config.sync_batch as usize)
+            .take(self.batch_limit(from_floor))
             .cloned()
             .collect();
         if certificates.is_empty() {
@@ -841,6 +842,17 @@ impl DriverState {
                 .retain(|_, (at, _)| now.since(*at) < 10 * timeout);
         }
         Some((target, RequestBody::FetchPayloads { digests: wanted }))
+    }
+
+    /// Certificates per catch-up batch. From the floor, a batch must cover everything the driver
+    /// holds (it cannot tell which of those the core lacks, and a capped batch would resend the
+    /// same oldest certificates forever), up to the protocol's per-request limit.
+    fn batch_limit(&self, from_floor: bool) -> usize {
+        if from_floor {
+            MAX_CERTS_PER_REQUEST
+        } else {
+            self.config.sync_batch as usize
+        }
     }
 
     /// The most advanced other core with a known summary.
@@ -931,7 +943,7 @@ fn carried_items(body: &RequestBody) -> Vec<Digest> {
 }
 
 /// The name of a request kind (for debugging).
-fn kind(body: &RequestBody) -> String {
+pub fn kind(body: &RequestBody) -> String {
     match body {
         RequestBody::GetState { .. } => "GetState".into(),
         RequestBody::HeaderBundle {
@@ -958,8 +970,10 @@ fn kind(body: &RequestBody) -> String {
             certificates,
             payloads,
         } => format!(
-            "Sync({} certs, {} payloads)",
+            "Sync({} certs r{}..r{}, {} payloads)",
             certificates.len(),
+            certificates.first().map_or(0, |c| c.round().0),
+            certificates.last().map_or(0, |c| c.round().0),
             payloads.len()
         ),
         RequestBody::Fetch { .. } => "Fetch".into(),

@@ -635,6 +635,14 @@ impl World {
         };
         match Response::from_bytes(bytes) {
             Ok(response) => {
+                if trace_instance() == Some(instance) {
+                    eprintln!(
+                        "t={} driver {to} -> {instance}: {} => {}",
+                        self.now,
+                        request.as_ref().map_or("?".into(), crate::state::kind),
+                        describe_response(&response)
+                    );
+                }
                 if let (Some(body), false) = (&request, matches!(response, Response::Error(_))) {
                     state.mark_delivered(authority, body);
                 }
@@ -826,6 +834,46 @@ impl World {
             acked_transactions: self.acked,
             slow_transactions: self.slow_transactions,
         }
+    }
+}
+
+/// `SLEEPYSEAL_SIM_TRACE=<instance>`: print every reply that instance sends a driver.
+fn trace_instance() -> Option<usize> {
+    static TRACE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| {
+        std::env::var("SLEEPYSEAL_SIM_TRACE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+fn describe_response(response: &Response) -> String {
+    match response {
+        Response::Summary(s) => format!("Summary(r{} {:?})", s.round.0, s.status),
+        Response::Votes {
+            votes,
+            rejected,
+            summary,
+        } => format!(
+            "Votes({} votes, rejected {:?}, r{} {:?})",
+            votes.len(),
+            rejected
+                .iter()
+                .map(|(_, e)| e.to_string())
+                .collect::<Vec<_>>(),
+            summary.round.0,
+            summary.status
+        ),
+        Response::Certificates {
+            certificates,
+            payloads,
+        } => format!(
+            "Certificates({} certs, {} payloads)",
+            certificates.len(),
+            payloads.len()
+        ),
+        Response::Error(e) => format!("Error({e})"),
+        other => format!("{other:?}").chars().take(80).collect(),
     }
 }
 
