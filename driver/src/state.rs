@@ -225,11 +225,13 @@ impl DriverState {
             out.push(self.send(now, target, body, purpose));
         } else if now >= self.cores[index].next_poll {
             self.cores[index].next_poll = Millis(now.0 + self.config.poll_interval_ms);
-            let with_payload = self.lacks_own_payload(core);
+            // `next_request` already asked for a missing own payload, so none is missing here.
             out.push(self.send(
                 now,
                 core,
-                RequestBody::GetState { with_payload },
+                RequestBody::GetState {
+                    with_payload: false,
+                },
                 Purpose::Own,
             ));
         }

@@ -229,10 +229,6 @@ impl CoreServer {
     }
 }
 
-fn encode(response: &Response) -> Vec<Bytes> {
-    response.to_chunks()
-}
-
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     verify_tx: SyncSender<VerifyJob>,
@@ -304,7 +300,7 @@ async fn serve_stream(
     let chunks = match Request::from_bytes(bytes) {
         Err(e) => {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            encode(&Response::Error(CoreError::Decode(e)))
+            Response::Error(CoreError::Decode(e)).to_chunks()
         }
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
@@ -319,7 +315,7 @@ async fn serve_stream(
                 },
                 Err(TrySendError::Full(_)) => {
                     stats.busy.fetch_add(1, Ordering::Relaxed);
-                    encode(&Response::Error(CoreError::Busy))
+                    Response::Error(CoreError::Busy).to_chunks()
                 }
                 Err(TrySendError::Disconnected(_)) => {
                     let _ = send.reset(quinn::VarInt::from_u32(4));
@@ -368,12 +364,12 @@ fn verify_loop(
                     Ok(()) => {}
                     Err(TrySendError::Full(job)) => {
                         stats.busy.fetch_add(1, Ordering::Relaxed);
-                        let _ = job.reply.send(encode(&Response::Error(CoreError::Busy)));
+                        let _ = job.reply.send(Response::Error(CoreError::Busy).to_chunks());
                     }
                     Err(TrySendError::Disconnected(_)) => return,
                 },
                 Err(error) => {
-                    let _ = reply.send(encode(&Response::Error(error)));
+                    let _ = reply.send(Response::Error(error).to_chunks());
                 }
             }
         }
@@ -417,13 +413,12 @@ fn core_loop(
             .into_iter()
             .filter_map(|job| parked.park_or_keep(job, committed))
             .collect();
-        let due = parked.take_due(committed);
-        for job in jobs.into_iter().chain(due) {
+        for job in jobs {
             let (response, batch) = core.handle(now, job.request);
             if !batch.is_empty() {
                 batches.push(batch);
             }
-            replies.push((job.reply, encode(&response)));
+            replies.push((job.reply, response.to_chunks()));
         }
         if !batches.is_empty() {
             store.commit(&batches)?;
@@ -454,7 +449,7 @@ fn core_loop(
         let committed = core.consensus().consensus_index;
         for job in parked.take_due(committed) {
             let (response, _) = core.handle(now, job.request);
-            let _ = job.reply.send(encode(&response));
+            let _ = job.reply.send(response.to_chunks());
         }
     }
     Ok(())
