@@ -25,13 +25,13 @@ pub struct LoadArgs {
     /// Transactions per second (open loop: sent on schedule whatever the replies).
     #[arg(long, default_value_t = 50_000)]
     rate: u64,
-    /// Bytes per transaction (at least 16: a client id and a sequence number).
+    /// Bytes per transaction (at least 24: client id, sequence number, send time).
     #[arg(long, default_value_t = 512)]
     tx_size: usize,
     /// Seconds to run.
     #[arg(long, default_value_t = 30)]
     duration: u64,
-    /// Target core index, or "all" to spread the load over every core.
+    /// Target cores: "all", or core indices separated by commas (the load is spread over them).
     #[arg(long, default_value = "all")]
     core: String,
     /// Milliseconds between bursts.
@@ -66,8 +66,8 @@ struct LoadStats {
 
 /// Runs an open-loop load.
 pub fn load(args: LoadArgs) -> anyhow::Result<()> {
-    if args.tx_size < 16 || args.tx_size > MAX_TRANSACTION_BYTES {
-        bail!("--tx-size must be in 16..={MAX_TRANSACTION_BYTES}");
+    if args.tx_size < TX_HEADER_BYTES || args.tx_size > MAX_TRANSACTION_BYTES {
+        bail!("--tx-size must be in {TX_HEADER_BYTES}..={MAX_TRANSACTION_BYTES}");
     }
     if args.rate == 0 || args.burst_ms == 0 {
         bail!("--rate and --burst-ms must be positive");
@@ -76,16 +76,20 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     let targets: Vec<AuthorityIndex> = if args.core == "all" {
         testbed.committee.indices().collect()
     } else {
-        let i: u16 = args.core.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "--core must be a core index or \"all\", not {:?}",
-                args.core
-            )
-        })?;
-        if !testbed.committee.contains(AuthorityIndex(i)) {
-            bail!("--core {i}: no such core");
+        let mut targets = Vec::new();
+        for part in args.core.split(',') {
+            let i: u16 = part.trim().parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "--core must be \"all\" or core indices separated by commas, not {:?}",
+                    args.core
+                )
+            })?;
+            if !testbed.committee.contains(AuthorityIndex(i)) {
+                bail!("--core {i}: no such core");
+            }
+            targets.push(AuthorityIndex(i));
         }
-        vec![AuthorityIndex(i)]
+        targets
     };
     tracing::info!("load: {args:?}");
     let instance = testbed.committee.instance();
@@ -137,10 +141,11 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
                     let chunk = remaining.min(MAX_TRANSACTIONS_PER_SUBMIT as u64);
                     remaining -= chunk;
                     let first_sequence = sequence + 1;
+                    let sent_us = unix_micros();
                     let transactions = (0..chunk)
                         .map(|_| {
                             sequence += 1;
-                            transaction(args.client_id, sequence, args.tx_size)
+                            transaction(args.client_id, sequence, sent_us, args.tx_size)
                         })
                         .collect();
                     let request = Request {
@@ -217,13 +222,37 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     })
 }
 
-/// A unique transaction: client id, sequence number, then filler up to `size` bytes.
-pub fn transaction(client: u64, sequence: u64, size: usize) -> Bytes {
-    let mut b = BytesMut::with_capacity(size);
+/// Bytes of a load transaction before its filler: client id, sequence number, send time.
+pub const TX_HEADER_BYTES: usize = 24;
+
+/// A unique load transaction: client id, sequence number, send time (µs since the Unix epoch),
+/// then filler up to `size` bytes. The harness reads the send time back from the commit stream:
+/// every transaction is a latency sample.
+pub fn transaction(client: u64, sequence: u64, sent_us: u64, size: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(size.max(TX_HEADER_BYTES));
     b.put_u64_le(client);
     b.put_u64_le(sequence);
-    b.resize(size, 0xa5);
+    b.put_u64_le(sent_us);
+    b.resize(size.max(TX_HEADER_BYTES), 0xa5);
     b.freeze()
+}
+
+/// The fields of a load transaction: (client id, sequence number, send time in µs), or `None`
+/// for a transaction too short to be one.
+pub fn parse_transaction(tx: &[u8]) -> Option<(u64, u64, u64)> {
+    let field = |i: usize| {
+        tx.get(i * 8..(i + 1) * 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    Some((field(0)?, field(1)?, field(2)?))
+}
+
+/// Microseconds since the Unix epoch (send times and commit times of load transactions).
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
 }
 
 /// Flags of `sleepyseal watch`.

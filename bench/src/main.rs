@@ -2,10 +2,15 @@
 //!
 //! - `sleepyseal sim`: the deterministic simulator over many seeds: safety violations and
 //!   liveness figures;
-//! - `sleepyseal genesis | core | driver | load | watch`: the processes of a testbed over QUIC.
+//! - `sleepyseal genesis | core | driver | load | watch`: the processes of a testbed over QUIC;
+//! - `sleepyseal local`: the benchmark harness, all of those processes on one machine.
 
 mod client;
+mod local;
 mod node;
+mod plot;
+mod procs;
+mod report;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Benchmark N cores and M drivers on this machine: throughput, latency, CPU, plots.
+    Local(Box<local::LocalArgs>),
     /// Run the deterministic simulator over many seeds and check every invariant.
     Sim(sim::SimArgs),
     /// Write a testbed: committee file (public) and one key file per core (secret).
@@ -36,10 +43,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Sim(_)) {
+    if !matches!(cli.command, Command::Sim(_) | Command::Local(_)) {
         init_logging();
     }
     match cli.command {
+        Command::Local(args) => local::main(*args),
         Command::Sim(args) => sim::main(args),
         Command::Genesis(args) => node::genesis(args),
         Command::Core(args) => node::core(args),

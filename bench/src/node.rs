@@ -12,13 +12,14 @@ use sleepyseal_core::limits::MAX_PAYLOAD_BYTES;
 use sleepyseal_core::machine::{
     DEFAULT_BATCH_SIZE_BYTES, DEFAULT_COMMITTED_WINDOW_BYTES, DEFAULT_COMMITTED_WINDOW_ENTRIES,
     DEFAULT_GC_DEPTH, DEFAULT_LEADER_TIMEOUT_MS, DEFAULT_MEMPOOL_BYTES,
-    DEFAULT_MEMPOOL_TRANSACTIONS, DEFAULT_VOTE_TIMEOUT_MS,
+    DEFAULT_MEMPOOL_TRANSACTIONS, DEFAULT_STRAGGLER_WAIT_MS, DEFAULT_VOTE_TIMEOUT_MS,
 };
 use sleepyseal_core::store::wal::WalStore;
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{Core, CoreConfig, Store, Verifier};
 use sleepyseal_driver::runner::{self, RunnerOptions, RunnerStats};
 use sleepyseal_driver::DriverConfig;
+use sleepyseal_net::metrics;
 use sleepyseal_net::server::ServerOptions;
 use sleepyseal_net::{Clients, CoreServer, GenesisOptions, NetLimits};
 use tokio::sync::watch;
@@ -74,6 +75,9 @@ pub fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Default of `--max-batch-delay-ms`.
+pub const DEFAULT_MAX_BATCH_DELAY_MS: u64 = 0;
+
 /// Flags of `sleepyseal core`.
 #[derive(Args, Debug)]
 pub struct CoreArgs {
@@ -90,8 +94,12 @@ pub struct CoreArgs {
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE_BYTES)]
     batch_size: usize,
     /// How long (ms) the core may wait for a full batch before proposing a smaller one.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_DELAY_MS)]
     max_batch_delay_ms: u64,
+    /// How long (ms) a core holding a quorum of a round waits for the certificate of a live
+    /// author still missing from it (so the next header references it).
+    #[arg(long, default_value_t = DEFAULT_STRAGGLER_WAIT_MS)]
+    straggler_wait_ms: u64,
     /// Rounds of the DAG kept below the last committed leader.
     #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
     gc_depth: u64,
@@ -125,6 +133,9 @@ pub struct CoreArgs {
     /// Seconds between progress lines in the log (0: none).
     #[arg(long, default_value_t = 5)]
     log_every_s: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this TCP address.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs one core until Ctrl-C or SIGTERM.
@@ -141,6 +152,7 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         retention_rounds: args.gc_depth,
         batch_size_bytes: args.batch_size,
         max_batch_delay_ms: args.max_batch_delay_ms,
+        straggler_wait_ms: args.straggler_wait_ms,
         leader_timeout_ms: args.leader_timeout_ms,
         vote_timeout_ms: args.vote_timeout_ms,
         mempool_max_bytes: args.mempool_bytes,
@@ -197,6 +209,13 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let server = CoreServer::start(address, quic, core, Box::new(store), verifier, options)?;
         let stats = server.stats().clone();
+        if let Some(addr) = args.metrics_addr {
+            let stats = stats.clone();
+            let bound = metrics::serve(addr, Arc::new(move || stats.exposition()))
+                .await
+                .with_context(|| format!("serve metrics on {addr}"))?;
+            tracing::info!("metrics on http://{bound}/metrics");
+        }
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         let mut progress = interval(args.log_every_s);
@@ -261,6 +280,9 @@ pub struct DriverArgs {
     /// Stop after this many seconds (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     duration_s: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this TCP address.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs one driver until Ctrl-C, SIGTERM or `--duration-s`.
@@ -286,6 +308,13 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let clients = Arc::new(Clients::new(&testbed, NetLimits::default())?);
         let stats = Arc::new(RunnerStats::default());
+        if let Some(addr) = args.metrics_addr {
+            let stats = stats.clone();
+            let bound = metrics::serve(addr, Arc::new(move || stats.exposition()))
+                .await
+                .with_context(|| format!("serve metrics on {addr}"))?;
+            tracing::info!("metrics on http://{bound}/metrics");
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(runner::run(
             testbed.committee.clone(),

@@ -46,7 +46,7 @@ pub mod verify;
 pub use committee::{Authority, Committee, LeaderSchedule, StakeWeightedLeaders};
 pub use crypto::{KeyPair, PublicKey, Signature};
 pub use error::CoreError;
-pub use machine::{Core, CoreConfig};
+pub use machine::{Core, CoreConfig, CoreCounters};
 pub use messages::{Certificate, Header, Payload, SignedHeader, Vote};
 pub use protocol::{CommittedEntry, Request, RequestBody, Response, Status, Summary};
 pub use store::{MemStore, Store, WriteBatch};

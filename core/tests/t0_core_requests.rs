@@ -8,7 +8,8 @@ use sleepyseal_core::store::MemStore;
 use sleepyseal_core::testkit::{committee, instance, keys, sign_header, DagBuilder};
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{
-    AuthorityIndex, Core, CoreConfig, CoreError, KeyPair, Millis, Payload, Round, Store, Verifier,
+    AuthorityIndex, Core, CoreConfig, CoreError, KeyPair, Millis, Payload, Round, Status, Store,
+    Verifier,
 };
 
 fn fresh_core(me: u16) -> (Core, MemStore) {
@@ -292,4 +293,76 @@ fn committed_window_is_bounded_and_keeps_payloads() {
     .unwrap();
     assert_eq!(restarted.committed_base(), base);
     assert_eq!(read(&mut restarted, base), retained);
+}
+
+/// A core holding a quorum of a round waits (up to `straggler_wait_ms`) for the certificate of an
+/// author that was live in the round before, so its next header references it: a certificate no
+/// later header references never commits. A silent (crashed) author is not waited for.
+#[test]
+fn straggler_wait_is_bounded_and_skips_silent_authors() {
+    let c = committee(4);
+    let config = CoreConfig {
+        leader_timeout_ms: 0,
+        vote_timeout_ms: 0,
+        straggler_wait_ms: 20,
+        ..CoreConfig::default()
+    };
+    let verifier = Verifier::new(c.clone(), VerifierConfig::default());
+    let run = |round_one: &[u16]| {
+        let mut store = MemStore::new();
+        let mut core = Core::recover(
+            c.clone(),
+            default_schedule(&c),
+            KeyPair::deterministic(0, 3),
+            config.clone(),
+            store.load().unwrap(),
+        )
+        .unwrap();
+        let mut b = DagBuilder::new(c.clone());
+        b.round(round_one, None).round(&[0, 1, 2], None);
+        let certificates = b.all();
+        let payloads = certificates
+            .iter()
+            .map(|c| DagBuilder::payload(c.round(), c.author()))
+            .collect();
+        let sync = Request {
+            instance: instance(),
+            body: RequestBody::Sync {
+                certificates,
+                payloads,
+            },
+        };
+        let (response, batch) = core.handle(Millis(100), verifier.verify(sync).unwrap());
+        store.commit(&[batch]).unwrap();
+        let status = |r: &Response| match r {
+            Response::Summary(s) => s.status.clone(),
+            other => panic!("{other:?}"),
+        };
+        let first = (status(&response), core.round());
+        let poll = |core: &mut Core, at: u64| {
+            let request = Request {
+                instance: instance(),
+                body: RequestBody::GetState {
+                    with_payload: false,
+                },
+            };
+            let (response, _) = core.handle(Millis(at), verifier.verify(request).unwrap());
+            (status(&response), core.round())
+        };
+        let early = poll(&mut core, 110);
+        let late = poll(&mut core, 120);
+        (first, early, late)
+    };
+    // Author 3 certified round 1 but its round-2 certificate is missing: wait 20 ms, then go.
+    let (first, early, late) = run(&[0, 1, 2, 3]);
+    assert_eq!(
+        first,
+        (Status::NotReady { retry_after_ms: 20 }, Round(0)),
+        "waits for the live straggler"
+    );
+    assert_eq!(early, (Status::NotReady { retry_after_ms: 10 }, Round(0)));
+    assert_eq!(late, (Status::Ready, Round(3)), "the wait is bounded");
+    // Author 3 was silent in round 1 as well: no wait.
+    let (first, _, _) = run(&[0, 1, 2]);
+    assert_eq!(first, (Status::Ready, Round(3)));
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use sleepyseal_core::protocol::{RequestBody, Response};
 use sleepyseal_core::{AuthorityIndex, Committee, Millis};
+use sleepyseal_net::metrics::{Exposition, Histogram, SECONDS_BUCKETS};
 use sleepyseal_net::{ClientError, Clients};
 use tokio::sync::{mpsc, watch};
 
@@ -38,7 +39,7 @@ impl Default for RunnerOptions {
 }
 
 /// Live counters of a driver.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RunnerStats {
     /// Requests sent.
     pub requests: AtomicU64,
@@ -50,6 +51,68 @@ pub struct RunnerStats {
     pub top_round: AtomicU64,
     /// Certificates assembled or learned.
     pub certificates: AtomicU64,
+    /// Requests sent and not answered yet.
+    pub in_flight: AtomicU64,
+    /// Round trip of each answered request.
+    pub request_seconds: Histogram,
+}
+
+impl Default for RunnerStats {
+    fn default() -> RunnerStats {
+        RunnerStats {
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+            top_round: AtomicU64::new(0),
+            certificates: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            request_seconds: Histogram::new(SECONDS_BUCKETS),
+        }
+    }
+}
+
+impl RunnerStats {
+    /// The Prometheus exposition of these counters.
+    pub fn exposition(&self) -> String {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut e = Exposition::default();
+        e.counter(
+            "sleepyseal_driver_requests_total",
+            "Requests sent to cores.",
+            l(&self.requests),
+        );
+        e.counter(
+            "sleepyseal_driver_failed_requests_total",
+            "Requests lost in transport (timeout, connection).",
+            l(&self.failures),
+        );
+        e.counter(
+            "sleepyseal_driver_busy_replies_total",
+            "Busy replies from cores.",
+            l(&self.busy),
+        );
+        e.gauge(
+            "sleepyseal_driver_top_round",
+            "Highest round any core reported.",
+            l(&self.top_round) as f64,
+        );
+        e.gauge(
+            "sleepyseal_driver_certificates",
+            "Certificates the driver holds (assembled or learned).",
+            l(&self.certificates) as f64,
+        );
+        e.gauge(
+            "sleepyseal_driver_in_flight_requests",
+            "Requests sent and not answered yet.",
+            l(&self.in_flight) as f64,
+        );
+        e.histogram(
+            "sleepyseal_driver_request_seconds",
+            "Round trip of one request to a core.",
+            &self.request_seconds,
+        );
+        e.finish()
+    }
 }
 
 struct Done {
@@ -97,10 +160,16 @@ pub async fn run(
         }
         for Outgoing { id, core, request } in state.poll(now()) {
             stats.requests.fetch_add(1, Ordering::Relaxed);
+            stats.in_flight.fetch_add(1, Ordering::Relaxed);
             let client = clients.core(core).clone();
-            let done_tx = done_tx.clone();
+            let (done_tx, stats) = (done_tx.clone(), stats.clone());
             tokio::spawn(async move {
+                let sent = Instant::now();
                 let result = client.request(&request, timeout).await;
+                if result.is_ok() {
+                    stats.request_seconds.observe_duration(sent.elapsed());
+                }
+                stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                 let _ = done_tx.send(Done {
                     id,
                     core,

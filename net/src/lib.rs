@@ -5,7 +5,8 @@
 //! - [`tls`]: TLS 1.3 configurations; clients pin each core's certificate;
 //! - [`server`]: the core server, decode → batch verify → single core thread → group commit →
 //!   reply, with bounded queues and `Busy` on overload;
-//! - [`client`]: the typed async client used by drivers, load clients and the harness.
+//! - [`client`]: the typed async client used by drivers, load clients and the harness;
+//! - [`metrics`]: Prometheus text exposition and its HTTP endpoint.
 //!
 //! One bidirectional QUIC stream carries one request and its response; the stream's end delimits
 //! the message, whose size is bounded by [`limits::NetLimits`].
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod tls;
 

@@ -27,6 +27,7 @@ use sleepyseal_core::{Core, CoreError, Millis, Store, Verified, Verifier};
 use tokio::sync::oneshot;
 
 use crate::limits::NetLimits;
+use crate::metrics::{Exposition, Histogram, COUNT_BUCKETS, SECONDS_BUCKETS};
 
 /// Settings of the pipeline behind the endpoint.
 #[derive(Clone, Debug)]
@@ -53,7 +54,7 @@ impl Default for ServerOptions {
 }
 
 /// Counters of a running server (for logs and metrics).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerStats {
     /// Requests answered.
     pub requests: AtomicUsize,
@@ -79,6 +80,192 @@ pub struct ServerStats {
     pub consensus_index: AtomicU64,
     /// Transactions in the mempool.
     pub mempool: AtomicUsize,
+    /// Requests waiting for the verify thread.
+    pub verify_queue: AtomicUsize,
+    /// Requests waiting for the core thread.
+    pub core_queue: AtomicUsize,
+    /// Long polls held.
+    pub parked: AtomicUsize,
+    /// Seconds per verify batch.
+    pub verify_seconds: Histogram,
+    /// Requests per verify batch.
+    pub verify_batch_requests: Histogram,
+    /// Seconds per store commit (write + fsync of one group).
+    pub store_commit_seconds: Histogram,
+    /// Requests per group commit.
+    pub group_requests: Histogram,
+    /// Header creation → commit at this core, for every committed entry.
+    pub consensus_latency_seconds: Histogram,
+    /// The core's own counters, copied after each group commit.
+    pub headers_built: AtomicU64,
+    /// See [`sleepyseal_core::CoreCounters`].
+    pub payload_bytes_proposed: AtomicU64,
+    /// See [`sleepyseal_core::CoreCounters`].
+    pub votes_cast: AtomicU64,
+    /// See [`sleepyseal_core::CoreCounters`].
+    pub certificates_inserted: AtomicU64,
+    /// See [`sleepyseal_core::CoreCounters`].
+    pub committed_payload_bytes: AtomicU64,
+    /// See [`sleepyseal_core::CoreCounters`].
+    pub leaders_committed: AtomicU64,
+}
+
+impl Default for ServerStats {
+    fn default() -> ServerStats {
+        ServerStats {
+            requests: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            malformed: AtomicUsize::new(0),
+            group_commits: AtomicUsize::new(0),
+            grouped_requests: AtomicUsize::new(0),
+            verify_batches: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            refused_connections: AtomicUsize::new(0),
+            round: AtomicU64::new(0),
+            last_committed_round: AtomicU64::new(0),
+            consensus_index: AtomicU64::new(0),
+            mempool: AtomicUsize::new(0),
+            verify_queue: AtomicUsize::new(0),
+            core_queue: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
+            verify_seconds: Histogram::new(SECONDS_BUCKETS),
+            verify_batch_requests: Histogram::new(COUNT_BUCKETS),
+            store_commit_seconds: Histogram::new(SECONDS_BUCKETS),
+            group_requests: Histogram::new(COUNT_BUCKETS),
+            consensus_latency_seconds: Histogram::new(SECONDS_BUCKETS),
+            headers_built: AtomicU64::new(0),
+            payload_bytes_proposed: AtomicU64::new(0),
+            votes_cast: AtomicU64::new(0),
+            certificates_inserted: AtomicU64::new(0),
+            committed_payload_bytes: AtomicU64::new(0),
+            leaders_committed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ServerStats {
+    /// The Prometheus exposition of these counters.
+    pub fn exposition(&self) -> String {
+        let u = |a: &AtomicUsize| a.load(Ordering::Relaxed) as u64;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut e = Exposition::default();
+        e.gauge(
+            "sleepyseal_core_round",
+            "Round of the latest own header.",
+            l(&self.round) as f64,
+        );
+        e.gauge(
+            "sleepyseal_core_last_committed_round",
+            "Round of the latest committed leader.",
+            l(&self.last_committed_round) as f64,
+        );
+        e.counter(
+            "sleepyseal_core_headers_built_total",
+            "Own headers built and signed.",
+            l(&self.headers_built),
+        );
+        e.counter(
+            "sleepyseal_core_proposed_payload_bytes_total",
+            "Payload bytes proposed in own headers.",
+            l(&self.payload_bytes_proposed),
+        );
+        e.counter(
+            "sleepyseal_core_votes_cast_total",
+            "Votes cast for other authors' headers.",
+            l(&self.votes_cast),
+        );
+        e.counter(
+            "sleepyseal_core_certificates_inserted_total",
+            "Certificates newly inserted into the DAG.",
+            l(&self.certificates_inserted),
+        );
+        e.counter(
+            "sleepyseal_core_committed_certificates_total",
+            "Length of the committed sequence.",
+            l(&self.consensus_index),
+        );
+        e.counter(
+            "sleepyseal_core_committed_payload_bytes_total",
+            "Payload bytes committed since start.",
+            l(&self.committed_payload_bytes),
+        );
+        e.counter(
+            "sleepyseal_core_leaders_committed_total",
+            "Leaders committed since start.",
+            l(&self.leaders_committed),
+        );
+        e.histogram(
+            "sleepyseal_core_consensus_latency_seconds",
+            "Header creation to commit at this core, per committed certificate.",
+            &self.consensus_latency_seconds,
+        );
+        e.counter(
+            "sleepyseal_core_requests_total",
+            "Requests answered.",
+            u(&self.requests),
+        );
+        e.counter(
+            "sleepyseal_core_busy_replies_total",
+            "Requests answered Busy by a full queue.",
+            u(&self.busy),
+        );
+        e.counter(
+            "sleepyseal_core_malformed_requests_total",
+            "Requests that did not decode or were too large.",
+            u(&self.malformed),
+        );
+        e.histogram(
+            "sleepyseal_core_verify_seconds",
+            "Time to verify one batch of requests.",
+            &self.verify_seconds,
+        );
+        e.histogram(
+            "sleepyseal_core_verify_batch_requests",
+            "Requests verified together in one batch.",
+            &self.verify_batch_requests,
+        );
+        e.histogram(
+            "sleepyseal_core_store_commit_seconds",
+            "Write and fsync of one group commit.",
+            &self.store_commit_seconds,
+        );
+        e.histogram(
+            "sleepyseal_core_group_commit_requests",
+            "Requests handled in one group commit.",
+            &self.group_requests,
+        );
+        e.gauge(
+            "sleepyseal_core_verify_queue_requests",
+            "Requests waiting for the verify stage.",
+            u(&self.verify_queue) as f64,
+        );
+        e.gauge(
+            "sleepyseal_core_core_queue_requests",
+            "Verified requests waiting for the core thread.",
+            u(&self.core_queue) as f64,
+        );
+        e.gauge(
+            "sleepyseal_core_parked_reads",
+            "Long-poll reads held until entries commit.",
+            u(&self.parked) as f64,
+        );
+        e.gauge(
+            "sleepyseal_core_mempool_transactions",
+            "Transactions in the mempool.",
+            u(&self.mempool) as f64,
+        );
+        e.gauge(
+            "sleepyseal_core_connections",
+            "Connections open.",
+            u(&self.connections) as f64,
+        );
+        e.counter(
+            "sleepyseal_core_refused_connections_total",
+            "Connections refused at the limit.",
+            u(&self.refused_connections),
+        );
+        e.finish()
+    }
 }
 
 /// Why the server could not start or stopped.
@@ -304,6 +491,7 @@ async fn serve_stream(
         }
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
+            stats.verify_queue.fetch_add(1, Ordering::Relaxed);
             match verify_tx.try_send(VerifyJob { request, reply }) {
                 Ok(()) => match answer.await {
                     Ok(chunks) => chunks,
@@ -314,10 +502,12 @@ async fn serve_stream(
                     }
                 },
                 Err(TrySendError::Full(_)) => {
+                    stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
                     stats.busy.fetch_add(1, Ordering::Relaxed);
                     Response::Error(CoreError::Busy).to_chunks()
                 }
                 Err(TrySendError::Disconnected(_)) => {
+                    stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
                     let _ = send.reset(quinn::VarInt::from_u32(4));
                     return;
                 }
@@ -355,13 +545,19 @@ fn verify_loop(
 ) {
     while let Some(jobs) = next_batch(&rx, max_requests) {
         stats.verify_batches.fetch_add(1, Ordering::Relaxed);
+        stats.verify_queue.fetch_sub(jobs.len(), Ordering::Relaxed);
+        stats.verify_batch_requests.observe(jobs.len() as f64);
         let (requests, replies): (Vec<Request>, Vec<Reply>) =
             jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+        let started = Instant::now();
         let results = pool.install(|| verifier.verify_many(requests));
+        stats.verify_seconds.observe_duration(started.elapsed());
         for (result, reply) in results.into_iter().zip(replies) {
             match result {
                 Ok(request) => match core_tx.try_send(CoreJob { request, reply }) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        stats.core_queue.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(TrySendError::Full(job)) => {
                         stats.busy.fetch_add(1, Ordering::Relaxed);
                         let _ = job.reply.send(Response::Error(CoreError::Busy).to_chunks());
@@ -405,6 +601,7 @@ fn core_loop(
                 }
             }
         };
+        stats.core_queue.fetch_sub(jobs.len(), Ordering::Relaxed);
         let now = wall_clock();
         let mut batches = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
@@ -421,9 +618,14 @@ fn core_loop(
             replies.push((job.reply, response.to_chunks()));
         }
         if !batches.is_empty() {
+            let started = Instant::now();
             store.commit(&batches)?;
+            stats
+                .store_commit_seconds
+                .observe_duration(started.elapsed());
         }
         stats.group_commits.fetch_add(1, Ordering::Relaxed);
+        stats.group_requests.observe(replies.len() as f64);
         stats
             .grouped_requests
             .fetch_add(replies.len(), Ordering::Relaxed);
@@ -440,6 +642,7 @@ fn core_loop(
             .consensus_index
             .store(consensus.consensus_index, Ordering::Relaxed);
         stats.mempool.store(core.mempool_len(), Ordering::Relaxed);
+        record_counters(stats, &core, committed, now);
         let gc = core.gc_round();
         if gc > pruned_at {
             cache.prune_below(gc);
@@ -451,8 +654,41 @@ fn core_loop(
             let (response, _) = core.handle(now, job.request);
             let _ = job.reply.send(response.to_chunks());
         }
+        stats.parked.store(parked.waiting.len(), Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Copies the core's counters into `stats` and records the consensus latency of the entries
+/// committed since index `before`.
+fn record_counters(stats: &ServerStats, core: &Core, before: u64, now: Millis) {
+    let c = core.counters();
+    stats
+        .headers_built
+        .store(c.headers_built, Ordering::Relaxed);
+    stats
+        .payload_bytes_proposed
+        .store(c.payload_bytes_proposed, Ordering::Relaxed);
+    stats.votes_cast.store(c.votes_cast, Ordering::Relaxed);
+    stats
+        .certificates_inserted
+        .store(c.certificates_inserted, Ordering::Relaxed);
+    stats
+        .committed_payload_bytes
+        .store(c.committed_payload_bytes, Ordering::Relaxed);
+    stats
+        .leaders_committed
+        .store(c.leaders_committed, Ordering::Relaxed);
+    let after = core.consensus().consensus_index;
+    if after > before {
+        let new = core
+            .committed_from(before, (after - before) as usize)
+            .unwrap_or_default();
+        for entry in new {
+            let ms = now.0.saturating_sub(entry.created_at_ms);
+            stats.consensus_latency_seconds.observe(ms as f64 / 1e3);
+        }
+    }
 }
 
 /// Most long polls (`ReadCommitted` with `wait_ms`) held at once; more are answered at once.

@@ -60,9 +60,10 @@ impl Core {
         if round.is_leader_round() {
             let leader = self.schedule.leader(round);
             if self.dag.at(round, leader).is_some() {
-                return self.batch_wait_ms(elapsed);
+                return self.batch_wait_ms(round, elapsed);
             }
-            return timer(self.config.leader_timeout_ms);
+            return timer(self.config.leader_timeout_ms)
+                .or_else(|| self.batch_wait_ms(round, elapsed));
         }
         let leader_round = round.prev();
         if leader_round.is_leader_round() {
@@ -86,14 +87,28 @@ impl Core {
                 }
             }
         }
-        self.batch_wait_ms(elapsed)
+        self.batch_wait_ms(round, elapsed)
     }
 
-    /// With a partial batch, wait up to `max_batch_delay_ms` for more transactions.
-    fn batch_wait_ms(&self, elapsed: u64) -> Option<u64> {
+    /// With a partial batch, wait up to `max_batch_delay_ms` for more transactions; with a live
+    /// straggler's certificate of `round` missing, wait up to `straggler_wait_ms` for it.
+    fn batch_wait_ms(&self, round: Round, elapsed: u64) -> Option<u64> {
         let full = self.mempool.queued_bytes() >= self.config.batch_size_bytes;
-        let delay = self.config.max_batch_delay_ms;
-        (!full && elapsed < delay).then(|| delay - elapsed)
+        let batch = self.config.max_batch_delay_ms;
+        let batch_wait = (!full && elapsed < batch).then(|| batch - elapsed);
+        let straggler = self.config.straggler_wait_ms;
+        let straggler_wait =
+            (elapsed < straggler && self.live_straggler(round)).then(|| straggler - elapsed);
+        batch_wait.max(straggler_wait)
+    }
+
+    /// Whether an author with a certificate in the round before `round` has none in `round` yet.
+    fn live_straggler(&self, round: Round) -> bool {
+        let before = round.prev();
+        self.committee.indices().any(|a| {
+            self.dag.at(round, a).is_none()
+                && (before == Round::GENESIS || self.dag.at(before, a).is_some())
+        })
     }
 
     /// Builds, persists and signs the header of `target + 1` on all held `target` certificates.
@@ -132,6 +147,8 @@ impl Core {
             .sign(&vote_message(&self.committee.instance(), &header.digest()));
         let signed = SignedHeader { header, signature };
         self.store_payload(&payload, round, tx);
+        self.counters.headers_built += 1;
+        self.counters.payload_bytes_proposed += payload.len() as u64;
         tx.batch.put(keys::own(round), signed.to_bytes());
         tx.batch.put(keys::last_voted(self.me), signed.to_bytes());
         self.last_voted[self.me.as_usize()] = Some(signed.clone());

@@ -52,6 +52,7 @@ impl Core {
             Ok(Inserted::AlreadyPresent) => Ok(()),
             Ok(Inserted::New) => {
                 tx.inserted += 1;
+                self.counters.certificates_inserted += 1;
                 tx.batch
                     .put(keys::certificate(c.round(), c.author()), c.to_bytes());
                 let payload = c.header.payload();
@@ -148,6 +149,9 @@ impl Core {
                 "indices are dense"
             );
             tx.batch.put(keys::committed(entry.index), entry.to_bytes());
+            self.counters.committed_entries += 1;
+            self.counters.committed_payload_bytes += u64::from(entry.payload.len);
+            self.counters.leaders_committed += u64::from(entry.is_leader);
             if entry.author == self.me {
                 if let Some(own) = self.own.get_mut(&entry.round) {
                     if own.signed.header.digest() == entry.digest {

@@ -38,6 +38,8 @@ pub const DEFAULT_BATCH_SIZE_BYTES: usize = 500_000;
 pub const DEFAULT_LEADER_TIMEOUT_MS: u64 = 1_000;
 /// Default T_VOTE: how long to wait for the leader's support at odd rounds.
 pub const DEFAULT_VOTE_TIMEOUT_MS: u64 = 1_000;
+/// Default of [`CoreConfig::straggler_wait_ms`].
+pub const DEFAULT_STRAGGLER_WAIT_MS: u64 = 20;
 /// Default mempool bound in bytes.
 pub const DEFAULT_MEMPOOL_BYTES: usize = 256 << 20;
 /// Default mempool bound in transactions.
@@ -58,6 +60,12 @@ pub struct CoreConfig {
     pub batch_size_bytes: usize,
     /// How long a core may answer `NotReady` while its mempool holds less than a batch.
     pub max_batch_delay_ms: u64,
+    /// How long a core may answer `NotReady`, after it holds a quorum of a round, while a
+    /// certificate of that round is missing from an author that has one in the round before
+    /// (a live straggler). Waiting lets the next header reference it: a certificate that no later
+    /// header references never commits, and its transactions wait gc_depth rounds to be
+    /// proposed again. Authors silent in the round before (crashed) are not waited for.
+    pub straggler_wait_ms: u64,
     /// T_LEADER of §4.5.
     pub leader_timeout_ms: u64,
     /// T_VOTE of §4.5.
@@ -79,6 +87,7 @@ impl Default for CoreConfig {
             retention_rounds: DEFAULT_GC_DEPTH,
             batch_size_bytes: DEFAULT_BATCH_SIZE_BYTES,
             max_batch_delay_ms: 0,
+            straggler_wait_ms: DEFAULT_STRAGGLER_WAIT_MS,
             leader_timeout_ms: DEFAULT_LEADER_TIMEOUT_MS,
             vote_timeout_ms: DEFAULT_VOTE_TIMEOUT_MS,
             mempool_max_bytes: DEFAULT_MEMPOOL_BYTES,
@@ -146,6 +155,28 @@ pub struct Core {
     mempool: Mempool,
     /// When the core first held a quorum of each round (liveness timers only; not persisted).
     quorum_since: BTreeMap<Round, Millis>,
+    /// Work done since this process started (for metrics; not persisted).
+    counters: CoreCounters,
+}
+
+/// What a core did since it started: monotonic counts for metrics. Not persisted, not part of
+/// any protocol decision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreCounters {
+    /// Own headers built and signed.
+    pub headers_built: u64,
+    /// Own payload bytes proposed in those headers.
+    pub payload_bytes_proposed: u64,
+    /// Votes cast for other authors' headers (first time; re-sent votes are not counted).
+    pub votes_cast: u64,
+    /// Certificates newly inserted into the DAG.
+    pub certificates_inserted: u64,
+    /// Entries appended to the committed sequence.
+    pub committed_entries: u64,
+    /// Payload bytes of those entries.
+    pub committed_payload_bytes: u64,
+    /// Leaders committed.
+    pub leaders_committed: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -242,6 +273,10 @@ impl Core {
     /// The DAG (read only: for checkers and tests).
     pub fn dag(&self) -> &Dag {
         &self.dag
+    }
+    /// Work done since this process started.
+    pub fn counters(&self) -> &CoreCounters {
+        &self.counters
     }
     /// Transactions waiting in the mempool.
     pub fn mempool_len(&self) -> usize {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Core, CoreConfig, OwnHeader, StoredPayload};
+use super::{Core, CoreConfig, CoreCounters, OwnHeader, StoredPayload};
 use crate::codec::{Decode, DecodeError, Reader, Writer};
 use crate::committee::{Committee, LeaderSchedule};
 use crate::crypto::KeyPair;
@@ -166,6 +166,7 @@ impl Core {
             committed_pins: HashMap::new(),
             committed_bytes: 0,
             quorum_since: BTreeMap::new(),
+            counters: CoreCounters::default(),
         };
         core.restore(tables)?;
         Ok(core)

@@ -87,6 +87,7 @@ impl Core {
         self.last_voted[author.as_usize()] = Some(signed.clone());
         let vote = self.sign_vote(digest);
         self.votes_cast.entry(round).or_default().push(vote);
+        self.counters.votes_cast += 1;
         Ok(vote)
     }
 

@@ -1,0 +1,191 @@
+//! SVG plots of benchmark reports (plotters): throughput and latency over time for one run,
+//! latency against throughput for a sweep.
+
+use std::path::Path;
+
+use anyhow::anyhow;
+use plotters::prelude::*;
+
+use crate::report::Report;
+
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 640;
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("plot: {e:?}")
+}
+
+/// Committed tx/s (top) and end-to-end p50 / p99 latency (bottom) per second of a run.
+pub fn timeline(path: &Path, r: &Report) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (top, bottom) = root.split_vertically(HEIGHT / 2);
+    let c = &r.config;
+    let seconds = r.timeline.len().max(1) as f64;
+    let warmup = c.warmup_s as f64;
+    let end = (c.warmup_s + c.duration_s) as f64;
+
+    let max_tps = r
+        .timeline
+        .iter()
+        .map(|(_, n, _, _)| *n as f64)
+        .fold(c.rate as f64, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            format!(
+                "{} cores, {} driver(s), {} tx/s x {} B: committed throughput",
+                c.cores, c.drivers, c.rate, c.tx_size
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..seconds, 0f64..max_tps)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the load started")
+        .y_desc("tx/s")
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            r.timeline
+                .iter()
+                .map(|(s, n, _, _)| (*s as f64 + 0.5, *n as f64)),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label("committed tx/s")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, c.rate as f64), (end, c.rate as f64)],
+            BLACK.mix(0.4),
+        ))
+        .map_err(err)?
+        .label("input rate")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+    for x in [warmup, end] {
+        chart
+            .draw_series(LineSeries::new([(x, 0.0), (x, max_tps)], RED.mix(0.3)))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+
+    let max_latency = r
+        .timeline
+        .iter()
+        .map(|(_, _, _, p99)| *p99)
+        .fold(10.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption(
+            "end-to-end latency of transactions committed each second",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..seconds, 0f64..max_latency)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the load started")
+        .y_desc("ms")
+        .draw()
+        .map_err(err)?;
+    let busy = r.timeline.iter().filter(|(_, n, _, _)| *n > 0);
+    chart
+        .draw_series(LineSeries::new(
+            busy.clone().map(|(s, _, p50, _)| (*s as f64 + 0.5, *p50)),
+            GREEN.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label("p50")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+    chart
+        .draw_series(LineSeries::new(
+            busy.map(|(s, _, _, p99)| (*s as f64 + 0.5, *p99)),
+            MAGENTA.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label("p99")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// End-to-end latency (p50 and p99) against end-to-end throughput, one point per rate.
+pub fn sweep(path: &Path, reports: &[Report]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT / 2 + 120)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let max_tps = reports.iter().map(|r| r.e2e_tps).fold(1.0, f64::max) * 1.1;
+    let max_latency = reports
+        .iter()
+        .map(|r| r.e2e_latency_ms.p99)
+        .fold(10.0, f64::max)
+        * 1.1;
+    let c = &reports
+        .first()
+        .ok_or_else(|| anyhow!("empty sweep"))?
+        .config;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "{} cores, {} driver(s), {} B transactions: latency against throughput",
+                c.cores, c.drivers, c.tx_size
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..max_tps, 0f64..max_latency)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("end-to-end throughput (tx/s)")
+        .y_desc("end-to-end latency (ms)")
+        .draw()
+        .map_err(err)?;
+    let p50: Vec<(f64, f64)> = reports
+        .iter()
+        .map(|r| (r.e2e_tps, r.e2e_latency_ms.p50))
+        .collect();
+    let p99: Vec<(f64, f64)> = reports
+        .iter()
+        .map(|r| (r.e2e_tps, r.e2e_latency_ms.p99))
+        .collect();
+    for (points, color, label) in [(p50, BLUE, "p50"), (p99, MAGENTA, "p99")] {
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The processes of a local testbed: spawned from this same binary, logged to files, stopped
+//! with SIGTERM (then SIGKILL), and measured from `/proc` (CPU time, peak resident memory).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// What a process is, for per-kind figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A core (validator).
+    Core,
+    /// A driver.
+    Driver,
+    /// A load client.
+    Load,
+}
+
+impl Kind {
+    /// The name used in file names and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Core => "core",
+            Kind::Driver => "driver",
+            Kind::Load => "load",
+        }
+    }
+}
+
+/// One child process of the harness.
+pub struct Proc {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its index among processes of its kind.
+    pub index: usize,
+    /// Its log file (stderr; stdout too unless redirected).
+    pub log: PathBuf,
+    child: Child,
+    /// Peak RSS read before it was stopped (the kernel forgets it at exit).
+    peak_rss_kib: Option<u64>,
+}
+
+impl Proc {
+    /// Starts `sleepyseal <args>` (this executable), logging to `log`; stdout goes to `stdout` if
+    /// given, else to the log too.
+    pub fn spawn(
+        kind: Kind,
+        index: usize,
+        args: &[String],
+        log: &Path,
+        stdout: Option<&Path>,
+    ) -> anyhow::Result<Proc> {
+        let exe = std::env::current_exe().context("find the sleepyseal executable")?;
+        let err = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let out = match stdout {
+            Some(path) => {
+                File::create(path).with_context(|| format!("create {}", path.display()))?
+            }
+            None => err.try_clone()?,
+        };
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .spawn()
+            .with_context(|| format!("start {} {index}", kind.name()))?;
+        Ok(Proc {
+            kind,
+            index,
+            log: log.to_path_buf(),
+            child,
+            peak_rss_kib: None,
+        })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited (and how).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// CPU seconds (user + system, all threads) used so far, from `/proc/<pid>/stat`.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid())
+    }
+
+    /// Peak resident set (KiB): read now if running, else the last value read (the kernel
+    /// forgets it at exit, so call [`Proc::sample_rss`] while it runs).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(self.pid()).or(self.peak_rss_kib)
+    }
+
+    /// Reads the peak resident set now, if the process still runs.
+    pub fn sample_rss(&mut self) {
+        if let Some(kib) = peak_rss_kib(self.pid()) {
+            self.peak_rss_kib = Some(kib);
+        }
+    }
+
+    /// Sends SIGTERM, waits up to `grace` for a clean exit, then kills. Records the peak RSS
+    /// first.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(status) = self.exited() {
+            return Some(status);
+        }
+        self.peak_rss_kib = peak_rss_kib(self.pid()).or(self.peak_rss_kib);
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        self.child.wait().ok()
+    }
+
+    /// SIGKILL (a crash), recording the peak RSS first.
+    pub fn kill(&mut self) {
+        if self.exited().is_none() {
+            self.peak_rss_kib = peak_rss_kib(self.pid()).or(self.peak_rss_kib);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The last `lines` lines of its log (for error messages).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    /// Never leaves a child behind, whatever happened to the harness.
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `/proc` reports CPU time in USER_HZ ticks, which Linux fixes at 100 on every architecture.
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds (utime + stime) of process `pid`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / USER_HZ)
+}
+
+/// utime + stime from the text of `/proc/<pid>/stat`. The command name (field 2) may hold spaces
+/// and parentheses, so fields are counted from the last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Peak resident set size (VmHWM, KiB) of process `pid`.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Fails unless every UDP port (QUIC) and TCP port (metrics) given is free on 127.0.0.1.
+pub fn check_ports_free(udp: &[u16], tcp: &[u16]) -> anyhow::Result<()> {
+    for port in udp {
+        if std::net::UdpSocket::bind(("127.0.0.1", *port)).is_err() {
+            bail!("UDP port {port} on 127.0.0.1 is in use: choose other ports with --base-port");
+        }
+    }
+    for port in tcp {
+        if std::net::TcpListener::bind(("127.0.0.1", *port)).is_err() {
+            bail!("TCP port {port} on 127.0.0.1 is in use: choose other ports with --base-port");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat =
+            "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 300 0 0 0 1234 56 0 0 20 0 3 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(1290));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn own_process_has_cpu_time_and_rss() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).is_some());
+        assert!(peak_rss_kib(pid).unwrap_or(0) > 0);
+    }
+}

@@ -1,0 +1,796 @@
+//! The figures of a benchmark run, defined as in the Narwhal benchmark (see DESIGN.md):
+//!
+//! - **consensus TPS / BPS**: transactions (bytes) committed in the measurement window, divided
+//!   by the time from the first to the last commit in the window;
+//! - **consensus latency**: header creation → commit of that header, over entries committed in
+//!   the window;
+//! - **end-to-end TPS**: transactions *sent* in the window that committed, per second of window;
+//! - **end-to-end latency**: send → commit of those transactions (every load transaction carries
+//!   its send time, so all of them are samples), mean / p50 / p90 / p99 from an hdrhistogram;
+//! - rounds per second (committed leader rounds), CPU per committed transaction and peak RSS per
+//!   process kind (from `/proc`), and the load clients' own counts.
+//!
+//! Commit times are when the harness received the entry from the watched core (long poll: within
+//! milliseconds of the commit).
+
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use sleepyseal_core::protocol::CommittedEntry;
+
+use crate::procs::Kind;
+
+/// Highest latency recorded (µs): one hour.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid hdrhistogram bounds")
+}
+
+/// What one second of the run looked like (for the timeline plot and the progress bar).
+#[derive(Clone, Debug)]
+pub struct Second {
+    /// Load transactions committed in this second.
+    pub transactions: u64,
+    /// Their end-to-end latencies (µs).
+    pub latency: Histogram<u64>,
+}
+
+/// Everything the watcher saw on the commit stream.
+#[derive(Debug)]
+pub struct Observed {
+    /// When the load started (µs since the epoch).
+    pub load_start_us: u64,
+    /// The measurement window (µs since the epoch).
+    pub window: (u64, u64),
+    /// First and last commit inside the window.
+    pub first_commit_us: Option<u64>,
+    /// See `first_commit_us`.
+    pub last_commit_us: u64,
+    /// Transactions and payload bytes committed inside the window.
+    pub window_transactions: u64,
+    /// See `window_transactions`.
+    pub window_bytes: u64,
+    /// Header creation → commit (ms) of entries committed inside the window.
+    pub consensus_latency: Histogram<u64>,
+    /// Send → commit (µs) of transactions sent inside the window.
+    pub e2e_latency: Histogram<u64>,
+    /// Highest committed round at the first and the last commit inside the window.
+    pub rounds_in_window: Option<(u64, u64)>,
+    /// Highest committed round so far.
+    pub top_round: u64,
+    /// Load transactions committed in all (for the drain).
+    pub load_committed: u64,
+    /// Transactions that are not load transactions (too short to carry a send time).
+    pub foreign: u64,
+    /// Committed entries whose payload the watched core did not return.
+    pub entries_without_payload: u64,
+    /// Committed entries skipped because the core evicted them before they were read.
+    pub evicted: u64,
+    /// Per second since the load started.
+    pub seconds: Vec<Second>,
+}
+
+impl Observed {
+    /// Nothing seen yet.
+    pub fn new(load_start_us: u64, window: (u64, u64)) -> Observed {
+        Observed {
+            load_start_us,
+            window,
+            first_commit_us: None,
+            last_commit_us: 0,
+            window_transactions: 0,
+            window_bytes: 0,
+            consensus_latency: latency_histogram(),
+            e2e_latency: latency_histogram(),
+            rounds_in_window: None,
+            top_round: 0,
+            load_committed: 0,
+            foreign: 0,
+            entries_without_payload: 0,
+            evicted: 0,
+            seconds: Vec::new(),
+        }
+    }
+
+    fn in_window(&self, t: u64) -> bool {
+        t >= self.window.0 && t <= self.window.1
+    }
+
+    /// Records one committed entry received at `now` (µs), with its transactions if the payload
+    /// came along.
+    pub fn record_entry(
+        &mut self,
+        now: u64,
+        entry: &CommittedEntry,
+        transactions: Option<&[bytes::Bytes]>,
+        parse: impl Fn(&[u8]) -> Option<(u64, u64, u64)>,
+    ) {
+        self.top_round = self.top_round.max(entry.round.0);
+        let Some(transactions) = transactions else {
+            self.entries_without_payload += 1;
+            return;
+        };
+        let in_window = self.in_window(now);
+        if in_window {
+            self.first_commit_us.get_or_insert(now);
+            self.last_commit_us = now;
+            self.window_transactions += transactions.len() as u64;
+            self.window_bytes += u64::from(entry.payload.len);
+            let ms = (now / 1_000).saturating_sub(entry.created_at_ms);
+            let _ = self.consensus_latency.record(ms.max(1));
+            let top = self.top_round;
+            self.rounds_in_window = Some(match self.rounds_in_window {
+                None => (top, top),
+                Some((first, _)) => (first, top),
+            });
+        }
+        let second = (now.saturating_sub(self.load_start_us) / 1_000_000) as usize;
+        if self.seconds.len() <= second {
+            self.seconds.resize_with(second + 1, || Second {
+                transactions: 0,
+                latency: latency_histogram(),
+            });
+        }
+        for tx in transactions {
+            let Some((_, _, sent_us)) = parse(tx) else {
+                self.foreign += 1;
+                continue;
+            };
+            self.load_committed += 1;
+            let latency = now.saturating_sub(sent_us).clamp(1, MAX_LATENCY_US);
+            let s = &mut self.seconds[second];
+            s.transactions += 1;
+            let _ = s.latency.record(latency);
+            if self.in_window(sent_us) {
+                let _ = self.e2e_latency.record(latency);
+            }
+        }
+    }
+}
+
+/// The parameters of a run, as reported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Cores.
+    pub cores: usize,
+    /// Drivers.
+    pub drivers: usize,
+    /// Load client processes.
+    pub clients: usize,
+    /// Input rate (tx/s).
+    pub rate: u64,
+    /// Transaction size (bytes).
+    pub tx_size: usize,
+    /// Measured seconds.
+    pub duration_s: u64,
+    /// Warm-up seconds.
+    pub warmup_s: u64,
+    /// Payload bytes per header.
+    pub batch_size: usize,
+    /// Most wait for a full batch (ms).
+    pub max_batch_delay_ms: u64,
+    /// Signatures per verification batch.
+    pub verify_batch: usize,
+    /// Verification threads per core.
+    pub verify_threads: usize,
+    /// Driver pipeline depth.
+    pub pipeline_depth: usize,
+    /// GC depth (rounds).
+    pub gc_depth: u64,
+    /// Leader timeout (ms).
+    pub leader_timeout_ms: u64,
+    /// Crashed cores.
+    pub crash: usize,
+    /// When they crashed (s after the load started; 0: never started).
+    pub crash_at_s: u64,
+    /// The core whose commit stream was followed.
+    pub watched_core: u16,
+}
+
+/// Latency percentiles (ms).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Latency {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Latency {
+    fn of_micros(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let ms = |us: u64| us as f64 / 1_000.0;
+        Latency {
+            mean: h.mean() / 1_000.0,
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+/// CPU and memory of one kind of process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KindUsage {
+    /// The kind.
+    pub kind: String,
+    /// Processes of this kind.
+    pub processes: usize,
+    /// CPU seconds used during the measurement window (all processes of the kind).
+    pub cpu_s: f64,
+    /// Average cores busy during the window (cpu_s / window seconds).
+    pub cores_busy: f64,
+    /// Largest peak RSS of one process of the kind (MiB).
+    pub peak_rss_mib: f64,
+}
+
+/// What a load client printed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LoadSummary {
+    /// Transactions sent.
+    pub sent: u64,
+    /// Acknowledged by a core.
+    pub accepted: u64,
+    /// Refused with Busy.
+    pub busy: u64,
+    /// Lost in transport.
+    pub failed: u64,
+    /// Not sent because too many submissions were in flight (the client could not keep up).
+    pub missed: u64,
+}
+
+/// The report of one run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// Parameters.
+    pub config: RunConfig,
+    /// Committed tx/s, first to last commit in the window.
+    pub consensus_tps: f64,
+    /// Committed payload bytes/s.
+    pub consensus_bps: f64,
+    /// Mean header creation → commit (ms).
+    pub consensus_latency_ms: f64,
+    /// Transactions sent in the window and committed, per second of window.
+    pub e2e_tps: f64,
+    /// The same in bytes/s.
+    pub e2e_bps: f64,
+    /// Send → commit of those transactions.
+    pub e2e_latency_ms: Latency,
+    /// Committed leader rounds per second in the window.
+    pub rounds_per_s: f64,
+    /// CPU of cores and drivers per committed transaction (µs), i.e. CPU seconds per million
+    /// committed transactions. Load clients and the harness are not counted.
+    pub cpu_us_per_tx: f64,
+    /// Per process kind.
+    pub usage: Vec<KindUsage>,
+    /// Sum over load clients.
+    pub load: LoadSummary,
+    /// Acknowledged transactions that had not committed when the harness stopped waiting.
+    pub not_committed: u64,
+    /// Entries committed without the watched core returning their payload (not counted).
+    pub entries_without_payload: u64,
+    /// Whether the system could not keep up with the input.
+    pub saturated: bool,
+    /// Why it is marked saturated.
+    pub saturation: Vec<String>,
+    /// Per second since the load started: committed tx/s and end-to-end p50 / p99 (ms).
+    pub timeline: Vec<(u64, u64, f64, f64)>,
+}
+
+/// Reads the load clients' JSON summaries (a missing one counts as nothing sent).
+pub fn read_loads(paths: &[PathBuf]) -> Vec<LoadSummary> {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| t.lines().last().map(str::to_string))
+                .and_then(|l| serde_json::from_str(&l).ok())
+                .unwrap_or_else(|| {
+                    eprintln!("no summary from load client {}", p.display());
+                    LoadSummary::default()
+                })
+        })
+        .collect()
+}
+
+/// Computes the report of a run.
+pub fn build(
+    config: RunConfig,
+    o: &Observed,
+    loads: &[LoadSummary],
+    accepted: u64,
+    cpu_start: &[(Kind, f64)],
+    cpu_end: &[(Kind, f64)],
+    peak_rss_kib: &[(Kind, u64)],
+) -> Report {
+    let window_s = (o.window.1 - o.window.0) as f64 / 1e6;
+    let commit_span_s = o
+        .first_commit_us
+        .map(|f| (o.last_commit_us.saturating_sub(f)) as f64 / 1e6)
+        .unwrap_or(0.0);
+    let per_s = |x: u64| {
+        if commit_span_s > 0.0 {
+            x as f64 / commit_span_s
+        } else {
+            0.0
+        }
+    };
+    let e2e_count = o.e2e_latency.len();
+    let mut usage = Vec::new();
+    let mut system_cpu = 0.0;
+    for kind in [Kind::Core, Kind::Driver, Kind::Load] {
+        let at = |v: &[(Kind, f64)]| v.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c);
+        let (Some(end), start) = (at(cpu_end), at(cpu_start).unwrap_or(0.0)) else {
+            continue;
+        };
+        let cpu = (end - start).max(0.0);
+        if kind != Kind::Load {
+            system_cpu += cpu;
+        }
+        let rss: Vec<u64> = peak_rss_kib
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, r)| *r)
+            .collect();
+        usage.push(KindUsage {
+            kind: kind.name().into(),
+            processes: rss.len(),
+            cpu_s: cpu,
+            cores_busy: cpu / window_s,
+            peak_rss_mib: rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+        });
+    }
+    let load = loads
+        .iter()
+        .fold(LoadSummary::default(), |a, l| LoadSummary {
+            sent: a.sent + l.sent,
+            accepted: a.accepted + l.accepted,
+            busy: a.busy + l.busy,
+            failed: a.failed + l.failed,
+            missed: a.missed + l.missed,
+        });
+    let e2e_tps = e2e_count as f64 / window_s;
+    let not_committed = accepted.saturating_sub(o.load_committed);
+    let mut saturation = Vec::new();
+    if load.missed > 0 {
+        saturation.push(format!(
+            "the load clients could not keep the rate ({} transactions not sent)",
+            load.missed
+        ));
+    }
+    if load.busy * 1_000 > load.sent {
+        saturation.push(format!(
+            "cores refused {} transactions with Busy",
+            load.busy
+        ));
+    }
+    if e2e_tps < 0.95 * config.rate as f64 {
+        saturation.push(format!(
+            "end-to-end TPS {e2e_tps:.0} is below 95% of the input rate"
+        ));
+    }
+    if not_committed > 0 {
+        saturation.push(format!(
+            "{not_committed} acknowledged transactions had not committed after the drain"
+        ));
+    }
+    let rounds_per_s = match o.rounds_in_window {
+        Some((a, b)) if commit_span_s > 0.0 => (b - a) as f64 / commit_span_s,
+        _ => 0.0,
+    };
+    let committed_in_window = o.window_transactions;
+    Report {
+        consensus_tps: per_s(o.window_transactions),
+        consensus_bps: per_s(o.window_bytes),
+        consensus_latency_ms: if o.consensus_latency.is_empty() {
+            0.0
+        } else {
+            o.consensus_latency.mean()
+        },
+        e2e_tps,
+        e2e_bps: e2e_tps * config.tx_size as f64,
+        e2e_latency_ms: Latency::of_micros(&o.e2e_latency),
+        rounds_per_s,
+        cpu_us_per_tx: if committed_in_window > 0 {
+            system_cpu * 1e6 / committed_in_window as f64
+        } else {
+            0.0
+        },
+        usage,
+        load,
+        not_committed,
+        entries_without_payload: o.entries_without_payload,
+        saturated: !saturation.is_empty(),
+        saturation,
+        timeline: o
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let q = |q: f64| {
+                    if s.latency.is_empty() {
+                        0.0
+                    } else {
+                        s.latency.value_at_quantile(q) as f64 / 1_000.0
+                    }
+                };
+                (i as u64, s.transactions, q(0.5), q(0.99))
+            })
+            .collect(),
+        config,
+    }
+}
+
+/// Thousands separators.
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The summary table of one run.
+pub fn table(r: &Report) -> String {
+    let c = &r.config;
+    let l = &r.e2e_latency_ms;
+    let mut t = String::new();
+    let line = |t: &mut String, k: &str, v: String| t.push_str(&format!(" {k:<22}{v}\n"));
+    t.push_str(&format!(
+        "\n sleepyseal local: {} cores ({} crashed), {} driver(s), {} tx/s × {} B, {} s after {} s warm-up\n",
+        c.cores, c.crash, c.drivers, thousands(c.rate as f64), c.tx_size, c.duration_s, c.warmup_s
+    ));
+    t.push_str(&format!(
+        " batch {} B, max batch delay {} ms, verify batch {} × {} threads, pipeline {}, gc depth {}, leader timeout {} ms\n",
+        c.batch_size, c.max_batch_delay_ms, c.verify_batch, c.verify_threads, c.pipeline_depth, c.gc_depth, c.leader_timeout_ms
+    ));
+    t.push_str(" ----------------------------------------------------------------\n");
+    line(
+        &mut t,
+        "consensus TPS",
+        format!(
+            "{} tx/s ({:.1} MB/s)",
+            thousands(r.consensus_tps),
+            r.consensus_bps / 1e6
+        ),
+    );
+    line(
+        &mut t,
+        "consensus latency",
+        format!("{:.0} ms", r.consensus_latency_ms),
+    );
+    line(
+        &mut t,
+        "end-to-end TPS",
+        format!(
+            "{} tx/s ({:.1} MB/s)",
+            thousands(r.e2e_tps),
+            r.e2e_bps / 1e6
+        ),
+    );
+    line(
+        &mut t,
+        "end-to-end latency",
+        format!(
+            "mean {:.0} ms, p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            l.mean, l.p50, l.p90, l.p99, l.max
+        ),
+    );
+    line(
+        &mut t,
+        "rounds per second",
+        format!("{:.1}", r.rounds_per_s),
+    );
+    line(
+        &mut t,
+        "CPU per tx",
+        format!(
+            "{:.2} µs (cores + drivers; = CPU s per million tx)",
+            r.cpu_us_per_tx
+        ),
+    );
+    for u in &r.usage {
+        line(
+            &mut t,
+            &format!("  {} ×{}", u.kind, u.processes),
+            format!(
+                "{:.2} cores busy, peak RSS {:.0} MiB",
+                u.cores_busy, u.peak_rss_mib
+            ),
+        );
+    }
+    line(
+        &mut t,
+        "load",
+        format!(
+            "sent {}, accepted {}, busy {}, failed {}, missed {}",
+            thousands(r.load.sent as f64),
+            thousands(r.load.accepted as f64),
+            r.load.busy,
+            r.load.failed,
+            r.load.missed
+        ),
+    );
+    line(&mut t, "not committed", thousands(r.not_committed as f64));
+    line(
+        &mut t,
+        "saturated",
+        if r.saturated {
+            format!("yes: {}", r.saturation.join("; "))
+        } else {
+            "no".into()
+        },
+    );
+    t
+}
+
+/// One row per rate of a sweep.
+pub fn sweep_table(reports: &[Report]) -> String {
+    let mut t = String::from(
+        "\n    rate  consensus TPS   e2e TPS  e2e mean   p50   p90   p99 (ms)  rounds/s  µs CPU/tx  saturated\n",
+    );
+    for r in reports {
+        let l = &r.e2e_latency_ms;
+        t.push_str(&format!(
+            "{:>8}  {:>13}  {:>8}  {:>8.0}  {:>4.0}  {:>4.0}  {:>4.0}       {:>8.1}  {:>9.2}  {}\n",
+            r.config.rate,
+            thousands(r.consensus_tps),
+            thousands(r.e2e_tps),
+            l.mean,
+            l.p50,
+            l.p90,
+            l.p99,
+            r.rounds_per_s,
+            r.cpu_us_per_tx,
+            if r.saturated { "yes" } else { "no" }
+        ));
+    }
+    t
+}
+
+/// Writes `report.json` and the timeline plot of one run.
+pub fn write_run(dir: &Path, report: &Report) -> anyhow::Result<()> {
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    std::fs::write(dir.join("summary.txt"), table(report))?;
+    crate::plot::timeline(&dir.join("timeline.svg"), report)?;
+    Ok(())
+}
+
+/// Writes `sweep.json` and the latency-against-throughput plot of a sweep.
+pub fn write_sweep(dir: &Path, reports: &[Report]) -> anyhow::Result<()> {
+    std::fs::write(
+        dir.join("sweep.json"),
+        serde_json::to_string_pretty(reports)?,
+    )?;
+    std::fs::write(dir.join("sweep.txt"), sweep_table(reports))?;
+    crate::plot::sweep(&dir.join("sweep.svg"), reports)?;
+    Ok(())
+}
+
+/// A one-line progress bar on stderr: elapsed time, committed tx/s and latency of the last
+/// full second. On a terminal it redraws in place; otherwise it prints a line every 5 s.
+pub struct Progress {
+    total_s: u64,
+    terminal: bool,
+    last_line_s: Option<u64>,
+}
+
+impl Progress {
+    /// A bar for a load of `total_s` seconds.
+    pub fn new(total_s: u64) -> Progress {
+        Progress {
+            total_s,
+            terminal: std::io::stderr().is_terminal(),
+            last_line_s: None,
+        }
+    }
+
+    /// Redraws for time `now` (µs).
+    pub fn show(&mut self, o: &Observed, now: u64) {
+        let elapsed = now.saturating_sub(o.load_start_us) / 1_000_000;
+        if !self.terminal && (elapsed % 5 != 0 || self.last_line_s == Some(elapsed)) {
+            return;
+        }
+        self.last_line_s = Some(elapsed);
+        let last = (elapsed as usize)
+            .checked_sub(1)
+            .and_then(|s| o.seconds.get(s));
+        let (tps, p50) = last
+            .map(|s| {
+                let p50 = if s.latency.is_empty() {
+                    0.0
+                } else {
+                    s.latency.value_at_quantile(0.5) as f64 / 1e3
+                };
+                (s.transactions, p50)
+            })
+            .unwrap_or((0, 0.0));
+        let width = 30usize;
+        let done = ((elapsed.min(self.total_s) as usize) * width) / self.total_s.max(1) as usize;
+        let phase = if now < o.window.0 {
+            "warm-up"
+        } else if now <= o.window.1 {
+            "measure"
+        } else {
+            "drain  "
+        };
+        let bar = format!(
+            "[{}{}] {:>3}/{} s {phase} | {:>9} tx/s committed | p50 {:>6.0} ms",
+            "#".repeat(done),
+            ".".repeat(width - done),
+            elapsed,
+            self.total_s,
+            thousands(tps as f64),
+            p50
+        );
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            let _ = write!(err, "\r{bar}");
+        } else {
+            let _ = writeln!(err, "{bar}");
+        }
+        let _ = err.flush();
+    }
+
+    /// Ends the bar's line.
+    pub fn finish(&mut self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sleepyseal_core::messages::PayloadRef;
+    use sleepyseal_core::{AuthorityIndex, Digest, Round};
+
+    fn entry(index: u64, round: u64, created_at_ms: u64, bytes: u32) -> CommittedEntry {
+        CommittedEntry {
+            index,
+            round: Round(round),
+            author: AuthorityIndex(0),
+            digest: Digest::default(),
+            payload: PayloadRef {
+                digest: Digest::default(),
+                len: bytes,
+            },
+            commit_hash: Digest::default(),
+            leader_round: Round(round),
+            is_leader: false,
+            created_at_ms,
+        }
+    }
+
+    fn tx(sent_us: u64) -> bytes::Bytes {
+        crate::client::transaction(0, 1, sent_us, 64)
+    }
+
+    const S: u64 = 1_000_000;
+
+    #[test]
+    fn figures_follow_the_narwhal_definitions() {
+        // Load starts at 100 s; window 102..112 s.
+        let mut o = Observed::new(100 * S, (102 * S, 112 * S));
+        let parse = crate::client::parse_transaction;
+        // Committed during warm-up: counts for the drain only.
+        o.record_entry(
+            101 * S,
+            &entry(0, 2, 100_990, 128),
+            Some(&[tx(100 * S)]),
+            parse,
+        );
+        // Committed in the window: 2 tx at 103 s (sent 102.9 s: 100 ms), 2 at 111 s (one sent
+        // in warm-up, one sent at 110.95 s: 50 ms).
+        o.record_entry(
+            103 * S,
+            &entry(1, 10, 102_980, 128),
+            Some(&[tx(102_900_000), tx(102_900_000)]),
+            parse,
+        );
+        o.record_entry(
+            111 * S,
+            &entry(2, 30, 110_960, 128),
+            Some(&[tx(101 * S), tx(110_950_000)]),
+            parse,
+        );
+        // After the window: a transaction sent in the window still counts end to end.
+        o.record_entry(
+            113 * S,
+            &entry(3, 34, 112_900, 64),
+            Some(&[tx(111_500_000)]),
+            parse,
+        );
+        // An entry without its payload is counted apart.
+        o.record_entry(113 * S, &entry(4, 34, 112_900, 64), None, parse);
+        let config = RunConfig {
+            cores: 4,
+            drivers: 1,
+            clients: 1,
+            rate: 1,
+            tx_size: 64,
+            duration_s: 10,
+            warmup_s: 2,
+            batch_size: 1,
+            max_batch_delay_ms: 0,
+            verify_batch: 1,
+            verify_threads: 1,
+            pipeline_depth: 1,
+            gc_depth: 1,
+            leader_timeout_ms: 1,
+            crash: 0,
+            crash_at_s: 0,
+            watched_core: 0,
+        };
+        let load = LoadSummary {
+            sent: 7,
+            accepted: 7,
+            ..LoadSummary::default()
+        };
+        let r = build(
+            config,
+            &o,
+            &[load],
+            7,
+            &[(Kind::Core, 1.0)],
+            &[(Kind::Core, 1.4)],
+            &[(Kind::Core, 2048)],
+        );
+        // Consensus: 4 tx between the first (103 s) and the last (111 s) commit in the window.
+        assert!((r.consensus_tps - 0.5).abs() < 1e-9, "{}", r.consensus_tps);
+        assert!((r.consensus_bps - 32.0).abs() < 1e-9, "{}", r.consensus_bps);
+        // Consensus latency: mean of 20 ms and 40 ms.
+        assert!(
+            (r.consensus_latency_ms - 30.0).abs() < 0.1,
+            "{}",
+            r.consensus_latency_ms
+        );
+        // End to end: the 4 transactions sent in the window, over 10 s.
+        assert!((r.e2e_tps - 0.4).abs() < 1e-9, "{}", r.e2e_tps);
+        // Samples 50, 100, 100 and 1500 ms.
+        assert!(
+            (r.e2e_latency_ms.p50 - 100.0).abs() < 0.1,
+            "{:?}",
+            r.e2e_latency_ms
+        );
+        assert!(
+            (r.e2e_latency_ms.max - 1_500.0).abs() < 1.0,
+            "{:?}",
+            r.e2e_latency_ms
+        );
+        // Rounds 10 → 30 in 8 s.
+        assert!((r.rounds_per_s - 2.5).abs() < 1e-9, "{}", r.rounds_per_s);
+        // 0.4 CPU s over 4 committed transactions.
+        assert!(
+            (r.cpu_us_per_tx - 100_000.0).abs() < 1e-6,
+            "{}",
+            r.cpu_us_per_tx
+        );
+        assert_eq!(r.usage[0].peak_rss_mib, 2.0);
+        // 6 load transactions seen (one entry lacked its payload): 1 of 7 acknowledged missing.
+        assert_eq!(r.not_committed, 1);
+        assert_eq!(r.entries_without_payload, 1);
+        assert!(r.saturated);
+    }
+}

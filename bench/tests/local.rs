@@ -1,0 +1,196 @@
+//! The benchmark harness end to end: `sleepyseal local` on a short, light run starts real
+//! processes, measures, writes its report, plots and metrics, and leaves no process behind. What
+//! is checked is what its users read: the JSON keys, that every acknowledged transaction was
+//! counted as committed, that the figures agree with the load, and that a crashed core does not
+//! stop the run.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sleepyseal");
+
+/// A base port with the harness's QUIC ports (base + i) and metrics ports (base + 1000 + i,
+/// base + 1100 + j) free.
+fn free_base_port(cores: u16, drivers: u16) -> u16 {
+    let seed = u64::from(std::process::id()) * 7_919
+        + u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+        );
+    for attempt in 0..1_000u64 {
+        let base = 21_000 + ((seed + attempt * 211) % 30_000) as u16;
+        let udp = (0..cores).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
+        let tcp = (0..cores).all(|i| TcpListener::bind(("127.0.0.1", base + 1_000 + i)).is_ok())
+            && (0..drivers).all(|j| TcpListener::bind(("127.0.0.1", base + 1_100 + j)).is_ok());
+        if udp && tcp {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+/// Runs `sleepyseal local` with `flags`, bounded in time, and returns its JSON report.
+fn local(out: &Path, flags: &[&str]) -> serde_json::Value {
+    let base = free_base_port(4, 2).to_string();
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .arg("local")
+        .args(flags)
+        .args(["--json", "--base-port", &base, "--out"])
+        .arg(out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sleepyseal local");
+    let pid = child.id();
+    // A watchdog: the run is bounded even if the harness hangs.
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(90));
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
+    let output = child.wait_with_output().expect("wait for sleepyseal local");
+    drop(watchdog);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "sleepyseal local failed after {:?}: {stderr}",
+        started.elapsed()
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// No process of this test's runs is left: none has `out` on its command line.
+fn assert_no_process_left(out: &Path) {
+    let needle = out.display().to_string();
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&needle) && !cmdline.contains(" local ") {
+                left.push(cmdline);
+            }
+        }
+    }
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+fn f(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
+
+#[test]
+fn default_figures_at_a_light_load() {
+    let dir = tempdir("light");
+    let r = local(
+        &dir,
+        &["--rate", "2000", "--duration", "4", "--warmup", "1"],
+    );
+    // Every key a user's scripts read.
+    for key in [
+        "consensus_tps",
+        "e2e_tps",
+        "consensus_latency_ms",
+        "rounds_per_s",
+        "cpu_us_per_tx",
+    ] {
+        assert!(f(&r, key) > 0.0, "{key} should be positive: {r}");
+    }
+    for key in ["mean", "p50", "p90", "p99"] {
+        assert!(r["e2e_latency_ms"][key].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // At 2,000 tx/s every acknowledged transaction commits, and the run is not saturated.
+    assert_eq!(r["not_committed"], 0, "{r}");
+    assert_eq!(r["saturated"], false, "{r}");
+    assert!(r["load"]["accepted"].as_u64().unwrap() >= 9_000, "{r}");
+    let e2e = f(&r, "e2e_tps");
+    assert!(
+        (1_800.0..=2_200.0).contains(&e2e),
+        "e2e TPS {e2e} at 2,000 tx/s"
+    );
+    // Latency percentiles are ordered.
+    let l = &r["e2e_latency_ms"];
+    assert!(l["p50"].as_f64() <= l["p90"].as_f64() && l["p90"].as_f64() <= l["p99"].as_f64());
+    // Report, plot and metrics files.
+    for file in ["report.json", "summary.txt", "timeline.svg", "load-0.json"] {
+        assert!(dir.join(file).exists(), "{file} missing");
+    }
+    let svg = std::fs::read_to_string(dir.join("timeline.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("polyline"),
+        "timeline.svg has no line"
+    );
+    for i in 0..4 {
+        let metrics = std::fs::read_to_string(dir.join(format!("metrics/core-{i}.prom"))).unwrap();
+        let committed = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sleepyseal_core_committed_certificates_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("committed certificates metric");
+        assert!(committed > 0, "core {i} committed nothing");
+    }
+    let driver = std::fs::read_to_string(dir.join("metrics/driver-0.prom")).unwrap();
+    assert!(driver.contains("sleepyseal_driver_request_seconds_count"));
+    // The testbed (keys, stores) is removed; no process is left.
+    assert!(!dir.join("testbed").exists());
+    assert_no_process_left(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_sweep_with_a_crashed_core_reports_every_rate() {
+    let dir = tempdir("sweep");
+    let r = local(
+        &dir,
+        &[
+            "--rates",
+            "500,1500",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--crash",
+            "1",
+            "--drivers",
+            "2",
+        ],
+    );
+    let runs = r.as_array().expect("a sweep reports an array");
+    assert_eq!(runs.len(), 2);
+    for (run, rate) in runs.iter().zip([500.0, 1_500.0]) {
+        assert_eq!(run["config"]["rate"].as_f64(), Some(rate));
+        assert_eq!(run["config"]["crash"], 1);
+        assert_eq!(run["not_committed"], 0, "{run}");
+        assert!(f(run, "e2e_tps") > 0.8 * rate, "{run}");
+    }
+    for file in [
+        "sweep.json",
+        "sweep.svg",
+        "rate-500/report.json",
+        "rate-1500/timeline.svg",
+    ] {
+        assert!(dir.join(file).exists(), "{file} missing");
+    }
+    // The crashed core was never started: no metrics from it.
+    assert!(!dir.join("rate-500/metrics/core-3.prom").exists());
+    assert_no_process_left(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sleepyseal-local-test-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
