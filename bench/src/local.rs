@@ -19,6 +19,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use sleepyseal_core::machine::{
     DEFAULT_BATCH_SIZE_BYTES, DEFAULT_GC_DEPTH, DEFAULT_LEADER_TIMEOUT_MS,
+    DEFAULT_STRAGGLER_WAIT_MS,
 };
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
 use sleepyseal_core::{AuthorityIndex, CoreError};
@@ -65,6 +66,10 @@ pub struct LocalArgs {
     /// How long (ms) a core may wait for a full batch (`sleepyseal core --max-batch-delay-ms`).
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_DELAY_MS)]
     pub max_batch_delay_ms: u64,
+    /// How long (ms) a core with a quorum waits for a live straggler's certificate
+    /// (`sleepyseal core --straggler-wait-ms`).
+    #[arg(long, default_value_t = DEFAULT_STRAGGLER_WAIT_MS)]
+    pub straggler_wait_ms: u64,
     /// Signatures per verification batch (`sleepyseal core --verify-batch`).
     #[arg(long, default_value_t = 64)]
     pub verify_batch: usize,
@@ -77,7 +82,8 @@ pub struct LocalArgs {
     /// Rounds of the DAG kept below the last committed leader.
     #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
     pub gc_depth: u64,
-    /// How long (ms) a core waits for the leader before advancing without it.
+    /// How long (ms) a core waits for the leader, and for votes on it, before advancing without
+    /// them (`sleepyseal core --leader-timeout-ms` and `--vote-timeout-ms`).
     #[arg(long, default_value_t = DEFAULT_LEADER_TIMEOUT_MS)]
     pub leader_timeout: u64,
     /// Cores that fail: the last K cores are never started (or killed at --crash-at).
@@ -340,10 +346,12 @@ fn run_once(
             format!("--store={}", store.display()),
             format!("--batch-size={}", args.batch_size),
             format!("--max-batch-delay-ms={}", args.max_batch_delay_ms),
+            format!("--straggler-wait-ms={}", args.straggler_wait_ms),
             format!("--verify-batch={}", args.verify_batch),
             format!("--verify-threads={}", args.verify_threads),
             format!("--gc-depth={}", args.gc_depth),
             format!("--leader-timeout-ms={}", args.leader_timeout),
+            format!("--vote-timeout-ms={}", args.leader_timeout),
             format!("--metrics-addr=127.0.0.1:{metrics_port}"),
         ]
         .into();
@@ -553,6 +561,7 @@ fn run_once(
         warmup_s: args.warmup,
         batch_size: args.batch_size,
         max_batch_delay_ms: args.max_batch_delay_ms,
+        straggler_wait_ms: args.straggler_wait_ms,
         verify_batch: args.verify_batch,
         verify_threads: args.verify_threads,
         pipeline_depth: args.pipeline_depth,

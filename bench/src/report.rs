@@ -172,6 +172,9 @@ pub struct RunConfig {
     pub batch_size: usize,
     /// Most wait for a full batch (ms).
     pub max_batch_delay_ms: u64,
+    /// Most wait for a live straggler's certificate (ms).
+    #[serde(default)]
+    pub straggler_wait_ms: u64,
     /// Signatures per verification batch.
     pub verify_batch: usize,
     /// Verification threads per core.
@@ -458,8 +461,8 @@ pub fn table(r: &Report) -> String {
         c.cores, c.crash, c.drivers, thousands(c.rate as f64), c.tx_size, c.duration_s, c.warmup_s
     ));
     t.push_str(&format!(
-        " batch {} B, max batch delay {} ms, verify batch {} × {} threads, pipeline {}, gc depth {}, leader timeout {} ms\n",
-        c.batch_size, c.max_batch_delay_ms, c.verify_batch, c.verify_threads, c.pipeline_depth, c.gc_depth, c.leader_timeout_ms
+        " batch {} B, max batch delay {} ms, straggler wait {} ms, verify batch {} × {} threads, pipeline {}, gc depth {}, leader timeout {} ms\n",
+        c.batch_size, c.max_batch_delay_ms, c.straggler_wait_ms, c.verify_batch, c.verify_threads, c.pipeline_depth, c.gc_depth, c.leader_timeout_ms
     ));
     t.push_str(" ----------------------------------------------------------------\n");
     line(
@@ -734,6 +737,7 @@ mod tests {
             warmup_s: 2,
             batch_size: 1,
             max_batch_delay_ms: 0,
+            straggler_wait_ms: 0,
             verify_batch: 1,
             verify_threads: 1,
             pipeline_depth: 1,

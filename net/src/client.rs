@@ -60,7 +60,16 @@ impl Clients {
         } else {
             "[::]:0".parse().expect("valid address")
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(ClientSetupError::Bind)?;
+        let mut endpoint = crate::limits::udp_socket(bind, &limits)
+            .and_then(|socket| {
+                quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    None,
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+            })
+            .map_err(ClientSetupError::Bind)?;
         endpoint.set_default_client_config(client_config(testbed, &limits)?);
         let cores = testbed
             .committee

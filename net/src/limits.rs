@@ -1,5 +1,6 @@
 //! Transport limits: what one peer can make a core hold.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use sleepyseal_core::limits::MAX_MESSAGE_BYTES;
@@ -24,6 +25,17 @@ pub struct NetLimits {
     pub verify_queue: usize,
     /// Verified requests queued for the core thread; beyond it a core answers `Busy`.
     pub core_queue: usize,
+    /// Largest UDP payload path-MTU discovery probes for. QUIC starts at 1200 bytes and probes
+    /// upward; on loopback or jumbo-frame networks (MTU 9000, common inside cloud VPCs), large
+    /// datagrams cut the per-packet cost (crypto setup, syscalls, acknowledgements) of moving
+    /// payloads. Probes that get no answer are harmless: the path stays at the largest size that
+    /// worked. Much larger datagrams (64 KiB on loopback) overflow the default socket buffers
+    /// in bursts and lose more than they save.
+    pub max_udp_payload: u16,
+    /// Socket send and receive buffer asked of the kernel (bytes; Linux caps it at
+    /// `net.core.rmem_max` / `wmem_max`). A burst of payloads larger than the receive buffer is
+    /// dropped and retransmitted after a loss timeout: a stall of the whole round.
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for NetLimits {
@@ -37,6 +49,27 @@ impl Default for NetLimits {
             idle_timeout: Duration::from_secs(10),
             verify_queue: 1_024,
             core_queue: 1_024,
+            max_udp_payload: 8_952,
+            udp_buffer_bytes: 8 << 20,
         }
     }
+}
+
+/// A UDP socket bound to `address` with send and receive buffers of `limits.udp_buffer_bytes`
+/// (as much of it as the kernel grants), for a QUIC endpoint.
+pub fn udp_socket(address: SocketAddr, limits: &NetLimits) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if address.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    // Best effort: a smaller buffer still works, only with more loss under bursts.
+    let _ = socket.set_recv_buffer_size(limits.udp_buffer_bytes);
+    let _ = socket.set_send_buffer_size(limits.udp_buffer_bytes);
+    socket.bind(&address.into())?;
+    Ok(socket.into())
 }

@@ -320,7 +320,15 @@ impl CoreServer {
         verifier: Verifier,
         options: ServerOptions,
     ) -> Result<CoreServer, ServerError> {
-        let endpoint = quinn::Endpoint::server(quic, address)
+        let endpoint = crate::limits::udp_socket(address, &options.limits)
+            .and_then(|socket| {
+                quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(quic),
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+            })
             .map_err(|source| ServerError::Bind { address, source })?;
         let stats = Arc::new(ServerStats::default());
         let verifier = Arc::new(verifier);

@@ -58,6 +58,9 @@ fn transport(limits: &NetLimits, server: bool) -> quinn::TransportConfig {
     if !server {
         t.keep_alive_interval(Some(limits.idle_timeout / 3));
     }
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(limits.max_udp_payload.max(1200));
+    t.mtu_discovery_config(Some(mtu));
     t
 }
 

@@ -35,9 +35,9 @@ pub const DEFAULT_GC_DEPTH: u64 = 50;
 /// Default payload size a core aims for, in bytes.
 pub const DEFAULT_BATCH_SIZE_BYTES: usize = 500_000;
 /// Default T_LEADER: how long to wait for the leader's certificate.
-pub const DEFAULT_LEADER_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_LEADER_TIMEOUT_MS: u64 = 200;
 /// Default T_VOTE: how long to wait for the leader's support at odd rounds.
-pub const DEFAULT_VOTE_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_VOTE_TIMEOUT_MS: u64 = 200;
 /// Default of [`CoreConfig::straggler_wait_ms`].
 pub const DEFAULT_STRAGGLER_WAIT_MS: u64 = 20;
 /// Default mempool bound in bytes.
@@ -47,7 +47,7 @@ pub const DEFAULT_MEMPOOL_TRANSACTIONS: usize = 1_000_000;
 /// Default committed entries retained for clients.
 pub const DEFAULT_COMMITTED_WINDOW_ENTRIES: usize = 200_000;
 /// Default payload bytes of committed entries retained for clients.
-pub const DEFAULT_COMMITTED_WINDOW_BYTES: usize = 256 << 20;
+pub const DEFAULT_COMMITTED_WINDOW_BYTES: usize = 32 << 20;
 
 /// Settings of a core. All are liveness or resource knobs; none affects safety.
 #[derive(Clone, Debug)]
