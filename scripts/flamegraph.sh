@@ -44,6 +44,7 @@ perf script -i "$work/perf.data" 2>/dev/null \
 mkdir -p flamegraphs
 "$tools/bin/inferno-flamegraph" --title "sleepyseal local $*" --width 1600 \
   <"$work/folded.txt" >"flamegraphs/$name.svg"
+set +o pipefail # `head` closes the pipe early on purpose
 {
   echo "command:  scripts/flamegraph.sh --name $name $*"
   echo "commit:   $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with local changes)')"
@@ -54,10 +55,20 @@ mkdir -p flamegraphs
   awk '{n=$NF; $NF=""; k=split($0,f,";"); s[f[k]]+=n; t+=n} END {for (x in s) printf "%6.2f%%  %s\n", 100*s[x]/t, x}' \
     "$work/folded.txt" | sort -rn | head -25
   echo
-  echo "Share of samples per process (comm):"
+  echo "Share of samples per thread name:"
   awk '{n=$NF; split($0,f,";"); c[f[1]]+=n; t+=n} END {for (x in c) printf "%6.2f%%  %s\n", 100*c[x]/t, x}' \
     "$work/folded.txt" | sort -rn | head -15
   echo
+  echo "Inclusive share of samples whose stack contains:"
+  for pattern in 'curve25519|ed25519' 'blake3' 'aes_gcm|chacha' 'quinn' \
+      'sendmsg|recvmsg|sendmmsg|recvmmsg|udp_' 'fdatasync|fsync|sync_data|sync_all' \
+      'memmove|memcpy' 'malloc|free|realloc' 'finish_task_switch|schedule|futex' \
+      'Core::handle' 'tusk' 'wal-compact' 'verify_many'; do
+    awk -v p="$pattern" '{n=$NF; t+=n; if ($0 ~ p) m+=n} END {printf "%6.2f%%  %s\n", 100*m/t, p}' \
+      "$work/folded.txt"
+  done
+  echo
   cat "$work/summary.txt"
 } >"flamegraphs/$name.txt"
-echo "== wrote flamegraphs/$name.svg and flamegraphs/$name.txt"
+cp "$work/folded.txt" "target/flamegraph/$name.folded"
+echo "== wrote flamegraphs/$name.svg and flamegraphs/$name.txt (stacks: target/flamegraph/$name.folded)"

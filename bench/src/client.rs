@@ -93,7 +93,7 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     };
     tracing::info!("load: {args:?}");
     let instance = testbed.committee.instance();
-    runtime()?.block_on(async move {
+    runtime("load")?.block_on(async move {
         let clients = Arc::new(Clients::new(&testbed, NetLimits::default())?);
         let stats = Arc::new(LoadStats::default());
         let start = Instant::now();
@@ -289,7 +289,7 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
         bail!("--core {}: no such core", args.core);
     }
     let instance = testbed.committee.instance();
-    runtime()?.block_on(async move {
+    runtime("watch")?.block_on(async move {
         let clients = Clients::new(&testbed, NetLimits::default())?;
         let client = clients.core(core).clone();
         let shutdown = shutdown_signal();

@@ -119,7 +119,7 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let rates = args.rates.clone().unwrap_or_else(|| vec![args.rate]);
     let sweep = rates.len() > 1;
-    let rt = runtime()?;
+    let rt = runtime("harness")?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let interrupted = interrupted.clone();

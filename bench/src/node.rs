@@ -205,7 +205,7 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         keys.tls_key,
         &limits,
     )?;
-    let runtime = runtime()?;
+    let runtime = runtime("core")?;
     runtime.block_on(async move {
         let server = CoreServer::start(address, quic, core, Box::new(store), verifier, options)?;
         let stats = server.stats().clone();
@@ -304,7 +304,7 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
         testbed.committee.size(),
         options
     );
-    let runtime = runtime()?;
+    let runtime = runtime("driver")?;
     runtime.block_on(async move {
         let clients = Arc::new(Clients::new(&testbed, NetLimits::default())?);
         let stats = Arc::new(RunnerStats::default());
@@ -355,10 +355,12 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The tokio runtime of a process.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The tokio runtime of a process; its threads are named `<name>-net` (profiles tell the
+/// processes of a local run apart by thread name).
+pub fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name(format!("{name}-net"))
         .enable_all()
         .build()
         .context("start the tokio runtime")

@@ -380,6 +380,12 @@ pub fn build(
             load.busy
         ));
     }
+    let consensus_tps = per_s(o.window_transactions);
+    if consensus_tps < 0.95 * config.rate as f64 {
+        saturation.push(format!(
+            "consensus TPS {consensus_tps:.0} is below 95% of the input rate"
+        ));
+    }
     if e2e_tps < 0.95 * config.rate as f64 {
         saturation.push(format!(
             "end-to-end TPS {e2e_tps:.0} is below 95% of the input rate"
@@ -396,7 +402,7 @@ pub fn build(
     };
     let committed_in_window = o.window_transactions;
     Report {
-        consensus_tps: per_s(o.window_transactions),
+        consensus_tps,
         consensus_bps: per_s(o.window_bytes),
         consensus_latency_ms: if o.consensus_latency.is_empty() {
             0.0

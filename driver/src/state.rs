@@ -125,6 +125,8 @@ pub struct DriverState {
     payloads: HashMap<Digest, (Payload, Round)>,
     /// Payloads asked of other cores with `FetchPayloads`: when, and how many times.
     payloads_asked: HashMap<Digest, (Millis, u32)>,
+    /// The floor of the last full prune: soft state is only swept again once it rises.
+    pruned_floor: Option<Round>,
     next_id: u64,
 }
 
@@ -140,6 +142,7 @@ impl DriverState {
             certificates: BTreeMap::new(),
             payloads: HashMap::new(),
             payloads_asked: HashMap::new(),
+            pruned_floor: None,
             next_id: id_base,
         }
     }
@@ -523,6 +526,26 @@ impl DriverState {
     /// Drops soft state far below the newest round.
     fn prune(&mut self) {
         let floor = self.top_round().saturating_sub(self.config.keep_rounds);
+        let payload_cap = 4 * self.config.keep_rounds as usize * self.cores.len();
+        // The sweep below costs a pass over everything kept; it only frees something once the
+        // floor rose (or the payload cache overflowed), so it runs then and not on every reply.
+        if self.pruned_floor != Some(floor) || self.payloads.len() > payload_cap {
+            self.sweep_below(floor, payload_cap);
+            self.pruned_floor = Some(floor);
+        }
+        let bound = 16 * self.cores.len() * self.config.keep_rounds as usize;
+        for view in &mut self.cores {
+            if view.done.len() > bound {
+                view.done.clear();
+            }
+            if view.sent.len() > bound {
+                view.sent.clear();
+            }
+        }
+    }
+
+    /// Drops headers, certificates, votes and payloads below `floor`.
+    fn sweep_below(&mut self, floor: Round, payload_cap: usize) {
         self.headers = self.headers.split_off(&floor);
         self.certificates = self.certificates.split_off(&floor);
         let live: HashSet<Digest> = self
@@ -534,17 +557,8 @@ impl DriverState {
         self.votes.retain(|d, _| live.contains(d));
         self.payloads
             .retain(|_, (_, r)| *r >= floor || *r == Round::GENESIS);
-        if self.payloads.len() > 4 * self.config.keep_rounds as usize * self.cores.len() {
+        if self.payloads.len() > payload_cap {
             self.payloads.retain(|_, (_, r)| *r >= floor);
-        }
-        let bound = 16 * self.cores.len() * self.config.keep_rounds as usize;
-        for view in &mut self.cores {
-            if view.done.len() > bound {
-                view.done.clear();
-            }
-            if view.sent.len() > bound {
-                view.sent.clear();
-            }
         }
     }
 }
