@@ -534,14 +534,30 @@ fn run_once(
     let _ = rt.block_on(watcher);
 
     // Metrics of every live process, then stop everything.
+    let mut core_texts = Vec::new();
     for (i, port) in core_metrics.iter().enumerate() {
         if bed.cores[i].is_some() {
-            scrape_to(rt, *port, &metrics_dir.join(format!("core-{i}.prom")));
+            core_texts.extend(scrape_to(
+                rt,
+                *port,
+                &metrics_dir.join(format!("core-{i}.prom")),
+            ));
         }
     }
     for (j, port) in driver_metrics.iter().enumerate() {
         scrape_to(rt, *port, &metrics_dir.join(format!("driver-{j}.prom")));
     }
+    let from_cores = |name: &str| -> u64 {
+        core_texts
+            .iter()
+            .filter_map(|t| sleepyseal_net::metrics::sample(t, name))
+            .sum::<f64>() as u64
+    };
+    let core_totals = report::CoreTotals {
+        own_headers_orphaned: from_cores("sleepyseal_core_own_headers_orphaned_total"),
+        requeued_transactions: from_cores("sleepyseal_core_requeued_transactions_total"),
+        busy_replies: from_cores("sleepyseal_core_busy_replies_total"),
+    };
     let peak_rss: Vec<(Kind, u64)> = bed
         .all()
         .map(|p| (p.kind, p.peak_rss_kib().unwrap_or(0)))
@@ -574,17 +590,21 @@ fn run_once(
     let observed = observed.lock().expect("not poisoned");
     Ok(report::build(
         config,
+        core_totals,
         &observed,
         &loads,
         accepted,
-        &cpu_at_start,
-        &cpu_at_end,
-        &peak_rss,
+        &report::ProcessSamples {
+            cpu_start: cpu_at_start,
+            cpu_end: cpu_at_end,
+            peak_rss_kib: peak_rss,
+        },
     ))
 }
 
-/// Saves one process's metrics text (best effort: a missing file is reported, not fatal).
-fn scrape_to(rt: &tokio::runtime::Runtime, port: u16, path: &Path) {
+/// Saves one process's metrics text and returns it (best effort: a failure is reported, not
+/// fatal).
+fn scrape_to(rt: &tokio::runtime::Runtime, port: u16, path: &Path) -> Option<String> {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let text = rt.block_on(async {
         tokio::time::timeout(
@@ -595,11 +615,15 @@ fn scrape_to(rt: &tokio::runtime::Runtime, port: u16, path: &Path) {
     });
     match text {
         Ok(Ok(text)) => {
-            if let Err(e) = std::fs::write(path, text) {
+            if let Err(e) = std::fs::write(path, &text) {
                 eprintln!("write {}: {e}", path.display());
             }
+            Some(text)
         }
-        _ => eprintln!("could not scrape metrics from {address}"),
+        _ => {
+            eprintln!("could not scrape metrics from {address}");
+            None
+        }
     }
 }
 

@@ -193,6 +193,18 @@ pub struct RunConfig {
     pub watched_core: u16,
 }
 
+/// Totals over the cores' final metrics (the whole run, warm-up included).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CoreTotals {
+    /// Own headers that fell below gc_round uncommitted (their transactions were proposed again
+    /// gc-depth rounds later: the end-to-end latency tail).
+    pub own_headers_orphaned: u64,
+    /// Transactions of those headers.
+    pub requeued_transactions: u64,
+    /// Requests answered `Busy`.
+    pub busy_replies: u64,
+}
+
 /// Latency percentiles (ms).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
@@ -280,6 +292,9 @@ pub struct Report {
     pub usage: Vec<KindUsage>,
     /// Sum over load clients.
     pub load: LoadSummary,
+    /// From the cores' metrics.
+    #[serde(default)]
+    pub cores: CoreTotals,
     /// Acknowledged transactions that had not committed when the harness stopped waiting.
     pub not_committed: u64,
     /// Entries committed without the watched core returning their payload (not counted).
@@ -309,16 +324,28 @@ pub fn read_loads(paths: &[PathBuf]) -> Vec<LoadSummary> {
         .collect()
 }
 
+/// What `/proc` said of the run's processes.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessSamples {
+    /// CPU seconds per kind at the start of the window.
+    pub cpu_start: Vec<(Kind, f64)>,
+    /// CPU seconds per kind at the end of the window.
+    pub cpu_end: Vec<(Kind, f64)>,
+    /// Peak RSS (KiB) of each process.
+    pub peak_rss_kib: Vec<(Kind, u64)>,
+}
+
 /// Computes the report of a run.
 pub fn build(
     config: RunConfig,
+    cores: CoreTotals,
     o: &Observed,
     loads: &[LoadSummary],
     accepted: u64,
-    cpu_start: &[(Kind, f64)],
-    cpu_end: &[(Kind, f64)],
-    peak_rss_kib: &[(Kind, u64)],
+    samples: &ProcessSamples,
 ) -> Report {
+    let (cpu_start, cpu_end, peak_rss_kib) =
+        (&samples.cpu_start, &samples.cpu_end, &samples.peak_rss_kib);
     let window_s = (o.window.1 - o.window.0) as f64 / 1e6;
     let commit_span_s = o
         .first_commit_us
@@ -420,6 +447,7 @@ pub fn build(
         },
         usage,
         load,
+        cores,
         not_committed,
         entries_without_payload: o.entries_without_payload,
         saturated: !saturation.is_empty(),
@@ -538,6 +566,15 @@ pub fn table(r: &Report) -> String {
         ),
     );
     line(&mut t, "not committed", thousands(r.not_committed as f64));
+    line(
+        &mut t,
+        "orphaned headers",
+        format!(
+            "{} ({} transactions proposed again after gc depth)",
+            r.cores.own_headers_orphaned,
+            thousands(r.cores.requeued_transactions as f64)
+        ),
+    );
     line(
         &mut t,
         "saturated",
@@ -760,12 +797,15 @@ mod tests {
         };
         let r = build(
             config,
+            CoreTotals::default(),
             &o,
             &[load],
             7,
-            &[(Kind::Core, 1.0)],
-            &[(Kind::Core, 1.4)],
-            &[(Kind::Core, 2048)],
+            &ProcessSamples {
+                cpu_start: vec![(Kind::Core, 1.0)],
+                cpu_end: vec![(Kind::Core, 1.4)],
+                peak_rss_kib: vec![(Kind::Core, 2048)],
+            },
         );
         // Consensus: 4 tx between the first (103 s) and the last (111 s) commit in the window.
         assert!((r.consensus_tps - 0.5).abs() < 1e-9, "{}", r.consensus_tps);

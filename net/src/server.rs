@@ -108,6 +108,10 @@ pub struct ServerStats {
     pub committed_payload_bytes: AtomicU64,
     /// See [`sleepyseal_core::CoreCounters`].
     pub leaders_committed: AtomicU64,
+    /// See [`sleepyseal_core::CoreCounters`].
+    pub own_headers_orphaned: AtomicU64,
+    /// See [`sleepyseal_core::CoreCounters`].
+    pub transactions_requeued: AtomicU64,
 }
 
 impl Default for ServerStats {
@@ -139,6 +143,8 @@ impl Default for ServerStats {
             certificates_inserted: AtomicU64::new(0),
             committed_payload_bytes: AtomicU64::new(0),
             leaders_committed: AtomicU64::new(0),
+            own_headers_orphaned: AtomicU64::new(0),
+            transactions_requeued: AtomicU64::new(0),
         }
     }
 }
@@ -193,6 +199,16 @@ impl ServerStats {
             "sleepyseal_core_leaders_committed_total",
             "Leaders committed since start.",
             l(&self.leaders_committed),
+        );
+        e.counter(
+            "sleepyseal_core_own_headers_orphaned_total",
+            "Own headers that fell below gc_round uncommitted.",
+            l(&self.own_headers_orphaned),
+        );
+        e.counter(
+            "sleepyseal_core_requeued_transactions_total",
+            "Transactions of orphaned own headers put back into the mempool.",
+            l(&self.transactions_requeued),
         );
         e.histogram(
             "sleepyseal_core_consensus_latency_seconds",
@@ -687,6 +703,12 @@ fn record_counters(stats: &ServerStats, core: &Core, before: u64, now: Millis) {
     stats
         .leaders_committed
         .store(c.leaders_committed, Ordering::Relaxed);
+    stats
+        .own_headers_orphaned
+        .store(c.own_headers_orphaned, Ordering::Relaxed);
+    stats
+        .transactions_requeued
+        .store(c.transactions_requeued, Ordering::Relaxed);
     let after = core.consensus().consensus_index;
     if after > before {
         let new = core

@@ -295,6 +295,8 @@ impl Core {
                 .stored_payload(&digest)
                 .expect("an own header's payload is kept while the header is");
             let transactions = stored.transactions().unwrap_or_default();
+            self.counters.own_headers_orphaned += 1;
+            self.counters.transactions_requeued += transactions.len() as u64;
             for t in transactions {
                 let sequence = self.mempool.push(t.clone());
                 tx.batch.put(keys::transaction(sequence), t);

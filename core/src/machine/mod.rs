@@ -177,6 +177,10 @@ pub struct CoreCounters {
     pub committed_payload_bytes: u64,
     /// Leaders committed.
     pub leaders_committed: u64,
+    /// Own headers that fell below gc_round uncommitted (no later header referenced them).
+    pub own_headers_orphaned: u64,
+    /// Transactions of those headers put back into the mempool.
+    pub transactions_requeued: u64,
 }
 
 impl std::fmt::Debug for Core {
