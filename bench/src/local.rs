@@ -642,6 +642,8 @@ async fn watch_commits(
     let client = clients.core(core).clone();
     let mut next = 0u64;
     let mut waiting_since: Option<Instant> = None;
+    // The entry the watcher is waiting on a payload for, and when it was first seen committed.
+    let mut first_seen: Option<(u64, u64)> = None;
     while !stop.load(Ordering::SeqCst) {
         let request = Request {
             instance,
@@ -653,6 +655,9 @@ async fn watch_commits(
             },
         };
         let reply = client.request(&request, Duration::from_secs(5)).await;
+        // Commit time: when the entry was first seen committed, whatever it took to get its
+        // payload (that is the harness's business, not the system's latency).
+        let seen_at = unix_micros();
         let (entries, mut payloads) = match reply {
             Ok(Response::Committed { entries, payloads }) => (entries, payloads),
             Ok(Response::Error(CoreError::CommittedEvicted { first_index })) => {
@@ -676,10 +681,13 @@ async fn watch_commits(
         if !missing.is_empty() {
             payloads.extend(fetch_payloads(&clients, cores, core, instance, missing).await);
         }
-        let now = unix_micros();
         {
             let mut o = observed.lock().expect("not poisoned");
             for e in &entries {
+                let committed_at = match first_seen {
+                    Some((index, at)) if index == e.index => at,
+                    _ => seen_at,
+                };
                 let payload = payloads.iter().find(|p| p.digest() == e.payload.digest);
                 let transactions = match (e.payload.len, payload) {
                     (0, _) => Some(Vec::new()),
@@ -687,6 +695,7 @@ async fn watch_commits(
                     (_, None) => {
                         // Read again from here later, unless it has been missing too long.
                         let since = *waiting_since.get_or_insert_with(Instant::now);
+                        first_seen.get_or_insert((e.index, committed_at));
                         if since.elapsed() < Duration::from_secs(5) {
                             break;
                         }
@@ -694,7 +703,8 @@ async fn watch_commits(
                     }
                 };
                 waiting_since = None;
-                o.record_entry(now, e, transactions.as_deref(), parse_transaction);
+                first_seen = None;
+                o.record_entry(committed_at, e, transactions.as_deref(), parse_transaction);
                 next = e.index + 1;
             }
         }

@@ -39,7 +39,7 @@ pub const DEFAULT_LEADER_TIMEOUT_MS: u64 = 200;
 /// Default T_VOTE: how long to wait for the leader's support at odd rounds.
 pub const DEFAULT_VOTE_TIMEOUT_MS: u64 = 200;
 /// Default of [`CoreConfig::straggler_wait_ms`].
-pub const DEFAULT_STRAGGLER_WAIT_MS: u64 = 20;
+pub const DEFAULT_STRAGGLER_WAIT_MS: u64 = 50;
 /// Default mempool bound in bytes.
 pub const DEFAULT_MEMPOOL_BYTES: usize = 256 << 20;
 /// Default mempool bound in transactions.
