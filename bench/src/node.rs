@@ -211,10 +211,7 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         let stats = server.stats().clone();
         if let Some(addr) = args.metrics_addr {
             let stats = stats.clone();
-            let bound = metrics::serve(addr, Arc::new(move || stats.exposition()))
-                .await
-                .with_context(|| format!("serve metrics on {addr}"))?;
-            tracing::info!("metrics on http://{bound}/metrics");
+            serve_metrics(addr, Arc::new(move || stats.exposition())).await?;
         }
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
@@ -310,10 +307,7 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
         let stats = Arc::new(RunnerStats::default());
         if let Some(addr) = args.metrics_addr {
             let stats = stats.clone();
-            let bound = metrics::serve(addr, Arc::new(move || stats.exposition()))
-                .await
-                .with_context(|| format!("serve metrics on {addr}"))?;
-            tracing::info!("metrics on http://{bound}/metrics");
+            serve_metrics(addr, Arc::new(move || stats.exposition())).await?;
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(runner::run(
@@ -353,6 +347,15 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
         tracing::info!("driver stopped");
         Ok(())
     })
+}
+
+/// Serves `render` as Prometheus text on `addr` and logs where.
+async fn serve_metrics(addr: std::net::SocketAddr, render: metrics::Render) -> anyhow::Result<()> {
+    let bound = metrics::serve(addr, render)
+        .await
+        .with_context(|| format!("serve metrics on {addr}"))?;
+    tracing::info!("metrics on http://{bound}/metrics");
+    Ok(())
 }
 
 /// The tokio runtime of a process; its threads are named `<name>-net` (profiles tell the

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::anyhow;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::report::Report;
@@ -13,6 +14,18 @@ const HEIGHT: u32 = 640;
 
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plot: {e:?}")
+}
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws the series labels in a framed box.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
 }
 
 /// Committed tx/s (top) and end-to-end p50 / p99 latency (bottom) per second of a run.
@@ -73,12 +86,7 @@ pub fn timeline(path: &Path, r: &Report) -> anyhow::Result<()> {
             .draw_series(LineSeries::new([(x, 0.0), (x, max_tps)], RED.mix(0.3)))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
 
     let max_latency = r
         .timeline
@@ -119,12 +127,7 @@ pub fn timeline(path: &Path, r: &Report) -> anyhow::Result<()> {
         .map_err(err)?
         .label("p99")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -180,12 +183,7 @@ pub fn sweep(path: &Path, reports: &[Report]) -> anyhow::Result<()> {
             .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok(())
 }

@@ -26,6 +26,32 @@ fn fresh_core(me: u16) -> (Core, MemStore) {
     (core, store)
 }
 
+/// Syncs every certificate `b` built (with payloads) into `core` at time `at`, stores the writes
+/// and returns the reply.
+fn sync_built(
+    core: &mut Core,
+    store: &mut MemStore,
+    verifier: &Verifier,
+    b: &DagBuilder,
+    at: u64,
+) -> Response {
+    let certificates = b.all();
+    let payloads = certificates
+        .iter()
+        .map(|c| DagBuilder::payload(c.round(), c.author()))
+        .collect();
+    let sync = Request {
+        instance: instance(),
+        body: RequestBody::Sync {
+            certificates,
+            payloads,
+        },
+    };
+    let (response, batch) = core.handle(Millis(at), verifier.verify(sync).unwrap());
+    store.commit(&[batch]).unwrap();
+    response
+}
+
 fn round_one_header(author: u16, payload: &Payload) -> sleepyseal_core::SignedHeader {
     let c = committee(4);
     let mut b = DagBuilder::new(c);
@@ -232,20 +258,7 @@ fn committed_window_is_bounded_and_keeps_payloads() {
     let verifier = Verifier::new(c.clone(), VerifierConfig::default());
     let mut b = DagBuilder::new(c.clone());
     b.full_rounds(30);
-    let certificates = b.all();
-    let payloads = certificates
-        .iter()
-        .map(|c| DagBuilder::payload(c.round(), c.author()))
-        .collect();
-    let sync = Request {
-        instance: instance(),
-        body: RequestBody::Sync {
-            certificates,
-            payloads,
-        },
-    };
-    let (_, batch) = core.handle(Millis(1), verifier.verify(sync).unwrap());
-    store.commit(&[batch]).unwrap();
+    sync_built(&mut core, &mut store, &verifier, &b, 1);
     let total = core.consensus().consensus_index;
     let base = core.committed_base();
     assert!(total > 40, "committed {total}");
@@ -320,20 +333,7 @@ fn straggler_wait_is_bounded_and_skips_silent_authors() {
         .unwrap();
         let mut b = DagBuilder::new(c.clone());
         b.round(round_one, None).round(&[0, 1, 2], None);
-        let certificates = b.all();
-        let payloads = certificates
-            .iter()
-            .map(|c| DagBuilder::payload(c.round(), c.author()))
-            .collect();
-        let sync = Request {
-            instance: instance(),
-            body: RequestBody::Sync {
-                certificates,
-                payloads,
-            },
-        };
-        let (response, batch) = core.handle(Millis(100), verifier.verify(sync).unwrap());
-        store.commit(&[batch]).unwrap();
+        let response = sync_built(&mut core, &mut store, &verifier, &b, 100);
         let status = |r: &Response| match r {
             Response::Summary(s) => s.status.clone(),
             other => panic!("{other:?}"),

@@ -306,10 +306,16 @@ impl WalStore {
         copy_range(&log, copied, self.stats.log_bytes, &mut out)?;
         out.sync_all()?;
         self.stats.syncs += 1;
-        fs::rename(&tmp, &log)?;
+        self.install_compacted(&tmp, &log)
+    }
+
+    /// Renames the synced compacted log `tmp` over `log`, syncs the directory and appends to it
+    /// from now on.
+    fn install_compacted(&mut self, tmp: &Path, log: &Path) -> Result<(), StoreError> {
+        fs::rename(tmp, log)?;
         sync_dir(&self.dir)?;
         self.stats.syncs += 1;
-        self.file = OpenOptions::new().read(true).append(true).open(&log)?;
+        self.file = OpenOptions::new().read(true).append(true).open(log)?;
         self.stats.log_bytes = self.file.metadata()?.len();
         self.stats.compactions += 1;
         Ok(())
@@ -340,13 +346,7 @@ impl WalStore {
         let log = self.dir.join(LOG_NAME);
         write_snapshot(&tmp, &self.live.map)?;
         self.stats.syncs += 1;
-        fs::rename(&tmp, &log)?;
-        sync_dir(&self.dir)?;
-        self.stats.syncs += 1;
-        self.file = OpenOptions::new().read(true).append(true).open(&log)?;
-        self.stats.log_bytes = self.file.metadata()?.len();
-        self.stats.compactions += 1;
-        Ok(())
+        self.install_compacted(&tmp, &log)
     }
 }
 
