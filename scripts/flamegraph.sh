@@ -62,7 +62,7 @@ set +o pipefail # `head` closes the pipe early on purpose
   echo "Inclusive share of samples whose stack contains:"
   for pattern in 'curve25519|ed25519' 'blake3' 'aes_gcm|chacha' 'quinn' \
       'sendmsg|recvmsg|sendmmsg|recvmmsg|udp_' 'fdatasync|fsync|sync_data|sync_all' \
-      'memmove|memcpy' 'malloc|free|realloc' 'finish_task_switch|schedule|futex' \
+      'memmove|memcpy' 'malloc|free|realloc' 'finish_task_switch|futex_wait' \
       'Core::handle' 'tusk' 'wal-compact' 'verify_many'; do
     awk -v p="$pattern" '{n=$NF; t+=n; if ($0 ~ p) m+=n} END {printf "%6.2f%%  %s\n", 100*m/t, p}' \
       "$work/folded.txt"
