@@ -11,6 +11,7 @@ mod node;
 mod plot;
 mod procs;
 mod report;
+mod selfcheck;
 mod sim;
 
 use clap::{Parser, Subcommand};

@@ -72,6 +72,10 @@ pub struct SimArgs {
     /// Print one JSON object instead of the readable summary.
     #[arg(long)]
     json: bool,
+    /// Run the negative controls instead (planted bugs, more than f Byzantine stake): each must
+    /// be caught by the checkers, and the same scenarios without the bug must report nothing.
+    #[arg(long)]
+    self_check: bool,
 }
 
 /// The JSON summary.
@@ -146,6 +150,9 @@ fn validate(args: &SimArgs) -> anyhow::Result<()> {
 
 /// Runs the seeds and prints the summary.
 pub fn main(args: SimArgs) -> anyhow::Result<()> {
+    if args.self_check {
+        return crate::selfcheck::main(args.threads, args.json);
+    }
     validate(&args)?;
     let started = Instant::now();
     let next = AtomicU64::new(args.first_seed);

@@ -215,3 +215,44 @@ fn regression_seeds() {
     });
     assert_clean(&r);
 }
+
+#[test]
+fn negative_control_hash_ordered_leader_is_caught() {
+    // Each core orders leaders by its own hash map: cores commit different leaders (S1).
+    let scenario = |seed, mutant| SimConfig {
+        cores: 4,
+        seed,
+        rounds: 20,
+        mutant,
+        ..SimConfig::default()
+    };
+    let needed = seeds_to_catch(40, |seed| scenario(seed, Mutant::HashMapOrderedLeader));
+    println!("hash-ordered leader caught after {needed:?} seeds");
+    assert!(
+        needed.is_some(),
+        "hash-ordered leaders not caught in 40 seeds"
+    );
+    // The same scenario with the real schedule is clean.
+    assert_eq!(
+        seeds_to_catch(10, |seed| scenario(seed, Mutant::None)),
+        None
+    );
+}
+
+#[test]
+fn more_than_f_byzantine_stake_is_caught() {
+    // n = 4 tolerates f = 1; two equivocating twins are beyond what the protocol promises, and
+    // the checkers must see the damage (conflicting certificates, disagreement).
+    let needed = seeds_to_catch(60, |seed| SimConfig {
+        cores: 4,
+        twins: 2,
+        seed,
+        rounds: 20,
+        ..SimConfig::default()
+    });
+    println!("two twins at n = 4 caught after {needed:?} seeds");
+    assert!(
+        needed.is_some(),
+        "more than f Byzantine stake not caught in 60 seeds"
+    );
+}

@@ -25,4 +25,35 @@ pub enum Mutant {
     NoSignatureCheck,
     /// Cores release replies before their writes are durable (needs restarts).
     ReplyBeforeWrite,
+    /// Each core picks leaders from the iteration order of its own hash map (what a
+    /// `HashMap`-ordered leader schedule does across processes): cores disagree on leaders.
+    HashMapOrderedLeader,
+}
+
+/// The leader schedule of the [`Mutant::HashMapOrderedLeader`] control: authorities ordered by a
+/// hash keyed with the core's own instance number, as a `HashMap` with a per-process random state
+/// would order them. Deterministic per instance (so seeds replay), different across instances.
+#[derive(Debug)]
+pub struct HashOrderedLeaders {
+    order: Vec<sleepyseal_core::AuthorityIndex>,
+}
+
+impl HashOrderedLeaders {
+    /// The order seen by instance `instance` of `committee`.
+    pub fn new(committee: &sleepyseal_core::Committee, instance: usize) -> HashOrderedLeaders {
+        use std::hash::{Hash, Hasher};
+        let mut order: Vec<_> = committee.indices().collect();
+        order.sort_by_key(|a| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (instance, a.0).hash(&mut h);
+            h.finish()
+        });
+        HashOrderedLeaders { order }
+    }
+}
+
+impl sleepyseal_core::LeaderSchedule for HashOrderedLeaders {
+    fn leader(&self, round: sleepyseal_core::Round) -> sleepyseal_core::AuthorityIndex {
+        self.order[(round.0 / 2) as usize % self.order.len()]
+    }
 }

@@ -264,7 +264,14 @@ impl World {
         authority_of.extend((0..config.twins).map(|i| AuthorityIndex(i as u16)));
         let instances = authority_of
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(instance, a)| {
+                let schedule: Arc<dyn LeaderSchedule> =
+                    if config.mutant == Mutant::HashMapOrderedLeader {
+                        Arc::new(super::HashOrderedLeaders::new(&committee, instance))
+                    } else {
+                        schedule.clone()
+                    };
                 let mut verifier = Verifier::new(committee.clone(), VerifierConfig::default());
                 {
                     verifier.mutant_skip_signatures = config.mutant == Mutant::NoSignatureCheck;
@@ -273,7 +280,7 @@ impl World {
                     a.0,
                     0,
                     committee.clone(),
-                    schedule.clone(),
+                    schedule,
                     config.core.clone(),
                     verifier,
                 );
