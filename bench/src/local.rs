@@ -108,11 +108,21 @@ pub struct LocalArgs {
     /// Print the report as one JSON object on stdout (an array for a sweep).
     #[arg(long)]
     pub json: bool,
+    /// Instead of a benchmark, a chaos run with a workload check: kill -9 and restart each core,
+    /// SIGSTOP a core for 10 s, kill a driver, restart every core in turn; then compare every
+    /// core's committed sequence and check each acknowledged transaction committed exactly once.
+    /// Uses --cores (≥ 4), --drivers (at least 2), --rate and --tx-size (e.g. --rate 2000
+    /// --tx-size 64).
+    #[arg(long)]
+    pub chaos: bool,
 }
 
 /// Runs the benchmark (or a sweep) and prints its report.
 pub fn main(args: LocalArgs) -> anyhow::Result<()> {
     validate(&args)?;
+    if args.chaos {
+        return crate::chaos::main(args);
+    }
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(format!("local-{}", unix_micros() / 1_000_000))
     });
@@ -335,32 +345,14 @@ fn run_once(
             bed.cores.push(None);
             continue;
         }
-        let store = testbed_dir.join(format!("store-{i}"));
-        let argv: Vec<String> = [
-            "core".to_string(),
-            format!("--committee={committee}"),
-            format!(
-                "--key={}",
-                testbed_dir.join(format!("core-{i}.key")).display()
-            ),
-            format!("--store={}", store.display()),
-            format!("--batch-size={}", args.batch_size),
-            format!("--max-batch-delay-ms={}", args.max_batch_delay_ms),
-            format!("--straggler-wait-ms={}", args.straggler_wait_ms),
-            format!("--verify-batch={}", args.verify_batch),
-            format!("--verify-threads={}", args.verify_threads),
-            format!("--gc-depth={}", args.gc_depth),
-            format!("--leader-timeout-ms={}", args.leader_timeout),
-            format!("--vote-timeout-ms={}", args.leader_timeout),
-            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-        ]
-        .into();
-        bed.cores.push(Some(Proc::spawn(
-            Kind::Core,
+        bed.cores.push(Some(spawn_core(
+            args,
+            &committee,
+            &testbed_dir,
+            &logs,
             i,
-            &argv,
-            &logs.join(format!("core-{i}.log")),
-            None,
+            *metrics_port,
+            &[],
         )?));
     }
     let watched = AuthorityIndex(live[0] as u16);
@@ -372,52 +364,13 @@ fn run_once(
     let ready_deadline = Instant::now() + Duration::from_secs(30);
     let started_cores: Vec<usize> = (0..n).filter(|i| bed.cores[*i].is_some()).collect();
     for i in started_cores {
-        loop {
-            if let Some(why) = bed.failed() {
-                bail!("{why}");
-            }
-            let probe = Request {
-                instance,
-                body: RequestBody::ReadCommitted {
-                    from_index: 0,
-                    max: 1,
-                    with_payloads: false,
-                    wait_ms: 0,
-                },
-            };
-            let client = clients.core(AuthorityIndex(i as u16)).clone();
-            let ok = rt.block_on(async move {
-                client
-                    .request(&probe, Duration::from_millis(500))
-                    .await
-                    .is_ok()
-            });
-            if ok {
-                break;
-            }
-            if Instant::now() > ready_deadline {
-                bail!("core {i} did not answer within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_ready(rt, &clients, instance, i, ready_deadline, || bed.failed())?;
     }
 
     // Drivers.
     for (j, metrics_port) in driver_metrics.iter().enumerate() {
-        let argv: Vec<String> = [
-            "driver".to_string(),
-            format!("--committee={committee}"),
-            format!("--pipeline-depth={}", args.pipeline_depth),
-            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-        ]
-        .into();
-        bed.drivers.push(Proc::spawn(
-            Kind::Driver,
-            j,
-            &argv,
-            &logs.join(format!("driver-{j}.log")),
-            None,
-        )?);
+        bed.drivers
+            .push(spawn_driver(args, &committee, &logs, j, *metrics_port)?);
     }
 
     // The watcher follows the commit stream from before the load starts.
@@ -600,6 +553,104 @@ fn run_once(
             peak_rss_kib: peak_rss,
         },
     ))
+}
+
+/// Starts core `i` of the testbed in `testbed_dir` with the harness's flags (plus `extra`).
+pub(crate) fn spawn_core(
+    args: &LocalArgs,
+    committee: &str,
+    testbed_dir: &Path,
+    logs: &Path,
+    i: usize,
+    metrics_port: u16,
+    extra: &[String],
+) -> anyhow::Result<Proc> {
+    let store = testbed_dir.join(format!("store-{i}"));
+    let mut argv: Vec<String> = vec![
+        "core".to_string(),
+        format!("--committee={committee}"),
+        format!(
+            "--key={}",
+            testbed_dir.join(format!("core-{i}.key")).display()
+        ),
+        format!("--store={}", store.display()),
+        format!("--batch-size={}", args.batch_size),
+        format!("--max-batch-delay-ms={}", args.max_batch_delay_ms),
+        format!("--straggler-wait-ms={}", args.straggler_wait_ms),
+        format!("--verify-batch={}", args.verify_batch),
+        format!("--verify-threads={}", args.verify_threads),
+        format!("--gc-depth={}", args.gc_depth),
+        format!("--leader-timeout-ms={}", args.leader_timeout),
+        format!("--vote-timeout-ms={}", args.leader_timeout),
+        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+    ];
+    argv.extend_from_slice(extra);
+    // Appending keeps earlier incarnations' lines (restarts).
+    let log = logs.join(format!("core-{i}.log"));
+    Proc::spawn(Kind::Core, i, &argv, &log, None)
+}
+
+/// Starts driver `j`.
+pub(crate) fn spawn_driver(
+    args: &LocalArgs,
+    committee: &str,
+    logs: &Path,
+    j: usize,
+    metrics_port: u16,
+) -> anyhow::Result<Proc> {
+    let argv: Vec<String> = vec![
+        "driver".to_string(),
+        format!("--committee={committee}"),
+        format!("--pipeline-depth={}", args.pipeline_depth),
+        format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+    ];
+    Proc::spawn(
+        Kind::Driver,
+        j,
+        &argv,
+        &logs.join(format!("driver-{j}.log")),
+        None,
+    )
+}
+
+/// Waits until core `i` answers a read, failing on `deadline` or when `failed` reports a dead
+/// process.
+pub(crate) fn wait_ready(
+    rt: &tokio::runtime::Runtime,
+    clients: &Clients,
+    instance: sleepyseal_core::Digest,
+    i: usize,
+    deadline: Instant,
+    mut failed: impl FnMut() -> Option<String>,
+) -> anyhow::Result<()> {
+    loop {
+        if let Some(why) = failed() {
+            bail!("{why}");
+        }
+        let probe = Request {
+            instance,
+            body: RequestBody::ReadCommitted {
+                from_index: 0,
+                max: 1,
+                with_payloads: false,
+                wait_ms: 0,
+            },
+        };
+        let client = clients.core(AuthorityIndex(i as u16)).clone();
+        let ok = rt.block_on(async move {
+            client
+                .request(&probe, Duration::from_millis(500))
+                .await
+                .is_ok()
+        });
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("core {i} did not answer within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Saves one process's metrics text and returns it (best effort: a failure is reported, not

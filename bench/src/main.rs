@@ -5,6 +5,7 @@
 //! - `sleepyseal genesis | core | driver | load | watch`: the processes of a testbed over QUIC;
 //! - `sleepyseal local`: the benchmark harness, all of those processes on one machine.
 
+mod chaos;
 mod client;
 mod local;
 mod node;

@@ -103,6 +103,11 @@ pub struct CoreArgs {
     /// Rounds of the DAG kept below the last committed leader.
     #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
     gc_depth: u64,
+    /// Rounds below gc_round whose certificates and payloads are kept to serve lagging cores
+    /// (default: --gc-depth). A core further behind than every other core retains cannot catch
+    /// up (checkpoints are future work): at ~100 rounds/s, 50 rounds is half a second of outage.
+    #[arg(long)]
+    retention_rounds: Option<u64>,
     /// How long (ms) a core waits for the leader before advancing without it.
     #[arg(long, default_value_t = DEFAULT_LEADER_TIMEOUT_MS)]
     leader_timeout_ms: u64,
@@ -149,7 +154,7 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
     let address = testbed.addresses[index.as_usize()];
     let config = CoreConfig {
         gc_depth: args.gc_depth,
-        retention_rounds: args.gc_depth,
+        retention_rounds: args.retention_rounds.unwrap_or(args.gc_depth),
         batch_size_bytes: args.batch_size,
         max_batch_delay_ms: args.max_batch_delay_ms,
         straggler_wait_ms: args.straggler_wait_ms,

@@ -55,7 +55,12 @@ impl Proc {
         stdout: Option<&Path>,
     ) -> anyhow::Result<Proc> {
         let exe = std::env::current_exe().context("find the sleepyseal executable")?;
-        let err = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        // Appended to, so a restarted process keeps its earlier incarnations' lines.
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
         let out = match stdout {
             Some(path) => {
                 File::create(path).with_context(|| format!("create {}", path.display()))?
@@ -85,6 +90,20 @@ impl Proc {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`, ...) with `kill(1)`.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("run kill")?;
+        if !status.success() {
+            bail!("kill -{name} {} failed", self.pid());
+        }
+        Ok(())
     }
 
     /// Whether it has exited (and how).

@@ -2,7 +2,7 @@
 //! processes, measures, writes its report, plots and metrics, and leaves no process behind. What
 //! is checked is what its users read: the JSON keys, that every acknowledged transaction was
 //! counted as committed, that the figures agree with the load, and that a crashed core does not
-//! stop the run.
+//! stop the run. `local --chaos` perturbs real processes and checks agreement and the workload.
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
@@ -49,7 +49,7 @@ fn local(out: &Path, flags: &[&str]) -> serde_json::Value {
     let pid = child.id();
     // A watchdog: the run is bounded even if the harness hangs.
     let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(90));
+        std::thread::sleep(Duration::from_secs(240));
         let _ = Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status();
@@ -182,6 +182,41 @@ fn a_sweep_with_a_crashed_core_reports_every_rate() {
     }
     // The crashed core was never started: no metrics from it.
     assert!(!dir.join("rate-500/metrics/core-3.prom").exists());
+    assert_no_process_left(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The chaos run: every core killed and restarted, one frozen for 10 s, a driver killed, a
+/// rolling restart; every perturbed core recovers, all cores agree at every common index, and
+/// every acknowledged transaction is committed exactly once. (Found on the way: a core frozen
+/// for 10 s fell further behind than the others retained and never caught up; chaos cores now
+/// retain 3,000 rounds, and checkpoints are future work.)
+#[test]
+fn chaos_run_loses_nothing_and_every_core_recovers() {
+    let dir = tempdir("chaos");
+    let r = local(
+        &dir,
+        &[
+            "--chaos",
+            "--rate",
+            "1000",
+            "--tx-size",
+            "64",
+            "--drivers",
+            "2",
+        ],
+    );
+    assert_eq!(r["steps_not_recovered"], 0, "{r}");
+    assert_eq!(r["commit_hash_mismatches"], 0, "{r}");
+    assert_eq!(r["acknowledged_lost"], 0, "{r}");
+    assert_eq!(r["duplicated"], 0, "{r}");
+    assert_eq!(r["double_signed_rounds"], 0, "{r}");
+    assert_eq!(r["evicted_entries"], 0, "{r}");
+    assert!(r["acknowledged"].as_u64().unwrap() > 10_000, "{r}");
+    assert_eq!(r["acknowledged"], r["acknowledged_committed_once"], "{r}");
+    assert!(r["common_indices_checked"].as_u64().unwrap() > 1_000, "{r}");
+    assert_eq!(r["steps"].as_array().map(Vec::len), Some(10), "{r}");
+    assert!(f(&r, "max_recovery_s") <= 20.0, "{r}");
     assert_no_process_left(&dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
