@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
-use sleepyseal_driver::sim::{run, Mutant, SimConfig};
+use sleepyseal_driver::sim::{run, Behaviour, Mutant, SimConfig};
 
 /// One negative control.
 struct Control {
@@ -82,6 +82,20 @@ fn byzantine_above_f(seed: u64) -> SimConfig {
     }
 }
 
+fn amnesia_undeclared(seed: u64) -> SimConfig {
+    // A core that forgets its store signs a second header for a round it already signed; told
+    // it is honest, the checkers must see the equivocation.
+    SimConfig {
+        cores: 4,
+        byzantine: 1,
+        behaviour: Behaviour::Amnesia,
+        undeclared_byzantine: true,
+        seed,
+        rounds: 20,
+        ..SimConfig::default()
+    }
+}
+
 fn without_mutant(make: fn(u64) -> SimConfig, seed: u64) -> SimConfig {
     SimConfig {
         mutant: Mutant::None,
@@ -118,6 +132,16 @@ fn controls() -> Vec<Control> {
             limit: 100,
             make: hash_ordered_leader,
             baseline: Some(|s| without_mutant(hash_ordered_leader, s)),
+        },
+        Control {
+            name: "amnesia_undeclared",
+            what: "a core restarting on an empty store, not declared Byzantine to the checkers",
+            limit: 100,
+            make: amnesia_undeclared,
+            baseline: Some(|s| SimConfig {
+                undeclared_byzantine: false,
+                ..amnesia_undeclared(s)
+            }),
         },
         Control {
             name: "byzantine_above_f",

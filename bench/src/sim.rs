@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use sleepyseal_core::committee::thresholds;
 use sleepyseal_core::Stake;
-use sleepyseal_driver::sim::{run, SimConfig, SimReport};
+use sleepyseal_driver::sim::{run, Behaviour, SimConfig, SimReport};
 
 /// Flags of `sleepyseal sim`.
 #[derive(Args, Debug)]
@@ -72,6 +72,14 @@ pub struct SimArgs {
     /// Print one JSON object instead of the readable summary.
     #[arg(long)]
     json: bool,
+    /// Byzantine cores (by index, after none): they misbehave as --behaviour. With the crashed
+    /// and restarting cores, at most f stake.
+    #[arg(long, default_value_t = 0)]
+    byzantine: usize,
+    /// How the Byzantine cores misbehave: withhold-votes, withhold-headers, invalid-signatures,
+    /// stale-replies, amnesia, or all (seed s uses the (s mod 5)-th).
+    #[arg(long, default_value = "all")]
+    behaviour: String,
     /// Run the negative controls instead (planted bugs, more than f Byzantine stake): each must
     /// be caught by the checkers, and the same scenarios without the bug must report nothing.
     #[arg(long)]
@@ -95,6 +103,21 @@ struct Summary {
     first_violations: Vec<String>,
     events: u64,
     wall_s: f64,
+    /// With --byzantine: the figures of the seeds of each behaviour.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    per_behaviour: Vec<PerBehaviour>,
+}
+
+/// Figures of the seeds that ran one behaviour.
+#[derive(Serialize, Debug)]
+struct PerBehaviour {
+    behaviour: &'static str,
+    seeds: u64,
+    violations: u64,
+    panics: u64,
+    not_live: u64,
+    min_commits: u64,
+    max_commit_gap_rounds: u64,
 }
 
 fn config(args: &SimArgs, seed: u64) -> SimConfig {
@@ -113,10 +136,21 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         duplicate_per_mille: args.duplicate_per_mille,
         partitions: !args.no_partitions,
         load_tx_per_s: args.load_tx_per_s,
+        byzantine: args.byzantine,
+        behaviour: behaviour_of(&args.behaviour, seed),
         ..SimConfig::default()
     };
     config.driver.pipeline_depth = args.pipeline_depth.max(1);
     config
+}
+
+/// The behaviour seed `seed` runs with (`all` rotates through every one).
+fn behaviour_of(name: &str, seed: u64) -> Behaviour {
+    if name == "all" {
+        Behaviour::ALL[(seed % Behaviour::ALL.len() as u64) as usize]
+    } else {
+        Behaviour::from_name(name).unwrap_or_default()
+    }
 }
 
 fn validate(args: &SimArgs) -> anyhow::Result<()> {
@@ -134,12 +168,23 @@ fn validate(args: &SimArgs) -> anyhow::Result<()> {
     let (f, _, _) = thresholds(Stake(total));
     let mut sorted = stakes.clone();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
-    let worst: u64 = sorted.iter().take(args.crash + args.restart.min(1)).sum();
+    let worst: u64 = sorted
+        .iter()
+        .take(args.crash + args.restart.min(1) + args.byzantine)
+        .sum();
     if worst > f.0 {
         bail!(
-            "--crash {} (+1 restarting) can take down {worst} stake, above f = {}: no liveness to check",
+            "--crash {} (+1 restarting) and --byzantine {} can take down {worst} stake, above f = {}: \
+             nothing to check",
             args.crash,
+            args.byzantine,
             f.0
+        );
+    }
+    if args.behaviour != "all" && Behaviour::from_name(&args.behaviour).is_none() {
+        bail!(
+            "--behaviour must be all or one of {}",
+            Behaviour::ALL.map(Behaviour::name).join(", ")
         );
     }
     if args.latency_min_ms > args.latency_max_ms {
@@ -179,7 +224,37 @@ pub fn main(args: SimArgs) -> anyhow::Result<()> {
         Ok(report) => report.seed,
         Err(seed) => *seed,
     });
-    let summary = summarize(&results, started.elapsed().as_secs_f64());
+    let mut summary = summarize(&results, started.elapsed().as_secs_f64());
+    if args.byzantine > 0 {
+        summary.per_behaviour = Behaviour::ALL
+            .into_iter()
+            .filter_map(|b| {
+                let mine: Vec<Result<SimReport, u64>> = results
+                    .iter()
+                    .filter(|r| {
+                        let seed = match r {
+                            Ok(report) => report.seed,
+                            Err(seed) => *seed,
+                        };
+                        behaviour_of(&args.behaviour, seed) == b
+                    })
+                    .cloned()
+                    .collect();
+                (!mine.is_empty()).then(|| {
+                    let s = summarize(&mine, 0.0);
+                    PerBehaviour {
+                        behaviour: b.name(),
+                        seeds: s.seeds,
+                        violations: s.violations,
+                        panics: s.panics,
+                        not_live: s.not_live,
+                        min_commits: s.min_commits,
+                        max_commit_gap_rounds: s.max_commit_gap_rounds,
+                    }
+                })
+            })
+            .collect();
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -207,6 +282,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         first_violations: Vec::new(),
         events: 0,
         wall_s,
+        per_behaviour: Vec::new(),
     };
     for result in results {
         match result {
@@ -272,6 +348,12 @@ fn print_readable(args: &SimArgs, s: &Summary) {
     );
     println!("  events                    {}", s.events);
     println!("  wall time                 {:.1} s", s.wall_s);
+    for b in &s.per_behaviour {
+        println!(
+            "  byzantine {:<20} seeds {:>5}, violations {}, panics {}, not live {}, largest gap {} rounds",
+            b.behaviour, b.seeds, b.violations, b.panics, b.not_live, b.max_commit_gap_rounds
+        );
+    }
     for v in &s.first_violations {
         println!("  ! {v}");
     }

@@ -256,3 +256,51 @@ fn more_than_f_byzantine_stake_is_caught() {
         "more than f Byzantine stake not caught in 60 seeds"
     );
 }
+
+/// Each Byzantine core behaviour (f = 1 of n = 4), a few seeds each: the honest cores stay safe
+/// and live. The long campaign runs from the CLI (`sleepyseal sim --byzantine 1 --seeds N`).
+#[test]
+fn byzantine_cores_of_every_kind_leave_honest_cores_safe_and_live() {
+    use sleepyseal_driver::sim::Behaviour;
+    for behaviour in Behaviour::ALL {
+        for seed in 0..6 {
+            let r = run(SimConfig {
+                cores: 4,
+                byzantine: 1,
+                behaviour,
+                seed,
+                rounds: 20,
+                ..SimConfig::default()
+            });
+            assert!(
+                r.violations.is_empty(),
+                "{behaviour:?} seed {seed}: {:?}",
+                r.violations
+            );
+            assert!(r.live, "{behaviour:?} seed {seed}: not live");
+        }
+    }
+}
+
+#[test]
+fn an_undeclared_amnesiac_core_is_caught() {
+    // A core that restarts on an empty store goes back in rounds and signs again; charged to an
+    // honest core, the checkers must see it. Declared Byzantine, the same seeds are clean.
+    use sleepyseal_driver::sim::Behaviour;
+    let scenario = |seed, undeclared_byzantine| SimConfig {
+        cores: 4,
+        byzantine: 1,
+        behaviour: Behaviour::Amnesia,
+        undeclared_byzantine,
+        seed,
+        rounds: 20,
+        ..SimConfig::default()
+    };
+    let needed = seeds_to_catch(20, |seed| scenario(seed, true));
+    println!("undeclared amnesia caught after {needed:?} seeds");
+    assert!(
+        needed.is_some(),
+        "an amnesiac core passed as honest in 20 seeds"
+    );
+    assert_eq!(seeds_to_catch(10, |seed| scenario(seed, false)), None);
+}

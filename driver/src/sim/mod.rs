@@ -13,6 +13,56 @@ pub use check::{Checker, Violation};
 pub use rng::SimRng;
 pub use world::{run, SimConfig, SimReport};
 
+/// How a Byzantine core (one of the first `byzantine` authorities after the twins) misbehaves.
+/// Its key is counted as Byzantine by the checkers; the honest cores must stay safe and live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Behaviour {
+    /// Honest.
+    #[default]
+    Honest,
+    /// Answers header bundles without its votes.
+    WithholdVotes,
+    /// Never shows its own header (summaries carry none).
+    WithholdHeaders,
+    /// Corrupts the signatures of the votes and headers it hands out.
+    InvalidSignatures,
+    /// Answers with an older reply of the same kind instead of the current one.
+    StaleReplies,
+    /// Every 150 requests forgets everything (restarts on an empty store) and signs again.
+    Amnesia,
+}
+
+impl Behaviour {
+    /// Every misbehaviour, for `--behaviour all`.
+    pub const ALL: [Behaviour; 5] = [
+        Behaviour::WithholdVotes,
+        Behaviour::WithholdHeaders,
+        Behaviour::InvalidSignatures,
+        Behaviour::StaleReplies,
+        Behaviour::Amnesia,
+    ];
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::Honest => "honest",
+            Behaviour::WithholdVotes => "withhold-votes",
+            Behaviour::WithholdHeaders => "withhold-headers",
+            Behaviour::InvalidSignatures => "invalid-signatures",
+            Behaviour::StaleReplies => "stale-replies",
+            Behaviour::Amnesia => "amnesia",
+        }
+    }
+
+    /// The behaviour with CLI name `name`.
+    pub fn from_name(name: &str) -> Option<Behaviour> {
+        Behaviour::ALL
+            .into_iter()
+            .chain([Behaviour::Honest])
+            .find(|b| b.name() == name)
+    }
+}
+
 /// Negative controls: known bugs the checkers must catch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mutant {

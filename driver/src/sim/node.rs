@@ -17,6 +17,9 @@ use sleepyseal_core::{
     WriteBatch,
 };
 
+/// An amnesiac core forgets everything after this many requests.
+const AMNESIA_EVERY: u64 = 150;
+
 /// A reply waiting for its writes to be durable.
 #[derive(Debug)]
 pub struct PendingReply {
@@ -50,6 +53,12 @@ pub struct SimCore {
     pub epoch: u64,
     /// Negative control: release replies before their writes are durable.
     pub reply_before_write: bool,
+    /// How this core misbehaves (honest by default).
+    pub behaviour: super::Behaviour,
+    /// Requests handled (Amnesia's clock).
+    handled: u64,
+    /// Earlier replies by kind (StaleReplies): the oldest is answered instead of the current.
+    stale: std::collections::HashMap<u8, VecDeque<Response>>,
 }
 
 /// What handling a request produced.
@@ -90,6 +99,9 @@ impl SimCore {
             syncing: None,
             epoch: 0,
             reply_before_write: false,
+            behaviour: super::Behaviour::Honest,
+            handled: 0,
+            stale: std::collections::HashMap::new(),
         };
         node.restart();
         node
@@ -130,6 +142,18 @@ impl SimCore {
                 Ok(verified) => core.handle(now, verified),
             },
         };
+        let response = self.misbehave(response);
+        if self.behaviour == super::Behaviour::Amnesia {
+            self.handled += 1;
+            if self.handled % AMNESIA_EVERY == 0 {
+                // Forget everything, durable state included, and start over.
+                self.durable = MemStore::new();
+                self.queued.clear();
+                self.syncing = None;
+                self.epoch += 1;
+                self.restart();
+            }
+        }
         let reply = PendingReply {
             to: from,
             id,
@@ -161,6 +185,81 @@ impl SimCore {
         Handled::Queued {
             start_sync: self.syncing.is_none(),
             early: None,
+        }
+    }
+
+    /// Applies this core's misbehaviour to a reply.
+    fn misbehave(&mut self, response: Response) -> Response {
+        use super::Behaviour;
+        fn corrupt(sig: &mut sleepyseal_core::Signature) {
+            sig.0[0] ^= 0x5a;
+        }
+        fn strip_header(s: &mut sleepyseal_core::Summary) {
+            s.own_header = None;
+            s.own_payload = None;
+        }
+        match (self.behaviour, response) {
+            (
+                Behaviour::WithholdVotes,
+                Response::Votes {
+                    rejected, summary, ..
+                },
+            ) => Response::Votes {
+                votes: Vec::new(),
+                rejected,
+                summary,
+            },
+            (Behaviour::WithholdHeaders, Response::Summary(mut s)) => {
+                strip_header(&mut s);
+                Response::Summary(s)
+            }
+            (
+                Behaviour::WithholdHeaders,
+                Response::Votes {
+                    votes,
+                    rejected,
+                    mut summary,
+                },
+            ) => {
+                strip_header(&mut summary);
+                Response::Votes {
+                    votes,
+                    rejected,
+                    summary,
+                }
+            }
+            (Behaviour::InvalidSignatures, mut r) => {
+                let summary = match &mut r {
+                    Response::Summary(s) => Some(s),
+                    Response::Votes { votes, summary, .. } => {
+                        votes.iter_mut().for_each(|v| corrupt(&mut v.signature));
+                        Some(summary)
+                    }
+                    _ => None,
+                };
+                if let Some(s) = summary {
+                    s.votes.iter_mut().for_each(|v| corrupt(&mut v.signature));
+                    if let Some(h) = s.own_header.as_mut() {
+                        corrupt(&mut h.signature);
+                    }
+                }
+                r
+            }
+            (Behaviour::StaleReplies, r) => {
+                let kind = match &r {
+                    Response::Summary(_) => 0,
+                    Response::Votes { .. } => 1,
+                    _ => return r,
+                };
+                let earlier = self.stale.entry(kind).or_default();
+                earlier.push_back(r);
+                if earlier.len() > 8 {
+                    earlier.pop_front().expect("not empty")
+                } else {
+                    earlier.front().cloned().expect("not empty")
+                }
+            }
+            (_, r) => r,
         }
     }
 

@@ -60,6 +60,13 @@ pub struct SimConfig {
     pub sync_ms: (u64, u64),
     /// Equivocating twins: the first `twins` authorities run two cores with one key.
     pub twins: usize,
+    /// Byzantine cores: the `byzantine` authorities after the twins misbehave as `behaviour`.
+    pub byzantine: usize,
+    /// How the Byzantine cores misbehave.
+    pub behaviour: super::Behaviour,
+    /// Negative control: the checkers are not told that the `byzantine` cores are Byzantine, so
+    /// whatever they break is charged to honest cores and must show as a violation.
+    pub undeclared_byzantine: bool,
     /// Add a driver that injects certificates with forged signatures.
     pub forger: bool,
     /// Transactions per second submitted by the load client.
@@ -90,6 +97,9 @@ impl Default for SimConfig {
             partitions: true,
             sync_ms: (1, 4),
             twins: 0,
+            byzantine: 0,
+            behaviour: super::Behaviour::Honest,
+            undeclared_byzantine: false,
             forger: false,
             load_tx_per_s: 100,
             mutant: Mutant::None,
@@ -285,12 +295,19 @@ impl World {
                     verifier,
                 );
                 node.reply_before_write = config.mutant == Mutant::ReplyBeforeWrite;
+                let a = a.as_usize();
+                if a >= config.twins && a < config.twins + config.byzantine {
+                    node.behaviour = config.behaviour;
+                }
                 node
             })
             .collect();
-        let byzantine = (0..config.twins)
-            .map(|i| AuthorityIndex(i as u16))
-            .collect();
+        let declared = if config.undeclared_byzantine {
+            config.twins
+        } else {
+            config.twins + config.byzantine
+        };
+        let byzantine = (0..declared).map(|i| AuthorityIndex(i as u16)).collect();
         let checker = Checker::new(committee.clone(), schedule, byzantine, authority_of.len());
         let total_drivers = config.drivers + usize::from(config.forger);
         let drivers = (0..total_drivers)
@@ -347,7 +364,7 @@ impl World {
 
     /// Honest authorities' primary instances, the ones liveness is judged on.
     fn honest_instances(&self) -> Vec<usize> {
-        (self.config.twins..self.committee.size()).collect()
+        (self.config.twins + self.config.byzantine..self.committee.size()).collect()
     }
 
     fn schedule_faults(&mut self) {
