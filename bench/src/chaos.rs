@@ -25,8 +25,8 @@ use sleepyseal_core::{AuthorityIndex, CoreError, Digest};
 use sleepyseal_net::{Clients, GenesisOptions, NetLimits};
 
 use crate::client::parse_transaction;
-use crate::local::{spawn_core, spawn_driver, wait_ready, LocalArgs};
-use crate::procs::{check_ports_free, Kind, Proc};
+use crate::local::{claim_ports, spawn_core, spawn_driver, wait_ready, LocalArgs};
+use crate::procs::{Kind, Proc};
 
 /// How far behind the others (in rounds) a perturbed core may be and count as recovered.
 const RECOVERED_WITHIN_ROUNDS: u64 = 2;
@@ -103,17 +103,7 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
     if testbed_dir.exists() {
         std::fs::remove_dir_all(&testbed_dir)?;
     }
-    let core_metrics: Vec<u16> = (0..n).map(|i| args.base_port + 1_000 + i as u16).collect();
-    let driver_metrics: Vec<u16> = (0..drivers)
-        .map(|j| args.base_port + 1_100 + j as u16)
-        .collect();
-    let udp: Vec<u16> = (0..n).map(|i| args.base_port + i as u16).collect();
-    let tcp: Vec<u16> = core_metrics
-        .iter()
-        .chain(&driver_metrics)
-        .copied()
-        .collect();
-    check_ports_free(&udp, &tcp)?;
+    let (core_metrics, driver_metrics) = claim_ports(args.base_port, n, drivers)?;
     let committee_path = sleepyseal_net::genesis(
         &testbed_dir,
         &GenesisOptions {

@@ -308,17 +308,7 @@ fn run_once(
         std::fs::remove_dir_all(&testbed_dir)
             .with_context(|| format!("remove the old {}", testbed_dir.display()))?;
     }
-    let core_ports: Vec<u16> = (0..n).map(|i| args.base_port + i as u16).collect();
-    let core_metrics: Vec<u16> = (0..n).map(|i| args.base_port + 1_000 + i as u16).collect();
-    let driver_metrics: Vec<u16> = (0..args.drivers)
-        .map(|j| args.base_port + 1_100 + j as u16)
-        .collect();
-    let tcp: Vec<u16> = core_metrics
-        .iter()
-        .chain(&driver_metrics)
-        .copied()
-        .collect();
-    check_ports_free(&core_ports, &tcp)?;
+    let (core_metrics, driver_metrics) = claim_ports(args.base_port, n, args.drivers)?;
     let stakes = args.stakes.clone().unwrap_or_else(|| vec![1; n]);
     let committee_path = sleepyseal_net::genesis(
         &testbed_dir,
@@ -553,6 +543,25 @@ fn run_once(
             peak_rss_kib: peak_rss,
         },
     ))
+}
+
+/// The metrics ports of `cores` cores and `drivers` drivers (QUIC: base + i; metrics: base +
+/// 1000 + i and base + 1100 + j), after checking that all of them are free.
+pub(crate) fn claim_ports(
+    base: u16,
+    cores: usize,
+    drivers: usize,
+) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+    let quic: Vec<u16> = (0..cores).map(|i| base + i as u16).collect();
+    let core_metrics: Vec<u16> = (0..cores).map(|i| base + 1_000 + i as u16).collect();
+    let driver_metrics: Vec<u16> = (0..drivers).map(|j| base + 1_100 + j as u16).collect();
+    let tcp: Vec<u16> = core_metrics
+        .iter()
+        .chain(&driver_metrics)
+        .copied()
+        .collect();
+    check_ports_free(&quic, &tcp)?;
+    Ok((core_metrics, driver_metrics))
 }
 
 /// Starts core `i` of the testbed in `testbed_dir` with the harness's flags (plus `extra`).

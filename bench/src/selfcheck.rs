@@ -11,147 +11,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
-use sleepyseal_driver::sim::{run, Behaviour, Mutant, SimConfig};
-
-/// One negative control.
-struct Control {
-    name: &'static str,
-    /// What is planted.
-    what: &'static str,
-    /// Seeds tried before giving up.
-    limit: u64,
-    /// The scenario with the bug.
-    make: fn(u64) -> SimConfig,
-    /// The same scenario without it, if there is one (more than f Byzantine stake has none).
-    baseline: Option<fn(u64) -> SimConfig>,
-}
-
-fn prototype_quorum(seed: u64) -> SimConfig {
-    // S = 5 ≡ 2 (mod 3): the prototype quorum is 3 instead of 4; an equivocating twin exploits it.
-    SimConfig {
-        cores: 5,
-        twins: 1,
-        seed,
-        rounds: 20,
-        mutant: Mutant::PrototypeQuorum,
-        ..SimConfig::default()
-    }
-}
-
-fn no_signature_check(seed: u64) -> SimConfig {
-    SimConfig {
-        cores: 4,
-        forger: true,
-        seed,
-        rounds: 20,
-        mutant: Mutant::NoSignatureCheck,
-        ..SimConfig::default()
-    }
-}
-
-fn reply_before_write(seed: u64) -> SimConfig {
-    SimConfig {
-        cores: 4,
-        restart: 3,
-        sync_ms: (5, 25),
-        seed,
-        rounds: 20,
-        mutant: Mutant::ReplyBeforeWrite,
-        ..SimConfig::default()
-    }
-}
-
-fn hash_ordered_leader(seed: u64) -> SimConfig {
-    SimConfig {
-        cores: 4,
-        seed,
-        rounds: 20,
-        mutant: Mutant::HashMapOrderedLeader,
-        ..SimConfig::default()
-    }
-}
-
-fn byzantine_above_f(seed: u64) -> SimConfig {
-    // n = 4 tolerates f = 1: two equivocating twins are more than the protocol promises to survive.
-    SimConfig {
-        cores: 4,
-        twins: 2,
-        seed,
-        rounds: 20,
-        ..SimConfig::default()
-    }
-}
-
-fn amnesia_undeclared(seed: u64) -> SimConfig {
-    // A core that forgets its store signs a second header for a round it already signed; told
-    // it is honest, the checkers must see the equivocation.
-    SimConfig {
-        cores: 4,
-        byzantine: 1,
-        behaviour: Behaviour::Amnesia,
-        undeclared_byzantine: true,
-        seed,
-        rounds: 20,
-        ..SimConfig::default()
-    }
-}
-
-fn without_mutant(make: fn(u64) -> SimConfig, seed: u64) -> SimConfig {
-    SimConfig {
-        mutant: Mutant::None,
-        ..make(seed)
-    }
-}
-
-fn controls() -> Vec<Control> {
-    vec![
-        Control {
-            name: "prototype_quorum",
-            what: "quorum 2⌊S/3⌋+1 (too small for S = 5) with one equivocating twin",
-            limit: 100,
-            make: prototype_quorum,
-            baseline: Some(|s| without_mutant(prototype_quorum, s)),
-        },
-        Control {
-            name: "no_signature_check",
-            what: "cores accept every signature, with a forging driver",
-            limit: 100,
-            make: no_signature_check,
-            baseline: Some(|s| without_mutant(no_signature_check, s)),
-        },
-        Control {
-            name: "reply_before_write",
-            what: "replies released before the write is durable, with restarts",
-            limit: 150,
-            make: reply_before_write,
-            baseline: Some(|s| without_mutant(reply_before_write, s)),
-        },
-        Control {
-            name: "hashmap_ordered_leader",
-            what: "each core orders leaders by its own hash map",
-            limit: 100,
-            make: hash_ordered_leader,
-            baseline: Some(|s| without_mutant(hash_ordered_leader, s)),
-        },
-        Control {
-            name: "amnesia_undeclared",
-            what: "a core restarting on an empty store, not declared Byzantine to the checkers",
-            limit: 100,
-            make: amnesia_undeclared,
-            baseline: Some(|s| SimConfig {
-                undeclared_byzantine: false,
-                ..amnesia_undeclared(s)
-            }),
-        },
-        Control {
-            name: "byzantine_above_f",
-            what: "two equivocating twins at n = 4 (f = 1)",
-            limit: 200,
-            make: byzantine_above_f,
-            baseline: None,
-        },
-    ]
-}
+use sleepyseal_driver::sim::controls::{self, Control};
+use sleepyseal_driver::sim::run;
 
 /// The outcome of one control.
 #[derive(Serialize, Debug)]
@@ -232,7 +93,7 @@ fn check(control: &Control) -> Outcome {
 /// not caught or a baseline reported anything.
 pub fn main(threads: usize, json: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let controls = controls();
+    let controls = controls::all();
     let next = AtomicUsize::new(0);
     let outcomes: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {

@@ -1,7 +1,7 @@
 //! T2: simulation seeds with crashes, restarts, message faults and two drivers; S7 determinism;
 //! T3: negative controls that the checkers must catch.
 
-use sleepyseal_driver::sim::{run, Mutant, SimConfig, SimReport};
+use sleepyseal_driver::sim::{controls, run, SimConfig, SimReport};
 
 fn assert_clean(r: &SimReport) {
     assert!(
@@ -115,56 +115,6 @@ fn seeds_to_catch(limit: u64, make: impl Fn(u64) -> SimConfig) -> Option<u64> {
         .map(|s| s + 1)
 }
 
-#[test]
-fn negative_control_prototype_quorum_is_caught() {
-    // S = 5 ≡ 2 (mod 3): the prototype quorum is 3 instead of 4; an equivocating twin exploits it.
-    let needed = seeds_to_catch(40, |seed| SimConfig {
-        cores: 5,
-        twins: 1,
-        seed,
-        rounds: 20,
-        mutant: Mutant::PrototypeQuorum,
-        ..SimConfig::default()
-    });
-    println!("prototype quorum caught after {needed:?} seeds");
-    assert!(needed.is_some(), "prototype quorum not caught in 40 seeds");
-}
-
-#[test]
-fn negative_control_no_signature_check_is_caught() {
-    let needed = seeds_to_catch(40, |seed| SimConfig {
-        cores: 4,
-        forger: true,
-        seed,
-        rounds: 20,
-        mutant: Mutant::NoSignatureCheck,
-        ..SimConfig::default()
-    });
-    println!("no signature check caught after {needed:?} seeds");
-    assert!(
-        needed.is_some(),
-        "missing signature check not caught in 40 seeds"
-    );
-}
-
-#[test]
-fn negative_control_reply_before_write_is_caught() {
-    let needed = seeds_to_catch(60, |seed| SimConfig {
-        cores: 4,
-        restart: 3,
-        sync_ms: (5, 25),
-        seed,
-        rounds: 20,
-        mutant: Mutant::ReplyBeforeWrite,
-        ..SimConfig::default()
-    });
-    println!("reply before write caught after {needed:?} seeds");
-    assert!(
-        needed.is_some(),
-        "reply-before-write not caught in 60 seeds"
-    );
-}
-
 /// S9 with garbage collection in play: under client load, past gc depth and with a restart,
 /// every acknowledged transaction is committed exactly once or still pending at its core.
 #[test]
@@ -216,47 +166,6 @@ fn regression_seeds() {
     assert_clean(&r);
 }
 
-#[test]
-fn negative_control_hash_ordered_leader_is_caught() {
-    // Each core orders leaders by its own hash map: cores commit different leaders (S1).
-    let scenario = |seed, mutant| SimConfig {
-        cores: 4,
-        seed,
-        rounds: 20,
-        mutant,
-        ..SimConfig::default()
-    };
-    let needed = seeds_to_catch(40, |seed| scenario(seed, Mutant::HashMapOrderedLeader));
-    println!("hash-ordered leader caught after {needed:?} seeds");
-    assert!(
-        needed.is_some(),
-        "hash-ordered leaders not caught in 40 seeds"
-    );
-    // The same scenario with the real schedule is clean.
-    assert_eq!(
-        seeds_to_catch(10, |seed| scenario(seed, Mutant::None)),
-        None
-    );
-}
-
-#[test]
-fn more_than_f_byzantine_stake_is_caught() {
-    // n = 4 tolerates f = 1; two equivocating twins are beyond what the protocol promises, and
-    // the checkers must see the damage (conflicting certificates, disagreement).
-    let needed = seeds_to_catch(60, |seed| SimConfig {
-        cores: 4,
-        twins: 2,
-        seed,
-        rounds: 20,
-        ..SimConfig::default()
-    });
-    println!("two twins at n = 4 caught after {needed:?} seeds");
-    assert!(
-        needed.is_some(),
-        "more than f Byzantine stake not caught in 60 seeds"
-    );
-}
-
 /// Each Byzantine core behaviour (f = 1 of n = 4), a few seeds each: the honest cores stay safe
 /// and live. The long campaign runs from the CLI (`sleepyseal sim --byzantine 1 --seeds N`).
 #[test]
@@ -282,25 +191,48 @@ fn byzantine_cores_of_every_kind_leave_honest_cores_safe_and_live() {
     }
 }
 
+/// Runs negative control `name` (`sleepyseal_driver::sim::controls`): the checkers must catch it
+/// within its seed limit, and its scenario without the fault must be clean over 10 seeds.
+fn control_is_caught(name: &str) {
+    let c = controls::named(name);
+    let needed = seeds_to_catch(c.limit, c.make);
+    println!("{name} caught after {needed:?} seeds");
+    assert!(needed.is_some(), "{name} not caught in {} seeds", c.limit);
+    if let Some(baseline) = c.baseline {
+        assert_eq!(
+            seeds_to_catch(10, baseline),
+            None,
+            "{name}: baseline not clean"
+        );
+    }
+}
+
 #[test]
-fn an_undeclared_amnesiac_core_is_caught() {
-    // A core that restarts on an empty store goes back in rounds and signs again; charged to an
-    // honest core, the checkers must see it. Declared Byzantine, the same seeds are clean.
-    use sleepyseal_driver::sim::Behaviour;
-    let scenario = |seed, undeclared_byzantine| SimConfig {
-        cores: 4,
-        byzantine: 1,
-        behaviour: Behaviour::Amnesia,
-        undeclared_byzantine,
-        seed,
-        rounds: 20,
-        ..SimConfig::default()
-    };
-    let needed = seeds_to_catch(20, |seed| scenario(seed, true));
-    println!("undeclared amnesia caught after {needed:?} seeds");
-    assert!(
-        needed.is_some(),
-        "an amnesiac core passed as honest in 20 seeds"
-    );
-    assert_eq!(seeds_to_catch(10, |seed| scenario(seed, false)), None);
+fn negative_control_prototype_quorum_is_caught() {
+    control_is_caught("prototype_quorum");
+}
+
+#[test]
+fn negative_control_no_signature_check_is_caught() {
+    control_is_caught("no_signature_check");
+}
+
+#[test]
+fn negative_control_reply_before_write_is_caught() {
+    control_is_caught("reply_before_write");
+}
+
+#[test]
+fn negative_control_hash_ordered_leader_is_caught() {
+    control_is_caught("hashmap_ordered_leader");
+}
+
+#[test]
+fn negative_control_undeclared_amnesia_is_caught() {
+    control_is_caught("amnesia_undeclared");
+}
+
+#[test]
+fn more_than_f_byzantine_stake_is_caught() {
+    control_is_caught("byzantine_above_f");
 }

@@ -5,6 +5,7 @@
 //! replays exactly (`sleepyseal sim --seed N`).
 
 mod check;
+pub mod controls;
 mod node;
 mod rng;
 mod world;
