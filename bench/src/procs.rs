@@ -136,11 +136,7 @@ impl Proc {
             return Some(status);
         }
         self.peak_rss_kib = peak_rss_kib(self.pid()).or(self.peak_rss_kib);
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = self.signal("TERM");
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.exited() {

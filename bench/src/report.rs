@@ -152,7 +152,7 @@ impl Observed {
 }
 
 /// The parameters of a run, as reported.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
     /// Cores.
     pub cores: usize,
@@ -173,7 +173,6 @@ pub struct RunConfig {
     /// Most wait for a full batch (ms).
     pub max_batch_delay_ms: u64,
     /// Most wait for a live straggler's certificate (ms).
-    #[serde(default)]
     pub straggler_wait_ms: u64,
     /// Signatures per verification batch.
     pub verify_batch: usize,
@@ -194,7 +193,7 @@ pub struct RunConfig {
 }
 
 /// Totals over the cores' final metrics (the whole run, warm-up included).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct CoreTotals {
     /// Own headers that fell below gc_round uncommitted (their transactions were proposed again
     /// gc-depth rounds later: the end-to-end latency tail).
@@ -206,7 +205,7 @@ pub struct CoreTotals {
 }
 
 /// Latency percentiles (ms).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Latency {
     /// Mean.
     pub mean: f64,
@@ -237,7 +236,7 @@ impl Latency {
 }
 
 /// CPU and memory of one kind of process.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct KindUsage {
     /// The kind.
     pub kind: String,
@@ -267,7 +266,7 @@ pub struct LoadSummary {
 }
 
 /// The report of one run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// Parameters.
     pub config: RunConfig,
@@ -293,7 +292,6 @@ pub struct Report {
     /// Sum over load clients.
     pub load: LoadSummary,
     /// From the cores' metrics.
-    #[serde(default)]
     pub cores: CoreTotals,
     /// Acknowledged transactions that had not committed when the harness stopped waiting.
     pub not_committed: u64,

@@ -13,13 +13,18 @@ use sleepyseal_core::{
 };
 
 fn fresh_core(me: u16) -> (Core, MemStore) {
+    core_with(me, CoreConfig::default())
+}
+
+/// Core `me` of `committee(4)` with `config`, on an empty store.
+fn core_with(me: u16, config: CoreConfig) -> (Core, MemStore) {
     let c = committee(4);
     let mut store = MemStore::new();
     let core = Core::recover(
         c.clone(),
         default_schedule(&c),
         KeyPair::deterministic(0, me),
-        CoreConfig::default(),
+        config,
         store.load().unwrap(),
     )
     .unwrap();
@@ -246,15 +251,7 @@ fn committed_window_is_bounded_and_keeps_payloads() {
         committed_window_entries: 40,
         ..CoreConfig::default()
     };
-    let mut store = MemStore::new();
-    let mut core = Core::recover(
-        c.clone(),
-        default_schedule(&c),
-        KeyPair::deterministic(0, 3),
-        config.clone(),
-        store.load().unwrap(),
-    )
-    .unwrap();
+    let (mut core, mut store) = core_with(3, config.clone());
     let verifier = Verifier::new(c.clone(), VerifierConfig::default());
     let mut b = DagBuilder::new(c.clone());
     b.full_rounds(30);
@@ -322,15 +319,7 @@ fn straggler_wait_is_bounded_and_skips_silent_authors() {
     };
     let verifier = Verifier::new(c.clone(), VerifierConfig::default());
     let run = |round_one: &[u16]| {
-        let mut store = MemStore::new();
-        let mut core = Core::recover(
-            c.clone(),
-            default_schedule(&c),
-            KeyPair::deterministic(0, 3),
-            config.clone(),
-            store.load().unwrap(),
-        )
-        .unwrap();
+        let (mut core, mut store) = core_with(3, config.clone());
         let mut b = DagBuilder::new(c.clone());
         b.round(round_one, None).round(&[0, 1, 2], None);
         let response = sync_built(&mut core, &mut store, &verifier, &b, 100);

@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +23,7 @@ use sleepyseal_core::codec::{Decode, Encode};
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
 use sleepyseal_core::store::StoreError;
 use sleepyseal_core::verify::CheckedRequest;
-use sleepyseal_core::{Core, CoreError, Millis, Store, Verified, Verifier};
+use sleepyseal_core::{Core, CoreCounters, CoreError, Millis, Store, Verified, Verifier};
 use tokio::sync::oneshot;
 
 use crate::limits::NetLimits;
@@ -97,21 +97,7 @@ pub struct ServerStats {
     /// Header creation → commit at this core, for every committed entry.
     pub consensus_latency_seconds: Histogram,
     /// The core's own counters, copied after each group commit.
-    pub headers_built: AtomicU64,
-    /// See [`sleepyseal_core::CoreCounters`].
-    pub payload_bytes_proposed: AtomicU64,
-    /// See [`sleepyseal_core::CoreCounters`].
-    pub votes_cast: AtomicU64,
-    /// See [`sleepyseal_core::CoreCounters`].
-    pub certificates_inserted: AtomicU64,
-    /// See [`sleepyseal_core::CoreCounters`].
-    pub committed_payload_bytes: AtomicU64,
-    /// See [`sleepyseal_core::CoreCounters`].
-    pub leaders_committed: AtomicU64,
-    /// See [`sleepyseal_core::CoreCounters`].
-    pub own_headers_orphaned: AtomicU64,
-    /// See [`sleepyseal_core::CoreCounters`].
-    pub transactions_requeued: AtomicU64,
+    pub core_counters: Mutex<CoreCounters>,
 }
 
 impl Default for ServerStats {
@@ -137,14 +123,7 @@ impl Default for ServerStats {
             store_commit_seconds: Histogram::new(SECONDS_BUCKETS),
             group_requests: Histogram::new(COUNT_BUCKETS),
             consensus_latency_seconds: Histogram::new(SECONDS_BUCKETS),
-            headers_built: AtomicU64::new(0),
-            payload_bytes_proposed: AtomicU64::new(0),
-            votes_cast: AtomicU64::new(0),
-            certificates_inserted: AtomicU64::new(0),
-            committed_payload_bytes: AtomicU64::new(0),
-            leaders_committed: AtomicU64::new(0),
-            own_headers_orphaned: AtomicU64::new(0),
-            transactions_requeued: AtomicU64::new(0),
+            core_counters: Mutex::new(CoreCounters::default()),
         }
     }
 }
@@ -154,6 +133,7 @@ impl ServerStats {
     pub fn exposition(&self) -> String {
         let u = |a: &AtomicUsize| a.load(Ordering::Relaxed) as u64;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = *self.core_counters.lock().expect("not poisoned");
         let mut e = Exposition::default();
         e.gauge(
             "sleepyseal_core_round",
@@ -168,22 +148,22 @@ impl ServerStats {
         e.counter(
             "sleepyseal_core_headers_built_total",
             "Own headers built and signed.",
-            l(&self.headers_built),
+            c.headers_built,
         );
         e.counter(
             "sleepyseal_core_proposed_payload_bytes_total",
             "Payload bytes proposed in own headers.",
-            l(&self.payload_bytes_proposed),
+            c.payload_bytes_proposed,
         );
         e.counter(
             "sleepyseal_core_votes_cast_total",
             "Votes cast for other authors' headers.",
-            l(&self.votes_cast),
+            c.votes_cast,
         );
         e.counter(
             "sleepyseal_core_certificates_inserted_total",
             "Certificates newly inserted into the DAG.",
-            l(&self.certificates_inserted),
+            c.certificates_inserted,
         );
         e.counter(
             "sleepyseal_core_committed_certificates_total",
@@ -193,22 +173,22 @@ impl ServerStats {
         e.counter(
             "sleepyseal_core_committed_payload_bytes_total",
             "Payload bytes committed since start.",
-            l(&self.committed_payload_bytes),
+            c.committed_payload_bytes,
         );
         e.counter(
             "sleepyseal_core_leaders_committed_total",
             "Leaders committed since start.",
-            l(&self.leaders_committed),
+            c.leaders_committed,
         );
         e.counter(
             "sleepyseal_core_own_headers_orphaned_total",
             "Own headers that fell below gc_round uncommitted.",
-            l(&self.own_headers_orphaned),
+            c.own_headers_orphaned,
         );
         e.counter(
             "sleepyseal_core_requeued_transactions_total",
             "Transactions of orphaned own headers put back into the mempool.",
-            l(&self.transactions_requeued),
+            c.transactions_requeued,
         );
         e.histogram(
             "sleepyseal_core_consensus_latency_seconds",
@@ -686,29 +666,7 @@ fn core_loop(
 /// Copies the core's counters into `stats` and records the consensus latency of the entries
 /// committed since index `before`.
 fn record_counters(stats: &ServerStats, core: &Core, before: u64, now: Millis) {
-    let c = core.counters();
-    stats
-        .headers_built
-        .store(c.headers_built, Ordering::Relaxed);
-    stats
-        .payload_bytes_proposed
-        .store(c.payload_bytes_proposed, Ordering::Relaxed);
-    stats.votes_cast.store(c.votes_cast, Ordering::Relaxed);
-    stats
-        .certificates_inserted
-        .store(c.certificates_inserted, Ordering::Relaxed);
-    stats
-        .committed_payload_bytes
-        .store(c.committed_payload_bytes, Ordering::Relaxed);
-    stats
-        .leaders_committed
-        .store(c.leaders_committed, Ordering::Relaxed);
-    stats
-        .own_headers_orphaned
-        .store(c.own_headers_orphaned, Ordering::Relaxed);
-    stats
-        .transactions_requeued
-        .store(c.transactions_requeued, Ordering::Relaxed);
+    *stats.core_counters.lock().expect("not poisoned") = *core.counters();
     let after = core.consensus().consensus_index;
     if after > before {
         let new = core
