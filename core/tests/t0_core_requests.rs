@@ -355,3 +355,78 @@ fn straggler_wait_is_bounded_and_skips_silent_authors() {
     let (first, _, _) = run(&[0, 1, 2]);
     assert_eq!(first, (Status::Ready, Round(3)));
 }
+
+/// Regression (CI, `e2e::a_core_killed_with_sigkill_...`): a core that catches up after a restart
+/// can raise gc_round by more than `retention_rounds` in one commit. Payloads below the retention
+/// window were dropped before the own headers below gc_round were re-queued, so the payload of an
+/// own header that never committed was gone when its transactions had to go back to the mempool:
+/// the core stopped on an assertion (and would have lost acknowledged transactions). The payload
+/// of every own header is kept as long as the header is, whatever the jump.
+#[test]
+fn own_payload_survives_a_gc_jump_beyond_retention() {
+    let c = committee(4);
+    let config = CoreConfig {
+        gc_depth: 2,
+        retention_rounds: 0,
+        leader_timeout_ms: 0,
+        vote_timeout_ms: 0,
+        straggler_wait_ms: 0,
+        ..CoreConfig::default()
+    };
+    let (mut core, mut store) = core_with(3, config.clone());
+    let verifier = Verifier::new(c.clone(), VerifierConfig::default());
+    let submitted: Vec<Bytes> = (0..5u8).map(|i| Bytes::from(vec![i; 40])).collect();
+    let submit = Request {
+        instance: instance(),
+        body: RequestBody::Submit {
+            transactions: submitted.clone(),
+        },
+    };
+    let (_, batch) = core.handle(Millis(1), verifier.verify(submit).unwrap());
+    store.commit(&[batch]).unwrap();
+
+    // Round 1 by everyone else: core 3 proposes its round-2 header with the transactions.
+    let mut b = DagBuilder::new(c.clone());
+    b.round(&[0, 1, 2], None);
+    sync_built(&mut core, &mut store, &verifier, &b, 2);
+    assert_eq!(core.round(), Round(2));
+    assert_eq!(
+        core.mempool_len(),
+        0,
+        "the transactions went into the own header"
+    );
+
+    // The others go on without core 3's header for 30 rounds; core 3 learns them in one sync:
+    // gc_round jumps from 0 to ~28 while retention is 0. Then it proposes again, and once more
+    // rounds commit, its round-2 header falls below gc_round and must be re-queued.
+    b.round(&[0, 1, 2], Some(&[0, 1, 2]));
+    for _ in 0..30 {
+        b.round(&[0, 1, 2], None);
+    }
+    sync_built(&mut core, &mut store, &verifier, &b, 3);
+    for _ in 0..4 {
+        b.round(&[0, 1, 2], None);
+    }
+    sync_built(&mut core, &mut store, &verifier, &b, 4);
+    assert!(core.gc_round() > Round(2), "gc {:?}", core.gc_round());
+
+    let mut pending = core.pending_transactions();
+    pending.sort();
+    assert_eq!(
+        pending, submitted,
+        "every acknowledged transaction is pending again"
+    );
+    assert_eq!(core.counters().transactions_requeued, 5);
+    // And the re-queue is durable: a restart holds the same pending transactions.
+    let restarted = Core::recover(
+        c.clone(),
+        default_schedule(&c),
+        KeyPair::deterministic(0, 3),
+        config,
+        store.load().unwrap(),
+    )
+    .unwrap();
+    let mut pending = restarted.pending_transactions();
+    pending.sort();
+    assert_eq!(pending, submitted);
+}

@@ -1,6 +1,6 @@
 //! Certificate insertion (§4.3), the commit rule's application (§5) and garbage collection (§4.6).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -191,9 +191,13 @@ impl Core {
                 tx.batch.delete(keys::certificate(c.round(), c.author()));
             }
         }
-        self.evict_committed(gc_round, keep_from, tx);
-        self.drop_payloads_below(keep_from, tx);
+        // Own headers first: their transactions are read back from payloads that the
+        // retention window may be about to drop (gc_round can jump by more than
+        // `retention_rounds` when a core catches up).
         self.requeue_own_below(gc_round, tx);
+        let own = self.uncommitted_own_payloads();
+        self.evict_committed(gc_round, keep_from, &own, tx);
+        self.drop_payloads_below(keep_from, &own, tx);
         self.votes_cast = self.votes_cast.split_off(&gc_round);
         self.quorum_since = self.quorum_since.split_off(&gc_round);
     }
@@ -211,7 +215,13 @@ impl Core {
     /// Evicts the oldest committed entries beyond the window (never one of round ≥ `gc_round`:
     /// own headers above it must still know they committed), with their stored keys; a payload
     /// no longer pinned and below `keep_from` goes with them.
-    fn evict_committed(&mut self, gc_round: Round, keep_from: Round, tx: &mut Tx) {
+    fn evict_committed(
+        &mut self,
+        gc_round: Round,
+        keep_from: Round,
+        own: &BTreeSet<Digest>,
+        tx: &mut Tx,
+    ) {
         while self.committed.len() > self.config.committed_window_entries
             || self.committed_bytes > self.config.committed_window_bytes
         {
@@ -233,10 +243,11 @@ impl Core {
             *pins -= 1;
             if *pins == 0 {
                 self.committed_pins.remove(&digest);
-                if self
-                    .payloads
-                    .get(&digest)
-                    .is_some_and(|p| p.round < keep_from)
+                if !own.contains(&digest)
+                    && self
+                        .payloads
+                        .get(&digest)
+                        .is_some_and(|p| p.round < keep_from)
                 {
                     self.payloads.remove(&digest);
                     tx.batch.delete(keys::payload(&digest));
@@ -245,11 +256,24 @@ impl Core {
         }
     }
 
-    fn drop_payloads_below(&mut self, round: Round, tx: &mut Tx) {
+    /// Digests of the payloads of own headers not known to have committed: kept whatever
+    /// their round, until the header commits or its transactions are re-queued.
+    fn uncommitted_own_payloads(&self) -> BTreeSet<Digest> {
+        self.own
+            .values()
+            .filter(|o| !o.committed)
+            .map(|o| o.signed.header.payload().digest)
+            .collect()
+    }
+
+    /// Drops payloads below `round` that no retained committed entry and no own header needs.
+    fn drop_payloads_below(&mut self, round: Round, own: &BTreeSet<Digest>, tx: &mut Tx) {
         let mut expired: Vec<Digest> = self
             .payloads
             .iter()
-            .filter(|(d, p)| p.round < round && !self.committed_pins.contains_key(*d))
+            .filter(|(d, p)| {
+                p.round < round && !self.committed_pins.contains_key(*d) && !own.contains(*d)
+            })
             .map(|(d, _)| *d)
             .collect();
         expired.sort_unstable(); // deterministic write order
@@ -259,7 +283,7 @@ impl Core {
         }
         // Worth asking for: payloads of certificates still in the DAG, and of retained committed
         // entries (clients read their transactions).
-        let mut missing: std::collections::BTreeSet<Digest> = self
+        let mut missing: BTreeSet<Digest> = self
             .dag
             .above(self.dag.floor().prev())
             .map(|c| c.header.payload().digest)
