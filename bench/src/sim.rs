@@ -72,14 +72,22 @@ pub struct SimArgs {
     /// Print one JSON object instead of the readable summary.
     #[arg(long)]
     json: bool,
-    /// Byzantine cores (by index, after none): they misbehave as --behaviour. With the crashed
-    /// and restarting cores, at most f stake.
+    /// Byzantine count for --behaviour: for a core behaviour, the first K cores misbehave (with
+    /// the crashed and restarting cores, at most f stake); for twin and twins-scenario, K
+    /// equivocating twins (also within f); for a driver behaviour, K hostile drivers beside the
+    /// honest --drivers.
     #[arg(long, default_value_t = 0)]
     byzantine: usize,
-    /// How the Byzantine cores misbehave: withhold-votes, withhold-headers, invalid-signatures,
-    /// stale-replies, amnesia, or all (seed s uses the (s mod 5)-th).
+    /// What the Byzantine part does. Cores: withhold-votes, withhold-headers,
+    /// invalid-signatures, stale-replies, amnesia, far-future-rounds, bad-parents, bad-payloads,
+    /// twin, twins-scenario. Drivers: omit-leader, replay-bundles, reorder-bundles,
+    /// truncate-bundles, mix-rounds, garbage. Or all: seed s runs the (s mod 16)-th.
     #[arg(long, default_value = "all")]
     behaviour: String,
+    /// Keep gc depth and retention at their defaults in every seed (by default two seeds in
+    /// three run with a small gc depth and retention window).
+    #[arg(long)]
+    no_vary_storage: bool,
     /// Run the negative controls instead (planted bugs, more than f Byzantine stake): each must
     /// be caught by the checkers, and the same scenarios without the bug must report nothing.
     #[arg(long)]
@@ -138,6 +146,7 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         load_tx_per_s: args.load_tx_per_s,
         byzantine: args.byzantine,
         behaviour: behaviour_of(&args.behaviour, seed),
+        vary_storage: !args.no_vary_storage,
         ..SimConfig::default()
     };
     config.driver.pipeline_depth = args.pipeline_depth.max(1);
@@ -168,9 +177,13 @@ fn validate(args: &SimArgs) -> anyhow::Result<()> {
     let (f, _, _) = thresholds(Stake(total));
     let mut sorted = stakes.clone();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
+    // Hostile drivers take no stake; every core behaviour and twins do.
+    let only_drivers = args.behaviour != "all"
+        && Behaviour::from_name(&args.behaviour).is_some_and(Behaviour::is_driver);
+    let byzantine_cores = if only_drivers { 0 } else { args.byzantine };
     let worst: u64 = sorted
         .iter()
-        .take(args.crash + args.restart.min(1) + args.byzantine)
+        .take(args.crash + args.restart.min(1) + byzantine_cores)
         .sum();
     if worst > f.0 {
         bail!(

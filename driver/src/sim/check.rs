@@ -49,6 +49,10 @@ pub struct Checker {
     certified: HashMap<(AuthorityIndex, Round), Digest>,
     /// Reference verdicts by certificate digest.
     valid: HashMap<Digest, bool>,
+    /// A valid copy of every certificate carried to a core: S4 judges a committed certificate
+    /// that garbage collection already dropped from the core's DAG by it (with a small gc depth
+    /// and retention window a commit and its pruning happen in one step).
+    carried: HashMap<Digest, Certificate>,
     /// S3: digest signed per (voter, author, round) by honest cores.
     signed: HashMap<(AuthorityIndex, AuthorityIndex, Round), Digest>,
     /// Header (author, round) by digest, from everything seen.
@@ -77,6 +81,7 @@ impl Checker {
             log: Vec::new(),
             certified: HashMap::new(),
             valid: HashMap::new(),
+            carried: HashMap::new(),
             signed: HashMap::new(),
             headers: HashMap::new(),
             leaders: HashMap::new(),
@@ -211,6 +216,17 @@ impl Checker {
             _ => return,
         };
         let honest = !self.byzantine.contains(&core.index());
+        for c in &carried {
+            if c.round() != Round::GENESIS
+                && !self.carried.contains_key(&c.digest())
+                && self
+                    .reference
+                    .check_certificates(std::slice::from_ref(*c), None)
+                    .is_ok()
+            {
+                self.carried.insert(c.digest(), Certificate::clone(c));
+            }
+        }
         for c in carried {
             if c.round() == Round::GENESIS || !core.dag().contains(&c.digest()) {
                 continue;
@@ -328,10 +344,16 @@ impl Checker {
             self.log.push((e.digest, e.commit_hash));
         }
         // S4: valid, once, after committed parents, leaders are leader(L).
-        let certificate = core.dag().get(&e.digest).map(|c| Certificate::clone(c));
+        let in_dag = core.dag().get(&e.digest).map(|c| Certificate::clone(c));
+        let pruned = in_dag.is_none() && e.round < core.gc_round();
+        let certificate = in_dag.or_else(|| {
+            pruned
+                .then(|| self.carried.get(&e.digest).cloned())
+                .flatten()
+        });
         match certificate {
             Some(c) => {
-                if !self.is_valid(&c) {
+                if !pruned && !self.is_valid(&c) {
                     self.fail(
                         "S4",
                         format!("core {instance} committed invalid {:?}", e.digest),

@@ -74,6 +74,19 @@ fn byzantine_above_f(seed: u64) -> SimConfig {
     }
 }
 
+fn twins_scenario_above_f(seed: u64) -> SimConfig {
+    // Twins-style scenarios (generated leaders and per-phase reachability) with two twins at
+    // n = 4: the same generator that finds nothing with one twin must find the violation.
+    SimConfig {
+        cores: 4,
+        byzantine: 2,
+        behaviour: Behaviour::TwinsScenario,
+        seed,
+        rounds: 20,
+        ..SimConfig::default()
+    }
+}
+
 fn amnesia_undeclared(seed: u64) -> SimConfig {
     // A core that forgets its store signs a second header for a round it already signed; told
     // it is honest, the checkers must see the equivocation.
@@ -134,6 +147,16 @@ pub fn all() -> Vec<Control> {
             baseline: Some(|s| SimConfig {
                 undeclared_byzantine: false,
                 ..amnesia_undeclared(s)
+            }),
+        },
+        Control {
+            name: "twins_scenario_above_f",
+            what: "Twins-style scenarios with two twins at n = 4 (f = 1)",
+            limit: 200,
+            make: twins_scenario_above_f,
+            baseline: Some(|s| SimConfig {
+                byzantine: 1,
+                ..twins_scenario_above_f(s)
             }),
         },
         Control {

@@ -14,8 +14,11 @@ pub use check::{Checker, Violation};
 pub use rng::SimRng;
 pub use world::{run, SimConfig, SimReport};
 
-/// How a Byzantine core (one of the first `byzantine` authorities after the twins) misbehaves.
-/// Its key is counted as Byzantine by the checkers; the honest cores must stay safe and live.
+/// What the Byzantine part of a run does. Core behaviours apply to the first `byzantine`
+/// authorities after the twins (their keys are counted as Byzantine by the checkers); `Twin` and
+/// `TwinsScenario` make them equivocating twins; driver behaviours add `byzantine` hostile
+/// drivers beside the honest ones (every core stays honest). Honest cores must stay safe, and
+/// live with at least one honest driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Behaviour {
     /// Honest.
@@ -27,20 +30,57 @@ pub enum Behaviour {
     WithholdHeaders,
     /// Corrupts the signatures of the votes and headers it hands out.
     InvalidSignatures,
-    /// Answers with an older reply of the same kind instead of the current one.
+    /// Stale-round replays: answers with an older reply of the same kind (older rounds, older
+    /// headers and votes) instead of the current one.
     StaleReplies,
     /// Every 150 requests forgets everything (restarts on an empty store) and signs again.
     Amnesia,
+    /// Shows, often, a validly signed own header of a far-future round.
+    FarFutureRounds,
+    /// Shows, often, a validly signed own header with missing or fabricated parents.
+    BadParents,
+    /// Shows, often, a validly signed own header whose payload is wrong (digest or bytes do not
+    /// match) or oversized.
+    BadPayloads,
+    /// An equivocating twin: two instances with one key and separate stores, each reached by
+    /// different drivers.
+    Twin,
+    /// Twins-style scenario: twins plus generated per-round leaders and, phase by phase, which
+    /// instance of each authority every driver reaches (none, the original or the twin).
+    TwinsScenario,
+    /// A fast hostile driver that drops the leader's header and certificate from its bundles.
+    OmitLeader,
+    /// A hostile driver that also sends old requests again, to any core.
+    ReplayBundles,
+    /// A hostile driver that shuffles the items of its bundles and sends requests out of order.
+    ReorderBundles,
+    /// A hostile driver that cuts its bundles (items or encoded bytes) short.
+    TruncateBundles,
+    /// A hostile driver that mixes headers, certificates and parents of different rounds.
+    MixRounds,
+    /// A hostile driver that sends random bytes and damaged encodings.
+    Garbage,
 }
 
 impl Behaviour {
     /// Every misbehaviour, for `--behaviour all`.
-    pub const ALL: [Behaviour; 5] = [
+    pub const ALL: [Behaviour; 16] = [
         Behaviour::WithholdVotes,
         Behaviour::WithholdHeaders,
         Behaviour::InvalidSignatures,
         Behaviour::StaleReplies,
         Behaviour::Amnesia,
+        Behaviour::FarFutureRounds,
+        Behaviour::BadParents,
+        Behaviour::BadPayloads,
+        Behaviour::Twin,
+        Behaviour::TwinsScenario,
+        Behaviour::OmitLeader,
+        Behaviour::ReplayBundles,
+        Behaviour::ReorderBundles,
+        Behaviour::TruncateBundles,
+        Behaviour::MixRounds,
+        Behaviour::Garbage,
     ];
 
     /// The CLI name.
@@ -52,6 +92,17 @@ impl Behaviour {
             Behaviour::InvalidSignatures => "invalid-signatures",
             Behaviour::StaleReplies => "stale-replies",
             Behaviour::Amnesia => "amnesia",
+            Behaviour::FarFutureRounds => "far-future-rounds",
+            Behaviour::BadParents => "bad-parents",
+            Behaviour::BadPayloads => "bad-payloads",
+            Behaviour::Twin => "twin",
+            Behaviour::TwinsScenario => "twins-scenario",
+            Behaviour::OmitLeader => "omit-leader",
+            Behaviour::ReplayBundles => "replay-bundles",
+            Behaviour::ReorderBundles => "reorder-bundles",
+            Behaviour::TruncateBundles => "truncate-bundles",
+            Behaviour::MixRounds => "mix-rounds",
+            Behaviour::Garbage => "garbage",
         }
     }
 
@@ -61,6 +112,53 @@ impl Behaviour {
             .into_iter()
             .chain([Behaviour::Honest])
             .find(|b| b.name() == name)
+    }
+
+    /// Whether it is a driver's (the cores all stay honest; Byzantine stake is not used).
+    pub fn is_driver(self) -> bool {
+        matches!(
+            self,
+            Behaviour::OmitLeader
+                | Behaviour::ReplayBundles
+                | Behaviour::ReorderBundles
+                | Behaviour::TruncateBundles
+                | Behaviour::MixRounds
+                | Behaviour::Garbage
+        )
+    }
+
+    /// Whether the Byzantine authorities run as equivocating twins.
+    pub fn is_twin(self) -> bool {
+        matches!(self, Behaviour::Twin | Behaviour::TwinsScenario)
+    }
+}
+
+/// The leader schedule of a Twins scenario: one generated leader per even round (the same for
+/// every instance: the schedule is part of the protocol's configuration), round-robin after the
+/// generated table.
+#[derive(Debug)]
+pub struct GeneratedLeaders {
+    table: Vec<sleepyseal_core::AuthorityIndex>,
+    n: usize,
+}
+
+impl GeneratedLeaders {
+    /// `rounds` generated leader choices for a committee of `n`, from `rng`.
+    pub fn new(rng: &mut SimRng, n: usize, rounds: usize) -> GeneratedLeaders {
+        let table = (0..rounds)
+            .map(|_| sleepyseal_core::AuthorityIndex(rng.index(n) as u16))
+            .collect();
+        GeneratedLeaders { table, n }
+    }
+}
+
+impl sleepyseal_core::LeaderSchedule for GeneratedLeaders {
+    fn leader(&self, round: sleepyseal_core::Round) -> sleepyseal_core::AuthorityIndex {
+        let slot = (round.0 / 2) as usize;
+        match self.table.get(slot) {
+            Some(a) => *a,
+            None => sleepyseal_core::AuthorityIndex((slot % self.n) as u16),
+        }
     }
 }
 

@@ -59,6 +59,8 @@ pub struct SimCore {
     handled: u64,
     /// Earlier replies by kind (StaleReplies): the oldest is answered instead of the current.
     stale: std::collections::HashMap<u8, VecDeque<Response>>,
+    /// Randomness of the misbehaviours that craft headers.
+    rng: super::SimRng,
 }
 
 /// What handling a request produced.
@@ -102,6 +104,7 @@ impl SimCore {
             behaviour: super::Behaviour::Honest,
             handled: 0,
             stale: std::collections::HashMap::new(),
+            rng: super::SimRng::new(key_seed ^ (u64::from(index) << 40) ^ 0xB42),
         };
         node.restart();
         node
@@ -259,8 +262,90 @@ impl SimCore {
                     earlier.front().cloned().expect("not empty")
                 }
             }
+            (
+                Behaviour::FarFutureRounds | Behaviour::BadParents | Behaviour::BadPayloads,
+                mut r,
+            ) => {
+                if let Response::Summary(s) | Response::Votes { summary: s, .. } = &mut r {
+                    if s.own_header.is_some() && self.rng.chance(500) {
+                        self.craft(s);
+                    }
+                }
+                r
+            }
             (_, r) => r,
         }
+    }
+
+    /// Replaces the own header of `s` by one wrong in this core's way, validly signed with its
+    /// key: honest cores must refuse it with a typed error and stay safe.
+    fn craft(&mut self, s: &mut sleepyseal_core::Summary) {
+        use sleepyseal_core::messages::{Header, ParentRef, PayloadRef};
+        use sleepyseal_core::{Digest, Payload, Round};
+        let real = &s.own_header.as_ref().expect("checked by the caller").header;
+        let mut round = real.round();
+        let mut parents = real.parents().to_vec();
+        let mut payload = real.payload();
+        let random_digest = |rng: &mut super::SimRng| {
+            let mut d = [0u8; 32];
+            for chunk in d.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            Digest(d)
+        };
+        match self.behaviour {
+            super::Behaviour::FarFutureRounds => {
+                round = if self.rng.chance(100) {
+                    Round(u64::MAX - self.rng.range(0, 2))
+                } else {
+                    Round(round.0 + self.rng.range(2, 5_000))
+                };
+            }
+            super::Behaviour::BadParents => match self.rng.index(3) {
+                0 => parents.truncate(self.rng.index(parents.len().max(1))),
+                1 => {
+                    let i = self.rng.index(parents.len().max(1));
+                    if let Some(p) = parents.get_mut(i) {
+                        p.digest = random_digest(&mut self.rng);
+                    }
+                }
+                _ => parents.push(ParentRef {
+                    author: sleepyseal_core::AuthorityIndex(
+                        self.rng.index(self.committee.size()) as u16
+                    ),
+                    digest: random_digest(&mut self.rng),
+                }),
+            },
+            _ => match self.rng.index(3) {
+                // A reference to bytes nobody has (the carried payload does not match).
+                0 => payload.digest = random_digest(&mut self.rng),
+                // Above the payload limit.
+                1 => {
+                    payload = PayloadRef {
+                        digest: random_digest(&mut self.rng),
+                        len: sleepyseal_core::limits::MAX_PAYLOAD_BYTES as u32
+                            + 1
+                            + self.rng.range(0, 1_000) as u32,
+                    }
+                }
+                // A real reference with other bytes carried beside it.
+                _ => {
+                    let other =
+                        Payload::from_transactions([&self.rng.next_u64().to_le_bytes()[..]]);
+                    s.own_payload = Some(other);
+                }
+            },
+        }
+        let header = Header::new(
+            real.instance(),
+            round,
+            real.author(),
+            parents,
+            payload,
+            real.created_at_ms(),
+        );
+        let key = KeyPair::deterministic(self.key_seed, self.index);
+        s.own_header = Some(sleepyseal_core::testkit::sign_header(&key, header));
     }
 
     /// Starts syncing the queued group. Returns false if there is nothing to sync.

@@ -19,8 +19,9 @@ use sleepyseal_core::{
 use super::check::Checker;
 use super::node::{Handled, PendingReply, SimCore};
 use super::rng::SimRng;
-use super::Mutant;
+use super::{Behaviour, Mutant};
 use crate::state::{DriverConfig, DriverState, Outgoing};
+use std::collections::VecDeque;
 
 /// The actor id of the load client.
 const CLIENT: usize = usize::MAX;
@@ -73,6 +74,8 @@ pub struct SimConfig {
     pub load_tx_per_s: u64,
     /// Negative control to plant.
     pub mutant: Mutant,
+    /// Two seeds in three run with a small gc depth and retention window (see `World::new`).
+    pub vary_storage: bool,
     /// Core settings.
     pub core: CoreConfig,
     /// Driver settings.
@@ -103,6 +106,7 @@ impl Default for SimConfig {
             forger: false,
             load_tx_per_s: 100,
             mutant: Mutant::None,
+            vary_storage: true,
             core: CoreConfig {
                 leader_timeout_ms: 300,
                 vote_timeout_ms: 300,
@@ -202,11 +206,32 @@ struct SimDriver {
     incarnation: u64,
     in_flight: HashMap<u64, RequestBody>,
     forger: bool,
+    /// `Honest`, or the driver behaviour of a hostile driver.
+    behaviour: Behaviour,
+    /// A hostile driver's earlier requests (replayed, mixed).
+    history: VecDeque<Request>,
+    /// A reordering driver's requests held back: (instance, id, bytes).
+    held: Vec<(usize, u64, Bytes)>,
 }
+
+/// One phase of a Twins scenario: until `until` ms, `view[driver][authority]` is the instance of
+/// that authority the driver reaches (`None`: cut off).
+struct Phase {
+    until: u64,
+    view: Vec<Vec<Option<usize>>>,
+}
+
+/// Length of the generated part of a Twins scenario; after it every link heals (liveness is
+/// judged after this global stabilisation time, safety throughout).
+const SCENARIO_MS: u64 = 6_000;
 
 struct World {
     config: SimConfig,
     committee: Arc<Committee>,
+    /// The leader schedule every honest instance runs (generated in Twins scenarios).
+    schedule: Arc<dyn LeaderSchedule>,
+    /// Twins-scenario phases (empty otherwise).
+    phases: Vec<Phase>,
     rng: SimRng,
     now: u64,
     seq: u64,
@@ -267,9 +292,42 @@ fn build_committee(config: &SimConfig) -> Arc<Committee> {
 }
 
 impl World {
-    fn new(config: SimConfig) -> World {
+    fn new(mut config: SimConfig) -> World {
+        // Twins and hostile drivers use the Byzantine count their own way.
+        let mut hostile_drivers = 0;
+        if config.behaviour.is_driver() {
+            hostile_drivers = config.byzantine;
+            config.byzantine = 0;
+        } else if config.behaviour.is_twin() {
+            config.twins += config.byzantine;
+            config.byzantine = 0;
+        }
+        if config.vary_storage {
+            // Small gc depth and retention in two seeds out of three: garbage collection, the
+            // retention window and catch-up across them run within a short simulation. The
+            // window stays above the longest outage of the fault schedule (~20 rounds): a core
+            // that falls behind by more than gc depth + retention cannot catch up (there is no
+            // state sync yet), which would be a liveness failure of the configuration.
+            let (gc_depth, retention) = match config.seed % 3 {
+                0 => (config.core.gc_depth, config.core.retention_rounds),
+                1 => (6, 24),
+                _ => (3, 20),
+            };
+            config.core.gc_depth = gc_depth;
+            config.core.retention_rounds = retention;
+        }
         let committee = build_committee(&config);
-        let schedule: Arc<dyn LeaderSchedule> = default_schedule(&committee);
+        let scenario = config.behaviour == Behaviour::TwinsScenario && config.twins > 0;
+        let mut scenario_rng = SimRng::new(config.seed ^ 0x7715_5CE7);
+        let schedule: Arc<dyn LeaderSchedule> = if scenario {
+            Arc::new(super::GeneratedLeaders::new(
+                &mut scenario_rng,
+                committee.size(),
+                256,
+            ))
+        } else {
+            default_schedule(&committee)
+        };
         let mut authority_of: Vec<AuthorityIndex> = committee.indices().collect();
         authority_of.extend((0..config.twins).map(|i| AuthorityIndex(i as u16)));
         let instances = authority_of
@@ -308,24 +366,57 @@ impl World {
             config.twins + config.byzantine
         };
         let byzantine = (0..declared).map(|i| AuthorityIndex(i as u16)).collect();
-        let checker = Checker::new(committee.clone(), schedule, byzantine, authority_of.len());
-        let total_drivers = config.drivers + usize::from(config.forger);
-        let drivers = (0..total_drivers)
-            .map(|d| SimDriver {
-                state: Some(DriverState::new(
-                    committee.clone(),
-                    config.driver.clone(),
-                    (d as u64) << 48,
-                )),
-                incarnation: 0,
-                in_flight: HashMap::new(),
-                forger: d >= config.drivers,
+        let checker = Checker::new(
+            committee.clone(),
+            schedule.clone(),
+            byzantine,
+            authority_of.len(),
+        );
+        let total_drivers = config.drivers + hostile_drivers + usize::from(config.forger);
+        let drivers: Vec<SimDriver> = (0..total_drivers)
+            .map(|d| {
+                let hostile = d >= config.drivers && d < config.drivers + hostile_drivers;
+                let behaviour = if hostile {
+                    config.behaviour
+                } else {
+                    Behaviour::Honest
+                };
+                let mut driver_config = config.driver.clone();
+                if behaviour == Behaviour::OmitLeader {
+                    // The fast one: polls five times as often as the honest drivers.
+                    driver_config.poll_interval_ms = (driver_config.poll_interval_ms / 5).max(1);
+                }
+                SimDriver {
+                    state: Some(DriverState::new(
+                        committee.clone(),
+                        driver_config,
+                        (d as u64) << 48,
+                    )),
+                    incarnation: 0,
+                    in_flight: HashMap::new(),
+                    forger: d >= config.drivers + hostile_drivers,
+                    behaviour,
+                    history: VecDeque::new(),
+                    held: Vec::new(),
+                }
             })
             .collect();
+        let phases = if scenario {
+            generate_phases(
+                &mut scenario_rng,
+                committee.size(),
+                config.twins,
+                drivers.len(),
+            )
+        } else {
+            Vec::new()
+        };
         World {
             rng: SimRng::new(config.seed),
             config,
             committee,
+            schedule,
+            phases,
             now: 0,
             seq: 0,
             queue: BTreeMap::new(),
@@ -353,13 +444,19 @@ impl World {
         self.queue.insert((self.now + delay_ms, self.seq), event);
     }
 
-    /// Which instance of `authority` a driver talks to (twins split between drivers).
-    fn route(&self, driver: usize, authority: AuthorityIndex) -> usize {
-        if authority.as_usize() < self.config.twins && driver % 2 == 1 {
-            self.committee.size() + authority.as_usize()
-        } else {
-            authority.as_usize()
+    /// Which instance of `authority` a driver talks to, if any: the current Twins-scenario
+    /// phase decides; otherwise twins are split between drivers by parity.
+    fn route(&self, driver: usize, authority: AuthorityIndex) -> Option<usize> {
+        if let Some(phase) = self.phases.iter().find(|p| self.now < p.until) {
+            return phase.view[driver][authority.as_usize()];
         }
+        Some(
+            if authority.as_usize() < self.config.twins && driver % 2 == 1 {
+                self.committee.size() + authority.as_usize()
+            } else {
+                authority.as_usize()
+            },
+        )
     }
 
     /// Honest authorities' primary instances, the ones liveness is judged on.
@@ -504,7 +601,12 @@ impl World {
             }
             Event::DriverTick { driver } => {
                 self.driver_poll(driver);
-                self.at(DRIVER_TICK_MS, Event::DriverTick { driver });
+                let tick = if self.drivers[driver].behaviour == Behaviour::OmitLeader {
+                    DRIVER_TICK_MS / 5
+                } else {
+                    DRIVER_TICK_MS
+                };
+                self.at(tick, Event::DriverTick { driver });
             }
             Event::Crash {
                 instance,
@@ -692,15 +794,246 @@ impl World {
     }
 
     fn send_request(&mut self, driver: usize, id: u64, core: AuthorityIndex, request: Request) {
-        let instance = self.route(driver, core);
+        let Some(instance) = self.route(driver, core) else {
+            return;
+        };
+        if self.drivers[driver].behaviour != Behaviour::Honest {
+            self.send_hostile(driver, id, instance, request);
+            return;
+        }
         let bytes = request.to_bytes();
         self.drivers[driver].in_flight.insert(id, request.body);
+        self.send_bytes(driver, instance, id, bytes);
+    }
+
+    fn send_bytes(&mut self, driver: usize, instance: usize, id: u64, bytes: Bytes) {
         self.transmit(Some(driver), instance, || Event::Request {
             from: driver,
             instance,
             id,
             bytes: bytes.clone(),
         });
+    }
+
+    /// A hostile driver's request: tampered with according to its behaviour.
+    fn send_hostile(&mut self, driver: usize, id: u64, instance: usize, mut request: Request) {
+        let behaviour = self.drivers[driver].behaviour;
+        self.drivers[driver]
+            .in_flight
+            .insert(id, request.body.clone());
+        match behaviour {
+            Behaviour::OmitLeader => {
+                let schedule = self.schedule.clone();
+                let is_leader = |round: Round, author: AuthorityIndex| {
+                    round.0 % 2 == 0 && schedule.leader(round) == author
+                };
+                match &mut request.body {
+                    RequestBody::HeaderBundle { headers, .. } => {
+                        headers.retain(|h| !is_leader(h.header.round(), h.header.author()))
+                    }
+                    RequestBody::CertBundle {
+                        certificates,
+                        parents,
+                        ..
+                    } => {
+                        certificates.retain(|c| !is_leader(c.round(), c.author()));
+                        parents.retain(|c| !is_leader(c.round(), c.author()));
+                    }
+                    RequestBody::Sync { certificates, .. } => {
+                        certificates.retain(|c| !is_leader(c.round(), c.author()))
+                    }
+                    _ => {}
+                }
+                self.send_bytes(driver, instance, id, request.to_bytes());
+            }
+            Behaviour::ReplayBundles => {
+                self.send_bytes(driver, instance, id, request.to_bytes());
+                let history = &self.drivers[driver].history;
+                if !history.is_empty() && self.rng.chance(500) {
+                    let old = history[self.rng.index(history.len())].clone();
+                    let core = AuthorityIndex(self.rng.index(self.committee.size()) as u16);
+                    if let Some(target) = self.route(driver, core) {
+                        let replay_id = self.rng.next_u64() | (1 << 63);
+                        self.send_bytes(driver, target, replay_id, old.to_bytes());
+                    }
+                }
+                self.remember(driver, request);
+            }
+            Behaviour::ReorderBundles => {
+                match &mut request.body {
+                    RequestBody::HeaderBundle {
+                        headers,
+                        parents,
+                        payloads,
+                        ..
+                    } => {
+                        self.shuffle(headers);
+                        self.shuffle(parents);
+                        self.shuffle(payloads);
+                    }
+                    RequestBody::CertBundle {
+                        certificates,
+                        parents,
+                        payloads,
+                        ..
+                    } => {
+                        self.shuffle(certificates);
+                        self.shuffle(parents);
+                        self.shuffle(payloads);
+                    }
+                    RequestBody::Sync {
+                        certificates,
+                        payloads,
+                    } => {
+                        self.shuffle(certificates);
+                        self.shuffle(payloads);
+                    }
+                    _ => {}
+                }
+                let bytes = request.to_bytes();
+                self.drivers[driver].held.push((instance, id, bytes));
+                if self.drivers[driver].held.len() >= 4 || self.rng.chance(200) {
+                    let mut held = std::mem::take(&mut self.drivers[driver].held);
+                    self.shuffle(&mut held);
+                    for (instance, id, bytes) in held {
+                        self.send_bytes(driver, instance, id, bytes);
+                    }
+                }
+            }
+            Behaviour::TruncateBundles => {
+                if self.rng.chance(500) {
+                    let bytes = request.to_bytes();
+                    let cut = self.rng.index(bytes.len().max(1));
+                    self.send_bytes(driver, instance, id, bytes.slice(..cut));
+                    return;
+                }
+                let keep = |rng: &mut SimRng, len: usize| rng.index(len + 1);
+                match &mut request.body {
+                    RequestBody::HeaderBundle {
+                        headers,
+                        parents,
+                        payloads,
+                        ..
+                    } => {
+                        headers.truncate(keep(&mut self.rng, headers.len()));
+                        parents.truncate(keep(&mut self.rng, parents.len()));
+                        payloads.truncate(keep(&mut self.rng, payloads.len()));
+                    }
+                    RequestBody::CertBundle {
+                        certificates,
+                        parents,
+                        payloads,
+                        ..
+                    } => {
+                        certificates.truncate(keep(&mut self.rng, certificates.len()));
+                        parents.truncate(keep(&mut self.rng, parents.len()));
+                        payloads.truncate(keep(&mut self.rng, payloads.len()));
+                    }
+                    RequestBody::Sync {
+                        certificates,
+                        payloads,
+                    } => {
+                        certificates.truncate(keep(&mut self.rng, certificates.len()));
+                        payloads.truncate(keep(&mut self.rng, payloads.len()));
+                    }
+                    _ => {}
+                }
+                self.send_bytes(driver, instance, id, request.to_bytes());
+            }
+            Behaviour::MixRounds => {
+                let old = {
+                    let history = &self.drivers[driver].history;
+                    (!history.is_empty()).then(|| history[self.rng.index(history.len())].clone())
+                };
+                let mut mixed = request.clone();
+                if let Some(old) = old {
+                    match (&mut mixed.body, old.body) {
+                        (
+                            RequestBody::HeaderBundle {
+                                headers, parents, ..
+                            },
+                            RequestBody::HeaderBundle {
+                                headers: old_headers,
+                                parents: old_parents,
+                                ..
+                            },
+                        ) => {
+                            headers.extend(old_headers);
+                            parents.extend(old_parents);
+                        }
+                        (
+                            RequestBody::CertBundle {
+                                certificates,
+                                parents,
+                                ..
+                            },
+                            RequestBody::CertBundle {
+                                certificates: old_certificates,
+                                parents: old_parents,
+                                ..
+                            },
+                        ) => {
+                            certificates.extend(old_certificates);
+                            parents.extend(old_parents);
+                        }
+                        (
+                            RequestBody::HeaderBundle { parents, .. },
+                            RequestBody::CertBundle { certificates, .. },
+                        ) => parents.extend(certificates),
+                        (
+                            RequestBody::CertBundle { parents, .. },
+                            RequestBody::Sync { certificates, .. },
+                        ) => parents.extend(certificates),
+                        _ => {}
+                    }
+                }
+                self.send_bytes(driver, instance, id, mixed.to_bytes());
+                self.remember(driver, request);
+            }
+            Behaviour::Garbage => {
+                let bytes = if self.rng.chance(500) {
+                    let len = self.rng.index(2_048);
+                    Bytes::from(
+                        (0..len)
+                            .map(|_| self.rng.next_u64() as u8)
+                            .collect::<Vec<_>>(),
+                    )
+                } else {
+                    let mut bytes = request.to_bytes().to_vec();
+                    for _ in 0..=self.rng.index(8) {
+                        let at = self.rng.index(bytes.len().max(1));
+                        if let Some(b) = bytes.get_mut(at) {
+                            *b ^= 1 << self.rng.index(8);
+                        }
+                    }
+                    Bytes::from(bytes)
+                };
+                self.send_bytes(driver, instance, id, bytes);
+            }
+            _ => self.send_bytes(driver, instance, id, request.to_bytes()),
+        }
+    }
+
+    fn remember(&mut self, driver: usize, request: Request) {
+        let history = &mut self.drivers[driver].history;
+        if matches!(
+            request.body,
+            RequestBody::HeaderBundle { .. }
+                | RequestBody::CertBundle { .. }
+                | RequestBody::Sync { .. }
+        ) {
+            history.push_back(request);
+            if history.len() > 64 {
+                history.pop_front();
+            }
+        }
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.rng.index(i + 1);
+            v.swap(i, j);
+        }
     }
 
     /// A Byzantine driver: a certificate for a real (author, round) over a different header, with
@@ -859,6 +1192,37 @@ impl World {
             slow_transactions: self.slow_transactions,
         }
     }
+}
+
+/// Twins-scenario phases over the first [`SCENARIO_MS`]: each phase lasts 200–1,200 ms and
+/// gives every driver, per authority, the instance it reaches: for a twinned authority the
+/// original or the twin (nine times in ten), for the others the one instance (six times in
+/// seven); otherwise none.
+fn generate_phases(rng: &mut SimRng, n: usize, twins: usize, drivers: usize) -> Vec<Phase> {
+    let mut phases = Vec::new();
+    let mut t = 0;
+    while t < SCENARIO_MS {
+        t += rng.range(200, 1_200);
+        let view = (0..drivers)
+            .map(|_| {
+                (0..n)
+                    .map(|a| {
+                        if a < twins {
+                            rng.chance(900)
+                                .then(|| if rng.chance(500) { a } else { n + a })
+                        } else {
+                            rng.chance(857).then_some(a)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        phases.push(Phase {
+            until: t.min(SCENARIO_MS),
+            view,
+        });
+    }
+    phases
 }
 
 /// `SLEEPYSEAL_SIM_TRACE=<instance>`: print every reply that instance sends a driver.

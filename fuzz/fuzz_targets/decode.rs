@@ -1,0 +1,13 @@
+//! `sleepyseal_driver::fuzz::decode` under libFuzzer, with the counting allocator.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sleepyseal_driver::fuzz::{self, CountingAlloc};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+fuzz_target!(|data: &[u8]| {
+    assert!(fuzz::installed());
+    fuzz::decode(data);
+});
