@@ -18,6 +18,13 @@ if grep -rnE 'std::net|SystemTime|Instant::now|std::time::Instant|tokio' core/sr
   exit 1
 fi
 
+# unsafe_code is denied workspace-wide; the counting allocator of the fuzz targets is the one
+# module allowed to implement an unsafe trait.
+if grep -rln 'allow(unsafe_code)' --include='*.rs' core net driver bench | grep -vx 'driver/src/fuzz/alloc.rs'; then
+  echo "unsafe code allowed outside driver/src/fuzz/alloc.rs" >&2
+  exit 1
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

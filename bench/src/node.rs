@@ -246,7 +246,7 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         server.shutdown().await?;
         if stopped {
-            bail!("the core stopped after a store failure");
+            bail!("the core thread stopped before shutdown");
         }
         tracing::info!("store closed cleanly");
         Ok(())

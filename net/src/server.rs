@@ -281,6 +281,10 @@ pub enum ServerError {
     /// The store failed; the core stopped.
     #[error("store failed, core stopped: {0}")]
     Store(#[from] StoreError),
+    /// An internal invariant of the core broke (a bug): the core stopped without writing
+    /// anything more. Its store holds only completed writes; a restart recovers from it.
+    #[error("core stopped on a broken invariant (a bug; restarting recovers from the store): {0}")]
+    CorePanicked(String),
 }
 
 type Reply = oneshot::Sender<Vec<Bytes>>;
@@ -301,7 +305,7 @@ pub struct CoreServer {
     stats: Arc<ServerStats>,
     verify_tx: Option<SyncSender<VerifyJob>>,
     verify_thread: Option<JoinHandle<()>>,
-    core_thread: Option<JoinHandle<Result<(), StoreError>>>,
+    core_thread: Option<JoinHandle<Result<(), ServerError>>>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -354,10 +358,21 @@ impl CoreServer {
             std::thread::Builder::new()
                 .name("core".into())
                 .spawn(move || {
-                    let result = core_loop(core_rx, core, store, max, &stats, &cache);
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        core_loop(core_rx, core, store, max, &stats, &cache)
+                            .map_err(ServerError::from)
+                    });
+                    let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        Err(ServerError::CorePanicked(message))
+                    });
                     if let Err(e) = &result {
-                        tracing::error!("store failed, stopping the core: {e}");
-                        endpoint.close(quinn::VarInt::from_u32(1), b"store failed");
+                        tracing::error!("stopping the core: {e}");
+                        endpoint.close(quinn::VarInt::from_u32(1), b"core stopped");
                     }
                     result
                 })
