@@ -81,7 +81,8 @@ pub struct SimArgs {
     /// What the Byzantine part does. Cores: withhold-votes, withhold-headers,
     /// invalid-signatures, stale-replies, amnesia, far-future-rounds, bad-parents, bad-payloads,
     /// twin, twins-scenario. Drivers: omit-leader, replay-bundles, reorder-bundles,
-    /// truncate-bundles, mix-rounds, garbage. Or all: seed s runs the (s mod 16)-th.
+    /// truncate-bundles, mix-rounds, garbage. Both: mixed (each Byzantine core a different core
+    /// behaviour, plus one hostile driver). Or all: seed s runs the (s mod 17)-th.
     #[arg(long, default_value = "all")]
     behaviour: String,
     /// Keep gc depth and retention at their defaults in every seed (by default two seeds in

@@ -241,6 +241,7 @@ behaviour_tests! {
     hostile_driver_truncate_bundles => "truncate-bundles",
     hostile_driver_mix_rounds => "mix-rounds",
     hostile_driver_garbage => "garbage",
+    mixed_cores_and_driver => "mixed",
 }
 
 /// Runs negative control `name` (`sleepyseal_driver::sim::controls`): the checkers must catch it

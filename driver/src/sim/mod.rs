@@ -60,11 +60,14 @@ pub enum Behaviour {
     MixRounds,
     /// A hostile driver that sends random bytes and damaged encodings.
     Garbage,
+    /// Any mix: each of the K Byzantine cores runs a different core behaviour (rotating with the
+    /// seed), beside one hostile driver of a driver behaviour (rotating too).
+    Mixed,
 }
 
 impl Behaviour {
     /// Every misbehaviour, for `--behaviour all`.
-    pub const ALL: [Behaviour; 16] = [
+    pub const ALL: [Behaviour; 17] = [
         Behaviour::WithholdVotes,
         Behaviour::WithholdHeaders,
         Behaviour::InvalidSignatures,
@@ -75,6 +78,29 @@ impl Behaviour {
         Behaviour::BadPayloads,
         Behaviour::Twin,
         Behaviour::TwinsScenario,
+        Behaviour::OmitLeader,
+        Behaviour::ReplayBundles,
+        Behaviour::ReorderBundles,
+        Behaviour::TruncateBundles,
+        Behaviour::MixRounds,
+        Behaviour::Garbage,
+        Behaviour::Mixed,
+    ];
+
+    /// The behaviours of single Byzantine cores (what `Mixed` draws from).
+    pub const CORES: [Behaviour; 8] = [
+        Behaviour::WithholdVotes,
+        Behaviour::WithholdHeaders,
+        Behaviour::InvalidSignatures,
+        Behaviour::StaleReplies,
+        Behaviour::Amnesia,
+        Behaviour::FarFutureRounds,
+        Behaviour::BadParents,
+        Behaviour::BadPayloads,
+    ];
+
+    /// The behaviours of hostile drivers (what `Mixed` draws from).
+    pub const DRIVERS: [Behaviour; 6] = [
         Behaviour::OmitLeader,
         Behaviour::ReplayBundles,
         Behaviour::ReorderBundles,
@@ -103,6 +129,7 @@ impl Behaviour {
             Behaviour::TruncateBundles => "truncate-bundles",
             Behaviour::MixRounds => "mix-rounds",
             Behaviour::Garbage => "garbage",
+            Behaviour::Mixed => "mixed",
         }
     }
 

@@ -295,9 +295,14 @@ impl World {
     fn new(mut config: SimConfig) -> World {
         // Twins and hostile drivers use the Byzantine count their own way.
         let mut hostile_drivers = 0;
+        let mut driver_behaviour = config.behaviour;
         if config.behaviour.is_driver() {
             hostile_drivers = config.byzantine;
             config.byzantine = 0;
+        } else if config.behaviour == Behaviour::Mixed && config.byzantine > 0 {
+            hostile_drivers = 1;
+            driver_behaviour =
+                Behaviour::DRIVERS[(config.seed / 3) as usize % Behaviour::DRIVERS.len()];
         } else if config.behaviour.is_twin() {
             config.twins += config.byzantine;
             config.byzantine = 0;
@@ -355,7 +360,12 @@ impl World {
                 node.reply_before_write = config.mutant == Mutant::ReplyBeforeWrite;
                 let a = a.as_usize();
                 if a >= config.twins && a < config.twins + config.byzantine {
-                    node.behaviour = config.behaviour;
+                    node.behaviour = if config.behaviour == Behaviour::Mixed {
+                        let k = (config.seed as usize / 3) + a - config.twins;
+                        Behaviour::CORES[k % Behaviour::CORES.len()]
+                    } else {
+                        config.behaviour
+                    };
                 }
                 node
             })
@@ -377,7 +387,7 @@ impl World {
             .map(|d| {
                 let hostile = d >= config.drivers && d < config.drivers + hostile_drivers;
                 let behaviour = if hostile {
-                    config.behaviour
+                    driver_behaviour
                 } else {
                     Behaviour::Honest
                 };
