@@ -335,15 +335,7 @@ impl Harness {
     /// Stops the core and starts it again from its store: nothing it showed may change.
     fn restart(&mut self) {
         let p = pool();
-        let before = (
-            self.core.round(),
-            self.core.consensus().clone(),
-            self.core.committed_base(),
-            self.core
-                .committed_from(self.core.committed_base(), usize::MAX)
-                .unwrap_or_default(),
-            sorted(self.core.pending_transactions()),
-        );
+        let before = visible_state(&self.core);
         self.core = Core::recover(
             p.committee.clone(),
             default_schedule(&p.committee),
@@ -352,15 +344,7 @@ impl Harness {
             self.store.load().expect("memory store loads"),
         )
         .expect("a core recovers from its own store");
-        let after = (
-            self.core.round(),
-            self.core.consensus().clone(),
-            self.core.committed_base(),
-            self.core
-                .committed_from(self.core.committed_base(), usize::MAX)
-                .unwrap_or_default(),
-            sorted(self.core.pending_transactions()),
-        );
+        let after = visible_state(&self.core);
         assert!(
             before == after,
             "the recovered core differs from the one that stopped"
@@ -368,9 +352,27 @@ impl Harness {
     }
 }
 
-fn sorted(mut v: Vec<Bytes>) -> Vec<Bytes> {
-    v.sort();
-    v
+/// What a core shows that a restart must preserve: its round, consensus state, committed window
+/// and pending transactions.
+type VisibleState = (
+    Round,
+    sleepyseal_core::tusk::ConsensusState,
+    u64,
+    Vec<CommittedEntry>,
+    Vec<Bytes>,
+);
+
+fn visible_state(core: &Core) -> VisibleState {
+    let mut pending = core.pending_transactions();
+    pending.sort();
+    (
+        core.round(),
+        core.consensus().clone(),
+        core.committed_base(),
+        core.committed_from(core.committed_base(), usize::MAX)
+            .unwrap_or_default(),
+        pending,
+    )
 }
 
 /// Target 2: `data` drives a sequence of requests against one core (see the module docs).

@@ -870,35 +870,10 @@ impl World {
                 self.remember(driver, request);
             }
             Behaviour::ReorderBundles => {
-                match &mut request.body {
-                    RequestBody::HeaderBundle {
-                        headers,
-                        parents,
-                        payloads,
-                        ..
-                    } => {
-                        self.shuffle(headers);
-                        self.shuffle(parents);
-                        self.shuffle(payloads);
+                for mut list in bundle_lists(&mut request.body) {
+                    for i in (1..list.len()).rev() {
+                        list.swap(i, self.rng.index(i + 1));
                     }
-                    RequestBody::CertBundle {
-                        certificates,
-                        parents,
-                        payloads,
-                        ..
-                    } => {
-                        self.shuffle(certificates);
-                        self.shuffle(parents);
-                        self.shuffle(payloads);
-                    }
-                    RequestBody::Sync {
-                        certificates,
-                        payloads,
-                    } => {
-                        self.shuffle(certificates);
-                        self.shuffle(payloads);
-                    }
-                    _ => {}
                 }
                 let bytes = request.to_bytes();
                 self.drivers[driver].held.push((instance, id, bytes));
@@ -917,36 +892,9 @@ impl World {
                     self.send_bytes(driver, instance, id, bytes.slice(..cut));
                     return;
                 }
-                let keep = |rng: &mut SimRng, len: usize| rng.index(len + 1);
-                match &mut request.body {
-                    RequestBody::HeaderBundle {
-                        headers,
-                        parents,
-                        payloads,
-                        ..
-                    } => {
-                        headers.truncate(keep(&mut self.rng, headers.len()));
-                        parents.truncate(keep(&mut self.rng, parents.len()));
-                        payloads.truncate(keep(&mut self.rng, payloads.len()));
-                    }
-                    RequestBody::CertBundle {
-                        certificates,
-                        parents,
-                        payloads,
-                        ..
-                    } => {
-                        certificates.truncate(keep(&mut self.rng, certificates.len()));
-                        parents.truncate(keep(&mut self.rng, parents.len()));
-                        payloads.truncate(keep(&mut self.rng, payloads.len()));
-                    }
-                    RequestBody::Sync {
-                        certificates,
-                        payloads,
-                    } => {
-                        certificates.truncate(keep(&mut self.rng, certificates.len()));
-                        payloads.truncate(keep(&mut self.rng, payloads.len()));
-                    }
-                    _ => {}
+                for mut list in bundle_lists(&mut request.body) {
+                    let keep = self.rng.index(list.len() + 1);
+                    list.truncate(keep);
                 }
                 self.send_bytes(driver, instance, id, request.to_bytes());
             }
@@ -1201,6 +1149,68 @@ impl World {
             acked_transactions: self.acked,
             slow_transactions: self.slow_transactions,
         }
+    }
+}
+
+/// One list of a bundle, whatever its item type (what hostile drivers shuffle and cut).
+enum List<'a> {
+    Headers(&'a mut Vec<sleepyseal_core::SignedHeader>),
+    Certificates(&'a mut Vec<Certificate>),
+    Payloads(&'a mut Vec<sleepyseal_core::Payload>),
+}
+
+impl List<'_> {
+    fn len(&self) -> usize {
+        match self {
+            List::Headers(v) => v.len(),
+            List::Certificates(v) => v.len(),
+            List::Payloads(v) => v.len(),
+        }
+    }
+    fn swap(&mut self, i: usize, j: usize) {
+        match self {
+            List::Headers(v) => v.swap(i, j),
+            List::Certificates(v) => v.swap(i, j),
+            List::Payloads(v) => v.swap(i, j),
+        }
+    }
+    fn truncate(&mut self, len: usize) {
+        match self {
+            List::Headers(v) => v.truncate(len),
+            List::Certificates(v) => v.truncate(len),
+            List::Payloads(v) => v.truncate(len),
+        }
+    }
+}
+
+/// The lists of a header bundle, certificate bundle or sync request (none for other requests).
+fn bundle_lists(body: &mut RequestBody) -> Vec<List<'_>> {
+    match body {
+        RequestBody::HeaderBundle {
+            headers,
+            parents,
+            payloads,
+            ..
+        } => vec![
+            List::Headers(headers),
+            List::Certificates(parents),
+            List::Payloads(payloads),
+        ],
+        RequestBody::CertBundle {
+            certificates,
+            parents,
+            payloads,
+            ..
+        } => vec![
+            List::Certificates(certificates),
+            List::Certificates(parents),
+            List::Payloads(payloads),
+        ],
+        RequestBody::Sync {
+            certificates,
+            payloads,
+        } => vec![List::Certificates(certificates), List::Payloads(payloads)],
+        _ => Vec::new(),
     }
 }
 
