@@ -147,13 +147,30 @@ impl DriverState {
         }
     }
 
-    /// The newest round any core reported.
+    /// The newest round reported by cores holding at least the validity threshold of stake
+    /// (f + 1): one of them is honest, so Byzantine cores claiming a far-future round cannot
+    /// raise it (a single liar used to move the prune floor of every honest driver and mark
+    /// every honest core as lagging).
     pub fn top_round(&self) -> Round {
-        self.cores
+        let mut reported: Vec<(Round, u64)> = self
+            .cores
             .iter()
-            .filter_map(|c| c.summary.as_ref().map(|s| s.round))
-            .max()
-            .unwrap_or_default()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let stake = self.committee.stake(AuthorityIndex(i as u16)).0;
+                c.summary.as_ref().map(|s| (s.round, stake))
+            })
+            .collect();
+        reported.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+        let needed = self.committee.validity_threshold().0;
+        let mut stake = 0;
+        for (round, s) in reported {
+            stake += s;
+            if stake >= needed {
+                return round;
+            }
+        }
+        Round::default()
     }
 
     /// The latest own header `core` reported.
@@ -440,6 +457,11 @@ impl DriverState {
     }
 
     fn learn_header(&mut self, signed: SignedHeader) {
+        // A header far above what f + 1 cores report is no use yet, and keeping it would let a
+        // Byzantine core fill this driver's memory with far-future rounds.
+        if signed.header.round().0 > self.top_round().0.saturating_add(self.config.keep_rounds) {
+            return;
+        }
         let digest = signed.header.digest();
         let slot = self
             .headers

@@ -226,3 +226,62 @@ fn carried(body: &RequestBody) -> String {
 fn disjoint(a: &str, b: &str) -> bool {
     a.split(',').all(|x| !b.split(',').any(|y| y == x))
 }
+
+/// Regression (sim `--behaviour far-future-rounds`, which claims a far-future round in its
+/// summaries): the driver took the highest round any core reported as the top round, so one
+/// Byzantine core marked every honest core as lagging (the driver sent them catch-up requests
+/// instead of bundles) and moved the prune floor of every honest driver past all real rounds.
+/// Runs to round 40 took 2–2.5× the virtual time. The top round now needs f + 1 stake behind it.
+#[test]
+fn one_core_claiming_a_far_future_round_moves_nothing() {
+    let mut cores = Cores::new(4);
+    let mut driver = DriverState::new(cores.committee.clone(), DriverConfig::default(), 0);
+    let liar = AuthorityIndex(3);
+    let lie = |response: Response| match response {
+        Response::Summary(mut s) => {
+            s.round = sleepyseal_core::Round(1_000_000);
+            Response::Summary(s)
+        }
+        Response::Votes {
+            votes,
+            rejected,
+            mut summary,
+        } => {
+            summary.round = sleepyseal_core::Round(1_000_000);
+            Response::Votes {
+                votes,
+                rejected,
+                summary,
+            }
+        }
+        other => other,
+    };
+    let mut kinds_to_honest = Vec::new();
+    let mut now = Millis(0);
+    for _ in 0..30 {
+        now = Millis(now.0 + 50);
+        for out in driver.poll(now) {
+            if out.core != liar {
+                kinds_to_honest.push(sleepyseal_driver::state::kind(&out.request.body));
+            }
+            let mut response = cores.handle(now, out.core, out.request.body.clone());
+            if out.core == liar {
+                response = lie(response);
+            }
+            driver.mark_delivered(out.core, &out.request.body);
+            driver.on_response(now, out.id, out.core, response);
+        }
+    }
+    let honest_top = (0..3)
+        .map(|i| cores.cores[i].0.round())
+        .max()
+        .expect("three honest cores");
+    assert!(honest_top.0 >= 3, "the honest cores advanced: {honest_top}");
+    assert_eq!(driver.top_round(), honest_top);
+    assert!(
+        !kinds_to_honest
+            .iter()
+            .any(|k| k.contains("Fetch") || k.contains("Sync")),
+        "honest cores treated as lagging: {kinds_to_honest:?}"
+    );
+}

@@ -278,6 +278,15 @@ impl Core {
     pub fn dag(&self) -> &Dag {
         &self.dag
     }
+    /// A certificate of `round` that garbage collection moved below the DAG floor and the
+    /// retention window still keeps (read only: for checkers and tests).
+    pub fn archived(&self, round: Round, digest: &Digest) -> Option<&Certificate> {
+        self.archive
+            .get(&round)?
+            .iter()
+            .find(|c| c.digest() == *digest)
+            .map(|c| &**c)
+    }
     /// Work done since this process started.
     pub fn counters(&self) -> &CoreCounters {
         &self.counters

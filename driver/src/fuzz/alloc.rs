@@ -36,7 +36,9 @@ fn on_alloc(size: usize) {
 fn on_dealloc(size: usize) {
     let _ = ARMED.try_with(|armed| {
         if armed.get() {
-            LIVE.set(LIVE.get() - size as i64);
+            // Freeing what existed before the measurement must not make room for more: the
+            // live count never goes below zero.
+            LIVE.set((LIVE.get() - size as i64).max(0));
         }
     });
 }
@@ -78,12 +80,20 @@ pub struct AllocStats {
 
 /// Runs `f` with counting armed on this thread. Not reentrant.
 pub fn measure<R>(f: impl FnOnce() -> R) -> (R, AllocStats) {
+    /// Disarms on the way out, unwinding included.
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            ARMED.set(false);
+        }
+    }
     LIVE.set(0);
     PEAK.set(0);
     LARGEST.set(0);
     ARMED.set(true);
+    let disarm = Disarm;
     let out = f();
-    ARMED.set(false);
+    drop(disarm);
     let stats = AllocStats {
         largest: LARGEST.get(),
         peak: PEAK.get().max(0) as usize,

@@ -47,12 +47,12 @@ pub struct Checker {
     log: Vec<(Digest, Digest)>,
     /// S2: certified digest per (author, round).
     certified: HashMap<(AuthorityIndex, Round), Digest>,
-    /// Reference verdicts by certificate digest.
+    /// Reference verdicts by hash of the certificate's encoding.
     valid: HashMap<Digest, bool>,
-    /// A valid copy of every certificate carried to a core: S4 judges a committed certificate
-    /// that garbage collection already dropped from the core's DAG by it (with a small gc depth
-    /// and retention window a commit and its pruning happen in one step).
-    carried: HashMap<Digest, Certificate>,
+    /// Per instance, a valid copy of every certificate carried to it: S4 judges a committed
+    /// certificate that garbage collection dropped from the core's DAG and its retention window
+    /// in the same step by it (the core's own copy is judged whenever it still has one).
+    carried: Vec<HashMap<Digest, Certificate>>,
     /// S3: digest signed per (voter, author, round) by honest cores.
     signed: HashMap<(AuthorityIndex, AuthorityIndex, Round), Digest>,
     /// Header (author, round) by digest, from everything seen.
@@ -81,7 +81,7 @@ impl Checker {
             log: Vec::new(),
             certified: HashMap::new(),
             valid: HashMap::new(),
-            carried: HashMap::new(),
+            carried: vec![HashMap::new(); instances],
             signed: HashMap::new(),
             headers: HashMap::new(),
             leaders: HashMap::new(),
@@ -192,14 +192,18 @@ impl Checker {
 
     /// Reference validity of a certificate (cached).
     fn is_valid(&mut self, c: &Certificate) -> bool {
-        if let Some(v) = self.valid.get(&c.digest()) {
+        // Keyed by the whole encoding: a copy with other signatures has the same digest.
+        let key = sleepyseal_core::hash::Hasher::new(b"SEAL/SIM/VALID/v1")
+            .update(&sleepyseal_core::codec::Encode::to_bytes(c))
+            .finish();
+        if let Some(v) = self.valid.get(&key) {
             return *v;
         }
         let ok = self
             .reference
             .check_certificates(std::slice::from_ref(c), None)
             .is_ok();
-        self.valid.insert(c.digest(), ok);
+        self.valid.insert(key, ok);
         ok
     }
 
@@ -218,20 +222,27 @@ impl Checker {
         let honest = !self.byzantine.contains(&core.index());
         for c in &carried {
             if c.round() != Round::GENESIS
-                && !self.carried.contains_key(&c.digest())
+                && !self.carried[instance].contains_key(&c.digest())
                 && self
                     .reference
                     .check_certificates(std::slice::from_ref(*c), None)
                     .is_ok()
             {
-                self.carried.insert(c.digest(), Certificate::clone(c));
+                self.carried[instance].insert(c.digest(), Certificate::clone(c));
             }
         }
         for c in carried {
-            if c.round() == Round::GENESIS || !core.dag().contains(&c.digest()) {
+            if c.round() == Round::GENESIS {
                 continue;
             }
-            let stored = core.dag().get(&c.digest()).expect("contained").clone();
+            // In the DAG, or (inserted and garbage-collected in the same step) in the archive.
+            let (stored, in_dag) = match core.dag().get(&c.digest()) {
+                Some(stored) => (Certificate::clone(stored), true),
+                None => match core.archived(c.round(), &c.digest()) {
+                    Some(stored) => (stored.clone(), false),
+                    None => continue,
+                },
+            };
             if honest && !self.is_valid(&stored) {
                 self.fail(
                     "S2",
@@ -249,7 +260,7 @@ impl Checker {
                     format!("two certificates for {slot:?}: {first:?}, {:?}", c.digest()),
                 );
             }
-            if honest {
+            if honest && in_dag {
                 self.check_parents_stored(instance, core, &stored);
                 self.check_links_to_leader(instance, core, &stored);
             }
@@ -344,16 +355,22 @@ impl Checker {
             self.log.push((e.digest, e.commit_hash));
         }
         // S4: valid, once, after committed parents, leaders are leader(L).
-        let in_dag = core.dag().get(&e.digest).map(|c| Certificate::clone(c));
-        let pruned = in_dag.is_none() && e.round < core.gc_round();
-        let certificate = in_dag.or_else(|| {
-            pruned
-                .then(|| self.carried.get(&e.digest).cloned())
+        // The core's own copy (DAG, or archive below the floor); failing that, once garbage
+        // collection dropped it, the valid copy this instance was carried.
+        let own = core
+            .dag()
+            .get(&e.digest)
+            .map(|c| Certificate::clone(c))
+            .or_else(|| core.archived(e.round, &e.digest).cloned());
+        let dropped = own.is_none() && e.round < core.gc_round();
+        let certificate = own.or_else(|| {
+            dropped
+                .then(|| self.carried[instance].get(&e.digest).cloned())
                 .flatten()
         });
         match certificate {
             Some(c) => {
-                if !pruned && !self.is_valid(&c) {
+                if !dropped && !self.is_valid(&c) {
                     self.fail(
                         "S4",
                         format!("core {instance} committed invalid {:?}", e.digest),

@@ -191,6 +191,11 @@ impl SimCore {
         }
     }
 
+    /// Seeds the randomness of the misbehaviours with the run's seed.
+    pub fn seed_misbehaviour(&mut self, seed: u64) {
+        self.rng = super::SimRng::new(seed ^ (u64::from(self.index) << 40) ^ 0xB42);
+    }
+
     /// Applies this core's misbehaviour to a reply.
     fn misbehave(&mut self, response: Response) -> Response {
         use super::Behaviour;
@@ -344,6 +349,10 @@ impl SimCore {
             payload,
             real.created_at_ms(),
         );
+        if self.behaviour == super::Behaviour::FarFutureRounds {
+            // The summary's round is unsigned: claim the far-future round there too.
+            s.round = round;
+        }
         let key = KeyPair::deterministic(self.key_seed, self.index);
         s.own_header = Some(sleepyseal_core::testkit::sign_header(&key, header));
     }

@@ -301,8 +301,9 @@ impl World {
             config.byzantine = 0;
         } else if config.behaviour == Behaviour::Mixed && config.byzantine > 0 {
             hostile_drivers = 1;
+            // Independent of the core behaviours' rotation (seed / 3), so every pairing occurs.
             driver_behaviour =
-                Behaviour::DRIVERS[(config.seed / 3) as usize % Behaviour::DRIVERS.len()];
+                Behaviour::DRIVERS[(config.seed / 24) as usize % Behaviour::DRIVERS.len()];
         } else if config.behaviour.is_twin() {
             config.twins += config.byzantine;
             config.byzantine = 0;
@@ -366,6 +367,7 @@ impl World {
                     } else {
                         config.behaviour
                     };
+                    node.seed_misbehaviour(config.seed);
                 }
                 node
             })
@@ -391,15 +393,10 @@ impl World {
                 } else {
                     Behaviour::Honest
                 };
-                let mut driver_config = config.driver.clone();
-                if behaviour == Behaviour::OmitLeader {
-                    // The fast one: polls five times as often as the honest drivers.
-                    driver_config.poll_interval_ms = (driver_config.poll_interval_ms / 5).max(1);
-                }
                 SimDriver {
                     state: Some(DriverState::new(
                         committee.clone(),
-                        driver_config,
+                        driver_config(&config.driver, behaviour),
                         (d as u64) << 48,
                     )),
                     incarnation: 0,
@@ -649,7 +646,7 @@ impl World {
                 let base = ((driver as u64) << 48) | (d.incarnation << 40);
                 d.state = Some(DriverState::new(
                     self.committee.clone(),
-                    self.config.driver.clone(),
+                    driver_config(&self.config.driver, d.behaviour),
                     base,
                 ));
             }
@@ -838,8 +835,11 @@ impl World {
                     round.0 % 2 == 0 && schedule.leader(round) == author
                 };
                 match &mut request.body {
-                    RequestBody::HeaderBundle { headers, .. } => {
-                        headers.retain(|h| !is_leader(h.header.round(), h.header.author()))
+                    RequestBody::HeaderBundle {
+                        headers, parents, ..
+                    } => {
+                        headers.retain(|h| !is_leader(h.header.round(), h.header.author()));
+                        parents.retain(|c| !is_leader(c.round(), c.author()));
                     }
                     RequestBody::CertBundle {
                         certificates,
@@ -1150,6 +1150,16 @@ impl World {
             slow_transactions: self.slow_transactions,
         }
     }
+}
+
+/// A driver's settings: the omit-leader driver is the fast one, polling five times as often as
+/// the honest drivers.
+fn driver_config(honest: &DriverConfig, behaviour: Behaviour) -> DriverConfig {
+    let mut config = honest.clone();
+    if behaviour == Behaviour::OmitLeader {
+        config.poll_interval_ms = (config.poll_interval_ms / 5).max(1);
+    }
+    config
 }
 
 /// One list of a bundle, whatever its item type (what hostile drivers shuffle and cut).
