@@ -12,7 +12,7 @@
 //! - every transaction a core acknowledged is committed exactly once (workload check);
 //! - no core signed two different headers for one round.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
-use sleepyseal_core::{AuthorityIndex, CoreError, Digest};
+use sleepyseal_core::{AuthorityIndex, CoreError, Digest, Round};
 use sleepyseal_net::{Clients, GenesisOptions, NetLimits};
 
 use crate::client::parse_transaction;
@@ -52,6 +52,11 @@ struct Collected {
     evicted: Vec<u64>,
     /// (author, round) → digests of own headers reported.
     own_headers: HashMap<(u16, u64), Vec<Digest>>,
+    /// Header digest → (author, round), from polled own headers and fetched certificates.
+    slots: HashMap<Digest, (u16, u64)>,
+    /// (voter, header digest) of every vote seen: in polled summaries, and as a signer of a
+    /// certificate fetched from any core at the end.
+    votes: HashSet<(u16, Digest)>,
 }
 
 /// One perturbation and how the system took it.
@@ -79,6 +84,10 @@ struct ChaosReport {
     acknowledged_lost: u64,
     duplicated: u64,
     double_signed_rounds: u64,
+    /// Votes seen whose header's (author, round) is known.
+    votes_checked: u64,
+    /// (voter, author, round) with votes for two different headers.
+    double_votes: u64,
     evicted_entries: u64,
     wall_s: f64,
 }
@@ -148,7 +157,7 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
     let collected = Arc::new(Mutex::new(Collected {
         sequences: vec![BTreeMap::new(); n],
         evicted: vec![0; n],
-        own_headers: HashMap::new(),
+        ..Collected::default()
     }));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -303,6 +312,17 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
     for t in tasks {
         let _ = rt.block_on(t);
     }
+    for i in 0..n {
+        let fetched = rt.block_on(fetch_certificates(&clients, instance, i, n));
+        let mut c = collected.lock().expect("not poisoned");
+        for cert in fetched {
+            let digest = cert.digest();
+            c.slots.insert(digest, (cert.author().0, cert.round().0));
+            for signer in &cert.signers {
+                c.votes.insert((signer.0, digest));
+            }
+        }
+    }
     for p in driver_procs.iter_mut() {
         p.stop(Duration::from_secs(5));
     }
@@ -330,7 +350,8 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
         || report.commit_hash_mismatches > 0
         || report.acknowledged_lost > 0
         || report.duplicated > 0
-        || report.double_signed_rounds > 0;
+        || report.double_signed_rounds > 0
+        || report.double_votes > 0;
     if failed {
         bail!("chaos run failed its checks (see {})", out.display());
     }
@@ -381,6 +402,18 @@ fn check(
         .values()
         .filter(|digests| digests.len() > 1)
         .count() as u64;
+    let mut voted: HashMap<(u16, u16, u64), HashSet<Digest>> = HashMap::new();
+    let mut votes_checked = 0u64;
+    for (voter, digest) in &c.votes {
+        if let Some(&(author, round)) = c.slots.get(digest) {
+            votes_checked += 1;
+            voted
+                .entry((*voter, author, round))
+                .or_default()
+                .insert(*digest);
+        }
+    }
+    let double_votes = voted.values().filter(|d| d.len() > 1).count() as u64;
     let recoveries: Vec<f64> = steps.iter().filter_map(|s| s.recovery_s).collect();
     ChaosReport {
         cores: args.cores,
@@ -396,6 +429,8 @@ fn check(
         acknowledged_lost: lost,
         duplicated,
         double_signed_rounds: double_signed,
+        votes_checked,
+        double_votes,
         evicted_entries: c.evicted.iter().sum(),
         wall_s: started.elapsed().as_secs_f64(),
     }
@@ -503,7 +538,44 @@ async fn follow(
     }
 }
 
-/// Records every own header each core reports (its latest, polled every 100 ms).
+/// Every certificate core `i` still holds (its DAG and retention window), page by page.
+async fn fetch_certificates(
+    clients: &Clients,
+    instance: Digest,
+    i: usize,
+    n: usize,
+) -> Vec<sleepyseal_core::Certificate> {
+    let mut after = vec![Round(0); n];
+    let mut out = Vec::new();
+    let client = clients.core(AuthorityIndex(i as u16)).clone();
+    // Each page raises some author's bound; the cap only guards against a core that ignores it.
+    for _ in 0..10_000 {
+        let request = Request {
+            instance,
+            body: RequestBody::Fetch {
+                after: after.clone(),
+                max_items: 2_000,
+                with_payloads: false,
+            },
+        };
+        let Ok(Response::Certificates { certificates, .. }) =
+            client.request(&request, Duration::from_secs(5)).await
+        else {
+            return out;
+        };
+        if certificates.is_empty() {
+            return out;
+        }
+        for cert in &certificates {
+            let a = cert.author().as_usize();
+            after[a] = after[a].max(cert.round());
+        }
+        out.extend(certificates);
+    }
+    out
+}
+
+/// Records every own header and every vote each core reports (polled every 100 ms).
 async fn poll_own_headers(
     clients: Arc<Clients>,
     instance: Digest,
@@ -526,10 +598,14 @@ async fn poll_own_headers(
             )
             .await
             {
+                let mut c = collected.lock().expect("not poisoned");
+                for v in &s.votes {
+                    c.votes.insert((v.voter.0, v.header_digest));
+                }
                 if let Some(own) = &s.own_header {
                     let key = (own.header.author().0, own.header.round().0);
                     let digest = own.header.digest();
-                    let mut c = collected.lock().expect("not poisoned");
+                    c.slots.insert(digest, key);
                     let seen = c.own_headers.entry(key).or_default();
                     if !seen.contains(&digest) {
                         seen.push(digest);

@@ -211,6 +211,11 @@ fn chaos_run_loses_nothing_and_every_core_recovers() {
     assert_eq!(r["acknowledged_lost"], 0, "{r}");
     assert_eq!(r["duplicated"], 0, "{r}");
     assert_eq!(r["double_signed_rounds"], 0, "{r}");
+    assert_eq!(r["double_votes"], 0, "{r}");
+    assert!(
+        r["votes_checked"].as_u64().unwrap() > 1_000,
+        "the double-vote check saw votes: {r}"
+    );
     assert_eq!(r["evicted_entries"], 0, "{r}");
     assert!(r["acknowledged"].as_u64().unwrap() > 10_000, "{r}");
     assert_eq!(r["acknowledged"], r["acknowledged_committed_once"], "{r}");
