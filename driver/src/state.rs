@@ -600,7 +600,7 @@ impl DriverState {
             // Pipelining: only bundles with something not already on its way; the core must not
             // be catching up (then it gets one request at a time).
             let s = view.summary.as_ref()?;
-            let lagging = s.round.0 + self.config.lag_rounds < self.top_round().0;
+            let lagging = s.round.0.saturating_add(self.config.lag_rounds) < self.top_round().0;
             if lagging || view.catch_up > 0 {
                 return None;
             }
@@ -624,7 +624,7 @@ impl DriverState {
                 Purpose::Own,
             ));
         }
-        let lagging = s.round.0 + self.config.lag_rounds < self.top_round().0;
+        let lagging = s.round.0.saturating_add(self.config.lag_rounds) < self.top_round().0;
         if lagging || view.catch_up > 0 {
             let from_floor = view.catch_up >= 4;
             if view.catch_up % 2 == 1 || (lagging && view.catch_up == 0) {

@@ -232,14 +232,21 @@ fn disjoint(a: &str, b: &str) -> bool {
 /// Byzantine core marked every honest core as lagging (the driver sent them catch-up requests
 /// instead of bundles) and moved the prune floor of every honest driver past all real rounds.
 /// Runs to round 40 took 2–2.5× the virtual time. The top round now needs f + 1 stake behind it.
+/// Also (CI, debug build): a claimed round near `u64::MAX` overflowed the lag computation.
 #[test]
 fn one_core_claiming_a_far_future_round_moves_nothing() {
+    for claimed in [1_000_000, u64::MAX - 1] {
+        claim_round(claimed);
+    }
+}
+
+fn claim_round(claimed: u64) {
     let mut cores = Cores::new(4);
     let mut driver = DriverState::new(cores.committee.clone(), DriverConfig::default(), 0);
     let liar = AuthorityIndex(3);
     let lie = |response: Response| match response {
         Response::Summary(mut s) => {
-            s.round = sleepyseal_core::Round(1_000_000);
+            s.round = sleepyseal_core::Round(claimed);
             Response::Summary(s)
         }
         Response::Votes {
@@ -247,7 +254,7 @@ fn one_core_claiming_a_far_future_round_moves_nothing() {
             rejected,
             mut summary,
         } => {
-            summary.round = sleepyseal_core::Round(1_000_000);
+            summary.round = sleepyseal_core::Round(claimed);
             Response::Votes {
                 votes,
                 rejected,
