@@ -66,26 +66,25 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
-    /// Every misbehaviour, for `--behaviour all`.
-    pub const ALL: [Behaviour; 17] = [
-        Behaviour::WithholdVotes,
-        Behaviour::WithholdHeaders,
-        Behaviour::InvalidSignatures,
-        Behaviour::StaleReplies,
-        Behaviour::Amnesia,
-        Behaviour::FarFutureRounds,
-        Behaviour::BadParents,
-        Behaviour::BadPayloads,
-        Behaviour::Twin,
-        Behaviour::TwinsScenario,
-        Behaviour::OmitLeader,
-        Behaviour::ReplayBundles,
-        Behaviour::ReorderBundles,
-        Behaviour::TruncateBundles,
-        Behaviour::MixRounds,
-        Behaviour::Garbage,
-        Behaviour::Mixed,
-    ];
+    /// Every misbehaviour, for `--behaviour all` (seed s runs the (s mod 17)-th): the core
+    /// behaviours, the twins, the driver behaviours, then the mix.
+    pub const ALL: [Behaviour; 17] = {
+        let mut all = [Behaviour::Honest; 17];
+        let mut i = 0;
+        while i < Behaviour::CORES.len() {
+            all[i] = Behaviour::CORES[i];
+            i += 1;
+        }
+        all[8] = Behaviour::Twin;
+        all[9] = Behaviour::TwinsScenario;
+        let mut j = 0;
+        while j < Behaviour::DRIVERS.len() {
+            all[10 + j] = Behaviour::DRIVERS[j];
+            j += 1;
+        }
+        all[16] = Behaviour::Mixed;
+        all
+    };
 
     /// The behaviours of single Byzantine cores (what `Mixed` draws from).
     pub const CORES: [Behaviour; 8] = [
