@@ -224,13 +224,6 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
         }
         None
     };
-    let say = |what: &str, r: Option<f64>| {
-        eprintln!(
-            "chaos: {what}: {}",
-            r.map(|s| format!("recovered in {s:.2} s"))
-                .unwrap_or_else(|| "NOT recovered".into())
-        )
-    };
 
     // 1. kill -9 and restart each core.
     for (i, core) in cores.iter_mut().enumerate() {
@@ -239,11 +232,7 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
         *core = start_core(i)?;
         let r = recover(i);
         let what = format!("core {i}: SIGKILL, restart from its store after 2 s");
-        say(&what, r);
-        steps.push(Step {
-            what,
-            recovery_s: r,
-        });
+        record(&mut steps, what, r);
         std::thread::sleep(Duration::from_secs(2));
     }
     // 2. SIGSTOP a core for 10 s.
@@ -252,11 +241,7 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
     cores[0].signal("CONT")?;
     let r = recover(0);
     let what = "core 0: SIGSTOP for 10 s, then SIGCONT".to_string();
-    say(&what, r);
-    steps.push(Step {
-        what,
-        recovery_s: r,
-    });
+    record(&mut steps, what, r);
     std::thread::sleep(Duration::from_secs(2));
     // 3. Kill a driver mid-run; commits must go on (the other driver) and a new one joins.
     let before = max_committed_round(&rt, &core_metrics);
@@ -271,11 +256,7 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let what = "driver 0: SIGKILL (commits advance 4 rounds on the other driver)".to_string();
-    say(&what, resumed);
-    steps.push(Step {
-        what,
-        recovery_s: resumed,
-    });
+    record(&mut steps, what, resumed);
     std::thread::sleep(Duration::from_secs(2));
     driver_procs[0] = spawn_driver(&args, &committee, &logs, 0, driver_metrics[0])?;
     // 4. Restart every core, one after another.
@@ -284,11 +265,7 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
         *core = start_core(i)?;
         let r = recover(i);
         let what = format!("core {i}: rolling restart (SIGTERM, start)");
-        say(&what, r);
-        steps.push(Step {
-            what,
-            recovery_s: r,
-        });
+        record(&mut steps, what, r);
     }
 
     // Stop the load, then let everything acknowledged commit.
@@ -536,6 +513,17 @@ async fn follow(
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Prints a step's outcome and records it.
+fn record(steps: &mut Vec<Step>, what: String, recovery_s: Option<f64>) {
+    eprintln!(
+        "chaos: {what}: {}",
+        recovery_s
+            .map(|s| format!("recovered in {s:.2} s"))
+            .unwrap_or_else(|| "NOT recovered".into())
+    );
+    steps.push(Step { what, recovery_s });
 }
 
 /// Every certificate core `i` still holds (its DAG and retention window), page by page.

@@ -127,6 +127,8 @@ pub struct DriverState {
     payloads_asked: HashMap<Digest, (Millis, u32)>,
     /// The floor of the last full prune: soft state is only swept again once it rises.
     pruned_floor: Option<Round>,
+    /// [`DriverState::top_round`], recomputed whenever a summary is stored.
+    top: Round,
     next_id: u64,
 }
 
@@ -143,6 +145,7 @@ impl DriverState {
             payloads: HashMap::new(),
             payloads_asked: HashMap::new(),
             pruned_floor: None,
+            top: Round::default(),
             next_id: id_base,
         }
     }
@@ -152,6 +155,10 @@ impl DriverState {
     /// raise it (a single liar used to move the prune floor of every honest driver and mark
     /// every honest core as lagging).
     pub fn top_round(&self) -> Round {
+        self.top
+    }
+
+    fn compute_top_round(&self) -> Round {
         let mut reported: Vec<(Round, u64)> = self
             .cores
             .iter()
@@ -453,6 +460,7 @@ impl DriverState {
             }
         }
         view.summary = Some(summary);
+        self.top = self.compute_top_round();
         self.prune();
     }
 

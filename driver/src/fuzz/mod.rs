@@ -226,28 +226,28 @@ impl Harness {
         let now = Millis(self.now);
         let verifier = &self.verifier;
         let core = &mut self.core;
-        if let Ok(Request {
-            body: RequestBody::HeaderBundle { headers, .. },
-            ..
-        }) = Request::from_bytes(bytes.clone())
-        {
-            for h in headers {
-                self.headers_sent
-                    .insert(h.header.digest(), (h.header.author(), h.header.round()));
-            }
-        }
+        // The (author, round) of each header offered, read from the one decoding (a few bytes
+        // per header, inside the allowance).
         let (outcome, stats) = measure(|| {
             let request = Request::from_bytes(bytes.clone()).ok()?;
-            let verified = match verifier.verify(request) {
-                Ok(v) => v,
-                Err(e) => return Some((Response::Error(e), Default::default())),
+            let offered: Vec<(Digest, (AuthorityIndex, Round))> = match &request.body {
+                RequestBody::HeaderBundle { headers, .. } => headers
+                    .iter()
+                    .map(|h| (h.header.digest(), (h.header.author(), h.header.round())))
+                    .collect(),
+                _ => Vec::new(),
             };
-            Some(core.handle(now, verified))
+            let handled = match verifier.verify(request) {
+                Ok(v) => core.handle(now, v),
+                Err(e) => (Response::Error(e), Default::default()),
+            };
+            Some((offered, handled))
         });
         check_alloc("decode + verify + handle", stats, limit);
-        let Some((response, batch)) = outcome else {
+        let Some((offered, (response, batch))) = outcome else {
             return;
         };
+        self.headers_sent.extend(offered);
         self.store.commit(&[batch]).expect("memory store commits");
         // What the driver gets: the reply decodes, to a value with the same encoding (an
         // error's free-text `what` travels as a generic label, so compare encodings).

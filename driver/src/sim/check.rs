@@ -223,10 +223,7 @@ impl Checker {
         for c in &carried {
             if c.round() != Round::GENESIS
                 && !self.carried[instance].contains_key(&c.digest())
-                && self
-                    .reference
-                    .check_certificates(std::slice::from_ref(*c), None)
-                    .is_ok()
+                && self.is_valid(c)
             {
                 self.carried[instance].insert(c.digest(), Certificate::clone(c));
             }

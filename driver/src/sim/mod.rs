@@ -142,15 +142,7 @@ impl Behaviour {
 
     /// Whether it is a driver's (the cores all stay honest; Byzantine stake is not used).
     pub fn is_driver(self) -> bool {
-        matches!(
-            self,
-            Behaviour::OmitLeader
-                | Behaviour::ReplayBundles
-                | Behaviour::ReorderBundles
-                | Behaviour::TruncateBundles
-                | Behaviour::MixRounds
-                | Behaviour::Garbage
-        )
+        Behaviour::DRIVERS.contains(&self)
     }
 
     /// Whether the Byzantine authorities run as equivocating twins.

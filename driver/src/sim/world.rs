@@ -871,15 +871,13 @@ impl World {
             }
             Behaviour::ReorderBundles => {
                 for mut list in bundle_lists(&mut request.body) {
-                    for i in (1..list.len()).rev() {
-                        list.swap(i, self.rng.index(i + 1));
-                    }
+                    list.shuffle(&mut self.rng);
                 }
                 let bytes = request.to_bytes();
                 self.drivers[driver].held.push((instance, id, bytes));
                 if self.drivers[driver].held.len() >= 4 || self.rng.chance(200) {
                     let mut held = std::mem::take(&mut self.drivers[driver].held);
-                    self.shuffle(&mut held);
+                    shuffle(&mut self.rng, &mut held);
                     for (instance, id, bytes) in held {
                         self.send_bytes(driver, instance, id, bytes);
                     }
@@ -984,13 +982,6 @@ impl World {
             if history.len() > 64 {
                 history.pop_front();
             }
-        }
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.rng.index(i + 1);
-            v.swap(i, j);
         }
     }
 
@@ -1162,6 +1153,14 @@ fn driver_config(honest: &DriverConfig, behaviour: Behaviour) -> DriverConfig {
     config
 }
 
+/// Fisher–Yates, from the run's generator.
+fn shuffle<T>(rng: &mut SimRng, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let j = rng.index(i + 1);
+        v.swap(i, j);
+    }
+}
+
 /// One list of a bundle, whatever its item type (what hostile drivers shuffle and cut).
 enum List<'a> {
     Headers(&'a mut Vec<sleepyseal_core::SignedHeader>),
@@ -1177,11 +1176,11 @@ impl List<'_> {
             List::Payloads(v) => v.len(),
         }
     }
-    fn swap(&mut self, i: usize, j: usize) {
+    fn shuffle(&mut self, rng: &mut SimRng) {
         match self {
-            List::Headers(v) => v.swap(i, j),
-            List::Certificates(v) => v.swap(i, j),
-            List::Payloads(v) => v.swap(i, j),
+            List::Headers(v) => shuffle(rng, v),
+            List::Certificates(v) => shuffle(rng, v),
+            List::Payloads(v) => shuffle(rng, v),
         }
     }
     fn truncate(&mut self, len: usize) {
