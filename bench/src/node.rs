@@ -276,6 +276,10 @@ pub struct DriverArgs {
     /// Certificates per Fetch/Sync batch.
     #[arg(long, default_value_t = 256)]
     sync_batch: u32,
+    /// Payload bytes one request carries at most (the first payload always goes). Keep it well
+    /// below the cores' request limit (32 MiB): a larger request is refused whole.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_payload_bytes: usize,
     /// Seconds between progress lines in the log (0: none).
     #[arg(long, default_value_t = 5)]
     log_every_s: u64,
@@ -296,6 +300,7 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
             poll_interval_ms: args.poll_interval_ms,
             lag_rounds: args.lag_rounds,
             sync_batch: args.sync_batch,
+            max_payload_bytes: args.max_payload_bytes,
             pipeline_depth: args.pipeline_depth.max(1),
             ..DriverConfig::default()
         },

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use sleepyseal_core::crypto::{verify_one, SignatureItem};
-use sleepyseal_core::limits::MAX_CERTS_PER_REQUEST;
+use sleepyseal_core::limits::{MAX_CERTS_PER_REQUEST, MAX_PAYLOADS_PER_REQUEST};
 use sleepyseal_core::messages::vote_message;
 use sleepyseal_core::protocol::{Request, RequestBody, Response, Status, Summary};
 use sleepyseal_core::{
@@ -37,6 +37,12 @@ pub struct DriverConfig {
     /// carry nothing already in flight to that core are sent (catch-up, polls and fetches go one
     /// at a time).
     pub pipeline_depth: usize,
+    /// Payload bytes one request carries at most (beyond its first payload, which always goes).
+    /// It must stay below the cores' request limit (`NetLimits::max_request_bytes`, 32 MiB by
+    /// default) with room for the certificates: a larger request is refused whole, so a lagging
+    /// core whose catch-up exceeded it would never catch up. What is left out rides with later
+    /// requests, or the core lists it as missing and it is carried then.
+    pub max_payload_bytes: usize,
 }
 
 impl Default for DriverConfig {
@@ -48,6 +54,7 @@ impl Default for DriverConfig {
             sync_batch: 256,
             keep_rounds: 120,
             pipeline_depth: 2,
+            max_payload_bytes: 16 << 20,
         }
     }
 }
@@ -704,12 +711,12 @@ impl DriverState {
     /// Payloads the core listed as missing that the driver has.
     fn payloads_for(&self, core: AuthorityIndex, s: &Summary) -> Option<RequestBody> {
         let sent = &self.cores[core.as_usize()].sent;
-        let payloads: Vec<Payload> = s
-            .missing_payloads
-            .iter()
-            .filter(|d| !sent.contains(d))
-            .filter_map(|d| self.payloads.get(d).map(|(p, _)| p.clone()))
-            .collect();
+        let payloads = self.within_budget(
+            s.missing_payloads
+                .iter()
+                .filter(|d| !sent.contains(d))
+                .filter_map(|d| self.payloads.get(d).map(|(p, _)| p)),
+        );
         (!payloads.is_empty()).then_some(RequestBody::Sync {
             certificates: Vec::new(),
             payloads,
@@ -805,15 +812,50 @@ impl DriverState {
         headers: I,
         pending: &HashSet<Digest>,
     ) -> Vec<Payload> {
-        let sent = &self.cores[core.as_usize()].sent;
         let mut seen = HashSet::new();
-        headers
-            .filter(|h| h.author() != core)
-            .map(|h| h.payload().digest)
-            .filter(|d| !sent.contains(d) && !pending.contains(d) && seen.insert(*d))
-            .filter_map(|d| self.payloads.get(&d).map(|(p, _)| p.clone()))
+        self.within_budget(
+            headers
+                .filter_map(|h| self.carried_payload(core, h, pending))
+                .filter(|p| seen.insert(p.digest())),
+        )
+    }
+
+    /// The payload of `header` a request to `core` would carry: one the driver holds, not empty,
+    /// not the core's own, not already delivered or on its way.
+    fn carried_payload(
+        &self,
+        core: AuthorityIndex,
+        header: &sleepyseal_core::Header,
+        pending: &HashSet<Digest>,
+    ) -> Option<&Payload> {
+        let d = header.payload().digest;
+        if header.author() == core
+            || self.cores[core.as_usize()].sent.contains(&d)
+            || pending.contains(&d)
+        {
+            return None;
+        }
+        self.payloads
+            .get(&d)
+            .map(|(p, _)| p)
             .filter(|p| !p.is_empty())
-            .collect()
+    }
+
+    /// The leading `payloads` that fit one request: at most [`MAX_PAYLOADS_PER_REQUEST`] and,
+    /// beyond the first, [`DriverConfig::max_payload_bytes`] in all.
+    fn within_budget<'a, I: Iterator<Item = &'a Payload>>(&self, payloads: I) -> Vec<Payload> {
+        let mut out: Vec<Payload> = Vec::new();
+        let mut bytes = 0usize;
+        for p in payloads {
+            if out.len() == MAX_PAYLOADS_PER_REQUEST
+                || (!out.is_empty() && bytes + p.len() > self.config.max_payload_bytes)
+            {
+                break;
+            }
+            bytes += p.len();
+            out.push(p.clone());
+        }
+        out
     }
 
     /// Catch-up from the driver's own cache, in ascending round: certificates above the core's
@@ -832,14 +874,29 @@ impl DriverState {
                     .copied()
                     .unwrap_or_default()
         };
-        let certificates: Vec<Certificate> = self
+        // Certificates stop where their payloads would overflow one request, so the next
+        // catch-up starts above them (from the floor, every certificate goes, and the payloads
+        // that fit ride along: the core lists the rest as missing).
+        let mut certificates: Vec<Certificate> = Vec::new();
+        let mut bytes = 0usize;
+        for c in self
             .certificates
             .range(s.gc_round.max(Round(1))..)
             .flat_map(|(_, m)| m.values())
             .filter(|c| from_floor || (!self.core_holds(core, s, c, pending) && above_high(c)))
             .take(self.batch_limit(from_floor))
-            .cloned()
-            .collect();
+        {
+            if !from_floor {
+                let cost = self
+                    .carried_payload(core, &c.header, pending)
+                    .map_or(0, Payload::len);
+                if !certificates.is_empty() && bytes + cost > self.config.max_payload_bytes {
+                    break;
+                }
+                bytes += cost;
+            }
+            certificates.push(c.clone());
+        }
         if certificates.is_empty() {
             return None;
         }

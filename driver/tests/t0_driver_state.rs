@@ -292,3 +292,91 @@ fn claim_round(claimed: u64) {
         "honest cores treated as lagging: {kinds_to_honest:?}"
     );
 }
+
+/// Payloads a request carries, in bytes, and how many.
+fn carried_payloads(body: &RequestBody) -> (usize, usize) {
+    match body {
+        RequestBody::HeaderBundle { payloads, .. }
+        | RequestBody::CertBundle { payloads, .. }
+        | RequestBody::Sync { payloads, .. } => {
+            (payloads.iter().map(Payload::len).sum(), payloads.len())
+        }
+        _ => (0, 0),
+    }
+}
+
+/// Regression (`sleepyseal local`, 50,000 tx/s): a core that fell a few dozen rounds behind was
+/// sent a catch-up `Sync` carrying every payload of those rounds, over the cores' 32 MiB request
+/// limit. The core refused it whole, the driver sent it again, and the core never caught up. Every
+/// request must stay within the driver's payload budget (beyond its first payload), and a lagging
+/// core must catch up through requests that do.
+#[test]
+fn a_lagging_core_catches_up_with_requests_within_the_payload_budget() {
+    const BUDGET: usize = 64 << 10;
+    let mut cores = Cores::new(4);
+    let config = DriverConfig {
+        max_payload_bytes: BUDGET,
+        ..DriverConfig::default()
+    };
+    let mut driver = DriverState::new(cores.committee.clone(), config, 0);
+    let late = AuthorityIndex(3);
+    let mut now = Millis(0);
+    let mut syncs_with_payloads = 0;
+    let mut caught_up_at = None;
+    for step in 0..2_000u64 {
+        now = Millis(now.0 + 20);
+        // Cores 0..3 receive transactions all along: 8 KiB each, so every header's payload is
+        // tens of KiB and thirty rounds of them are far above the budget.
+        if step % 2 == 0 {
+            for i in 0..3u16 {
+                let transactions = vec![Bytes::from(vec![step as u8 ^ i as u8; 8 << 10]); 2];
+                let r = cores.handle(now, AuthorityIndex(i), RequestBody::Submit { transactions });
+                assert_eq!(r, Response::Submitted { accepted: 2 });
+            }
+        }
+        // Core 3 is unreachable until the others pass round 30.
+        let others_top = (0..3).map(|i| cores.cores[i].0.round().0).max().unwrap();
+        let down = others_top < 30 && caught_up_at.is_none() && step < 1_000;
+        for out in driver.poll(now) {
+            let (bytes, count) = carried_payloads(&out.request.body);
+            assert!(
+                bytes <= BUDGET || count == 1,
+                "{} carries {count} payloads of {bytes} bytes (budget {BUDGET})",
+                sleepyseal_driver::state::kind(&out.request.body)
+            );
+            if out.core == late && down {
+                driver.on_failure(now, out.id);
+                continue;
+            }
+            if out.core == late && matches!(out.request.body, RequestBody::Sync { .. }) && count > 0
+            {
+                syncs_with_payloads += 1;
+            }
+            let response = cores.handle(now, out.core, out.request.body.clone());
+            driver.mark_delivered(out.core, &out.request.body);
+            driver.on_response(now, out.id, out.core, response);
+        }
+        if !down && caught_up_at.is_none() {
+            let late_round = cores.cores[3].0.round().0;
+            let top = (0..3).map(|i| cores.cores[i].0.round().0).max().unwrap();
+            if top >= 30
+                && late_round + 2 >= top
+                && cores.cores[3].0.consensus().consensus_index > 0
+            {
+                caught_up_at = Some(step);
+                break;
+            }
+        }
+    }
+    assert!(
+        caught_up_at.is_some(),
+        "core 3 never caught up: round {} against {}; driver: {}",
+        cores.cores[3].0.round(),
+        (0..3).map(|i| cores.cores[i].0.round().0).max().unwrap(),
+        driver.describe(late)
+    );
+    assert!(
+        syncs_with_payloads >= 2,
+        "the catch-up took {syncs_with_payloads} Sync with payloads: the budget was never exercised"
+    );
+}

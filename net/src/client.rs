@@ -63,7 +63,7 @@ impl Clients {
         let mut endpoint = crate::limits::udp_socket(bind, &limits)
             .and_then(|socket| {
                 quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
+                    crate::limits::endpoint_config(&limits),
                     None,
                     socket,
                     Arc::new(quinn::TokioRuntime),

@@ -25,12 +25,11 @@ pub struct NetLimits {
     pub verify_queue: usize,
     /// Verified requests queued for the core thread; beyond it a core answers `Busy`.
     pub core_queue: usize,
-    /// Largest UDP payload path-MTU discovery probes for. QUIC starts at 1200 bytes and probes
-    /// upward; on loopback or jumbo-frame networks (MTU 9000, common inside cloud VPCs), large
-    /// datagrams cut the per-packet cost (crypto setup, syscalls, acknowledgements) of moving
-    /// payloads. Probes that get no answer are harmless: the path stays at the largest size that
-    /// worked. Much larger datagrams (64 KiB on loopback) overflow the default socket buffers
-    /// in bursts and lose more than they save.
+    /// Largest UDP payload an endpoint accepts, and the bound path-MTU discovery probes up to.
+    /// QUIC starts at 1,200 bytes and probes upward; on loopback or jumbo-frame networks (MTU
+    /// 9,000, common inside cloud VPCs) the path then carries datagrams this large, fewer per
+    /// payload. Probes that get no answer are harmless: the path stays at the largest size that
+    /// worked. quinn sizes each endpoint's receive buffer by it (this × 64 GRO segments × 32).
     pub max_udp_payload: u16,
     /// Socket send and receive buffer asked of the kernel (bytes; Linux caps it at
     /// `net.core.rmem_max` / `wmem_max`). A burst of payloads larger than the receive buffer is
@@ -53,6 +52,18 @@ impl Default for NetLimits {
             udp_buffer_bytes: 8 << 20,
         }
     }
+}
+
+/// The endpoint configuration for `limits`: it accepts datagrams of up to
+/// `limits.max_udp_payload` bytes. quinn's default accepts 1,472, and a peer never sends more than
+/// the other side accepts, so without this path-MTU discovery stops at 1,472 whatever its upper
+/// bound.
+pub fn endpoint_config(limits: &NetLimits) -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(limits.max_udp_payload.max(1200))
+        .expect("at least 1200 bytes, at most u16::MAX");
+    config
 }
 
 /// A UDP socket bound to `address` with send and receive buffers of `limits.udp_buffer_bytes`

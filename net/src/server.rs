@@ -323,7 +323,7 @@ impl CoreServer {
         let endpoint = crate::limits::udp_socket(address, &options.limits)
             .and_then(|socket| {
                 quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
+                    crate::limits::endpoint_config(&options.limits),
                     Some(quic),
                     socket,
                     Arc::new(quinn::TokioRuntime),

@@ -516,3 +516,54 @@ async fn long_poll_is_held_without_blocking_the_core() {
     );
     shutdown(f).await;
 }
+
+/// Path-MTU discovery reaches `NetLimits::max_udp_payload` on loopback, in both directions: each
+/// endpoint must accept datagrams that large (quinn's default accepts 1,472 bytes, and a peer never
+/// sends more than the other side accepts, so the 8,952-byte bound used to be dead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_mtu_discovery_goes_beyond_ethernet_frames_on_loopback() {
+    let f = serve_core_0("mtu", ServerOptions::default()).await;
+    let limits = NetLimits::default();
+    let socket =
+        sleepyseal_net::limits::udp_socket("127.0.0.1:0".parse().unwrap(), &limits).unwrap();
+    let mut endpoint = quinn::Endpoint::new(
+        sleepyseal_net::limits::endpoint_config(&limits),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap();
+    endpoint.set_default_client_config(
+        sleepyseal_net::tls::client_config(&f.testbed, &limits).unwrap(),
+    );
+    let connection = endpoint
+        .connect(f.testbed.addresses[0], "core-0.sleepyseal")
+        .unwrap()
+        .await
+        .unwrap();
+    let request = get_state(&f).to_bytes();
+    let deadline = tokio::time::Instant::now() + T;
+    let mut mtu = 0;
+    while tokio::time::Instant::now() < deadline {
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.write_all(&request).await.unwrap();
+        send.finish().unwrap();
+        let reply = recv.read_to_end(1 << 20).await.unwrap();
+        assert!(matches!(
+            Response::from_bytes(Bytes::from(reply)),
+            Ok(Response::Summary(_))
+        ));
+        mtu = connection.stats().path.current_mtu;
+        if mtu > 1_472 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        mtu > 1_472 && mtu <= limits.max_udp_payload,
+        "path MTU {mtu} after {T:?} (bound {})",
+        limits.max_udp_payload
+    );
+    connection.close(0u32.into(), b"done");
+    shutdown(f).await;
+}
