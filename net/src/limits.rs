@@ -26,10 +26,11 @@ pub struct NetLimits {
     /// Verified requests queued for the core thread; beyond it a core answers `Busy`.
     pub core_queue: usize,
     /// Largest UDP payload an endpoint accepts, and the bound path-MTU discovery probes up to.
-    /// QUIC starts at 1,200 bytes and probes upward; on loopback or jumbo-frame networks (MTU
-    /// 9,000, common inside cloud VPCs) the path then carries datagrams this large, fewer per
-    /// payload. Probes that get no answer are harmless: the path stays at the largest size that
-    /// worked. quinn sizes each endpoint's receive buffer by it (this × 64 GRO segments × 32).
+    /// QUIC starts at 1,200 bytes and probes upward; on loopback or jumbo-frame networks the
+    /// path then carries datagrams this large, fewer per payload. Probes that get no answer are
+    /// harmless: the path stays at the largest size that worked. Values above
+    /// [`MAX_UDP_PAYLOAD`] are lowered to it (see there). quinn sizes each endpoint's receive
+    /// buffer by it (this × 64 GRO segments × 32).
     pub max_udp_payload: u16,
     /// Socket send and receive buffer asked of the kernel (bytes; Linux caps it at
     /// `net.core.rmem_max` / `wmem_max`). A burst of payloads larger than the receive buffer is
@@ -48,21 +49,33 @@ impl Default for NetLimits {
             idle_timeout: Duration::from_secs(10),
             verify_queue: 1_024,
             core_queue: 1_024,
-            max_udp_payload: 8_952,
+            max_udp_payload: MAX_UDP_PAYLOAD,
             udp_buffer_bytes: 8 << 20,
         }
     }
 }
 
+/// The largest UDP payload this transport uses. quinn hands the kernel up to 10 datagrams of the
+/// path MTU in one segmentation-offload (GSO) send, and Linux refuses a UDP send above 64 KiB
+/// with `EMSGSIZE`, which quinn-udp drops silently (it expects that error of MTU probes). With
+/// 8,952-byte datagrams every burst of 8 or more was lost whole: retransmissions, a collapsed
+/// congestion window, and requests timing out for a second. 10 × 6,500 bytes fit.
+pub const MAX_UDP_PAYLOAD: u16 = 6_500;
+
+/// `limits.max_udp_payload` within what QUIC allows (1,200) and [`MAX_UDP_PAYLOAD`].
+pub fn udp_payload_bound(limits: &NetLimits) -> u16 {
+    limits.max_udp_payload.clamp(1_200, MAX_UDP_PAYLOAD)
+}
+
 /// The endpoint configuration for `limits`: it accepts datagrams of up to
-/// `limits.max_udp_payload` bytes. quinn's default accepts 1,472, and a peer never sends more than
+/// [`udp_payload_bound`] bytes. quinn's default accepts 1,472, and a peer never sends more than
 /// the other side accepts, so without this path-MTU discovery stops at 1,472 whatever its upper
 /// bound.
 pub fn endpoint_config(limits: &NetLimits) -> quinn::EndpointConfig {
     let mut config = quinn::EndpointConfig::default();
     config
-        .max_udp_payload_size(limits.max_udp_payload.max(1200))
-        .expect("at least 1200 bytes, at most u16::MAX");
+        .max_udp_payload_size(udp_payload_bound(limits))
+        .expect("between 1,200 and MAX_UDP_PAYLOAD bytes");
     config
 }
 

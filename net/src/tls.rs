@@ -59,7 +59,7 @@ fn transport(limits: &NetLimits, server: bool) -> quinn::TransportConfig {
         t.keep_alive_interval(Some(limits.idle_timeout / 3));
     }
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(limits.max_udp_payload.max(1200));
+    mtu.upper_bound(crate::limits::udp_payload_bound(limits));
     t.mtu_discovery_config(Some(mtu));
     t
 }

@@ -517,11 +517,13 @@ async fn long_poll_is_held_without_blocking_the_core() {
     shutdown(f).await;
 }
 
-/// Path-MTU discovery reaches `NetLimits::max_udp_payload` on loopback, in both directions: each
-/// endpoint must accept datagrams that large (quinn's default accepts 1,472 bytes, and a peer never
-/// sends more than the other side accepts, so the 8,952-byte bound used to be dead).
+/// Path-MTU discovery goes beyond 1,472 bytes on loopback: each endpoint must accept datagrams
+/// that large (quinn's default accepts 1,472 bytes, and a peer never sends more than the other side
+/// accepts, so the 8,952-byte bound used to be dead). And at that MTU bulk requests lose nothing:
+/// with 8,952-byte datagrams, quinn's 10-datagram GSO sends exceeded 64 KiB, the kernel refused
+/// them, and whole bursts were lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn path_mtu_discovery_goes_beyond_ethernet_frames_on_loopback() {
+async fn path_mtu_grows_on_loopback_and_bulk_requests_lose_no_datagram() {
     let f = serve_core_0("mtu", ServerOptions::default()).await;
     let limits = NetLimits::default();
     let socket =
@@ -563,6 +565,36 @@ async fn path_mtu_discovery_goes_beyond_ethernet_frames_on_loopback() {
         mtu > 1_472 && mtu <= limits.max_udp_payload,
         "path MTU {mtu} after {T:?} (bound {})",
         limits.max_udp_payload
+    );
+    // Bulk: four 1 MiB submissions, one after the other (loopback loses nothing by itself).
+    let lost_before = connection.stats().path.lost_packets;
+    for i in 0..4u8 {
+        let request = Request {
+            instance: f.testbed.committee.instance(),
+            body: RequestBody::Submit {
+                transactions: vec![Bytes::from(vec![i; 512]); 2_048],
+            },
+        }
+        .to_bytes();
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.write_all(&request).await.unwrap();
+        send.finish().unwrap();
+        let reply = tokio::time::timeout(T, recv.read_to_end(1 << 20))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert_eq!(
+            Response::from_bytes(Bytes::from(reply)).unwrap(),
+            Response::Submitted { accepted: 2_048 }
+        );
+    }
+    let stats = connection.stats();
+    assert_eq!(
+        stats.path.lost_packets - lost_before,
+        0,
+        "datagrams lost on loopback at MTU {}: {:?}",
+        stats.path.current_mtu,
+        stats.path
     );
     connection.close(0u32.into(), b"done");
     shutdown(f).await;
