@@ -844,15 +844,12 @@ impl DriverState {
     /// The leading `payloads` that fit one request: at most [`MAX_PAYLOADS_PER_REQUEST`] and,
     /// beyond the first, [`DriverConfig::max_payload_bytes`] in all.
     fn within_budget<'a, I: Iterator<Item = &'a Payload>>(&self, payloads: I) -> Vec<Payload> {
+        let mut budget = PayloadBudget::new(self.config.max_payload_bytes);
         let mut out: Vec<Payload> = Vec::new();
-        let mut bytes = 0usize;
         for p in payloads {
-            if out.len() == MAX_PAYLOADS_PER_REQUEST
-                || (!out.is_empty() && bytes + p.len() > self.config.max_payload_bytes)
-            {
+            if out.len() == MAX_PAYLOADS_PER_REQUEST || !budget.take(p.len()) {
                 break;
             }
-            bytes += p.len();
             out.push(p.clone());
         }
         out
@@ -877,8 +874,8 @@ impl DriverState {
         // Certificates stop where their payloads would overflow one request, so the next
         // catch-up starts above them (from the floor, every certificate goes, and the payloads
         // that fit ride along: the core lists the rest as missing).
+        let mut budget = PayloadBudget::new(self.config.max_payload_bytes);
         let mut certificates: Vec<Certificate> = Vec::new();
-        let mut bytes = 0usize;
         for c in self
             .certificates
             .range(s.gc_round.max(Round(1))..)
@@ -886,14 +883,12 @@ impl DriverState {
             .filter(|c| from_floor || (!self.core_holds(core, s, c, pending) && above_high(c)))
             .take(self.batch_limit(from_floor))
         {
-            if !from_floor {
-                let cost = self
-                    .carried_payload(core, &c.header, pending)
-                    .map_or(0, Payload::len);
-                if !certificates.is_empty() && bytes + cost > self.config.max_payload_bytes {
-                    break;
-                }
-                bytes += cost;
+            let cost = || {
+                self.carried_payload(core, &c.header, pending)
+                    .map_or(0, Payload::len)
+            };
+            if !from_floor && !budget.take(cost()) {
+                break;
             }
             certificates.push(c.clone());
         }
@@ -1008,6 +1003,29 @@ impl DriverState {
         if let RequestBody::CertBundle { parents, .. } = request {
             sent.extend(parents.iter().map(Certificate::digest));
         }
+    }
+}
+
+/// Payload bytes taken into one request, against [`DriverConfig::max_payload_bytes`].
+struct PayloadBudget {
+    max: usize,
+    taken: Option<usize>,
+}
+
+impl PayloadBudget {
+    fn new(max: usize) -> PayloadBudget {
+        PayloadBudget { max, taken: None }
+    }
+
+    /// Takes `len` more bytes if they fit; the first take always fits (one payload is at most
+    /// 8 MiB, below any core's request limit), so a request always makes progress.
+    fn take(&mut self, len: usize) -> bool {
+        let total = self.taken.map_or(len, |t| t + len);
+        if self.taken.is_some() && total > self.max {
+            return false;
+        }
+        self.taken = Some(total);
+        true
     }
 }
 

@@ -60,16 +60,8 @@ impl Clients {
         } else {
             "[::]:0".parse().expect("valid address")
         };
-        let mut endpoint = crate::limits::udp_socket(bind, &limits)
-            .and_then(|socket| {
-                quinn::Endpoint::new(
-                    crate::limits::endpoint_config(&limits),
-                    None,
-                    socket,
-                    Arc::new(quinn::TokioRuntime),
-                )
-            })
-            .map_err(ClientSetupError::Bind)?;
+        let mut endpoint =
+            crate::limits::endpoint(bind, &limits, None).map_err(ClientSetupError::Bind)?;
         endpoint.set_default_client_config(client_config(testbed, &limits)?);
         let cores = testbed
             .committee

@@ -67,21 +67,30 @@ pub fn udp_payload_bound(limits: &NetLimits) -> u16 {
     limits.max_udp_payload.clamp(1_200, MAX_UDP_PAYLOAD)
 }
 
-/// The endpoint configuration for `limits`: it accepts datagrams of up to
-/// [`udp_payload_bound`] bytes. quinn's default accepts 1,472, and a peer never sends more than
-/// the other side accepts, so without this path-MTU discovery stops at 1,472 whatever its upper
-/// bound.
-pub fn endpoint_config(limits: &NetLimits) -> quinn::EndpointConfig {
+/// A QUIC endpoint on `address` (a server when `server` is given) over [`udp_socket`], accepting
+/// datagrams of up to [`udp_payload_bound`] bytes. quinn's default endpoint configuration accepts
+/// 1,472, and a peer never sends more than the other side accepts, so without this path-MTU
+/// discovery stops at 1,472 whatever its upper bound. Must be called inside a tokio runtime.
+pub fn endpoint(
+    address: SocketAddr,
+    limits: &NetLimits,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
     let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(udp_payload_bound(limits))
         .expect("between 1,200 and MAX_UDP_PAYLOAD bytes");
-    config
+    quinn::Endpoint::new(
+        config,
+        server,
+        udp_socket(address, limits)?,
+        std::sync::Arc::new(quinn::TokioRuntime),
+    )
 }
 
 /// A UDP socket bound to `address` with send and receive buffers of `limits.udp_buffer_bytes`
 /// (as much of it as the kernel grants), for a QUIC endpoint.
-pub fn udp_socket(address: SocketAddr, limits: &NetLimits) -> std::io::Result<std::net::UdpSocket> {
+fn udp_socket(address: SocketAddr, limits: &NetLimits) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(address),

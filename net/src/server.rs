@@ -320,15 +320,7 @@ impl CoreServer {
         verifier: Verifier,
         options: ServerOptions,
     ) -> Result<CoreServer, ServerError> {
-        let endpoint = crate::limits::udp_socket(address, &options.limits)
-            .and_then(|socket| {
-                quinn::Endpoint::new(
-                    crate::limits::endpoint_config(&options.limits),
-                    Some(quic),
-                    socket,
-                    Arc::new(quinn::TokioRuntime),
-                )
-            })
+        let endpoint = crate::limits::endpoint(address, &options.limits, Some(quic))
             .map_err(|source| ServerError::Bind { address, source })?;
         let stats = Arc::new(ServerStats::default());
         let verifier = Arc::new(verifier);

@@ -526,15 +526,8 @@ async fn long_poll_is_held_without_blocking_the_core() {
 async fn path_mtu_grows_on_loopback_and_bulk_requests_lose_no_datagram() {
     let f = serve_core_0("mtu", ServerOptions::default()).await;
     let limits = NetLimits::default();
-    let socket =
-        sleepyseal_net::limits::udp_socket("127.0.0.1:0".parse().unwrap(), &limits).unwrap();
-    let mut endpoint = quinn::Endpoint::new(
-        sleepyseal_net::limits::endpoint_config(&limits),
-        None,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .unwrap();
+    let mut endpoint =
+        sleepyseal_net::limits::endpoint("127.0.0.1:0".parse().unwrap(), &limits, None).unwrap();
     endpoint.set_default_client_config(
         sleepyseal_net::tls::client_config(&f.testbed, &limits).unwrap(),
     );
