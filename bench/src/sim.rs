@@ -93,6 +93,10 @@ pub struct SimArgs {
     /// be caught by the checkers, and the same scenarios without the bug must report nothing.
     #[arg(long)]
     self_check: bool,
+    /// Write each seed's trace hash (S7: the same seed gives the same trace) to this file, one
+    /// `seed hex` line per seed in seed order, to compare two builds seed by seed.
+    #[arg(long)]
+    traces: Option<std::path::PathBuf>,
 }
 
 /// The JSON summary.
@@ -238,6 +242,9 @@ pub fn main(args: SimArgs) -> anyhow::Result<()> {
         Ok(report) => report.seed,
         Err(seed) => *seed,
     });
+    if let Some(path) = &args.traces {
+        write_traces(path, &results)?;
+    }
     let mut summary = summarize(&results, started.elapsed().as_secs_f64());
     if args.byzantine > 0 {
         summary.per_behaviour = Behaviour::ALL
@@ -278,6 +285,22 @@ pub fn main(args: SimArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// One `seed trace` line per seed (`panic` for a seed that panicked).
+fn write_traces(path: &std::path::Path, results: &[Result<SimReport, u64>]) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for result in results {
+        match result {
+            Ok(r) => {
+                let hex: String = r.trace.0.iter().map(|b| format!("{b:02x}")).collect();
+                writeln!(out, "{} {hex}", r.seed)?;
+            }
+            Err(seed) => writeln!(out, "{seed} panic")?,
+        }
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
 fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
