@@ -25,12 +25,7 @@ if grep -rln 'allow(unsafe_code)' --include='*.rs' core net driver sim bench | g
   exit 1
 fi
 
-echo "== the node binary links no planted fault (no dependency on sleepyseal-sim, no mutants feature)"
-if cargo tree -p sleepyseal-bench -e normal,features --prefix none --locked \
-    | grep -Eq '^sleepyseal-sim |feature "mutants"'; then
-  echo "sleepyseal-bench (the node binary) depends on sleepyseal-sim or a mutants feature" >&2
-  exit 1
-fi
+scripts/check-planted.sh deps
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -41,25 +36,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 
-echo "== the built node binaries carry no planted fault (marker: sim/src/planted.rs MARKER)"
-# Every planted fault names the marker, so it is in a binary exactly when a fault is linked into
-# it. The simulator's own binary must carry it (else the search below proves nothing); no
-# `sleepyseal` binary built in target/ may.
-marker=$(sed -n 's/^pub const MARKER: &str = "\(.*\)";$/\1/p' sim/src/planted.rs)
-[[ -n "$marker" ]] || { echo "no MARKER in sim/src/planted.rs" >&2; exit 1; }
-target_dir="${CARGO_TARGET_DIR:-target}"
-grep -qaF "$marker" "$target_dir/debug/sleepyseal-sim" \
-  || { echo "the marker is missing from $target_dir/debug/sleepyseal-sim: the search is blind" >&2; exit 1; }
-found=0
-for binary in "$target_dir"/*/sleepyseal; do
-  [[ -f "$binary" ]] || continue
-  if grep -qaF "$marker" "$binary"; then
-    echo "$binary contains planted-fault code" >&2
-    found=1
-  else
-    echo "   $binary: clean"
-  fi
-done
-[[ "$found" == 0 ]] || exit 1
+scripts/check-planted.sh binaries
 
 echo "== check.sh passed in $(( $(date +%s) - started )) s"
