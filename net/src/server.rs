@@ -378,6 +378,8 @@ fn verify_loop(
     }
 }
 
+/// The core thread: takes the queued jobs, handles them as one group commit, releases their
+/// replies once the group is durable, then answers the long polls that became due.
 fn core_loop(
     rx: Receiver<CoreJob>,
     mut core: Core,
@@ -388,71 +390,18 @@ fn core_loop(
 ) -> Result<(), StoreError> {
     let mut pruned_at = core.gc_round();
     let mut parked = Parked::default();
-    loop {
-        let jobs = match parked.next_deadline() {
-            None => match next_batch(&rx, max_group) {
-                Some(jobs) => jobs,
-                None => break,
-            },
-            Some(deadline) => {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(wait) {
-                    Ok(first) => {
-                        let mut jobs = vec![first];
-                        jobs.extend(rx.try_iter().take(max_group.saturating_sub(1)));
-                        jobs
-                    }
-                    Err(RecvTimeoutError::Timeout) => Vec::new(),
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        };
+    while let Some(jobs) = next_jobs(&rx, max_group, parked.next_deadline()) {
         stats
             .core_queue
             .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         let now = wall_clock();
-        let mut batches = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
         let committed = core.consensus().consensus_index;
         let jobs: Vec<CoreJob> = jobs
             .into_iter()
             .filter_map(|job| parked.park_or_keep(job, committed))
             .collect();
-        for job in jobs {
-            let (response, batch) = core.handle(now, job.request);
-            if !batch.is_empty() {
-                batches.push(batch);
-            }
-            replies.push((job.reply, response.to_chunks()));
-        }
-        if !batches.is_empty() {
-            let started = Instant::now();
-            store.commit(&batches)?;
-            stats
-                .store_commit_seconds
-                .observe(started.elapsed().as_secs_f64());
-        }
-        stats.group_commits.fetch_add(1, Ordering::Relaxed);
-        stats.group_requests.observe(replies.len() as f64);
-        stats
-            .grouped_requests
-            .fetch_add(replies.len(), Ordering::Relaxed);
-        // Durable: release the replies.
-        for (reply, chunks) in replies {
-            let _ = reply.send(chunks);
-        }
-        stats.round.store(core.round().0, Ordering::Relaxed);
-        let consensus = core.consensus();
-        stats
-            .last_committed_round
-            .store(consensus.last_committed_round.0, Ordering::Relaxed);
-        stats
-            .consensus_index
-            .store(consensus.consensus_index, Ordering::Relaxed);
-        stats
-            .mempool
-            .store(core.mempool_len() as u64, Ordering::Relaxed);
-        record_counters(stats, &core, committed, now);
+        group_commit(&mut core, store.as_mut(), jobs, now, stats)?;
+        publish(stats, &core, committed, now);
         let gc = core.gc_round();
         if gc > pruned_at {
             cache.prune_below(gc);
@@ -461,7 +410,10 @@ fn core_loop(
         // Entries committed by this group release the long polls waiting for them.
         let committed = core.consensus().consensus_index;
         for job in parked.take_due(committed) {
-            let (response, _) = core.handle(now, job.request);
+            // Released outside any group commit: a held read must write nothing, or its reply
+            // would leave before its write is durable.
+            let (response, batch) = core.handle(now, job.request);
+            assert!(batch.is_empty(), "a held long-poll read wrote to the store");
             let _ = job.reply.send(response.to_chunks());
         }
         stats
@@ -469,6 +421,80 @@ fn core_loop(
             .store(parked.waiting.len() as u64, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// The next group of jobs: waits for at least one, or until `deadline` (the next held long poll
+/// due) with none. `None` once every sender is gone.
+fn next_jobs(
+    rx: &Receiver<CoreJob>,
+    max_group: usize,
+    deadline: Option<Instant>,
+) -> Option<Vec<CoreJob>> {
+    let Some(deadline) = deadline else {
+        return next_batch(rx, max_group);
+    };
+    let wait = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(wait) {
+        Ok(first) => {
+            let mut jobs = vec![first];
+            jobs.extend(rx.try_iter().take(max_group.saturating_sub(1)));
+            Some(jobs)
+        }
+        Err(RecvTimeoutError::Timeout) => Some(Vec::new()),
+        Err(RecvTimeoutError::Disconnected) => None,
+    }
+}
+
+/// Handles `jobs` in order, writes their batches in one synced commit, then releases the replies
+/// (never before: an acknowledgement means durable).
+fn group_commit(
+    core: &mut Core,
+    store: &mut dyn Store,
+    jobs: Vec<CoreJob>,
+    now: Millis,
+    stats: &ServerStats,
+) -> Result<(), StoreError> {
+    let mut batches = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (response, batch) = core.handle(now, job.request);
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        replies.push((job.reply, response.to_chunks()));
+    }
+    if !batches.is_empty() {
+        let started = Instant::now();
+        store.commit(&batches)?;
+        stats
+            .store_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    stats.group_commits.fetch_add(1, Ordering::Relaxed);
+    stats.group_requests.observe(replies.len() as f64);
+    stats
+        .grouped_requests
+        .fetch_add(replies.len(), Ordering::Relaxed);
+    for (reply, chunks) in replies {
+        let _ = reply.send(chunks);
+    }
+    Ok(())
+}
+
+/// Copies the core's round, commit state, mempool and counters into `stats` after a group.
+fn publish(stats: &ServerStats, core: &Core, committed_before: u64, now: Millis) {
+    stats.round.store(core.round().0, Ordering::Relaxed);
+    let consensus = core.consensus();
+    stats
+        .last_committed_round
+        .store(consensus.last_committed_round.0, Ordering::Relaxed);
+    stats
+        .consensus_index
+        .store(consensus.consensus_index, Ordering::Relaxed);
+    stats
+        .mempool
+        .store(core.mempool_len() as u64, Ordering::Relaxed);
+    record_counters(stats, core, committed_before, now);
 }
 
 /// Copies the core's counters into `stats` and records the consensus latency of the entries
