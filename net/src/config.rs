@@ -31,6 +31,12 @@ pub enum FieldError {
         /// Bytes decoded.
         got: usize,
     },
+    /// A committee file of another format version.
+    #[error("unsupported version {0}")]
+    Version(u32),
+    /// Not a socket address.
+    #[error("{0}")]
+    Address(std::net::AddrParseError),
     /// More cores than authority indices (u16).
     #[error("too many cores: {0}")]
     TooManyCores(usize),
@@ -233,10 +239,7 @@ pub fn load_testbed(path: &Path) -> Result<Testbed, ConfigError> {
     let file: CommitteeFile = read_json(path)?;
     let field = field_error(path);
     if file.version != 1 {
-        return Err(field(
-            "version",
-            format!("unsupported version {}", file.version),
-        ));
+        return Err(field("version", FieldError::Version(file.version)));
     }
     let instance = Digest(from_hex::<32>(&file.instance).map_err(|r| field("instance", r))?);
     let mut authorities = Vec::new();
@@ -249,7 +252,7 @@ pub fn load_testbed(path: &Path) -> Result<Testbed, ConfigError> {
         let address: std::net::SocketAddr = a
             .address
             .parse()
-            .map_err(|e| field(&name("address"), format!("{e}")))?;
+            .map_err(|e| field(&name("address"), FieldError::Address(e)))?;
         let certificate =
             from_hex_vec(&a.tls_certificate).map_err(|r| field(&name("tls_certificate"), r))?;
         authorities.push(Authority {
