@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sleepyseal_core::committee::LeaderSchedule;
-use sleepyseal_core::protocol::{RequestBody, Response};
+use sleepyseal_core::protocol::{CommittedEntry, RequestBody, Response};
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{
     AuthorityIndex, Certificate, Committee, Core, Digest, Request, Round, Verifier,
@@ -334,8 +334,18 @@ impl Checker {
         }
     }
 
-    fn check_entry(&mut self, instance: usize, core: &Core, e: &sleepyseal_core::CommittedEntry) {
-        // S1: prefix agreement.
+    /// S1, S4 (and S8 for a leader) on one newly committed entry of an honest instance.
+    fn check_entry(&mut self, instance: usize, core: &Core, e: &CommittedEntry) {
+        self.check_prefix(instance, e);
+        self.check_certificate(instance, core, e);
+        self.check_once_in_order(instance, e);
+        if e.is_leader {
+            self.check_leader(instance, core, e);
+        }
+    }
+
+    /// S1: prefix agreement with the first sequence seen.
+    fn check_prefix(&mut self, instance: usize, e: &CommittedEntry) {
         let index = e.index as usize;
         if index < self.log.len() {
             if self.log[index] != (e.digest, e.commit_hash) {
@@ -351,7 +361,11 @@ impl Checker {
             assert_eq!(index, self.log.len(), "entries arrive in order");
             self.log.push((e.digest, e.commit_hash));
         }
-        // S4: valid, once, after committed parents, leaders are leader(L).
+    }
+
+    /// S4: the committed certificate is valid, and its uncommitted parents may never be
+    /// committed after it.
+    fn check_certificate(&mut self, instance: usize, core: &Core, e: &CommittedEntry) {
         // The core's own copy (DAG, or archive below the floor); failing that, once garbage
         // collection dropped it, the valid copy this instance was carried.
         let own = core
@@ -365,26 +379,29 @@ impl Checker {
                 .then(|| self.carried[instance].get(&e.digest).cloned())
                 .flatten()
         });
-        match certificate {
-            Some(c) => {
-                if !dropped && !self.is_valid(&c) {
-                    self.fail(
-                        "S4",
-                        format!("core {instance} committed invalid {:?}", e.digest),
-                    );
-                }
-                let t = &mut self.tracks[instance];
-                for p in c.header.parents() {
-                    if !t.committed.contains(&p.digest) {
-                        t.forbidden.insert(p.digest);
-                    }
-                }
-            }
-            None => self.fail(
+        let Some(c) = certificate else {
+            self.fail(
                 "S4",
                 format!("core {instance} committed {:?} not in its DAG", e.digest),
-            ),
+            );
+            return;
+        };
+        if !dropped && !self.is_valid(&c) {
+            self.fail(
+                "S4",
+                format!("core {instance} committed invalid {:?}", e.digest),
+            );
         }
+        let t = &mut self.tracks[instance];
+        for p in c.header.parents() {
+            if !t.committed.contains(&p.digest) {
+                t.forbidden.insert(p.digest);
+            }
+        }
+    }
+
+    /// S4: committed once, not after a child; and the instance's progress (S6, liveness).
+    fn check_once_in_order(&mut self, instance: usize, e: &CommittedEntry) {
         let t = &mut self.tracks[instance];
         let once = t.committed.insert(e.digest);
         let order_ok = !t.forbidden.contains(&e.digest);
@@ -408,19 +425,21 @@ impl Checker {
                 format!("core {instance} committed {:?} after a child", e.digest),
             );
         }
-        if e.is_leader {
-            if !e.round.is_leader_round() || self.schedule.leader(e.round) != e.author {
-                self.fail(
-                    "S4",
-                    format!("core {instance}: {:?} is not leader({})", e.digest, e.round),
-                );
-            }
-            let known = *self.leaders.entry(e.round).or_insert(e.digest);
-            if known != e.digest {
-                self.fail("S1", format!("two leaders committed at {}", e.round));
-            }
-            self.check_dag_links(instance, core, e.round, e.digest);
+    }
+
+    /// S4: a committed leader is leader(L); S1: one leader per round across instances; S8.
+    fn check_leader(&mut self, instance: usize, core: &Core, e: &CommittedEntry) {
+        if !e.round.is_leader_round() || self.schedule.leader(e.round) != e.author {
+            self.fail(
+                "S4",
+                format!("core {instance}: {:?} is not leader({})", e.digest, e.round),
+            );
         }
+        let known = *self.leaders.entry(e.round).or_insert(e.digest);
+        if known != e.digest {
+            self.fail("S1", format!("two leaders committed at {}", e.round));
+        }
+        self.check_dag_links(instance, core, e.round, e.digest);
     }
 
     /// S8 at commit time: if the leader has support ≥ V at L + 1 (what a direct commit needs),

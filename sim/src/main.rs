@@ -266,34 +266,7 @@ fn campaign(args: SimArgs) -> anyhow::Result<()> {
     }
     let mut summary = summarize(&results, started.elapsed().as_secs_f64());
     if args.byzantine > 0 {
-        summary.per_behaviour = Behaviour::ALL
-            .into_iter()
-            .filter_map(|b| {
-                let mine: Vec<Result<SimReport, u64>> = results
-                    .iter()
-                    .filter(|r| {
-                        let seed = match r {
-                            Ok(report) => report.seed,
-                            Err(seed) => *seed,
-                        };
-                        behaviour_of(&args.behaviour, seed) == b
-                    })
-                    .cloned()
-                    .collect();
-                (!mine.is_empty()).then(|| {
-                    let s = summarize(&mine, 0.0);
-                    PerBehaviour {
-                        behaviour: b.name(),
-                        seeds: s.seeds,
-                        violations: s.violations,
-                        panics: s.panics,
-                        not_live: s.not_live,
-                        min_commits: s.min_commits,
-                        max_commit_gap_rounds: s.max_commit_gap_rounds,
-                    }
-                })
-            })
-            .collect();
+        summary.per_behaviour = per_behaviour(&args, &results);
     }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -304,6 +277,38 @@ fn campaign(args: SimArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The summary of each behaviour's seeds (`--byzantine`), in the order of [`Behaviour::ALL`].
+fn per_behaviour(args: &SimArgs, results: &[Result<SimReport, u64>]) -> Vec<PerBehaviour> {
+    Behaviour::ALL
+        .into_iter()
+        .filter_map(|b| {
+            let mine: Vec<Result<SimReport, u64>> = results
+                .iter()
+                .filter(|r| {
+                    let seed = match r {
+                        Ok(report) => report.seed,
+                        Err(seed) => *seed,
+                    };
+                    behaviour_of(&args.behaviour, seed) == b
+                })
+                .cloned()
+                .collect();
+            (!mine.is_empty()).then(|| {
+                let s = summarize(&mine, 0.0);
+                PerBehaviour {
+                    behaviour: b.name(),
+                    seeds: s.seeds,
+                    violations: s.violations,
+                    panics: s.panics,
+                    not_live: s.not_live,
+                    min_commits: s.min_commits,
+                    max_commit_gap_rounds: s.max_commit_gap_rounds,
+                }
+            })
+        })
+        .collect()
 }
 
 /// One `seed trace` line per seed (`panic` for a seed that panicked).

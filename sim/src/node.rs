@@ -11,14 +11,20 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, Encode};
 use sleepyseal_core::committee::LeaderSchedule;
+use sleepyseal_core::limits::MAX_PAYLOAD_BYTES;
+use sleepyseal_core::messages::{Header, ParentRef, PayloadRef};
 use sleepyseal_core::store::MemStore;
 use sleepyseal_core::{
-    Committee, Core, CoreConfig, CoreError, KeyPair, Millis, Request, Response, Store, Verifier,
-    WriteBatch,
+    AuthorityIndex, Committee, Core, CoreConfig, CoreError, Digest, KeyPair, Millis, Payload,
+    Request, Response, Round, Signature, Store, Summary, Verifier, WriteBatch,
 };
+
+use crate::SimRng;
 
 /// An amnesiac core forgets everything after this many requests.
 const AMNESIA_EVERY: u64 = 150;
+/// A stale-replies core answers with a reply this many replies old (of the same kind).
+const STALE_REPLIES: usize = 8;
 
 /// A reply waiting for its writes to be durable.
 #[derive(Debug)]
@@ -60,7 +66,7 @@ pub struct SimCore {
     /// Earlier replies by kind (StaleReplies): the oldest is answered instead of the current.
     stale: std::collections::HashMap<u8, VecDeque<Response>>,
     /// Randomness of the misbehaviours that craft headers.
-    rng: crate::SimRng,
+    rng: SimRng,
 }
 
 /// What handling a request produced.
@@ -104,7 +110,7 @@ impl SimCore {
             behaviour: crate::Behaviour::Honest,
             handled: 0,
             stale: std::collections::HashMap::new(),
-            rng: crate::SimRng::new(key_seed ^ (u64::from(index) << 40) ^ 0xB42),
+            rng: SimRng::new(key_seed ^ (u64::from(index) << 40) ^ 0xB42),
         };
         node.restart();
         node
@@ -193,19 +199,12 @@ impl SimCore {
 
     /// Seeds the randomness of the misbehaviours with the run's seed.
     pub fn seed_misbehaviour(&mut self, seed: u64) {
-        self.rng = crate::SimRng::new(seed ^ (u64::from(self.index) << 40) ^ 0xB42);
+        self.rng = SimRng::new(seed ^ (u64::from(self.index) << 40) ^ 0xB42);
     }
 
     /// Applies this core's misbehaviour to a reply.
     fn misbehave(&mut self, response: Response) -> Response {
         use crate::Behaviour;
-        fn corrupt(sig: &mut sleepyseal_core::Signature) {
-            sig.0[0] ^= 0x5a;
-        }
-        fn strip_header(s: &mut sleepyseal_core::Summary) {
-            s.own_header = None;
-            s.own_payload = None;
-        }
         match (self.behaviour, response) {
             (
                 Behaviour::WithholdVotes,
@@ -217,56 +216,9 @@ impl SimCore {
                 rejected,
                 summary,
             },
-            (Behaviour::WithholdHeaders, Response::Summary(mut s)) => {
-                strip_header(&mut s);
-                Response::Summary(s)
-            }
-            (
-                Behaviour::WithholdHeaders,
-                Response::Votes {
-                    votes,
-                    rejected,
-                    mut summary,
-                },
-            ) => {
-                strip_header(&mut summary);
-                Response::Votes {
-                    votes,
-                    rejected,
-                    summary,
-                }
-            }
-            (Behaviour::InvalidSignatures, mut r) => {
-                let summary = match &mut r {
-                    Response::Summary(s) => Some(s),
-                    Response::Votes { votes, summary, .. } => {
-                        votes.iter_mut().for_each(|v| corrupt(&mut v.signature));
-                        Some(summary)
-                    }
-                    _ => None,
-                };
-                if let Some(s) = summary {
-                    s.votes.iter_mut().for_each(|v| corrupt(&mut v.signature));
-                    if let Some(h) = s.own_header.as_mut() {
-                        corrupt(&mut h.signature);
-                    }
-                }
-                r
-            }
-            (Behaviour::StaleReplies, r) => {
-                let kind = match &r {
-                    Response::Summary(_) => 0,
-                    Response::Votes { .. } => 1,
-                    _ => return r,
-                };
-                let earlier = self.stale.entry(kind).or_default();
-                earlier.push_back(r);
-                if earlier.len() > 8 {
-                    earlier.pop_front().expect("not empty")
-                } else {
-                    earlier.front().cloned().expect("not empty")
-                }
-            }
+            (Behaviour::WithholdHeaders, r) => withhold_header(r),
+            (Behaviour::InvalidSignatures, r) => corrupt_signatures(r),
+            (Behaviour::StaleReplies, r) => self.stale_reply(r),
             (
                 Behaviour::FarFutureRounds | Behaviour::BadParents | Behaviour::BadPayloads,
                 mut r,
@@ -282,64 +234,36 @@ impl SimCore {
         }
     }
 
+    /// Stale-round replays: keeps its latest summaries and votes by kind and answers with the
+    /// oldest kept ([`STALE_REPLIES`] replies back once that many came).
+    fn stale_reply(&mut self, r: Response) -> Response {
+        let kind = match &r {
+            Response::Summary(_) => 0,
+            Response::Votes { .. } => 1,
+            _ => return r,
+        };
+        let earlier = self.stale.entry(kind).or_default();
+        earlier.push_back(r);
+        if earlier.len() > STALE_REPLIES {
+            earlier.pop_front().expect("not empty")
+        } else {
+            earlier.front().cloned().expect("not empty")
+        }
+    }
+
     /// Replaces the own header of `s` by one wrong in this core's way, validly signed with its
     /// key: honest cores must refuse it with a typed error and stay safe.
-    fn craft(&mut self, s: &mut sleepyseal_core::Summary) {
-        use sleepyseal_core::messages::{Header, ParentRef, PayloadRef};
-        use sleepyseal_core::{Digest, Payload, Round};
+    fn craft(&mut self, s: &mut Summary) {
         let real = &s.own_header.as_ref().expect("checked by the caller").header;
         let mut round = real.round();
         let mut parents = real.parents().to_vec();
         let mut payload = real.payload();
-        let random_digest = |rng: &mut crate::SimRng| {
-            let mut d = [0u8; 32];
-            for chunk in d.chunks_mut(8) {
-                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
-            }
-            Digest(d)
-        };
         match self.behaviour {
-            crate::Behaviour::FarFutureRounds => {
-                round = if self.rng.chance(100) {
-                    Round(u64::MAX - self.rng.range(0, 2))
-                } else {
-                    Round(round.0 + self.rng.range(2, 5_000))
-                };
+            crate::Behaviour::FarFutureRounds => round = far_future(&mut self.rng, round),
+            crate::Behaviour::BadParents => {
+                bad_parents(&mut self.rng, self.committee.size(), &mut parents)
             }
-            crate::Behaviour::BadParents => match self.rng.index(3) {
-                0 => parents.truncate(self.rng.index(parents.len().max(1))),
-                1 => {
-                    let i = self.rng.index(parents.len().max(1));
-                    if let Some(p) = parents.get_mut(i) {
-                        p.digest = random_digest(&mut self.rng);
-                    }
-                }
-                _ => parents.push(ParentRef {
-                    author: sleepyseal_core::AuthorityIndex(
-                        self.rng.index(self.committee.size()) as u16
-                    ),
-                    digest: random_digest(&mut self.rng),
-                }),
-            },
-            _ => match self.rng.index(3) {
-                // A reference to bytes nobody has (the carried payload does not match).
-                0 => payload.digest = random_digest(&mut self.rng),
-                // Above the payload limit.
-                1 => {
-                    payload = PayloadRef {
-                        digest: random_digest(&mut self.rng),
-                        len: sleepyseal_core::limits::MAX_PAYLOAD_BYTES as u32
-                            + 1
-                            + self.rng.range(0, 1_000) as u32,
-                    }
-                }
-                // A real reference with other bytes carried beside it.
-                _ => {
-                    let other =
-                        Payload::from_transactions([&self.rng.next_u64().to_le_bytes()[..]]);
-                    s.own_payload = Some(other);
-                }
-            },
+            _ => bad_payload(&mut self.rng, &mut payload, &mut s.own_payload),
         }
         let header = Header::new(
             real.instance(),
@@ -380,4 +304,106 @@ impl SimCore {
             .filter(|r| !r.reply.is_empty())
             .collect()
     }
+}
+
+/// A reply without the core's own header (summaries and votes; other replies unchanged).
+fn withhold_header(response: Response) -> Response {
+    fn strip_header(s: &mut Summary) {
+        s.own_header = None;
+        s.own_payload = None;
+    }
+    match response {
+        Response::Summary(mut s) => {
+            strip_header(&mut s);
+            Response::Summary(s)
+        }
+        Response::Votes {
+            votes,
+            rejected,
+            mut summary,
+        } => {
+            strip_header(&mut summary);
+            Response::Votes {
+                votes,
+                rejected,
+                summary,
+            }
+        }
+        r => r,
+    }
+}
+
+/// A reply whose votes and own header carry corrupted signatures.
+fn corrupt_signatures(mut r: Response) -> Response {
+    fn corrupt(sig: &mut Signature) {
+        sig.0[0] ^= 0x5a;
+    }
+    let summary = match &mut r {
+        Response::Summary(s) => Some(s),
+        Response::Votes { votes, summary, .. } => {
+            votes.iter_mut().for_each(|v| corrupt(&mut v.signature));
+            Some(summary)
+        }
+        _ => None,
+    };
+    if let Some(s) = summary {
+        s.votes.iter_mut().for_each(|v| corrupt(&mut v.signature));
+        if let Some(h) = s.own_header.as_mut() {
+            corrupt(&mut h.signature);
+        }
+    }
+    r
+}
+
+/// A far-future round: now and then at the very end of the round space.
+fn far_future(rng: &mut SimRng, round: Round) -> Round {
+    if rng.chance(100) {
+        Round(u64::MAX - rng.range(0, 2))
+    } else {
+        Round(round.0 + rng.range(2, 5_000))
+    }
+}
+
+/// Parents cut short, one parent's digest fabricated, or a fabricated parent added.
+fn bad_parents(rng: &mut SimRng, committee_size: usize, parents: &mut Vec<ParentRef>) {
+    match rng.index(3) {
+        0 => parents.truncate(rng.index(parents.len().max(1))),
+        1 => {
+            let i = rng.index(parents.len().max(1));
+            if let Some(p) = parents.get_mut(i) {
+                p.digest = random_digest(rng);
+            }
+        }
+        _ => parents.push(ParentRef {
+            author: AuthorityIndex(rng.index(committee_size) as u16),
+            digest: random_digest(rng),
+        }),
+    }
+}
+
+/// A payload reference to bytes nobody has, one above the payload limit, or the real reference
+/// with other bytes carried beside it (in `own_payload`).
+fn bad_payload(rng: &mut SimRng, payload: &mut PayloadRef, own_payload: &mut Option<Payload>) {
+    match rng.index(3) {
+        0 => payload.digest = random_digest(rng),
+        1 => {
+            *payload = PayloadRef {
+                digest: random_digest(rng),
+                len: MAX_PAYLOAD_BYTES as u32 + 1 + rng.range(0, 1_000) as u32,
+            }
+        }
+        _ => {
+            let other = Payload::from_transactions([&rng.next_u64().to_le_bytes()[..]]);
+            *own_payload = Some(other);
+        }
+    }
+}
+
+/// 32 random bytes, as a digest.
+fn random_digest(rng: &mut SimRng) -> Digest {
+    let mut d = [0u8; 32];
+    for chunk in d.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    Digest(d)
 }

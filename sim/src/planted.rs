@@ -1,7 +1,7 @@
 //! Planted faults: known bugs that the negative controls ([`crate::controls`]) run, so that the
 //! simulator's checkers are shown to catch them. They exist only in this crate and reach the core
-//! through the seams it exposes for the purpose: the threshold rule of a
-//! [`Committee`](sleepyseal_core::Committee), the [`SignatureCheck`](sleepyseal_core::verify::SignatureCheck) of a
+//! through the seams it exposes for the purpose: the threshold rule of a [`Committee`], the
+//! [`SignatureCheck`](sleepyseal_core::verify::SignatureCheck) of a
 //! [`Verifier`](sleepyseal_core::Verifier) and the [`LeaderSchedule`] of a core. The reply-before-
 //! write fault is the simulator's own (`node.rs` releases the reply before the simulated sync).
 //!

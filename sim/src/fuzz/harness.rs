@@ -1,0 +1,252 @@
+//! The core under test and what the checks remember about it: every request goes through
+//! decode, verify and handle as in the server, under the allocation bound; every reply is checked
+//! (it decodes, no double vote, no second own header for a round, progress only grows); a restart
+//! must recover the core that stopped.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use sleepyseal_core::codec::{Decode, Encode};
+use sleepyseal_core::committee::default_schedule;
+use sleepyseal_core::limits::MAX_MESSAGE_BYTES;
+use sleepyseal_core::messages::SignedHeader;
+use sleepyseal_core::protocol::{CommittedEntry, RequestBody, Response};
+use sleepyseal_core::store::MemStore;
+use sleepyseal_core::verify::VerifierConfig;
+use sleepyseal_core::{
+    AuthorityIndex, Core, CoreConfig, Digest, KeyPair, Millis, Request, Round, Store, Verifier,
+};
+
+use super::pool::pool;
+use super::{check_alloc, measure, ALLOC_SLACK, DECODE_ALLOC_FACTOR, HANDLE_ALLOC_BUDGET, ME};
+
+/// The running core and what the checks remember about it.
+pub(super) struct Harness {
+    /// The core under test.
+    pub(super) core: Core,
+    /// Its store (what a restart recovers from).
+    store: MemStore,
+    /// The verifier in front of it, as in the server.
+    verifier: Verifier,
+    /// Its settings.
+    config: CoreConfig,
+    /// Virtual time, in ms.
+    pub(super) now: u64,
+    /// Digest → (author, round) of every header sent to the core.
+    headers_sent: HashMap<Digest, (AuthorityIndex, Round)>,
+    /// (author, round) → the header digest the core voted for.
+    voted: HashMap<(AuthorityIndex, Round), Digest>,
+    /// Round → digest of the core's own header.
+    own: HashMap<Round, Digest>,
+    /// The core's latest own header.
+    pub(super) last_own: Option<SignedHeader>,
+    /// The committed sequence seen so far, by index.
+    committed: BTreeMap<u64, CommittedEntry>,
+    /// The core's round seen last.
+    round: Round,
+    /// The core's commit index seen last.
+    consensus_index: u64,
+}
+
+impl Harness {
+    /// A fresh core with an empty store.
+    pub(super) fn new(config: CoreConfig) -> Harness {
+        let p = pool();
+        let mut store = MemStore::new();
+        let core = Core::recover(
+            p.committee.clone(),
+            default_schedule(&p.committee),
+            KeyPair::deterministic(0, ME),
+            config.clone(),
+            store.load().expect("memory store loads"),
+        )
+        .expect("an empty store recovers");
+        Harness {
+            core,
+            store,
+            verifier: Verifier::new(p.committee.clone(), VerifierConfig::default()),
+            config,
+            now: 1,
+            headers_sent: HashMap::new(),
+            voted: HashMap::new(),
+            own: HashMap::new(),
+            last_own: None,
+            committed: BTreeMap::new(),
+            round: Round(0),
+            consensus_index: 0,
+        }
+    }
+
+    /// Sends encoded bytes through decode, verify and handle, as the server does.
+    pub(super) fn send_bytes(&mut self, bytes: Bytes) {
+        let limit = DECODE_ALLOC_FACTOR * bytes.len() + ALLOC_SLACK + HANDLE_ALLOC_BUDGET;
+        assert!(limit < MAX_MESSAGE_BYTES, "requests here are small");
+        let now = Millis(self.now);
+        let verifier = &self.verifier;
+        let core = &mut self.core;
+        // The (author, round) of each header offered, read from the one decoding (a few bytes
+        // per header, inside the allowance).
+        let (outcome, stats) = measure(|| {
+            let request = Request::from_bytes(bytes.clone()).ok()?;
+            let offered: Vec<(Digest, (AuthorityIndex, Round))> = match &request.body {
+                RequestBody::HeaderBundle { headers, .. } => headers
+                    .iter()
+                    .map(|h| (h.header.digest(), (h.header.author(), h.header.round())))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let handled = match verifier.verify(request) {
+                Ok(v) => core.handle(now, v),
+                Err(e) => (Response::Error(e), Default::default()),
+            };
+            Some((offered, handled))
+        });
+        check_alloc("decode + verify + handle", stats, limit);
+        let Some((offered, (response, batch))) = outcome else {
+            return;
+        };
+        self.headers_sent.extend(offered);
+        self.store.commit(&[batch]).expect("memory store commits");
+        // What the driver gets: the reply decodes, to a value with the same encoding (an
+        // error's free-text `what` travels as a generic label, so compare encodings).
+        let wire = response.to_bytes();
+        match Response::from_bytes(wire.clone()) {
+            Ok(decoded) => assert_eq!(decoded.to_bytes(), wire, "a reply decodes to another"),
+            Err(e) => panic!("a reply its driver cannot decode: {e}"),
+        }
+        self.observe(&response);
+        self.check_progress();
+    }
+
+    /// Sends a request of the committee's instance.
+    pub(super) fn send(&mut self, body: RequestBody) {
+        let request = Request {
+            instance: pool().committee.instance(),
+            body,
+        };
+        self.send_bytes(request.to_bytes());
+    }
+
+    /// The one-vote and one-own-header checks on a reply.
+    fn observe(&mut self, response: &Response) {
+        let (votes, summary) = match response {
+            Response::Votes {
+                votes,
+                summary,
+                rejected,
+            } => {
+                for (_, error) in rejected {
+                    assert!(!error.to_string().is_empty(), "a rejection without a name");
+                }
+                (votes.as_slice(), Some(summary))
+            }
+            Response::Summary(s) => (&[][..], Some(s)),
+            Response::Error(e) => {
+                assert!(!e.to_string().is_empty(), "an error without a name");
+                (&[][..], None)
+            }
+            _ => (&[][..], None),
+        };
+        let summary_votes = summary.map(|s| s.votes.as_slice()).unwrap_or_default();
+        for vote in votes.iter().chain(summary_votes) {
+            assert_eq!(vote.voter, AuthorityIndex(ME), "a vote by another");
+            let Some(&key) = self.headers_sent.get(&vote.header_digest) else {
+                continue;
+            };
+            let earlier = *self.voted.entry(key).or_insert(vote.header_digest);
+            assert_eq!(
+                earlier, vote.header_digest,
+                "voted for two headers of author {} round {}",
+                key.0, key.1
+            );
+        }
+        if let Some(own) = summary.and_then(|s| s.own_header.as_ref()) {
+            let round = own.header.round();
+            let earlier = *self.own.entry(round).or_insert(own.header.digest());
+            assert_eq!(
+                earlier,
+                own.header.digest(),
+                "signed two own headers for {round}"
+            );
+            self.last_own = Some(own.clone());
+        }
+    }
+
+    /// Round, commit index and the committed window only grow; seen entries never change.
+    fn check_progress(&mut self) {
+        let round = self.core.round();
+        let index = self.core.consensus().consensus_index;
+        assert!(
+            round >= self.round,
+            "round went back {} -> {round}",
+            self.round
+        );
+        assert!(index >= self.consensus_index, "commit index went back");
+        self.round = round;
+        self.consensus_index = index;
+        // The whole retained window, every step: entries seen before must not change, indices
+        // are consecutive from the base, and the window ends at the commit index.
+        let base = self.core.committed_base();
+        let entries = self
+            .core
+            .committed_from(base, usize::MAX)
+            .expect("the base is retained");
+        for (k, e) in entries.iter().enumerate() {
+            assert_eq!(
+                e.index,
+                base + k as u64,
+                "committed indices not consecutive"
+            );
+            if let Some(earlier) = self.committed.insert(e.index, *e) {
+                assert_eq!(earlier, *e, "committed entry {} changed", e.index);
+            }
+        }
+        assert_eq!(
+            base + entries.len() as u64,
+            index,
+            "the committed window does not end at the commit index"
+        );
+    }
+
+    /// Stops the core and starts it again from its store: nothing it showed may change.
+    pub(super) fn restart(&mut self) {
+        let p = pool();
+        let before = visible_state(&self.core);
+        self.core = Core::recover(
+            p.committee.clone(),
+            default_schedule(&p.committee),
+            KeyPair::deterministic(0, ME),
+            self.config.clone(),
+            self.store.load().expect("memory store loads"),
+        )
+        .expect("a core recovers from its own store");
+        let after = visible_state(&self.core);
+        assert!(
+            before == after,
+            "the recovered core differs from the one that stopped"
+        );
+    }
+}
+
+/// What a core shows that a restart must preserve: its round, consensus state, committed window
+/// and pending transactions.
+type VisibleState = (
+    Round,
+    sleepyseal_core::tusk::ConsensusState,
+    u64,
+    Vec<CommittedEntry>,
+    Vec<Bytes>,
+);
+
+fn visible_state(core: &Core) -> VisibleState {
+    let mut pending = core.pending_transactions();
+    pending.sort();
+    (
+        core.round(),
+        core.consensus().clone(),
+        core.committed_base(),
+        core.committed_from(core.committed_base(), usize::MAX)
+            .unwrap_or_default(),
+        pending,
+    )
+}

@@ -1,0 +1,174 @@
+//! One step of the `core_handle` target: the input picks a request (or a restart, or a time
+//! jump) and every choice inside it, in a fixed order.
+
+use arbitrary::Unstructured;
+use bytes::Bytes;
+use sleepyseal_core::codec::Encode;
+use sleepyseal_core::limits::MAX_TRANSACTION_BYTES;
+use sleepyseal_core::protocol::RequestBody;
+use sleepyseal_core::{Certificate, Digest, Request, Round};
+
+use super::bundles::{cert_bundle, header_bundle, payloads_of};
+use super::harness::Harness;
+use super::pool::pool;
+use super::POOL_ROUNDS;
+
+/// Drives one request, restart or time jump from the input.
+pub(super) fn step(h: &mut Harness, u: &mut Unstructured) -> arbitrary::Result<()> {
+    match u.int_in_range(0..=11u8)? {
+        0 => h.send(RequestBody::GetState {
+            with_payload: u.arbitrary()?,
+        }),
+        1 | 2 => {
+            let body = header_bundle(h, u)?;
+            h.send(body);
+        }
+        3 | 4 => {
+            let body = cert_bundle(h, u)?;
+            h.send(body);
+        }
+        5 => h.send(sync(u)?),
+        6 => h.send(fetch(u)?),
+        7 => h.send(fetch_payloads(u)?),
+        8 => h.send(submit(u)?),
+        9 => h.send(RequestBody::ReadCommitted {
+            from_index: u.int_in_range(0..=200)?,
+            max: u.arbitrary()?,
+            with_payloads: u.arbitrary()?,
+            wait_ms: u.arbitrary()?,
+        }),
+        10 => {
+            let bytes = damaged_bundle(h, u)?;
+            h.send_bytes(bytes);
+        }
+        _ => {
+            if u.ratio(1, 3)? {
+                h.restart();
+            } else {
+                h.now += u64::from(u.int_in_range(1..=400u16)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Most certificates of the first rounds, maybe shuffled, with most of their payloads.
+fn sync(u: &mut Unstructured) -> arbitrary::Result<RequestBody> {
+    let upto = u.int_in_range(1..=POOL_ROUNDS)? as usize;
+    let mut certificates: Vec<Certificate> = pool().certificates[1..=upto]
+        .iter()
+        .flatten()
+        .filter(|_| u.ratio(7, 8).unwrap_or(true))
+        .cloned()
+        .collect();
+    if u.arbitrary()? {
+        shuffle(u, &mut certificates)?;
+    }
+    let payloads = payloads_of(u, certificates.iter().map(|c| &c.header))?;
+    Ok(RequestBody::Sync {
+        certificates,
+        payloads,
+    })
+}
+
+/// A fetch after some rounds per authority (now and then the wrong number of them).
+fn fetch(u: &mut Unstructured) -> arbitrary::Result<RequestBody> {
+    let n = if u.ratio(1, 8)? {
+        u.int_in_range(0..=6)?
+    } else {
+        4
+    };
+    let mut after = Vec::new();
+    for _ in 0..n {
+        after.push(Round(u.int_in_range(0..=POOL_ROUNDS + 2)?));
+    }
+    Ok(RequestBody::Fetch {
+        after,
+        max_items: u.arbitrary()?,
+        with_payloads: u.arbitrary()?,
+    })
+}
+
+/// Some pool payloads and one unknown digest.
+fn fetch_payloads(u: &mut Unstructured) -> arbitrary::Result<RequestBody> {
+    let mut digests: Vec<Digest> = pool()
+        .payloads
+        .keys()
+        .filter(|_| u.ratio(1, 4).unwrap_or(false))
+        .copied()
+        .collect();
+    digests.push(Digest(u.arbitrary()?));
+    Ok(RequestBody::FetchPayloads { digests })
+}
+
+/// Up to eight transactions, now and then empty or oversized.
+fn submit(u: &mut Unstructured) -> arbitrary::Result<RequestBody> {
+    let count = u.int_in_range(0..=8)?;
+    let mut transactions = Vec::new();
+    for _ in 0..count {
+        let len = match u.int_in_range(0..=9u8)? {
+            0 => MAX_TRANSACTION_BYTES + 1,
+            1 => 0,
+            _ => u.int_in_range(1..=300usize)?,
+        };
+        let fill: u8 = u.arbitrary()?;
+        transactions.push(Bytes::from(vec![fill; len]));
+    }
+    Ok(RequestBody::Submit { transactions })
+}
+
+/// Byte-level: a structured bundle, encoded, then damaged.
+fn damaged_bundle(h: &Harness, u: &mut Unstructured) -> arbitrary::Result<Bytes> {
+    let body = if u.arbitrary()? {
+        header_bundle(h, u)?
+    } else {
+        cert_bundle(h, u)?
+    };
+    let request = Request {
+        instance: pool().committee.instance(),
+        body,
+    };
+    let mut bytes = request.to_bytes().to_vec();
+    mutate(u, &mut bytes)?;
+    Ok(Bytes::from(bytes))
+}
+
+/// Fisher–Yates, from the input.
+fn shuffle<T>(u: &mut Unstructured, v: &mut [T]) -> arbitrary::Result<()> {
+    for i in (1..v.len()).rev() {
+        let j = u.int_in_range(0..=i)?;
+        v.swap(i, j);
+    }
+    Ok(())
+}
+
+/// Damages an encoding: flipped bits, overwritten length-like words, truncation, insertion.
+fn mutate(u: &mut Unstructured, bytes: &mut Vec<u8>) -> arbitrary::Result<()> {
+    for _ in 0..u.int_in_range(1..=4)? {
+        if bytes.is_empty() {
+            break;
+        }
+        let at = u.choose_index(bytes.len())?;
+        match u.int_in_range(0..=4u8)? {
+            0 => bytes[at] ^= 1 << u.int_in_range(0..=7u8)?,
+            1 => {
+                let word: u32 = u.arbitrary()?;
+                for (k, b) in word.to_le_bytes().iter().enumerate() {
+                    if let Some(slot) = bytes.get_mut(at + k) {
+                        *slot = *b;
+                    }
+                }
+            }
+            2 => bytes.truncate(at),
+            3 => {
+                let extra: Vec<u8> = u.arbitrary()?;
+                bytes.splice(at..at, extra.into_iter().take(64));
+            }
+            _ => {
+                let end = (at + u.int_in_range(1..=64usize)?).min(bytes.len());
+                bytes.drain(at..end);
+            }
+        }
+    }
+    Ok(())
+}

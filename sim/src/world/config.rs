@@ -1,0 +1,147 @@
+//! A run's parameters ([`SimConfig`], with the defaults every test and the CLI start from) and
+//! what it showed ([`SimReport`]).
+
+use sleepyseal_core::{CoreConfig, Digest, Round};
+use sleepyseal_driver::state::DriverConfig;
+
+use crate::Mutant;
+
+/// One simulation's parameters.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Validators.
+    pub cores: usize,
+    /// Stake per validator (default: 1 each).
+    pub stakes: Option<Vec<u64>>,
+    /// Drivers (all honest).
+    pub drivers: usize,
+    /// The seed.
+    pub seed: u64,
+    /// Stop once every live honest core committed a leader at or above this round.
+    pub rounds: u64,
+    /// Give up (liveness failure) after this much virtual time.
+    pub max_time_ms: u64,
+    /// Cores crashed for good, early in the run.
+    pub crash: usize,
+    /// Cores crashed and restarted from their store, one after another.
+    pub restart: usize,
+    /// Kill and restart a driver during the run.
+    pub driver_crash: bool,
+    /// One-way latency range.
+    pub latency_ms: (u64, u64),
+    /// Message loss, per mille.
+    pub drop_per_mille: u32,
+    /// Message duplication, per mille.
+    pub duplicate_per_mille: u32,
+    /// Cut random driver–core links for a while.
+    pub partitions: bool,
+    /// Disk sync latency range.
+    pub sync_ms: (u64, u64),
+    /// Equivocating twins: the first `twins` authorities run two cores with one key.
+    pub twins: usize,
+    /// Byzantine cores: the `byzantine` authorities after the twins misbehave as `behaviour`.
+    pub byzantine: usize,
+    /// How the Byzantine cores misbehave.
+    pub behaviour: crate::Behaviour,
+    /// Negative control: the checkers are not told that the `byzantine` cores are Byzantine, so
+    /// whatever they break is charged to honest cores and must show as a violation.
+    pub undeclared_byzantine: bool,
+    /// Add a driver that injects certificates with forged signatures.
+    pub forger: bool,
+    /// Transactions per second submitted by the load client.
+    pub load_tx_per_s: u64,
+    /// Negative control to plant.
+    pub mutant: Mutant,
+    /// Two seeds in three run with a small gc depth and retention window (see `World::new`).
+    pub vary_storage: bool,
+    /// Core settings.
+    pub core: CoreConfig,
+    /// Driver settings.
+    pub driver: DriverConfig,
+    /// Debugging output on stderr (off by default; the trace does not depend on it).
+    pub debug: SimDebug,
+}
+
+/// Debugging output of one run, chosen on the command line (`--debug-dump`,
+/// `--trace-instance`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimDebug {
+    /// At the end, print each core's and driver's state.
+    pub dump: bool,
+    /// Print every reply this instance sends a driver.
+    pub trace_instance: Option<usize>,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            cores: 4,
+            stakes: None,
+            drivers: 2,
+            seed: 0,
+            rounds: 30,
+            max_time_ms: 120_000,
+            crash: 0,
+            restart: 0,
+            driver_crash: true,
+            latency_ms: (1, 15),
+            drop_per_mille: 10,
+            duplicate_per_mille: 10,
+            partitions: true,
+            sync_ms: (1, 4),
+            twins: 0,
+            byzantine: 0,
+            behaviour: crate::Behaviour::Honest,
+            undeclared_byzantine: false,
+            forger: false,
+            load_tx_per_s: 100,
+            mutant: Mutant::None,
+            vary_storage: true,
+            core: CoreConfig {
+                leader_timeout_ms: 300,
+                vote_timeout_ms: 300,
+                batch_size_bytes: 4_096,
+                ..CoreConfig::default()
+            },
+            driver: DriverConfig {
+                request_timeout_ms: 300,
+                poll_interval_ms: 30,
+                ..DriverConfig::default()
+            },
+            debug: SimDebug::default(),
+        }
+    }
+}
+
+/// What one seed showed.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Broken invariants (empty when safe).
+    pub violations: Vec<crate::Violation>,
+    /// Every live honest core reached the target round.
+    pub live: bool,
+    /// Fewest committed leaders at any live honest core.
+    pub min_commits: u64,
+    /// Largest gap, in rounds, between successive committed leaders at a live honest core.
+    pub max_commit_gap_rounds: u64,
+    /// Core restarts performed.
+    pub restarts: u64,
+    /// Restarted cores that reached the target round with the common commit hash.
+    pub restarted_caught_up: u64,
+    /// Highest round reached.
+    pub top_round: Round,
+    /// Events processed.
+    pub events: u64,
+    /// Virtual time at the end.
+    pub time_ms: u64,
+    /// Hash over the processed events (S7: same seed, same trace).
+    pub trace: Digest,
+    /// Transactions acknowledged to the load client.
+    pub acked_transactions: u64,
+    /// Acknowledged transactions still uncommitted at their core at the end although that core
+    /// advanced more than gc depth + 20 rounds since (their header was not certified, possibly
+    /// more than once: a latency tail, not a loss).
+    pub slow_transactions: u64,
+}

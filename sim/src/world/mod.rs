@@ -1,0 +1,185 @@
+//! The simulated world: core instances and drivers exchanging encoded requests over a seeded
+//! network, with simulated disks, faults and a load client, run as one discrete-event loop.
+//!
+//! Layout:
+//! - `config`: a run's parameters ([`SimConfig`]) and what it showed ([`SimReport`]);
+//! - here: the world's state, [`run`] and the report;
+//! - `setup`: building the world from its config (Byzantine roles, committee, cores, drivers);
+//! - `events`: the event loop, the network, delivery to cores and drivers, disk syncs, the trace;
+//! - `faults`: crash, restart and link-cut schedules, and the Twins scenario's phases and routing;
+//! - `hostile`: hostile drivers and the forger;
+//! - `load`: the load client and S9 (acknowledged transactions never lost);
+//! - `debug`: `--debug-dump` and `--trace-instance` output.
+//!
+//! Every random choice comes from one generator seeded by the run (the Twins scenario and
+//! Byzantine cores have their own), drawn in a fixed order: the trace hash of a seed depends on
+//! that order, so a change that reorders draws or scheduled events changes every trace.
+
+mod config;
+mod debug;
+mod events;
+mod faults;
+mod hostile;
+mod load;
+mod setup;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sleepyseal_core::committee::LeaderSchedule;
+use sleepyseal_core::hash::Hasher;
+use sleepyseal_core::protocol::RequestBody;
+use sleepyseal_core::{AuthorityIndex, Committee, Request};
+use sleepyseal_driver::state::{DriverConfig, DriverState};
+
+use crate::check::Checker;
+use crate::node::SimCore;
+use crate::rng::SimRng;
+use crate::Behaviour;
+pub use config::{SimConfig, SimDebug, SimReport};
+use events::Event;
+use faults::Phase;
+
+/// The actor id of the load client.
+const CLIENT: usize = usize::MAX;
+
+/// A simulated driver process.
+struct SimDriver {
+    /// The driver's state, `None` while crashed.
+    state: Option<DriverState>,
+    /// Restarts so far (part of its request ids, so a restarted driver's ids are new).
+    incarnation: u64,
+    /// Requests sent and not answered, by id (what a reply is marked delivered against).
+    in_flight: HashMap<u64, RequestBody>,
+    /// Whether it injects forged certificates.
+    forger: bool,
+    /// `Honest`, or the driver behaviour of a hostile driver.
+    behaviour: Behaviour,
+    /// A hostile driver's earlier requests (replayed, mixed).
+    history: VecDeque<Request>,
+    /// A reordering driver's requests held back: (instance, id, bytes).
+    held: Vec<(usize, u64, Bytes)>,
+}
+
+/// Everything one run simulates.
+struct World {
+    /// The run's parameters (after `setup` adjusted the Byzantine roles and storage).
+    config: SimConfig,
+    /// The committee every instance and driver uses.
+    committee: Arc<Committee>,
+    /// The leader schedule every honest instance runs (generated in Twins scenarios).
+    schedule: Arc<dyn LeaderSchedule>,
+    /// Twins-scenario phases (empty otherwise).
+    phases: Vec<Phase>,
+    /// The run's generator: network, faults, load and hostile drivers.
+    rng: SimRng,
+    /// Virtual time, in ms.
+    now: u64,
+    /// Events scheduled so far (orders events of one time).
+    seq: u64,
+    /// Pending events by (time, sequence).
+    queue: BTreeMap<(u64, u64), Event>,
+    /// Core instances: one per authority, then the twins.
+    instances: Vec<SimCore>,
+    /// Authority of each instance.
+    authority_of: Vec<AuthorityIndex>,
+    /// Honest drivers, then hostile ones, then the forger.
+    drivers: Vec<SimDriver>,
+    /// Cut (driver, instance) links.
+    cut: HashSet<(usize, usize)>,
+    /// Instances crashed for good (not judged on liveness).
+    down_for_good: HashSet<usize>,
+    /// Instances restarted at least once.
+    restarted: HashSet<usize>,
+    /// The invariant checkers.
+    checker: Checker,
+    /// Hash over the processed events.
+    trace: Hasher,
+    /// Events processed.
+    events: u64,
+    /// Core restarts performed.
+    restarts: u64,
+    /// Restarts scheduled; a run is not done before all happened.
+    scheduled_restarts: u64,
+    /// Transactions acknowledged to the load client.
+    acked: u64,
+    /// Transactions submitted (also the client's request ids).
+    tx_counter: u64,
+    /// Client transactions in flight, by request id: the transaction and its home instance.
+    submitted: HashMap<u64, (Bytes, usize)>,
+    /// Acknowledged client transactions, their home instance and its round when acknowledged.
+    acked_transactions: Vec<(Bytes, usize, u64)>,
+    /// Acknowledged transactions not committed at their home core by the end although
+    /// acknowledged long before it (a liveness failure).
+    slow_transactions: u64,
+}
+
+/// Runs one seed to completion.
+pub fn run(config: SimConfig) -> SimReport {
+    let mut world = World::new(config);
+    world.schedule_faults();
+    world.start();
+    world.run_loop();
+    world.check_transactions();
+    if world.config.debug.dump {
+        world.debug_dump();
+    }
+    world.report()
+}
+
+impl World {
+    /// Honest authorities' primary instances, the ones liveness is judged on.
+    fn honest_instances(&self) -> Vec<usize> {
+        (self.config.twins + self.config.byzantine..self.committee.size()).collect()
+    }
+
+    /// What the run showed.
+    fn report(self) -> SimReport {
+        let live_instances: Vec<usize> = self
+            .honest_instances()
+            .into_iter()
+            .filter(|i| !self.down_for_good.contains(i))
+            .collect();
+        let (min_commits, max_gap) = self.checker.liveness(&live_instances);
+        let reached = |i: &usize| {
+            self.instances[*i]
+                .core
+                .as_ref()
+                .is_some_and(|c| c.consensus().last_committed_round.0 >= self.config.rounds)
+        };
+        let live = live_instances.iter().all(reached);
+        let restarted_caught_up = self.restarted.iter().filter(|i| reached(i)).count() as u64;
+        let top_round = self
+            .instances
+            .iter()
+            .filter_map(|n| n.core.as_ref().map(|c| c.round()))
+            .max()
+            .unwrap_or_default();
+        SimReport {
+            seed: self.config.seed,
+            violations: self.checker.violations.clone(),
+            live,
+            min_commits,
+            max_commit_gap_rounds: max_gap,
+            restarts: self.restarts,
+            restarted_caught_up,
+            top_round,
+            events: self.events,
+            time_ms: self.now,
+            trace: self.trace.finish(),
+            acked_transactions: self.acked,
+            slow_transactions: self.slow_transactions,
+        }
+    }
+}
+
+/// A driver's settings: the omit-leader driver is the fast one, polling five times as often as
+/// the honest drivers.
+fn driver_config(honest: &DriverConfig, behaviour: Behaviour) -> DriverConfig {
+    let mut config = honest.clone();
+    if behaviour == Behaviour::OmitLeader {
+        config.poll_interval_ms = (config.poll_interval_ms / 5).max(1);
+    }
+    config
+}
