@@ -375,7 +375,13 @@ impl Decode for Summary {
 impl Encode for Request {
     fn encode(&self, w: &mut Writer) {
         w.digest(&self.instance);
-        match &self.body {
+        self.body.encode(w);
+    }
+}
+
+impl Encode for RequestBody {
+    fn encode(&self, w: &mut Writer) {
+        match self {
             RequestBody::GetState { with_payload } => {
                 w.u8(0);
                 w.bool(*with_payload);

@@ -131,36 +131,15 @@ impl CoreServer {
                 .spawn(move || verify_loop(verify_rx, core_tx, &verifier, &pool, max, &stats))
                 .expect("spawn verify thread")
         };
-        let core_thread = {
-            let (stats, max, cache) = (
-                stats.clone(),
-                options.group_commit_max,
-                verifier.cache().clone(),
-            );
-            let endpoint = endpoint.clone();
-            std::thread::Builder::new()
-                .name("core".into())
-                .spawn(move || {
-                    let run = std::panic::AssertUnwindSafe(|| {
-                        core_loop(core_rx, core, store, max, &stats, &cache)
-                            .map_err(ServerError::from)
-                    });
-                    let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown panic".into());
-                        Err(ServerError::CorePanicked(message))
-                    });
-                    if let Err(e) = &result {
-                        tracing::error!("stopping the core: {e}");
-                        endpoint.close(quinn::VarInt::from_u32(1), b"core stopped");
-                    }
-                    result
-                })
-                .expect("spawn core thread")
-        };
+        let core_thread = spawn_core_thread(
+            core_rx,
+            core,
+            store,
+            options.group_commit_max,
+            stats.clone(),
+            verifier.cache().clone(),
+            endpoint.clone(),
+        );
         tokio::spawn(accept_loop(
             endpoint.clone(),
             verify_tx.clone(),
@@ -376,6 +355,40 @@ fn verify_loop(
             }
         }
     }
+}
+
+/// Starts the `core` thread running [`core_loop`]. A store failure or a panic on it closes the
+/// endpoint (clients see the core stop instead of hanging) and is its result.
+fn spawn_core_thread(
+    rx: Receiver<CoreJob>,
+    core: Core,
+    store: Box<dyn Store>,
+    max_group: usize,
+    stats: Arc<ServerStats>,
+    cache: Arc<sleepyseal_core::verify::VerifiedCache>,
+    endpoint: quinn::Endpoint,
+) -> std::thread::JoinHandle<Result<(), ServerError>> {
+    std::thread::Builder::new()
+        .name("core".into())
+        .spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| {
+                core_loop(rx, core, store, max_group, &stats, &cache).map_err(ServerError::from)
+            });
+            let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(ServerError::CorePanicked(message))
+            });
+            if let Err(e) = &result {
+                tracing::error!("stopping the core: {e}");
+                endpoint.close(quinn::VarInt::from_u32(1), b"core stopped");
+            }
+            result
+        })
+        .expect("spawn core thread")
 }
 
 /// The core thread: takes the queued jobs, handles them as one group commit, releases their
