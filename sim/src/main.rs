@@ -15,19 +15,23 @@ use sleepyseal_core::committee::thresholds;
 use sleepyseal_core::Stake;
 use sleepyseal_sim::{run, Behaviour, SimConfig, SimDebug, SimReport};
 
+/// Rounds a campaign seed runs to by default: more than a test's [`SimConfig::default`] (30), so
+/// that campaigns cross more garbage-collection cycles per seed.
+const CAMPAIGN_ROUNDS: u64 = 40;
+
 /// The deterministic simulator of sleepyseal over many seeds: every invariant of PROTOCOL.md §9
 /// checked after every step, liveness figures, Byzantine cores and drivers, negative controls.
 #[derive(Parser, Debug)]
 #[command(name = "sleepyseal-sim", version, about)]
 struct SimArgs {
     /// Validators (cores).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = SimConfig::default().cores)]
     cores: usize,
     /// Stake per core, comma separated (default: 1 each).
     #[arg(long, value_delimiter = ',')]
     stakes: Option<Vec<u64>>,
     /// Honest drivers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = SimConfig::default().drivers)]
     drivers: usize,
     /// Number of seeds to run.
     #[arg(long, default_value_t = 100)]
@@ -36,40 +40,40 @@ struct SimArgs {
     #[arg(long = "seed", default_value_t = 0)]
     first_seed: u64,
     /// Run until every live honest core committed a leader at this round.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = CAMPAIGN_ROUNDS)]
     rounds: u64,
     /// Virtual-time limit per seed, in ms (hitting it is a liveness failure).
-    #[arg(long, default_value_t = 120_000)]
+    #[arg(long, default_value_t = SimConfig::default().max_time_ms)]
     max_time_ms: u64,
     /// Cores crashed for good early in each run (at most f by stake).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SimConfig::default().crash)]
     crash: usize,
     /// Cores crashed and restarted from their store, one after another.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SimConfig::default().restart)]
     restart: usize,
     /// Do not kill and restart a driver mid-run.
     #[arg(long)]
     no_driver_crash: bool,
     /// Message loss per mille.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = SimConfig::default().drop_per_mille)]
     drop_per_mille: u32,
     /// Message duplication per mille.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = SimConfig::default().duplicate_per_mille)]
     duplicate_per_mille: u32,
     /// Minimum one-way latency, ms.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = SimConfig::default().latency_ms.0)]
     latency_min_ms: u64,
     /// Maximum one-way latency, ms (the spread reorders messages).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = SimConfig::default().latency_ms.1)]
     latency_max_ms: u64,
     /// Requests each driver keeps in flight per core.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = SimConfig::default().driver.pipeline_depth)]
     pipeline_depth: usize,
     /// Do not cut driver–core links.
     #[arg(long)]
     no_partitions: bool,
     /// Load client transactions per second (virtual time).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = SimConfig::default().load_tx_per_s)]
     load_tx_per_s: u64,
     /// Worker threads (seeds run in parallel; each seed is single-threaded and deterministic).
     #[arg(long, default_value_t = 2)]
@@ -81,7 +85,7 @@ struct SimArgs {
     /// the crashed and restarting cores, at most f stake); for twin and twins-scenario, K
     /// equivocating twins (also within f); for a driver behaviour, K hostile drivers beside the
     /// honest --drivers.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SimConfig::default().byzantine)]
     byzantine: usize,
     /// What the Byzantine part does. Cores: withhold-votes, withhold-headers,
     /// invalid-signatures, stale-replies, amnesia, far-future-rounds, bad-parents, bad-payloads,

@@ -72,6 +72,16 @@ pub struct SimDebug {
     pub trace_instance: Option<usize>,
 }
 
+/// The simulator compresses the protocol's timers: its network has 1–15 ms one-way latency, so
+/// leader, vote and request timeouts of 300 ms and a driver poll every 30 ms keep roughly the
+/// ratios of the defaults on a real network while a seed needs fewer virtual seconds. These are
+/// scenario settings of the simulator, not defaults of the core or driver.
+pub const SIM_TIMEOUT_MS: u64 = 300;
+/// See [`SIM_TIMEOUT_MS`].
+pub const SIM_POLL_INTERVAL_MS: u64 = 30;
+/// Small headers, so that a seed's light load still spans many payloads.
+pub const SIM_BATCH_SIZE_BYTES: usize = 4_096;
+
 impl Default for SimConfig {
     fn default() -> SimConfig {
         SimConfig {
@@ -98,14 +108,14 @@ impl Default for SimConfig {
             mutant: Mutant::None,
             vary_storage: true,
             core: CoreConfig {
-                leader_timeout_ms: 300,
-                vote_timeout_ms: 300,
-                batch_size_bytes: 4_096,
+                leader_timeout_ms: SIM_TIMEOUT_MS,
+                vote_timeout_ms: SIM_TIMEOUT_MS,
+                batch_size_bytes: SIM_BATCH_SIZE_BYTES,
                 ..CoreConfig::default()
             },
             driver: DriverConfig {
-                request_timeout_ms: 300,
-                poll_interval_ms: 30,
+                request_timeout_ms: SIM_TIMEOUT_MS,
+                poll_interval_ms: SIM_POLL_INTERVAL_MS,
                 ..DriverConfig::default()
             },
             debug: SimDebug::default(),
