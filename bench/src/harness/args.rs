@@ -8,16 +8,21 @@ use sleepyseal_core::machine::{
     DEFAULT_BATCH_SIZE_BYTES, DEFAULT_GC_DEPTH, DEFAULT_LEADER_TIMEOUT_MS,
     DEFAULT_STRAGGLER_WAIT_MS,
 };
+use sleepyseal_core::verify::VerifierConfig;
+use sleepyseal_core::CoreConfig;
+use sleepyseal_driver::DriverConfig;
+use sleepyseal_net::ServerOptions;
 
 use super::testbed::NodeFlags;
-use crate::node::core::DEFAULT_MAX_BATCH_DELAY_MS;
+use crate::node::load::{DEFAULT_RATE, DEFAULT_TX_SIZE};
 use crate::node::transaction::TX_HEADER_BYTES;
+use crate::node::DEFAULT_CORES;
 
 /// Flags of `sleepyseal local`.
 #[derive(Args, Debug, Clone)]
 pub struct LocalArgs {
     /// Number of cores (validators).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = DEFAULT_CORES)]
     pub cores: usize,
     /// Number of drivers.
     #[arg(long, default_value_t = 1)]
@@ -26,13 +31,13 @@ pub struct LocalArgs {
     #[arg(long, value_delimiter = ',')]
     pub stakes: Option<Vec<u64>>,
     /// Input rate, transactions per second (open loop).
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = DEFAULT_RATE)]
     pub rate: u64,
     /// A sweep: one fresh run per rate, comma separated (overrides --rate).
     #[arg(long, value_delimiter = ',')]
     pub rates: Option<Vec<u64>>,
     /// Bytes per transaction (at least 24).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = DEFAULT_TX_SIZE)]
     pub tx_size: usize,
     /// Seconds measured, after the warm-up.
     #[arg(long, default_value_t = 30)]
@@ -47,20 +52,20 @@ pub struct LocalArgs {
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE_BYTES)]
     pub batch_size: usize,
     /// How long (ms) a core may wait for a full batch (`sleepyseal core --max-batch-delay-ms`).
-    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_DELAY_MS)]
+    #[arg(long, default_value_t = CoreConfig::default().max_batch_delay_ms)]
     pub max_batch_delay_ms: u64,
     /// How long (ms) a core with a quorum waits for a live straggler's certificate
     /// (`sleepyseal core --straggler-wait-ms`).
     #[arg(long, default_value_t = DEFAULT_STRAGGLER_WAIT_MS)]
     pub straggler_wait_ms: u64,
     /// Signatures per verification batch (`sleepyseal core --verify-batch`).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = VerifierConfig::default().batch_size)]
     pub verify_batch: usize,
     /// Signature verification threads per core.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = ServerOptions::default().verify_threads)]
     pub verify_threads: usize,
     /// Requests in flight per core per driver (`sleepyseal driver --pipeline-depth`).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = DriverConfig::default().pipeline_depth)]
     pub pipeline_depth: usize,
     /// Rounds of the DAG kept below the last committed leader.
     #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]

@@ -20,16 +20,15 @@ use sleepyseal_core::{Core, CoreConfig, KeyPair, Store, Verifier};
 use sleepyseal_net::server::{ServerOptions, ServerStats};
 use sleepyseal_net::{CoreServer, NetLimits, Testbed};
 
-use super::{interval, runtime, serve_metrics, shutdown_signal};
-
-/// Default of `--max-batch-delay-ms`.
-pub const DEFAULT_MAX_BATCH_DELAY_MS: u64 = 0;
+use super::{
+    interval, runtime, serve_metrics, shutdown_signal, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S,
+};
 
 /// Flags of `sleepyseal core`.
 #[derive(Args, Debug)]
 pub struct CoreArgs {
     /// The committee file.
-    #[arg(long, default_value = "testbed/committee.json")]
+    #[arg(long, default_value = DEFAULT_COMMITTEE)]
     committee: PathBuf,
     /// This core's key file.
     #[arg(long)]
@@ -41,7 +40,7 @@ pub struct CoreArgs {
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE_BYTES)]
     batch_size: usize,
     /// How long (ms) the core may wait for a full batch before proposing a smaller one.
-    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_DELAY_MS)]
+    #[arg(long, default_value_t = CoreConfig::default().max_batch_delay_ms)]
     max_batch_delay_ms: u64,
     /// How long (ms) a core holding a quorum of a round waits for the certificate of a live
     /// author still missing from it (so the next header references it).
@@ -74,16 +73,16 @@ pub struct CoreArgs {
     #[arg(long, default_value_t = DEFAULT_COMMITTED_WINDOW_BYTES)]
     committed_window_bytes: usize,
     /// Signatures per verification batch (one rayon task each).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = VerifierConfig::default().batch_size)]
     verify_batch: usize,
     /// Threads verifying signatures.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = ServerOptions::default().verify_threads)]
     verify_threads: usize,
     /// Concurrent client connections accepted.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = NetLimits::default().max_connections)]
     max_connections: usize,
     /// Seconds between progress lines in the log (0: none).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY_S)]
     log_every_s: u64,
     /// Serve Prometheus metrics (`GET /metrics`) on this TCP address.
     #[arg(long)]

@@ -12,37 +12,39 @@ use sleepyseal_driver::DriverConfig;
 use sleepyseal_net::{Clients, NetLimits};
 use tokio::sync::watch;
 
-use super::{interval, runtime, serve_metrics, shutdown_signal};
+use super::{
+    interval, runtime, serve_metrics, shutdown_signal, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S,
+};
 
 /// Flags of `sleepyseal driver`.
 #[derive(Args, Debug)]
 pub struct DriverArgs {
     /// The committee file.
-    #[arg(long, default_value = "testbed/committee.json")]
+    #[arg(long, default_value = DEFAULT_COMMITTEE)]
     committee: PathBuf,
     /// A request without a reply after this long (ms) is given up; the core is retried with
     /// capped back-off.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = DriverConfig::default().request_timeout_ms)]
     request_timeout_ms: u64,
     /// How often (ms) an idle core is polled.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = DriverConfig::default().poll_interval_ms)]
     poll_interval_ms: u64,
     /// A core this many rounds behind the most advanced is caught up with Sync.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = DriverConfig::default().lag_rounds)]
     lag_rounds: u64,
     /// Requests in flight per core: beyond the first, only header and certificate bundles
     /// carrying nothing already on its way to that core.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = DriverConfig::default().pipeline_depth)]
     pipeline_depth: usize,
     /// Certificates per Fetch/Sync batch.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DriverConfig::default().sync_batch)]
     sync_batch: u32,
     /// Payload bytes one request carries at most (the first payload always goes). Keep it well
     /// below the cores' request limit (32 MiB): a larger request is refused whole.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = DriverConfig::default().max_payload_bytes)]
     max_payload_bytes: usize,
     /// Seconds between progress lines in the log (0: none).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY_S)]
     log_every_s: u64,
     /// Stop after this many seconds (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]

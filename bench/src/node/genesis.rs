@@ -6,17 +6,19 @@ use anyhow::bail;
 use clap::Args;
 use sleepyseal_net::GenesisOptions;
 
+use super::{DEFAULT_CORES, DEFAULT_TESTBED_DIR};
+
 /// Flags of `sleepyseal genesis`.
 #[derive(Args, Debug)]
 pub struct GenesisArgs {
     /// Number of cores (validators).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = DEFAULT_CORES)]
     cores: usize,
     /// Stake per core, comma separated (default: 1 each).
     #[arg(long, value_delimiter = ',')]
     stakes: Option<Vec<u64>>,
     /// Directory to write committee.json and core-<i>.key into.
-    #[arg(long, default_value = "testbed")]
+    #[arg(long, default_value = DEFAULT_TESTBED_DIR)]
     dir: PathBuf,
     /// Host every core listens on.
     #[arg(long, default_value = "127.0.0.1")]

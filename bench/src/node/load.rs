@@ -15,8 +15,12 @@ use sleepyseal_net::{Clients, NetLimits, Testbed};
 use tokio::task::JoinSet;
 
 use super::transaction::{transaction, unix_micros, TX_HEADER_BYTES};
-use super::{runtime, shutdown_signal};
+use super::{runtime, shutdown_signal, DEFAULT_COMMITTEE};
 
+/// Default input rate (transactions per second) of `load` and `local`.
+pub const DEFAULT_RATE: u64 = 50_000;
+/// Default transaction size (bytes) of `load` and `local`.
+pub const DEFAULT_TX_SIZE: usize = 512;
 /// A submission without a reply after this long counts as failed.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -24,13 +28,13 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Args, Debug)]
 pub struct LoadArgs {
     /// The committee file.
-    #[arg(long, default_value = "testbed/committee.json")]
+    #[arg(long, default_value = DEFAULT_COMMITTEE)]
     committee: PathBuf,
     /// Transactions per second (open loop: sent on schedule whatever the replies).
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = DEFAULT_RATE)]
     rate: u64,
     /// Bytes per transaction (at least 24: client id, sequence number, send time).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = DEFAULT_TX_SIZE)]
     tx_size: usize,
     /// Seconds to run.
     #[arg(long, default_value_t = 30)]

@@ -1,6 +1,10 @@
 //! The processes of a testbed, one command each: `sleepyseal genesis` ([`genesis`]), `core`
 //! ([`core`]), `driver` ([`driver`]), `load` ([`load`]) and `watch` ([`watch`]). [`transaction`]
 //! is the format of load transactions, which the harness reads back from the commit stream.
+//!
+//! Every default a flag shares with a library comes from that library (`CoreConfig`,
+//! `DriverConfig`, `VerifierConfig`, `ServerOptions`, `NetLimits`); those shared between commands
+//! are the constants below and in [`load`].
 
 pub mod core;
 pub mod driver;
@@ -13,6 +17,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sleepyseal_net::metrics;
+
+/// Default of `genesis --dir`.
+pub const DEFAULT_TESTBED_DIR: &str = "testbed";
+/// Default of `--committee`: where `genesis` writes it by default (in [`DEFAULT_TESTBED_DIR`]).
+pub const DEFAULT_COMMITTEE: &str = "testbed/committee.json";
+/// Default number of cores of `genesis` and `local`.
+pub const DEFAULT_CORES: usize = 4;
+/// Default of `core --log-every-s` and `driver --log-every-s`.
+pub const DEFAULT_LOG_EVERY_S: u64 = 5;
 
 /// Serves `render` as Prometheus text on `addr` and logs where.
 async fn serve_metrics(addr: std::net::SocketAddr, render: metrics::Render) -> anyhow::Result<()> {

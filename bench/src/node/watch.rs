@@ -11,13 +11,13 @@ use sleepyseal_net::client::{
 };
 use sleepyseal_net::{Clients, NetLimits};
 
-use super::{runtime, shutdown_signal};
+use super::{runtime, shutdown_signal, DEFAULT_COMMITTEE};
 
 /// Flags of `sleepyseal watch`.
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     /// The committee file.
-    #[arg(long, default_value = "testbed/committee.json")]
+    #[arg(long, default_value = DEFAULT_COMMITTEE)]
     committee: PathBuf,
     /// Which core's committed sequence to follow.
     #[arg(long, default_value_t = 0)]
