@@ -20,10 +20,12 @@ fi
 
 # unsafe_code is denied workspace-wide; the counting allocator of the fuzz targets is the one
 # module allowed to implement an unsafe trait.
-if grep -rln 'allow(unsafe_code)' --include='*.rs' core net driver bench | grep -vx 'driver/src/fuzz/alloc.rs'; then
-  echo "unsafe code allowed outside driver/src/fuzz/alloc.rs" >&2
+if grep -rln 'allow(unsafe_code)' --include='*.rs' core net driver sim bench | grep -vx 'sim/src/fuzz/alloc.rs'; then
+  echo "unsafe code allowed outside sim/src/fuzz/alloc.rs" >&2
   exit 1
 fi
+
+scripts/check-planted.sh deps
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -33,5 +35,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+scripts/check-planted.sh binaries
 
 echo "== check.sh passed in $(( $(date +%s) - started )) s"

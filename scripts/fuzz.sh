@@ -9,7 +9,7 @@
 #   of the project is the counting allocator, which forwards to the system allocator);
 # - runs for SECONDS with the corpus in fuzz/corpus/TARGET (kept between runs, git-ignored);
 # - a crash leaves its input in fuzz/artifacts/TARGET/: once fixed, copy it into
-#   fuzz/regressions/TARGET/, which the T3 test replays in CI;
+#   fuzz/regressions/TARGET/, which sim/tests/fuzz_targets.rs replays in CI;
 # - prints libFuzzer's final stats (executions, coverage) and writes them to
 #   results/fuzz-TARGET.log.
 set -euo pipefail

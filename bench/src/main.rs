@@ -1,7 +1,5 @@
 //! `sleepyseal`: the command line of the project.
 //!
-//! - `sleepyseal sim`: the deterministic simulator over many seeds: safety violations and
-//!   liveness figures;
 //! - `sleepyseal genesis | core | driver | load | watch`: the processes of a testbed over QUIC;
 //! - `sleepyseal local`: the benchmark harness, all of those processes on one machine.
 //!
@@ -11,8 +9,6 @@
 
 mod harness;
 mod node;
-mod selfcheck;
-mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -28,8 +24,6 @@ struct Cli {
 enum Command {
     /// Benchmark N cores and M drivers on this machine: throughput, latency, CPU, plots.
     Local(Box<harness::LocalArgs>),
-    /// Run the deterministic simulator over many seeds and check every invariant.
-    Sim(sim::SimArgs),
     /// Write a testbed: committee file (public) and one key file per core (secret).
     Genesis(node::genesis::GenesisArgs),
     /// Run one core: a QUIC server that only answers.
@@ -44,12 +38,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Sim(_) | Command::Local(_)) {
+    if !matches!(cli.command, Command::Local(_)) {
         init_logging();
     }
     match cli.command {
         Command::Local(args) => harness::main(*args),
-        Command::Sim(args) => sim::main(args),
         Command::Genesis(args) => node::genesis::genesis(args),
         Command::Core(args) => node::core::core(args),
         Command::Driver(args) => node::driver::driver(args),

@@ -71,6 +71,12 @@ pub fn thresholds(total: Stake) -> (Stake, Stake, Stake) {
     (Stake(f), Stake(total.0 - f), Stake(f + 1))
 }
 
+/// How `(f_s, Q, V)` follow from the total stake. The protocol's rule is [`thresholds`]; the seam
+/// exists so that the negative controls of `sleepyseal-sim` can run cores on a wrong rule (the
+/// 2021 prototype's quorum) and show that the simulator's checkers catch it. Nothing in the node
+/// binary installs another rule.
+pub type ThresholdRule = fn(total: Stake) -> (Stake, Stake, Stake);
+
 /// The committee of one consensus instance.
 #[derive(Clone, Debug)]
 pub struct Committee {
@@ -127,11 +133,12 @@ impl Committee {
         })
     }
 
-    /// Negative control only: the 2021 prototype's quorum `2⌊S/3⌋+1`, too small when
-    /// S ≡ 2 (mod 3). The simulator's checkers must catch it.
-    #[cfg(feature = "mutants")]
-    pub fn with_prototype_quorum_mutant(mut self) -> Committee {
-        self.quorum = Stake(2 * (self.total.0 / 3) + 1);
+    /// The same committee with its quorum and validity thresholds taken from `rule` instead of
+    /// [`thresholds`] (negative controls only; see [`ThresholdRule`]).
+    pub fn with_threshold_rule(mut self, rule: ThresholdRule) -> Committee {
+        let (_, quorum, validity) = rule(self.total);
+        self.quorum = quorum;
+        self.validity = validity;
         self
     }
 

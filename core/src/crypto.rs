@@ -5,7 +5,7 @@
 //! inserts a certificate another rejects forever). ZIP-215 fixes the validation criteria (cofactored
 //! equation, non-canonical point encodings accepted, `s` must be canonical), and ed25519-zebra's
 //! batch and single verification both implement exactly those criteria. The tests in
-//! `tests/t0_zip215.rs` check agreement on the 196 small-order and non-canonical vectors of ZIP-215.
+//! `tests/unit_zip215.rs` check agreement on the 196 small-order and non-canonical vectors of ZIP-215.
 //!
 //! Batch verification is derandomised: the batch's random coefficients come from a ChaCha20 stream
 //! seeded by a hash of every item in the batch, so the core stays deterministic and an attacker who

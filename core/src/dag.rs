@@ -135,6 +135,24 @@ impl Dag {
         Ok(Inserted::New)
     }
 
+    /// Asserts S5 over the whole DAG: every parent of every certificate above the floor is held.
+    /// [`Dag::insert`] keeps this by construction; the core asserts it after each insertion
+    /// batch (kept in release builds: a hole would let the commit rule order an incomplete
+    /// history).
+    pub fn assert_backward_closed(&self) {
+        for c in self.above(self.floor) {
+            let missing = self.missing_parents(c);
+            assert!(
+                missing.is_empty(),
+                "DAG not backward-closed above floor {}: certificate {:?} at {} lacks {} parents",
+                self.floor.0,
+                c.digest(),
+                c.round().0,
+                missing.len()
+            );
+        }
+    }
+
     /// Drops every certificate below `floor` and raises the floor. Returns how many were dropped.
     pub fn prune_below(&mut self, floor: Round) -> usize {
         if floor <= self.floor {

@@ -137,15 +137,22 @@ impl Default for VerifierConfig {
     }
 }
 
+/// How a batch of signatures is decided: one verdict per item, in order, checking at most
+/// `chunk_size` items per rayon task. The protocol's check is [`verify_batch`] (ed25519 with
+/// ZIP-215 rules); the seam exists so that the negative controls of `sleepyseal-sim` can plant a
+/// check that accepts everything and show that the simulator's checkers catch it. Nothing in the
+/// node binary installs another check.
+pub type SignatureCheck = fn(items: &[SignatureItem<'_>], chunk_size: usize) -> Vec<bool>;
+
 /// Checks requests against the committee.
 #[derive(Debug)]
 pub struct Verifier {
     committee: Arc<Committee>,
     cache: Arc<VerifiedCache>,
     config: VerifierConfig,
-    /// Negative control: accept every signature.
-    #[cfg(feature = "mutants")]
-    pub mutant_skip_signatures: bool,
+    /// Decides the signatures not already known ([`verify_batch`] unless a negative control
+    /// replaced it).
+    signature_check: SignatureCheck,
 }
 
 impl Verifier {
@@ -155,9 +162,15 @@ impl Verifier {
             cache: Arc::new(VerifiedCache::new(config.cache_capacity)),
             committee,
             config,
-            #[cfg(feature = "mutants")]
-            mutant_skip_signatures: false,
+            signature_check: verify_batch,
         }
+    }
+
+    /// The same verifier deciding signatures with `check` instead of [`verify_batch`] (negative
+    /// controls only; see [`SignatureCheck`]).
+    pub fn with_signature_check(mut self, check: SignatureCheck) -> Verifier {
+        self.signature_check = check;
+        self
     }
 
     /// The shared cache (the core prunes it as gc advances).
@@ -505,10 +518,6 @@ impl Verifier {
 
     /// One verdict per item: from `known` where it was decided already, the rest in one batch.
     fn verify_items(&self, items: &[SignatureItem<'_>], known: &Verdicts) -> Vec<bool> {
-        #[cfg(feature = "mutants")]
-        if self.mutant_skip_signatures {
-            return vec![true; items.len()];
-        }
         let mut verdicts: Vec<Option<bool>> = items
             .iter()
             .map(|i| {
@@ -523,7 +532,7 @@ impl Verifier {
             .map(|(i, _)| *i)
             .collect();
         if !unknown.is_empty() {
-            let mut fresh = verify_batch(&unknown, self.config.batch_size).into_iter();
+            let mut fresh = (self.signature_check)(&unknown, self.config.batch_size).into_iter();
             for v in verdicts.iter_mut().filter(|v| v.is_none()) {
                 *v = fresh.next();
             }

@@ -8,13 +8,15 @@
 //! Requests are written as the chunks of their encoding, so payloads taken from one core's reply
 //! go to the other cores without being copied or re-encoded.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use sleepyseal_core::protocol::{RequestBody, Response};
 use sleepyseal_core::{AuthorityIndex, Committee, Millis};
-use sleepyseal_net::metrics::{Exposition, Histogram, SECONDS_BUCKETS};
+use sleepyseal_net::metrics::{self, histogram, AtomicCounter, AtomicGauge, SECONDS_BUCKETS};
 use sleepyseal_net::{ClientError, Clients};
 use tokio::sync::{mpsc, watch};
 
@@ -38,80 +40,80 @@ impl Default for RunnerOptions {
     }
 }
 
-/// Live counters of a driver.
+/// Live counters of a driver, served by [`RunnerStats::exposition`].
 #[derive(Debug)]
 pub struct RunnerStats {
     /// Requests sent.
-    pub requests: AtomicU64,
+    pub requests: AtomicCounter,
     /// Requests that failed in transport (timeout, connection).
-    pub failures: AtomicU64,
+    pub failures: AtomicCounter,
     /// `Busy` replies.
-    pub busy: AtomicU64,
+    pub busy: AtomicCounter,
     /// Highest round any core reported.
-    pub top_round: AtomicU64,
+    pub top_round: AtomicGauge,
     /// Certificates assembled or learned.
-    pub certificates: AtomicU64,
+    pub certificates: AtomicGauge,
     /// Requests sent and not answered yet.
-    pub in_flight: AtomicU64,
+    pub in_flight: AtomicGauge,
     /// Round trip of each answered request.
     pub request_seconds: Histogram,
+    /// Every served metric, registered once.
+    registry: Registry,
 }
 
 impl Default for RunnerStats {
     fn default() -> RunnerStats {
-        RunnerStats {
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            busy: AtomicU64::new(0),
-            top_round: AtomicU64::new(0),
-            certificates: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            request_seconds: Histogram::new(SECONDS_BUCKETS),
-        }
+        let mut stats = RunnerStats {
+            requests: AtomicCounter::default(),
+            failures: AtomicCounter::default(),
+            busy: AtomicCounter::default(),
+            top_round: AtomicGauge::default(),
+            certificates: AtomicGauge::default(),
+            in_flight: AtomicGauge::default(),
+            request_seconds: histogram(SECONDS_BUCKETS),
+            registry: Registry::with_prefix("sleepyseal_driver"),
+        };
+        stats.register();
+        stats
     }
 }
 
 impl RunnerStats {
     /// The Prometheus exposition of these counters.
     pub fn exposition(&self) -> String {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut e = Exposition::default();
-        e.counter(
-            "sleepyseal_driver_requests_total",
-            "Requests sent to cores.",
-            l(&self.requests),
+        metrics::encode(&self.registry)
+    }
+
+    /// Registers every served metric. Help texts get their final period from the registry.
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register("requests", "Requests sent to cores", self.requests.clone());
+        r.register(
+            "failed_requests",
+            "Requests lost in transport (timeout, connection)",
+            self.failures.clone(),
         );
-        e.counter(
-            "sleepyseal_driver_failed_requests_total",
-            "Requests lost in transport (timeout, connection).",
-            l(&self.failures),
+        r.register("busy_replies", "Busy replies from cores", self.busy.clone());
+        r.register(
+            "top_round",
+            "Highest round any core reported",
+            self.top_round.clone(),
         );
-        e.counter(
-            "sleepyseal_driver_busy_replies_total",
-            "Busy replies from cores.",
-            l(&self.busy),
+        r.register(
+            "certificates",
+            "Certificates the driver holds (assembled or learned)",
+            self.certificates.clone(),
         );
-        e.gauge(
-            "sleepyseal_driver_top_round",
-            "Highest round any core reported.",
-            l(&self.top_round) as f64,
+        r.register(
+            "in_flight_requests",
+            "Requests sent and not answered yet",
+            self.in_flight.clone(),
         );
-        e.gauge(
-            "sleepyseal_driver_certificates",
-            "Certificates the driver holds (assembled or learned).",
-            l(&self.certificates) as f64,
+        r.register(
+            "request_seconds",
+            "Round trip of one request to a core",
+            self.request_seconds.clone(),
         );
-        e.gauge(
-            "sleepyseal_driver_in_flight_requests",
-            "Requests sent and not answered yet.",
-            l(&self.in_flight) as f64,
-        );
-        e.histogram(
-            "sleepyseal_driver_request_seconds",
-            "Round trip of one request to a core.",
-            &self.request_seconds,
-        );
-        e.finish()
     }
 }
 
@@ -167,7 +169,7 @@ pub async fn run(
                 let sent = Instant::now();
                 let result = client.request(&request, timeout).await;
                 if result.is_ok() {
-                    stats.request_seconds.observe_duration(sent.elapsed());
+                    stats.request_seconds.observe(sent.elapsed().as_secs_f64());
                 }
                 stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                 let _ = done_tx.send(Done {
@@ -203,5 +205,47 @@ fn apply(state: &mut DriverState, now: Millis, done: Done, stats: &RunnerStats) 
             tracing::debug!(core = %done.core, "request failed: {error}");
             state.on_failure(now, done.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sleepyseal_net::metrics::sample;
+
+    #[test]
+    fn exposition_keeps_every_name_and_help() {
+        let stats = RunnerStats::default();
+        stats.requests.fetch_add(9, Ordering::Relaxed);
+        stats.top_round.store(12, Ordering::Relaxed);
+        stats.request_seconds.observe(0.02);
+        let text = stats.exposition();
+        let meta: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(
+            meta,
+            [
+                "# HELP sleepyseal_driver_requests_total Requests sent to cores.",
+                "# TYPE sleepyseal_driver_requests_total counter",
+                "# HELP sleepyseal_driver_failed_requests_total Requests lost in transport (timeout, connection).",
+                "# TYPE sleepyseal_driver_failed_requests_total counter",
+                "# HELP sleepyseal_driver_busy_replies_total Busy replies from cores.",
+                "# TYPE sleepyseal_driver_busy_replies_total counter",
+                "# HELP sleepyseal_driver_top_round Highest round any core reported.",
+                "# TYPE sleepyseal_driver_top_round gauge",
+                "# HELP sleepyseal_driver_certificates Certificates the driver holds (assembled or learned).",
+                "# TYPE sleepyseal_driver_certificates gauge",
+                "# HELP sleepyseal_driver_in_flight_requests Requests sent and not answered yet.",
+                "# TYPE sleepyseal_driver_in_flight_requests gauge",
+                "# HELP sleepyseal_driver_request_seconds Round trip of one request to a core.",
+                "# TYPE sleepyseal_driver_request_seconds histogram",
+            ]
+        );
+        assert_eq!(sample(&text, "sleepyseal_driver_requests_total"), Some(9.0));
+        assert_eq!(sample(&text, "sleepyseal_driver_top_round"), Some(12.0));
+        assert_eq!(
+            sample(&text, "sleepyseal_driver_request_seconds_count"),
+            Some(1.0)
+        );
+        assert!(text.contains("sleepyseal_driver_request_seconds_bucket{le=\"0.025\"} 1\n"));
     }
 }

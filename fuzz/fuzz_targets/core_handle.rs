@@ -1,8 +1,8 @@
-//! `sleepyseal_driver::fuzz::core_handle` under libFuzzer, with the counting allocator.
+//! `sleepyseal_sim::fuzz::core_handle` under libFuzzer, with the counting allocator.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sleepyseal_driver::fuzz::{self, CountingAlloc};
+use sleepyseal_sim::fuzz::{self, CountingAlloc};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

@@ -14,6 +14,34 @@ use sleepyseal_core::committee::{Authority, CommitteeError};
 use sleepyseal_core::hash::Hasher;
 use sleepyseal_core::{AuthorityIndex, Committee, Digest, KeyPair, PublicKey, Stake};
 
+/// Why a field of a testbed file does not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// Hex text of odd length.
+    #[error("odd number of hex digits ({0})")]
+    OddLength(usize),
+    /// A character that is not a hex digit.
+    #[error("not a hex digit: {0:?}")]
+    NotHex(char),
+    /// Decoded bytes of the wrong length.
+    #[error("expected {expected} bytes, got {got}")]
+    Length {
+        /// Bytes the field holds.
+        expected: usize,
+        /// Bytes decoded.
+        got: usize,
+    },
+    /// A committee file of another format version.
+    #[error("unsupported version {0}")]
+    Version(u32),
+    /// Not a socket address.
+    #[error("{0}")]
+    Address(std::net::AddrParseError),
+    /// More cores than authority indices (u16).
+    #[error("too many cores: {0}")]
+    TooManyCores(usize),
+}
+
 /// What can go wrong with testbed files.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,7 +69,7 @@ pub enum ConfigError {
         /// Which field.
         field: String,
         /// Why.
-        reason: String,
+        reason: FieldError,
     },
     /// The committee itself is invalid.
     #[error("{path}: {source}")]
@@ -155,7 +183,7 @@ pub fn genesis(dir: &Path, options: &GenesisOptions) -> Result<PathBuf, ConfigEr
         let index = u16::try_from(i).map_err(|_| ConfigError::Field {
             path: dir.to_path_buf(),
             field: "cores".into(),
-            reason: "too many cores".into(),
+            reason: FieldError::TooManyCores(options.stakes.len()),
         })?;
         let key = match options.seed {
             Some(seed) => KeyPair::deterministic(seed, index),
@@ -211,10 +239,7 @@ pub fn load_testbed(path: &Path) -> Result<Testbed, ConfigError> {
     let file: CommitteeFile = read_json(path)?;
     let field = field_error(path);
     if file.version != 1 {
-        return Err(field(
-            "version",
-            format!("unsupported version {}", file.version),
-        ));
+        return Err(field("version", FieldError::Version(file.version)));
     }
     let instance = Digest(from_hex::<32>(&file.instance).map_err(|r| field("instance", r))?);
     let mut authorities = Vec::new();
@@ -227,7 +252,7 @@ pub fn load_testbed(path: &Path) -> Result<Testbed, ConfigError> {
         let address: std::net::SocketAddr = a
             .address
             .parse()
-            .map_err(|e| field(&name("address"), format!("{e}")))?;
+            .map_err(|e| field(&name("address"), FieldError::Address(e)))?;
         let certificate =
             from_hex_vec(&a.tls_certificate).map_err(|r| field(&name("tls_certificate"), r))?;
         authorities.push(Authority {
@@ -299,7 +324,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
 }
 
 /// Builds the error for a field of the file at `path` that does not decode.
-fn field_error(path: &Path) -> impl Fn(&str, String) -> ConfigError + '_ {
+fn field_error(path: &Path) -> impl Fn(&str, FieldError) -> ConfigError + '_ {
     move |field, reason| ConfigError::Field {
         path: path.to_path_buf(),
         field: field.to_string(),
@@ -334,15 +359,15 @@ pub fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
-fn from_hex_vec(s: &str) -> Result<Vec<u8>, String> {
+fn from_hex_vec(s: &str) -> Result<Vec<u8>, FieldError> {
     if s.len() % 2 != 0 {
-        return Err("odd number of hex digits".into());
+        return Err(FieldError::OddLength(s.len()));
     }
     let digit = |c: u8| match c {
         b'0'..=b'9' => Ok(c - b'0'),
         b'a'..=b'f' => Ok(c - b'a' + 10),
         b'A'..=b'F' => Ok(c - b'A' + 10),
-        _ => Err(format!("not a hex digit: {:?}", c as char)),
+        _ => Err(FieldError::NotHex(c as char)),
     };
     s.as_bytes()
         .chunks(2)
@@ -350,10 +375,12 @@ fn from_hex_vec(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-fn from_hex<const N: usize>(s: &str) -> Result<[u8; N], String> {
+fn from_hex<const N: usize>(s: &str) -> Result<[u8; N], FieldError> {
     let bytes = from_hex_vec(s)?;
-    <[u8; N]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("expected {N} bytes, got {}", bytes.len()))
+    <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| FieldError::Length {
+        expected: N,
+        got: bytes.len(),
+    })
 }
 
 #[cfg(test)]

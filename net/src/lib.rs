@@ -6,7 +6,8 @@
 //! - [`server`]: the core server, decode → batch verify → single core thread → group commit →
 //!   reply, with bounded queues and `Busy` on overload;
 //! - [`client`]: the typed async client used by drivers, load clients and the harness;
-//! - [`metrics`]: Prometheus text exposition and its HTTP endpoint.
+//! - [`metrics`]: Prometheus metrics (prometheus-client) and their HTTP endpoint and scraper
+//!   (hyper).
 //!
 //! One bidirectional QUIC stream carries one request and its response; the stream's end delimits
 //! the message, whose size is bounded by [`limits::NetLimits`].

@@ -12,9 +12,9 @@
 //! (crash-stop): replies of the failed group are never sent, and a restart recovers from disk.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,11 +23,13 @@ use sleepyseal_core::codec::{Decode, Encode};
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
 use sleepyseal_core::store::StoreError;
 use sleepyseal_core::verify::CheckedRequest;
-use sleepyseal_core::{Core, CoreCounters, CoreError, Millis, Store, Verified, Verifier};
+use sleepyseal_core::{Core, CoreError, Millis, Store, Verified, Verifier};
 use tokio::sync::oneshot;
 
 use crate::limits::NetLimits;
-use crate::metrics::{Exposition, Histogram, COUNT_BUCKETS, SECONDS_BUCKETS};
+
+mod stats;
+pub use stats::ServerStats;
 
 /// Settings of the pipeline behind the endpoint.
 #[derive(Clone, Debug)]
@@ -50,217 +52,6 @@ impl Default for ServerOptions {
             verify_max_requests: 256,
             group_commit_max: 512,
         }
-    }
-}
-
-/// Counters of a running server (for logs and metrics).
-#[derive(Debug)]
-pub struct ServerStats {
-    /// Requests answered.
-    pub requests: AtomicUsize,
-    /// Requests answered `Busy` by a full queue.
-    pub busy: AtomicUsize,
-    /// Requests that did not decode.
-    pub malformed: AtomicUsize,
-    /// Group commits.
-    pub group_commits: AtomicUsize,
-    /// Requests in those group commits.
-    pub grouped_requests: AtomicUsize,
-    /// Verify batches.
-    pub verify_batches: AtomicUsize,
-    /// Connections open now.
-    pub connections: AtomicUsize,
-    /// Connections refused at the limit.
-    pub refused_connections: AtomicUsize,
-    /// The core's round (after the latest group commit).
-    pub round: AtomicU64,
-    /// Round of the latest committed leader.
-    pub last_committed_round: AtomicU64,
-    /// Length of the committed sequence.
-    pub consensus_index: AtomicU64,
-    /// Transactions in the mempool.
-    pub mempool: AtomicUsize,
-    /// Requests waiting for the verify thread.
-    pub verify_queue: AtomicUsize,
-    /// Requests waiting for the core thread.
-    pub core_queue: AtomicUsize,
-    /// Long polls held.
-    pub parked: AtomicUsize,
-    /// Seconds per verify batch.
-    pub verify_seconds: Histogram,
-    /// Requests per verify batch.
-    pub verify_batch_requests: Histogram,
-    /// Seconds per store commit (write + fsync of one group).
-    pub store_commit_seconds: Histogram,
-    /// Requests per group commit.
-    pub group_requests: Histogram,
-    /// Header creation → commit at this core, for every committed entry.
-    pub consensus_latency_seconds: Histogram,
-    /// The core's own counters, copied after each group commit.
-    pub core_counters: Mutex<CoreCounters>,
-}
-
-impl Default for ServerStats {
-    fn default() -> ServerStats {
-        ServerStats {
-            requests: AtomicUsize::new(0),
-            busy: AtomicUsize::new(0),
-            malformed: AtomicUsize::new(0),
-            group_commits: AtomicUsize::new(0),
-            grouped_requests: AtomicUsize::new(0),
-            verify_batches: AtomicUsize::new(0),
-            connections: AtomicUsize::new(0),
-            refused_connections: AtomicUsize::new(0),
-            round: AtomicU64::new(0),
-            last_committed_round: AtomicU64::new(0),
-            consensus_index: AtomicU64::new(0),
-            mempool: AtomicUsize::new(0),
-            verify_queue: AtomicUsize::new(0),
-            core_queue: AtomicUsize::new(0),
-            parked: AtomicUsize::new(0),
-            verify_seconds: Histogram::new(SECONDS_BUCKETS),
-            verify_batch_requests: Histogram::new(COUNT_BUCKETS),
-            store_commit_seconds: Histogram::new(SECONDS_BUCKETS),
-            group_requests: Histogram::new(COUNT_BUCKETS),
-            consensus_latency_seconds: Histogram::new(SECONDS_BUCKETS),
-            core_counters: Mutex::new(CoreCounters::default()),
-        }
-    }
-}
-
-impl ServerStats {
-    /// The Prometheus exposition of these counters.
-    pub fn exposition(&self) -> String {
-        let u = |a: &AtomicUsize| a.load(Ordering::Relaxed) as u64;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let c = *self.core_counters.lock().expect("not poisoned");
-        let mut e = Exposition::default();
-        e.gauge(
-            "sleepyseal_core_round",
-            "Round of the latest own header.",
-            l(&self.round) as f64,
-        );
-        e.gauge(
-            "sleepyseal_core_last_committed_round",
-            "Round of the latest committed leader.",
-            l(&self.last_committed_round) as f64,
-        );
-        e.counter(
-            "sleepyseal_core_headers_built_total",
-            "Own headers built and signed.",
-            c.headers_built,
-        );
-        e.counter(
-            "sleepyseal_core_proposed_payload_bytes_total",
-            "Payload bytes proposed in own headers.",
-            c.payload_bytes_proposed,
-        );
-        e.counter(
-            "sleepyseal_core_votes_cast_total",
-            "Votes cast for other authors' headers.",
-            c.votes_cast,
-        );
-        e.counter(
-            "sleepyseal_core_certificates_inserted_total",
-            "Certificates newly inserted into the DAG.",
-            c.certificates_inserted,
-        );
-        e.counter(
-            "sleepyseal_core_committed_certificates_total",
-            "Length of the committed sequence.",
-            l(&self.consensus_index),
-        );
-        e.counter(
-            "sleepyseal_core_committed_payload_bytes_total",
-            "Payload bytes committed since start.",
-            c.committed_payload_bytes,
-        );
-        e.counter(
-            "sleepyseal_core_leaders_committed_total",
-            "Leaders committed since start.",
-            c.leaders_committed,
-        );
-        e.counter(
-            "sleepyseal_core_own_headers_orphaned_total",
-            "Own headers that fell below gc_round uncommitted.",
-            c.own_headers_orphaned,
-        );
-        e.counter(
-            "sleepyseal_core_requeued_transactions_total",
-            "Transactions of orphaned own headers put back into the mempool.",
-            c.transactions_requeued,
-        );
-        e.histogram(
-            "sleepyseal_core_consensus_latency_seconds",
-            "Header creation to commit at this core, per committed certificate.",
-            &self.consensus_latency_seconds,
-        );
-        e.counter(
-            "sleepyseal_core_requests_total",
-            "Requests answered.",
-            u(&self.requests),
-        );
-        e.counter(
-            "sleepyseal_core_busy_replies_total",
-            "Requests answered Busy by a full queue.",
-            u(&self.busy),
-        );
-        e.counter(
-            "sleepyseal_core_malformed_requests_total",
-            "Requests that did not decode or were too large.",
-            u(&self.malformed),
-        );
-        e.histogram(
-            "sleepyseal_core_verify_seconds",
-            "Time to verify one batch of requests.",
-            &self.verify_seconds,
-        );
-        e.histogram(
-            "sleepyseal_core_verify_batch_requests",
-            "Requests verified together in one batch.",
-            &self.verify_batch_requests,
-        );
-        e.histogram(
-            "sleepyseal_core_store_commit_seconds",
-            "Write and fsync of one group commit.",
-            &self.store_commit_seconds,
-        );
-        e.histogram(
-            "sleepyseal_core_group_commit_requests",
-            "Requests handled in one group commit.",
-            &self.group_requests,
-        );
-        e.gauge(
-            "sleepyseal_core_verify_queue_requests",
-            "Requests waiting for the verify stage.",
-            u(&self.verify_queue) as f64,
-        );
-        e.gauge(
-            "sleepyseal_core_core_queue_requests",
-            "Verified requests waiting for the core thread.",
-            u(&self.core_queue) as f64,
-        );
-        e.gauge(
-            "sleepyseal_core_parked_reads",
-            "Long-poll reads held until entries commit.",
-            u(&self.parked) as f64,
-        );
-        e.gauge(
-            "sleepyseal_core_mempool_transactions",
-            "Transactions in the mempool.",
-            u(&self.mempool) as f64,
-        );
-        e.gauge(
-            "sleepyseal_core_connections",
-            "Connections open.",
-            u(&self.connections) as f64,
-        );
-        e.counter(
-            "sleepyseal_core_refused_connections_total",
-            "Connections refused at the limit.",
-            u(&self.refused_connections),
-        );
-        e.finish()
     }
 }
 
@@ -439,7 +230,7 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         }
-        if stats.connections.load(Ordering::SeqCst) >= limits.max_connections {
+        if stats.connections.load(Ordering::SeqCst) >= limits.max_connections as u64 {
             stats.refused_connections.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
@@ -556,13 +347,17 @@ fn verify_loop(
 ) {
     while let Some(jobs) = next_batch(&rx, max_requests) {
         stats.verify_batches.fetch_add(1, Ordering::Relaxed);
-        stats.verify_queue.fetch_sub(jobs.len(), Ordering::Relaxed);
+        stats
+            .verify_queue
+            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         stats.verify_batch_requests.observe(jobs.len() as f64);
         let (requests, replies): (Vec<Request>, Vec<Reply>) =
             jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
         let started = Instant::now();
         let results = pool.install(|| verifier.verify_many(requests));
-        stats.verify_seconds.observe_duration(started.elapsed());
+        stats
+            .verify_seconds
+            .observe(started.elapsed().as_secs_f64());
         for (result, reply) in results.into_iter().zip(replies) {
             match result {
                 Ok(request) => match core_tx.try_send(CoreJob { request, reply }) {
@@ -583,6 +378,8 @@ fn verify_loop(
     }
 }
 
+/// The core thread: takes the queued jobs, handles them as one group commit, releases their
+/// replies once the group is durable, then answers the long polls that became due.
 fn core_loop(
     rx: Receiver<CoreJob>,
     mut core: Core,
@@ -593,67 +390,18 @@ fn core_loop(
 ) -> Result<(), StoreError> {
     let mut pruned_at = core.gc_round();
     let mut parked = Parked::default();
-    loop {
-        let jobs = match parked.next_deadline() {
-            None => match next_batch(&rx, max_group) {
-                Some(jobs) => jobs,
-                None => break,
-            },
-            Some(deadline) => {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(wait) {
-                    Ok(first) => {
-                        let mut jobs = vec![first];
-                        jobs.extend(rx.try_iter().take(max_group.saturating_sub(1)));
-                        jobs
-                    }
-                    Err(RecvTimeoutError::Timeout) => Vec::new(),
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        };
-        stats.core_queue.fetch_sub(jobs.len(), Ordering::Relaxed);
+    while let Some(jobs) = next_jobs(&rx, max_group, parked.next_deadline()) {
+        stats
+            .core_queue
+            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         let now = wall_clock();
-        let mut batches = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
         let committed = core.consensus().consensus_index;
         let jobs: Vec<CoreJob> = jobs
             .into_iter()
             .filter_map(|job| parked.park_or_keep(job, committed))
             .collect();
-        for job in jobs {
-            let (response, batch) = core.handle(now, job.request);
-            if !batch.is_empty() {
-                batches.push(batch);
-            }
-            replies.push((job.reply, response.to_chunks()));
-        }
-        if !batches.is_empty() {
-            let started = Instant::now();
-            store.commit(&batches)?;
-            stats
-                .store_commit_seconds
-                .observe_duration(started.elapsed());
-        }
-        stats.group_commits.fetch_add(1, Ordering::Relaxed);
-        stats.group_requests.observe(replies.len() as f64);
-        stats
-            .grouped_requests
-            .fetch_add(replies.len(), Ordering::Relaxed);
-        // Durable: release the replies.
-        for (reply, chunks) in replies {
-            let _ = reply.send(chunks);
-        }
-        stats.round.store(core.round().0, Ordering::Relaxed);
-        let consensus = core.consensus();
-        stats
-            .last_committed_round
-            .store(consensus.last_committed_round.0, Ordering::Relaxed);
-        stats
-            .consensus_index
-            .store(consensus.consensus_index, Ordering::Relaxed);
-        stats.mempool.store(core.mempool_len(), Ordering::Relaxed);
-        record_counters(stats, &core, committed, now);
+        group_commit(&mut core, store.as_mut(), jobs, now, stats)?;
+        publish(stats, &core, committed, now);
         let gc = core.gc_round();
         if gc > pruned_at {
             cache.prune_below(gc);
@@ -662,12 +410,91 @@ fn core_loop(
         // Entries committed by this group release the long polls waiting for them.
         let committed = core.consensus().consensus_index;
         for job in parked.take_due(committed) {
-            let (response, _) = core.handle(now, job.request);
+            // Released outside any group commit: a held read must write nothing, or its reply
+            // would leave before its write is durable.
+            let (response, batch) = core.handle(now, job.request);
+            assert!(batch.is_empty(), "a held long-poll read wrote to the store");
             let _ = job.reply.send(response.to_chunks());
         }
-        stats.parked.store(parked.waiting.len(), Ordering::Relaxed);
+        stats
+            .parked
+            .store(parked.waiting.len() as u64, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// The next group of jobs: waits for at least one, or until `deadline` (the next held long poll
+/// due) with none. `None` once every sender is gone.
+fn next_jobs(
+    rx: &Receiver<CoreJob>,
+    max_group: usize,
+    deadline: Option<Instant>,
+) -> Option<Vec<CoreJob>> {
+    let Some(deadline) = deadline else {
+        return next_batch(rx, max_group);
+    };
+    let wait = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(wait) {
+        Ok(first) => {
+            let mut jobs = vec![first];
+            jobs.extend(rx.try_iter().take(max_group.saturating_sub(1)));
+            Some(jobs)
+        }
+        Err(RecvTimeoutError::Timeout) => Some(Vec::new()),
+        Err(RecvTimeoutError::Disconnected) => None,
+    }
+}
+
+/// Handles `jobs` in order, writes their batches in one synced commit, then releases the replies
+/// (never before: an acknowledgement means durable).
+fn group_commit(
+    core: &mut Core,
+    store: &mut dyn Store,
+    jobs: Vec<CoreJob>,
+    now: Millis,
+    stats: &ServerStats,
+) -> Result<(), StoreError> {
+    let mut batches = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (response, batch) = core.handle(now, job.request);
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        replies.push((job.reply, response.to_chunks()));
+    }
+    if !batches.is_empty() {
+        let started = Instant::now();
+        store.commit(&batches)?;
+        stats
+            .store_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    stats.group_commits.fetch_add(1, Ordering::Relaxed);
+    stats.group_requests.observe(replies.len() as f64);
+    stats
+        .grouped_requests
+        .fetch_add(replies.len(), Ordering::Relaxed);
+    for (reply, chunks) in replies {
+        let _ = reply.send(chunks);
+    }
+    Ok(())
+}
+
+/// Copies the core's round, commit state, mempool and counters into `stats` after a group.
+fn publish(stats: &ServerStats, core: &Core, committed_before: u64, now: Millis) {
+    stats.round.store(core.round().0, Ordering::Relaxed);
+    let consensus = core.consensus();
+    stats
+        .last_committed_round
+        .store(consensus.last_committed_round.0, Ordering::Relaxed);
+    stats
+        .consensus_index
+        .store(consensus.consensus_index, Ordering::Relaxed);
+    stats
+        .mempool
+        .store(core.mempool_len() as u64, Ordering::Relaxed);
+    record_counters(stats, core, committed_before, now);
 }
 
 /// Copies the core's counters into `stats` and records the consensus latency of the entries

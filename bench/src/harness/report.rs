@@ -13,10 +13,10 @@
 //! Commit times are when the harness received the entry from the watched core (long poll: within
 //! milliseconds of the commit).
 
-use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::observed::Observed;
@@ -398,20 +398,26 @@ pub fn write_sweep_json(dir: &Path, reports: &[Report]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A one-line progress bar on stderr: elapsed time, committed tx/s and latency of the last
-/// full second. On a terminal it redraws in place; otherwise it prints a line every 5 s.
+/// A one-line progress bar on stderr (indicatif): elapsed/total seconds, phase, committed tx/s and
+/// latency of the last full second. On a terminal it redraws in place; otherwise (indicatif then
+/// draws nothing) it prints the same figures, without the bar, on a line every 5 s.
 pub struct Progress {
-    total_s: u64,
-    terminal: bool,
+    bar: ProgressBar,
+    /// The second of the latest line printed (when not on a terminal).
     last_line_s: Option<u64>,
 }
 
 impl Progress {
     /// A bar for a load of `total_s` seconds.
     pub fn new(total_s: u64) -> Progress {
+        let bar = ProgressBar::new(total_s);
+        bar.set_style(
+            ProgressStyle::with_template("[{bar:30}] {pos:>3}/{len} s {msg}")
+                .expect("a valid template")
+                .progress_chars("#."),
+        );
         Progress {
-            total_s,
-            terminal: std::io::stderr().is_terminal(),
+            bar,
             last_line_s: None,
         }
     }
@@ -419,14 +425,14 @@ impl Progress {
     /// Redraws for time `now` (µs).
     pub fn show(&mut self, o: &Observed, now: u64) {
         let elapsed = now.saturating_sub(o.load_start_us) / 1_000_000;
-        if !self.terminal && (elapsed % 5 != 0 || self.last_line_s == Some(elapsed)) {
+        let hidden = self.bar.is_hidden();
+        if hidden && (elapsed % 5 != 0 || self.last_line_s == Some(elapsed)) {
             return;
         }
         self.last_line_s = Some(elapsed);
-        let last = (elapsed as usize)
+        let (tps, p50) = (elapsed as usize)
             .checked_sub(1)
-            .and_then(|s| o.seconds.get(s));
-        let (tps, p50) = last
+            .and_then(|s| o.seconds.get(s))
             .map(|s| {
                 let p50 = if s.latency.is_empty() {
                     0.0
@@ -436,8 +442,6 @@ impl Progress {
                 (s.transactions, p50)
             })
             .unwrap_or((0, 0.0));
-        let width = 30usize;
-        let done = ((elapsed.min(self.total_s) as usize) * width) / self.total_s.max(1) as usize;
         let phase = if now < o.window.0 {
             "warm-up"
         } else if now <= o.window.1 {
@@ -445,29 +449,22 @@ impl Progress {
         } else {
             "drain  "
         };
-        let bar = format!(
-            "[{}{}] {:>3}/{} s {phase} | {:>9} tx/s committed | p50 {:>6.0} ms",
-            "#".repeat(done),
-            ".".repeat(width - done),
-            elapsed,
-            self.total_s,
-            thousands(tps as f64),
-            p50
+        let figures = format!(
+            "{phase} | {:>9} tx/s committed | p50 {p50:>6.0} ms",
+            thousands(tps as f64)
         );
-        let mut err = std::io::stderr().lock();
-        if self.terminal {
-            let _ = write!(err, "\r{bar}");
+        if hidden {
+            let total_s = self.bar.length().unwrap_or(0);
+            eprintln!("{elapsed:>3}/{total_s} s {figures}");
         } else {
-            let _ = writeln!(err, "{bar}");
+            self.bar.set_position(elapsed);
+            self.bar.set_message(figures);
         }
-        let _ = err.flush();
     }
 
-    /// Ends the bar's line.
+    /// Leaves the bar as last drawn and ends its line.
     pub fn finish(&mut self) {
-        if self.terminal {
-            eprintln!();
-        }
+        self.bar.abandon();
     }
 }
 

@@ -32,6 +32,7 @@ impl Core {
         }
         if tx.inserted > 0 {
             self.commit(tx);
+            self.dag.assert_backward_closed();
         }
         Ok(())
     }
@@ -161,7 +162,17 @@ impl Core {
             }
             self.retain_committed(*entry);
         }
-        assert!(state.last_committed_round > self.consensus.last_committed_round);
+        assert!(
+            state.last_committed_round > self.consensus.last_committed_round,
+            "the committed leader round only grows ({:?} -> {:?})",
+            self.consensus.last_committed_round,
+            state.last_committed_round
+        );
+        assert_eq!(
+            state.consensus_index,
+            self.consensus.consensus_index + commits.entries.len() as u64,
+            "the commit index grows by the entries committed"
+        );
         self.consensus = state;
         tx.batch.put(
             keys::consensus(),

@@ -12,8 +12,11 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+mod error;
 pub mod keys;
 pub mod wal;
+
+pub use error::{Corruption, RecordDamage, StoreError, TooLarge};
 
 /// One change to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,24 +73,6 @@ impl WriteBatch {
             })
             .sum()
     }
-}
-
-/// Why the store failed. A core whose store fails stops (fail-stop): it never replies as if a
-/// write had happened.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The operating system refused an operation.
-    #[error("store I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The files hold something this version cannot read.
-    #[error("store corrupt: {0}")]
-    Corrupt(String),
-    /// Another running process has the store open.
-    #[error("store locked: {0}")]
-    Locked(String),
-    /// A commit exceeds the store's size limits (key or record length); nothing was written.
-    #[error("store write too large: {0}")]
-    TooLarge(String),
 }
 
 /// A durable ordered key-value map.

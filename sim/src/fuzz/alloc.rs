@@ -1,7 +1,7 @@
 //! A counting global allocator: the fuzz targets measure what one request makes a core allocate.
 //!
 //! A binary installs it with `#[global_allocator] static A: CountingAlloc = CountingAlloc;` (the
-//! cargo-fuzz targets in `fuzz/` and the T3 smoke test do). Counting is per thread and only while
+//! cargo-fuzz targets in `fuzz/` and the `fuzz_targets` test do). Counting is per thread and only while
 //! armed by [`measure`], so the harness's own allocations and other test threads never count.
 
 #![allow(unsafe_code)] // A `GlobalAlloc` is an unsafe trait; this one only forwards to `System`.

@@ -1,4 +1,4 @@
-//! T0: ZIP-215 agreement. Single and batch verification must give the same verdict on every
+//! Unit tier: ZIP-215 agreement. Single and batch verification must give the same verdict on every
 //! signature, including the edge cases where ed25519 libraries historically disagree: small-order
 //! points and non-canonical point encodings (the 14 × 14 = 196 vectors of ZIP-215, built here
 //! from the curve's 8-torsion subgroup rather than copied). If batch and single verification

@@ -54,13 +54,13 @@ pub struct SimCore {
     /// Negative control: release replies before their writes are durable.
     pub reply_before_write: bool,
     /// How this core misbehaves (honest by default).
-    pub behaviour: super::Behaviour,
+    pub behaviour: crate::Behaviour,
     /// Requests handled (Amnesia's clock).
     handled: u64,
     /// Earlier replies by kind (StaleReplies): the oldest is answered instead of the current.
     stale: std::collections::HashMap<u8, VecDeque<Response>>,
     /// Randomness of the misbehaviours that craft headers.
-    rng: super::SimRng,
+    rng: crate::SimRng,
 }
 
 /// What handling a request produced.
@@ -101,10 +101,10 @@ impl SimCore {
             syncing: None,
             epoch: 0,
             reply_before_write: false,
-            behaviour: super::Behaviour::Honest,
+            behaviour: crate::Behaviour::Honest,
             handled: 0,
             stale: std::collections::HashMap::new(),
-            rng: super::SimRng::new(key_seed ^ (u64::from(index) << 40) ^ 0xB42),
+            rng: crate::SimRng::new(key_seed ^ (u64::from(index) << 40) ^ 0xB42),
         };
         node.restart();
         node
@@ -146,7 +146,7 @@ impl SimCore {
             },
         };
         let response = self.misbehave(response);
-        if self.behaviour == super::Behaviour::Amnesia {
+        if self.behaviour == crate::Behaviour::Amnesia {
             self.handled += 1;
             if self.handled % AMNESIA_EVERY == 0 {
                 // Forget everything, durable state included, and start over.
@@ -193,12 +193,12 @@ impl SimCore {
 
     /// Seeds the randomness of the misbehaviours with the run's seed.
     pub fn seed_misbehaviour(&mut self, seed: u64) {
-        self.rng = super::SimRng::new(seed ^ (u64::from(self.index) << 40) ^ 0xB42);
+        self.rng = crate::SimRng::new(seed ^ (u64::from(self.index) << 40) ^ 0xB42);
     }
 
     /// Applies this core's misbehaviour to a reply.
     fn misbehave(&mut self, response: Response) -> Response {
-        use super::Behaviour;
+        use crate::Behaviour;
         fn corrupt(sig: &mut sleepyseal_core::Signature) {
             sig.0[0] ^= 0x5a;
         }
@@ -291,7 +291,7 @@ impl SimCore {
         let mut round = real.round();
         let mut parents = real.parents().to_vec();
         let mut payload = real.payload();
-        let random_digest = |rng: &mut super::SimRng| {
+        let random_digest = |rng: &mut crate::SimRng| {
             let mut d = [0u8; 32];
             for chunk in d.chunks_mut(8) {
                 chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -299,14 +299,14 @@ impl SimCore {
             Digest(d)
         };
         match self.behaviour {
-            super::Behaviour::FarFutureRounds => {
+            crate::Behaviour::FarFutureRounds => {
                 round = if self.rng.chance(100) {
                     Round(u64::MAX - self.rng.range(0, 2))
                 } else {
                     Round(round.0 + self.rng.range(2, 5_000))
                 };
             }
-            super::Behaviour::BadParents => match self.rng.index(3) {
+            crate::Behaviour::BadParents => match self.rng.index(3) {
                 0 => parents.truncate(self.rng.index(parents.len().max(1))),
                 1 => {
                     let i = self.rng.index(parents.len().max(1));
@@ -349,7 +349,7 @@ impl SimCore {
             payload,
             real.created_at_ms(),
         );
-        if self.behaviour == super::Behaviour::FarFutureRounds {
+        if self.behaviour == crate::Behaviour::FarFutureRounds {
             // The summary's round is unsigned: claim the far-future round there too.
             s.round = round;
         }

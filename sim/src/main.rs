@@ -1,4 +1,7 @@
-//! `sleepyseal sim`: many seeds of the simulator, in parallel, with a summary.
+//! `sleepyseal-sim`: many seeds of the simulator, in parallel, with a summary; `--self-check`
+//! runs the negative controls.
+
+mod selfcheck;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,15 +9,17 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::Parser;
 use serde::Serialize;
 use sleepyseal_core::committee::thresholds;
 use sleepyseal_core::Stake;
-use sleepyseal_driver::sim::{run, Behaviour, SimConfig, SimReport};
+use sleepyseal_sim::{run, Behaviour, SimConfig, SimDebug, SimReport};
 
-/// Flags of `sleepyseal sim`.
-#[derive(Args, Debug)]
-pub struct SimArgs {
+/// The deterministic simulator of sleepyseal over many seeds: every invariant of PROTOCOL.md §9
+/// checked after every step, liveness figures, Byzantine cores and drivers, negative controls.
+#[derive(Parser, Debug)]
+#[command(name = "sleepyseal-sim", version, about)]
+struct SimArgs {
     /// Validators (cores).
     #[arg(long, default_value_t = 4)]
     cores: usize,
@@ -97,6 +102,12 @@ pub struct SimArgs {
     /// `seed hex` line per seed in seed order, to compare two builds seed by seed.
     #[arg(long)]
     traces: Option<std::path::PathBuf>,
+    /// At the end of each seed, print every core's and driver's state to stderr (with one seed).
+    #[arg(long)]
+    debug_dump: bool,
+    /// Print every reply this core instance sends a driver to stderr (with one seed).
+    #[arg(long)]
+    trace_instance: Option<usize>,
 }
 
 /// The JSON summary.
@@ -152,6 +163,10 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         byzantine: args.byzantine,
         behaviour: behaviour_of(&args.behaviour, seed),
         vary_storage: !args.no_vary_storage,
+        debug: SimDebug {
+            dump: args.debug_dump,
+            trace_instance: args.trace_instance,
+        },
         ..SimConfig::default()
     };
     config.driver.pipeline_depth = args.pipeline_depth.max(1);
@@ -211,10 +226,14 @@ fn validate(args: &SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn main() -> anyhow::Result<()> {
+    campaign(SimArgs::parse())
+}
+
 /// Runs the seeds and prints the summary.
-pub fn main(args: SimArgs) -> anyhow::Result<()> {
+fn campaign(args: SimArgs) -> anyhow::Result<()> {
     if args.self_check {
-        return crate::selfcheck::main(args.threads, args.json);
+        return selfcheck::main(args.threads, args.json);
     }
     validate(&args)?;
     let started = Instant::now();
@@ -358,7 +377,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
 
 fn print_readable(args: &SimArgs, s: &Summary) {
     println!(
-        "sleepyseal sim: {} cores, {} drivers, crash {}, restart {}, seeds {}..{}",
+        "sleepyseal-sim: {} cores, {} drivers, crash {}, restart {}, seeds {}..{}",
         args.cores,
         args.drivers,
         args.crash,

@@ -1,8 +1,8 @@
 //! The negative controls (TESTING.md): planted bugs, or more Byzantine stake than the protocol
-//! tolerates, that the invariant checkers must catch. `sleepyseal sim --self-check` runs them
-//! all; the T2 tests run each one. One definition serves both.
+//! tolerates, that the invariant checkers must catch. `sleepyseal-sim --self-check` runs them
+//! all; the `controls_*` tests run each one. One definition serves both.
 
-use super::{Behaviour, Mutant, SimConfig};
+use crate::{Behaviour, Mutant, SimConfig};
 
 /// One negative control.
 pub struct Control {

@@ -1,18 +1,37 @@
+//! # sleepyseal-sim
+//!
+//! The test infrastructure of sleepyseal, kept out of every binary that runs cores and drivers.
+//!
 //! The deterministic simulator: n real cores and m real drivers exchanging real encoded requests
 //! through a seeded network with latency, loss, duplication, reordering and link cuts; core
 //! crash/restart with loss of unsynced writes; driver crash/restart. The invariant checkers of
 //! PROTOCOL.md §9 run after every step. Everything is a function of the seed: a failing seed
-//! replays exactly (`sleepyseal sim --seed N`).
+//! replays exactly (`sleepyseal-sim --seed N --seeds 1`).
+//!
+//! Layout:
+//! - [`world`](run): the simulated network, clock and disks, and the event loop over them;
+//! - `node`: a simulated core (real [`sleepyseal_core::Core`] over an in-memory store with
+//!   unsynced-write loss) and its Byzantine behaviours;
+//! - [`check`](Checker): the invariant checkers of PROTOCOL.md §9;
+//! - [`controls`]: negative controls, and [`planted`]: the planted faults they run, implemented
+//!   through the seams the core exposes (quorum rule, signature check, leader schedule). This
+//!   crate is the only place planted faults exist: no cargo feature compiles them into the core;
+//! - [`fuzz`]: the fuzz targets and the counting allocator they run under (`fuzz/` runs them under
+//!   libFuzzer, `tests/fuzz_targets.rs` on stable in CI);
+//! - the `sleepyseal-sim` binary: many seeds in parallel with a summary, and `--self-check`.
 
 mod check;
 pub mod controls;
+pub mod fuzz;
 mod node;
+pub mod planted;
 mod rng;
 mod world;
 
 pub use check::{Checker, Violation};
+pub use planted::{HashOrderedLeaders, Mutant};
 pub use rng::SimRng;
-pub use world::{run, SimConfig, SimReport};
+pub use world::{run, SimConfig, SimDebug, SimReport};
 
 /// What the Byzantine part of a run does. Core behaviours apply to the first `byzantine`
 /// authorities after the twins (their keys are counted as Byzantine by the checkers); `Twin` and
@@ -177,50 +196,5 @@ impl sleepyseal_core::LeaderSchedule for GeneratedLeaders {
             Some(a) => *a,
             None => sleepyseal_core::AuthorityIndex((slot % self.n) as u16),
         }
-    }
-}
-
-/// Negative controls: known bugs the checkers must catch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mutant {
-    /// The real protocol.
-    #[default]
-    None,
-    /// The 2021 prototype's quorum 2⌊S/3⌋+1 (needs S ≡ 2 mod 3 and an equivocating twin).
-    PrototypeQuorum,
-    /// Cores accept every signature (needs a forging driver).
-    NoSignatureCheck,
-    /// Cores release replies before their writes are durable (needs restarts).
-    ReplyBeforeWrite,
-    /// Each core picks leaders from the iteration order of its own hash map (what a
-    /// `HashMap`-ordered leader schedule does across processes): cores disagree on leaders.
-    HashMapOrderedLeader,
-}
-
-/// The leader schedule of the [`Mutant::HashMapOrderedLeader`] control: authorities ordered by a
-/// hash keyed with the core's own instance number, as a `HashMap` with a per-process random state
-/// would order them. Deterministic per instance (so seeds replay), different across instances.
-#[derive(Debug)]
-pub struct HashOrderedLeaders {
-    order: Vec<sleepyseal_core::AuthorityIndex>,
-}
-
-impl HashOrderedLeaders {
-    /// The order seen by instance `instance` of `committee`.
-    pub fn new(committee: &sleepyseal_core::Committee, instance: usize) -> HashOrderedLeaders {
-        use std::hash::{Hash, Hasher};
-        let mut order: Vec<_> = committee.indices().collect();
-        order.sort_by_key(|a| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (instance, a.0).hash(&mut h);
-            h.finish()
-        });
-        HashOrderedLeaders { order }
-    }
-}
-
-impl sleepyseal_core::LeaderSchedule for HashOrderedLeaders {
-    fn leader(&self, round: sleepyseal_core::Round) -> sleepyseal_core::AuthorityIndex {
-        self.order[(round.0 / 2) as usize % self.order.len()]
     }
 }

@@ -1,4 +1,4 @@
-//! T0: thresholds, quorum intersection, leader vectors, and Tusk commit scenarios on hand-built
+//! Unit tier: thresholds, quorum intersection, leader vectors, and Tusk commit scenarios on hand-built
 //! DAGs.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Fuzz targets: what an untrusted driver can send a core, and what an untrusted core can send a
 //! driver. Run coverage-guided by cargo-fuzz (`scripts/fuzz.sh`, targets in `fuzz/`) and, for a
-//! few seconds of seeded inputs, by the T3 test in CI. Both install [`CountingAlloc`].
+//! few seconds of seeded inputs, by the `fuzz_targets` test in CI. Both install [`CountingAlloc`].
 //!
 //! - [`decode`]: raw bytes as a request and as a response. Never a panic; a value that decodes
 //!   re-encodes to the same bytes (one encoding per value); decoding allocates at most
@@ -411,16 +411,6 @@ pub fn core_handle(data: &[u8]) {
         if step(&mut h, &mut u).is_err() {
             break;
         }
-    }
-    if std::env::var_os("SLEEPYSEAL_FUZZ_DEBUG").is_some() {
-        eprintln!(
-            "round {} index {} votes {} own {} gc {}",
-            h.core.round(),
-            h.consensus_index,
-            h.voted.len(),
-            h.own.len(),
-            h.core.gc_round()
-        );
     }
     h.restart();
 }

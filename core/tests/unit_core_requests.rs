@@ -1,4 +1,4 @@
-//! T0: request-level behaviour of `Core` that a driver depends on.
+//! Unit tier: request-level behaviour of `Core` that a driver depends on.
 
 use bytes::Bytes;
 use sleepyseal_core::committee::default_schedule;

@@ -1,9 +1,9 @@
-//! T3 in CI: the fuzz targets of `sleepyseal_driver::fuzz` on seeded inputs (a few seconds; the
+//! Fuzz tier in CI: the fuzz targets of `sleepyseal_sim::fuzz` on seeded inputs (a few seconds; the
 //! coverage-guided campaign runs with `scripts/fuzz.sh`), and every input a campaign ever found
 //! (`fuzz/regressions/<target>/`), under the counting allocator.
 
-use sleepyseal_driver::fuzz::{self, CountingAlloc};
-use sleepyseal_driver::sim::SimRng;
+use sleepyseal_sim::fuzz::{self, CountingAlloc};
+use sleepyseal_sim::SimRng;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

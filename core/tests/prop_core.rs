@@ -1,4 +1,4 @@
-//! T1: properties. Codec round trips and typed rejection of malformed input; the vote rule across
+//! Property tier: properties. Codec round trips and typed rejection of malformed input; the vote rule across
 //! restarts; commit sequences of one DAG inserted in different orders are prefix-related.
 
 use std::collections::HashMap;

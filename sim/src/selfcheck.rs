@@ -1,4 +1,4 @@
-//! `sleepyseal sim --self-check`: the negative controls. Each control plants a known bug (or puts
+//! `sleepyseal-sim --self-check`: the negative controls. Each control plants a known bug (or puts
 //! more than f Byzantine stake in play) and runs seeds until the invariant checkers report a
 //! violation. A control the checkers never catch means the checkers are blind to that bug: the
 //! self-check then fails. Each control's scenario is also run with the bug removed over the same
@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
-use sleepyseal_driver::sim::controls::{self, Control};
-use sleepyseal_driver::sim::run;
+use sleepyseal_sim::controls::{self, Control};
+use sleepyseal_sim::run;
 
 /// The outcome of one control.
 #[derive(Serialize, Debug)]
@@ -124,7 +124,7 @@ pub fn main(threads: usize, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!("sleepyseal sim --self-check: negative controls");
+        println!("sleepyseal-sim --self-check: negative controls");
         for c in &summary.controls {
             println!(
                 "  {:<24} {:<8} {:<18} baseline {} seeds, {} violations — {}",

@@ -16,11 +16,11 @@ use sleepyseal_core::{
     AuthorityIndex, Certificate, Committee, CoreConfig, Digest, Millis, Request, Round, Verifier,
 };
 
-use super::check::Checker;
-use super::node::{Handled, PendingReply, SimCore};
-use super::rng::SimRng;
-use super::{Behaviour, Mutant};
-use crate::state::{DriverConfig, DriverState, Outgoing};
+use crate::check::Checker;
+use crate::node::{Handled, PendingReply, SimCore};
+use crate::rng::SimRng;
+use crate::{Behaviour, Mutant};
+use sleepyseal_driver::state::{DriverConfig, DriverState, Outgoing};
 use std::collections::VecDeque;
 
 /// The actor id of the load client.
@@ -64,7 +64,7 @@ pub struct SimConfig {
     /// Byzantine cores: the `byzantine` authorities after the twins misbehave as `behaviour`.
     pub byzantine: usize,
     /// How the Byzantine cores misbehave.
-    pub behaviour: super::Behaviour,
+    pub behaviour: crate::Behaviour,
     /// Negative control: the checkers are not told that the `byzantine` cores are Byzantine, so
     /// whatever they break is charged to honest cores and must show as a violation.
     pub undeclared_byzantine: bool,
@@ -80,6 +80,18 @@ pub struct SimConfig {
     pub core: CoreConfig,
     /// Driver settings.
     pub driver: DriverConfig,
+    /// Debugging output on stderr (off by default; the trace does not depend on it).
+    pub debug: SimDebug,
+}
+
+/// Debugging output of one run, chosen on the command line (`--debug-dump`,
+/// `--trace-instance`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimDebug {
+    /// At the end, print each core's and driver's state.
+    pub dump: bool,
+    /// Print every reply this instance sends a driver.
+    pub trace_instance: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -101,7 +113,7 @@ impl Default for SimConfig {
             sync_ms: (1, 4),
             twins: 0,
             byzantine: 0,
-            behaviour: super::Behaviour::Honest,
+            behaviour: crate::Behaviour::Honest,
             undeclared_byzantine: false,
             forger: false,
             load_tx_per_s: 100,
@@ -118,6 +130,7 @@ impl Default for SimConfig {
                 poll_interval_ms: 30,
                 ..DriverConfig::default()
             },
+            debug: SimDebug::default(),
         }
     }
 }
@@ -128,7 +141,7 @@ pub struct SimReport {
     /// The seed.
     pub seed: u64,
     /// Broken invariants (empty when safe).
-    pub violations: Vec<super::Violation>,
+    pub violations: Vec<crate::Violation>,
     /// Every live honest core reached the target round.
     pub live: bool,
     /// Fewest committed leaders at any live honest core.
@@ -271,7 +284,7 @@ pub fn run(config: SimConfig) -> SimReport {
     world.schedule_faults();
     world.run_loop();
     world.check_transactions();
-    if std::env::var_os("SLEEPYSEAL_SIM_DEBUG").is_some() {
+    if world.config.debug.dump {
         world.debug_dump();
     }
     world.report()
@@ -286,7 +299,9 @@ fn build_committee(config: &SimConfig) -> Arc<Committee> {
     let instance = Hasher::new(b"SEAL/SIM/v1").update(b"instance").finish();
     let committee = testkit::committee_for(instance, &stakes);
     if config.mutant == Mutant::PrototypeQuorum {
-        return Arc::new(Committee::clone(&committee).with_prototype_quorum_mutant());
+        return Arc::new(
+            Committee::clone(&committee).with_threshold_rule(crate::planted::prototype_thresholds),
+        );
     }
     committee
 }
@@ -326,7 +341,7 @@ impl World {
         let scenario = config.behaviour == Behaviour::TwinsScenario && config.twins > 0;
         let mut scenario_rng = SimRng::new(config.seed ^ 0x7715_5CE7);
         let schedule: Arc<dyn LeaderSchedule> = if scenario {
-            Arc::new(super::GeneratedLeaders::new(
+            Arc::new(crate::GeneratedLeaders::new(
                 &mut scenario_rng,
                 committee.size(),
                 256,
@@ -342,13 +357,14 @@ impl World {
             .map(|(instance, a)| {
                 let schedule: Arc<dyn LeaderSchedule> =
                     if config.mutant == Mutant::HashMapOrderedLeader {
-                        Arc::new(super::HashOrderedLeaders::new(&committee, instance))
+                        Arc::new(crate::HashOrderedLeaders::new(&committee, instance))
                     } else {
                         schedule.clone()
                     };
                 let mut verifier = Verifier::new(committee.clone(), VerifierConfig::default());
-                {
-                    verifier.mutant_skip_signatures = config.mutant == Mutant::NoSignatureCheck;
+                if config.mutant == Mutant::NoSignatureCheck {
+                    verifier =
+                        verifier.with_signature_check(crate::planted::accept_every_signature);
                 }
                 let mut node = SimCore::new(
                     a.0,
@@ -768,11 +784,13 @@ impl World {
         };
         match Response::from_bytes(bytes) {
             Ok(response) => {
-                if trace_instance() == Some(instance) {
+                if self.config.debug.trace_instance == Some(instance) {
                     eprintln!(
                         "t={} driver {to} -> {instance}: {} => {}",
                         self.now,
-                        request.as_ref().map_or("?".into(), crate::state::kind),
+                        request
+                            .as_ref()
+                            .map_or("?".into(), sleepyseal_driver::state::kind),
                         describe_response(&response)
                     );
                 }
@@ -1254,16 +1272,6 @@ fn generate_phases(rng: &mut SimRng, n: usize, twins: usize, drivers: usize) -> 
     phases
 }
 
-/// `SLEEPYSEAL_SIM_TRACE=<instance>`: print every reply that instance sends a driver.
-fn trace_instance() -> Option<usize> {
-    static TRACE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *TRACE.get_or_init(|| {
-        std::env::var("SLEEPYSEAL_SIM_TRACE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    })
-}
-
 fn describe_response(response: &Response) -> String {
     match response {
         Response::Summary(s) => format!("Summary(r{} {:?})", s.round.0, s.status),
@@ -1294,7 +1302,7 @@ fn describe_response(response: &Response) -> String {
     }
 }
 
-/// Debug view of a finished world (used by `SLEEPYSEAL_SIM_DEBUG`).
+/// Debug view of a finished world (`--debug-dump`).
 impl World {
     fn debug_dump(&self) {
         eprintln!("time {} ms, {} events", self.now, self.events);

@@ -1,4 +1,4 @@
-//! T0: `DriverState` against real cores, request by request: what a driver sends after what a
+//! Unit tier: `DriverState` against real cores, request by request: what a driver sends after what a
 //! core answers.
 
 use std::sync::Arc;

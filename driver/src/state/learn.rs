@@ -1,0 +1,344 @@
+//! Learning: replies and summaries into the soft cache, checked votes into certificates, and
+//! pruning what fell far below the newest round.
+
+use std::collections::HashSet;
+
+use sleepyseal_core::crypto::{verify_one, SignatureItem};
+use sleepyseal_core::messages::vote_message;
+use sleepyseal_core::protocol::{RequestBody, Response, Status, Summary};
+use sleepyseal_core::{
+    AuthorityIndex, Certificate, CoreError, Digest, Millis, Payload, Round, SignedHeader, Vote,
+};
+
+use super::{DriverConfig, DriverState, Purpose};
+
+impl DriverState {
+    /// A request failed in transport (connection lost, undecodable reply): forget it, back off.
+    pub fn on_failure(&mut self, now: Millis, id: u64) {
+        if let Some(view) = self
+            .cores
+            .iter_mut()
+            .find(|v| v.in_flight.iter().any(|f| f.id == id))
+        {
+            view.in_flight.retain(|f| f.id != id);
+            view.failures += 1;
+            view.backoff_until = Millis(now.0 + backoff_ms(view.failures, &self.config));
+        }
+    }
+
+    /// Takes in a reply from `from`. Replies to unknown ids (old incarnations, duplicates) only
+    /// contribute what they carry.
+    pub fn on_response(&mut self, now: Millis, id: u64, from: AuthorityIndex, response: Response) {
+        let (slot, purpose) = self.answered(id);
+        match response {
+            Response::Summary(summary) => self.learn_summary(now, from, *summary),
+            Response::Votes {
+                votes,
+                rejected,
+                summary,
+            } => {
+                self.learn_votes(from, votes, rejected);
+                self.learn_summary(now, from, *summary);
+            }
+            Response::Certificates {
+                certificates,
+                payloads,
+            } => self.learn_fetched(certificates, payloads, purpose),
+            Response::Error(error) => {
+                self.on_refused(now, slot.unwrap_or(from.as_usize()), &error);
+            }
+            Response::Submitted { .. } | Response::Committed { .. } => {}
+        }
+    }
+
+    /// Takes request `id` out of flight: the index of the core whose slot it held and what it
+    /// was for (none for an unknown id). That core's failure count restarts.
+    fn answered(&mut self, id: u64) -> (Option<usize>, Option<Purpose>) {
+        let slot = self
+            .cores
+            .iter()
+            .position(|v| v.in_flight.iter().any(|f| f.id == id));
+        let purpose = slot.and_then(|s| {
+            let flights = &mut self.cores[s].in_flight;
+            let k = flights.iter().position(|f| f.id == id)?;
+            Some(flights.remove(k).purpose)
+        });
+        if let Some(s) = slot {
+            self.cores[s].failures = 0;
+        }
+        (slot, purpose)
+    }
+
+    /// The votes `from` cast on a header bundle, and its refusals.
+    fn learn_votes(
+        &mut self,
+        from: AuthorityIndex,
+        votes: Vec<Vote>,
+        rejected: Vec<(Digest, CoreError)>,
+    ) {
+        for vote in votes {
+            self.learn_vote(from, vote);
+        }
+        for (digest, error) in rejected {
+            if refusal_is_final(&error) {
+                self.cores[from.as_usize()].done.insert(digest);
+            }
+            match &error {
+                CoreError::MissingParents { digests } => {
+                    self.on_missing_parents(from, &digest, digests);
+                }
+                // Whatever was believed delivered, the core lacks it: carry it again.
+                CoreError::MissingPayload { digest } => {
+                    self.cores[from.as_usize()].sent.remove(digest);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The reply to a `Fetch`: history for the cache, and for the core it was fetched for, the
+    /// next catch-up step.
+    fn learn_fetched(
+        &mut self,
+        certificates: Vec<Certificate>,
+        payloads: Vec<Payload>,
+        purpose: Option<Purpose>,
+    ) {
+        for c in certificates {
+            self.learn_certificate(c);
+        }
+        for p in payloads {
+            self.learn_payload(p, Round::GENESIS);
+        }
+        if let Some(Purpose::FetchFor(c)) = purpose {
+            // Next: sync the fetched history into the core that needed it.
+            let view = &mut self.cores[c.as_usize()];
+            view.catch_up = view.catch_up.fetched();
+            view.fetch_hint = None;
+        }
+    }
+
+    /// A request held in the slot of core `index` was refused whole: assume nothing delivered
+    /// there, back off.
+    fn on_refused(&mut self, now: Millis, index: usize, error: &CoreError) {
+        let view = &mut self.cores[index];
+        if matches!(error, CoreError::NeedStateSync) {
+            // The fetch target no longer holds that history: start from the floor.
+            view.catch_up = view.catch_up.history_gone();
+        }
+        view.failures += 1;
+        view.sent.clear();
+        view.backoff_until = Millis(now.0 + backoff_ms(view.failures, &self.config));
+    }
+
+    /// Records what a successful request delivered to `core`.
+    pub fn mark_delivered(&mut self, core: AuthorityIndex, request: &RequestBody) {
+        let sent = &mut self.cores[core.as_usize()].sent;
+        let (certificates, payloads): (&[Certificate], &[Payload]) = match request {
+            RequestBody::CertBundle {
+                certificates,
+                payloads,
+                ..
+            } => (certificates, payloads),
+            RequestBody::Sync {
+                certificates,
+                payloads,
+            } => (certificates, payloads),
+            RequestBody::HeaderBundle {
+                parents, payloads, ..
+            } => (parents, payloads),
+            _ => (&[], &[]),
+        };
+        sent.extend(certificates.iter().map(Certificate::digest));
+        sent.extend(payloads.iter().map(Payload::digest));
+        if let RequestBody::CertBundle { parents, .. } = request {
+            sent.extend(parents.iter().map(Certificate::digest));
+        }
+    }
+
+    /// A summary `from` sent: its own header, payload and votes into the cache, and what its
+    /// status says about polling and catch-up.
+    fn learn_summary(&mut self, now: Millis, from: AuthorityIndex, summary: Summary) {
+        if summary.instance != self.committee.instance() || summary.core != from {
+            self.cores[from.as_usize()].failures += 1;
+            return;
+        }
+        if let Some(own) = &summary.own_header {
+            if own.header.author() == from {
+                let round = own.header.round();
+                if let Some(p) = &summary.own_payload {
+                    if p.digest() == own.header.payload().digest {
+                        self.learn_payload(p.clone(), round);
+                    }
+                }
+                self.learn_header(own.clone());
+            }
+        }
+        for vote in &summary.votes {
+            self.learn_vote(from, *vote);
+        }
+        let view = &mut self.cores[from.as_usize()];
+        match summary.status {
+            Status::NotReady { retry_after_ms } => {
+                view.next_poll = Millis(now.0 + retry_after_ms.min(self.config.request_timeout_ms));
+            }
+            Status::Missing { .. } => {
+                // What was sent did not all go in: stop assuming it did, and escalate catch-up.
+                view.sent.clear();
+                view.catch_up = view.catch_up.missing();
+            }
+            Status::NeedStateSync => {
+                view.next_poll = Millis(now.0 + 10 * self.config.poll_interval_ms);
+            }
+            Status::Ready => view.catch_up = view.catch_up.ready(),
+        }
+        view.summary = Some(summary);
+        self.top = self.compute_top_round();
+        self.prune();
+    }
+
+    /// Keeps a signed header with its author's own vote: at most two per slot, so an
+    /// equivocating author cannot fill the driver's memory.
+    fn learn_header(&mut self, signed: SignedHeader) {
+        // A header far above what f + 1 cores report is no use yet, and keeping it would let a
+        // Byzantine core fill this driver's memory with far-future rounds.
+        if signed.header.round().0 > self.top_round().0.saturating_add(self.config.keep_rounds) {
+            return;
+        }
+        let digest = signed.header.digest();
+        let slot = self
+            .headers
+            .entry(signed.header.round())
+            .or_default()
+            .entry(signed.header.author())
+            .or_default();
+        if slot.iter().all(|h| h.header.digest() != digest) && slot.len() < 2 {
+            let author_vote = signed.author_vote();
+            slot.push(signed);
+            self.learn_vote(author_vote.voter, author_vote);
+        }
+    }
+
+    /// Keeps a payload, remembering the newest round that referenced it (pruning goes by it).
+    fn learn_payload(&mut self, payload: Payload, round: Round) {
+        let entry = self
+            .payloads
+            .entry(payload.digest())
+            .or_insert((payload, round));
+        entry.1 = entry.1.max(round);
+    }
+
+    /// Keeps a vote if it verifies and its header is known; assembles a certificate at quorum.
+    fn learn_vote(&mut self, from: AuthorityIndex, vote: Vote) {
+        if vote.voter != from {
+            return;
+        }
+        let Some(header) = self.header_by_digest(&vote.header_digest).cloned() else {
+            return;
+        };
+        let (round, author) = (header.header.round(), header.header.author());
+        if self
+            .certificates
+            .get(&round)
+            .is_some_and(|m| m.contains_key(&author))
+        {
+            return;
+        }
+        self.cores[from.as_usize()].done.insert(vote.header_digest);
+        let votes = self.votes.entry(vote.header_digest).or_default();
+        if votes.contains_key(&vote.voter) {
+            return;
+        }
+        let Some(voter) = self.committee.authority(vote.voter) else {
+            return;
+        };
+        let message = vote_message(&self.committee.instance(), &vote.header_digest);
+        let item = SignatureItem {
+            public_key: voter.public_key,
+            message: &message,
+            signature: vote.signature,
+        };
+        if !verify_one(&item) {
+            return;
+        }
+        votes.insert(vote.voter, vote);
+        if self.committee.reaches_quorum(votes.keys().copied()) {
+            let all: Vec<Vote> = votes.values().copied().collect();
+            let certificate = Certificate::from_votes(header.header, &all);
+            self.votes.remove(&vote.header_digest);
+            self.learn_certificate(certificate);
+        }
+    }
+
+    pub(super) fn header_by_digest(&self, digest: &Digest) -> Option<&SignedHeader> {
+        self.headers
+            .values()
+            .rev()
+            .flat_map(|m| m.values().flatten())
+            .find(|h| h.header.digest() == *digest)
+    }
+
+    /// Keeps a certificate of the committee (the first one per slot).
+    fn learn_certificate(&mut self, c: Certificate) {
+        if c.round() == Round::GENESIS || !self.committee.contains(c.author()) {
+            return;
+        }
+        self.certificates
+            .entry(c.round())
+            .or_default()
+            .entry(c.author())
+            .or_insert(c);
+    }
+
+    /// Drops soft state far below the newest round.
+    fn prune(&mut self) {
+        let floor = self.top_round().saturating_sub(self.config.keep_rounds);
+        let payload_cap = 4 * self.config.keep_rounds as usize * self.cores.len();
+        // The sweep below costs a pass over everything kept; it only frees something once the
+        // floor rose (or the payload cache overflowed), so it runs then and not on every reply.
+        if self.pruned_floor != Some(floor) || self.payloads.len() > payload_cap {
+            self.sweep_below(floor, payload_cap);
+            self.pruned_floor = Some(floor);
+        }
+        let bound = 16 * self.cores.len() * self.config.keep_rounds as usize;
+        for view in &mut self.cores {
+            if view.done.len() > bound {
+                view.done.clear();
+            }
+            if view.sent.len() > bound {
+                view.sent.clear();
+            }
+        }
+    }
+
+    /// Drops headers, certificates, votes and payloads below `floor`.
+    fn sweep_below(&mut self, floor: Round, payload_cap: usize) {
+        self.headers = self.headers.split_off(&floor);
+        self.certificates = self.certificates.split_off(&floor);
+        let live: HashSet<Digest> = self
+            .headers
+            .values()
+            .flat_map(|m| m.values().flatten())
+            .map(|h| h.header.digest())
+            .collect();
+        self.votes.retain(|d, _| live.contains(d));
+        self.payloads
+            .retain(|_, (_, r)| *r >= floor || *r == Round::GENESIS);
+        if self.payloads.len() > payload_cap {
+            self.payloads.retain(|_, (_, r)| *r >= floor);
+        }
+    }
+}
+
+/// Back-off after `failures` consecutive failures: 10 ms doubling, capped at the request timeout.
+fn backoff_ms(failures: u32, config: &DriverConfig) -> u64 {
+    (10u64 << failures.min(10)).min(config.request_timeout_ms)
+}
+
+/// Whether a refused header should never be offered to that core again.
+fn refusal_is_final(error: &CoreError) -> bool {
+    !matches!(
+        error,
+        CoreError::MissingParents { .. } | CoreError::MissingPayload { .. } | CoreError::Busy
+    )
+}

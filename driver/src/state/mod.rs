@@ -1,0 +1,292 @@
+//! The sans-IO driver (PROTOCOL.md §7–§8): summaries and replies in, requests out.
+//!
+//! A driver holds no keys and nothing durable. From what cores tell it, it keeps a soft cache of
+//! headers, payloads, votes and certificates, and for each core decides the one request that
+//! moves it forward most: catch-up (`Sync`, fed by `Fetch` from an up-to-date core) when it lags,
+//! otherwise the newest certificates it lacks (`CertBundle`), otherwise the headers it has not
+//! voted on (`HeaderBundle`), otherwise a `GetState` poll. Votes are checked before they are
+//! aggregated, so a Byzantine core cannot poison a certificate. Killing a driver loses nothing: a
+//! new one rebuilds all it needs from summaries.
+//!
+//! Layout: this file holds the settings, the state and its queries; `learn` (replies and
+//! summaries into the soft cache, votes into certificates, pruning), `choose` (the requests per
+//! core: polls, pipelining, certificate and header bundles), `catch_up` (lag, the escalation of
+//! `Sync` and `Fetch` for a core that misses history), `payloads` (which payloads a request
+//! carries, within one budget, and fetching those the driver lacks).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use sleepyseal_core::protocol::{Request, RequestBody, Summary};
+use sleepyseal_core::{
+    AuthorityIndex, Certificate, Committee, Digest, Millis, Payload, Round, SignedHeader, Vote,
+};
+
+mod catch_up;
+mod choose;
+mod learn;
+mod payloads;
+
+use catch_up::CatchUp;
+
+/// Default of [`DriverConfig::request_timeout_ms`].
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// Default of [`DriverConfig::poll_interval_ms`].
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 20;
+/// Default of [`DriverConfig::lag_rounds`].
+pub const DEFAULT_LAG_ROUNDS: u64 = 3;
+/// Default of [`DriverConfig::sync_batch`].
+pub const DEFAULT_SYNC_BATCH: u32 = 256;
+/// Default of [`DriverConfig::keep_rounds`].
+pub const DEFAULT_KEEP_ROUNDS: u64 = 120;
+/// Default of [`DriverConfig::pipeline_depth`].
+pub const DEFAULT_PIPELINE_DEPTH: usize = 2;
+/// Default of [`DriverConfig::max_payload_bytes`]: half the cores' default request limit.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 << 20;
+
+/// Settings of a driver.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// A request without reply after this long is given up (the core may be down).
+    pub request_timeout_ms: u64,
+    /// How often an idle core is polled.
+    pub poll_interval_ms: u64,
+    /// A core this many rounds behind the most advanced one is caught up with `Sync`.
+    pub lag_rounds: u64,
+    /// Certificates per `Fetch`/`Sync`.
+    pub sync_batch: u32,
+    /// Rounds of soft state kept below the newest round.
+    pub keep_rounds: u64,
+    /// Requests in flight per core. Beyond the first, only header and certificate bundles that
+    /// carry nothing already in flight to that core are sent (catch-up, polls and fetches go one
+    /// at a time).
+    pub pipeline_depth: usize,
+    /// Payload bytes one request carries at most (beyond its first payload, which always goes).
+    /// It must stay below the cores' request limit (`NetLimits::max_request_bytes`, 32 MiB by
+    /// default) with room for the certificates: a larger request is refused whole, so a lagging
+    /// core whose catch-up exceeded it would never catch up. What is left out rides with later
+    /// requests, or the core lists it as missing and it is carried then.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> DriverConfig {
+        DriverConfig {
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
+            lag_rounds: DEFAULT_LAG_ROUNDS,
+            sync_batch: DEFAULT_SYNC_BATCH,
+            keep_rounds: DEFAULT_KEEP_ROUNDS,
+            pipeline_depth: DEFAULT_PIPELINE_DEPTH,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+}
+
+/// A request the driver wants sent.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// Identifies the reply.
+    pub id: u64,
+    /// Which core.
+    pub core: AuthorityIndex,
+    /// The request.
+    pub request: Request,
+}
+
+/// What a request in flight was for.
+#[derive(Clone, Copy, Debug)]
+enum Purpose {
+    /// Moves `core` itself.
+    Own,
+    /// Fetches history on behalf of `for_core`.
+    FetchFor(AuthorityIndex),
+    /// Fetches payloads that `for_core` misses and the driver does not hold.
+    PayloadsFor(AuthorityIndex),
+}
+
+/// A request sent and not yet answered, failed or timed out.
+#[derive(Clone, Debug)]
+struct InFlight {
+    /// The id its reply carries.
+    id: u64,
+    /// When it was sent (it times out `request_timeout_ms` later).
+    sent_at: Millis,
+    /// What it was for.
+    purpose: Purpose,
+    /// Digests of the headers, certificates and payloads it carries.
+    items: Vec<Digest>,
+}
+
+/// What the driver knows of one core.
+#[derive(Clone, Debug, Default)]
+struct CoreView {
+    /// The core's latest summary (none before its first reply).
+    summary: Option<Summary>,
+    /// Requests in flight for this core (at most `pipeline_depth`).
+    in_flight: Vec<InFlight>,
+    /// No request at all before this time (back-off after failures).
+    backoff_until: Millis,
+    /// No idle `GetState` poll before this time (poll interval, `NotReady` hints).
+    next_poll: Millis,
+    /// Header digests this core voted for or refused for good.
+    done: HashSet<Digest>,
+    /// Certificate and payload digests delivered to this core (it holds them unless it said
+    /// something was missing).
+    sent: HashSet<Digest>,
+    /// Where this core stands in catch-up after it reported missing history (see [`CatchUp`]).
+    catch_up: CatchUp,
+    /// A core known to hold the history this core misses (the author of a header it could not
+    /// vote on for missing parents): fetch from it first.
+    fetch_hint: Option<AuthorityIndex>,
+    /// Consecutive failures (timeouts, errors), for back-off.
+    failures: u32,
+}
+
+/// The driver's soft state.
+#[derive(Debug)]
+pub struct DriverState {
+    committee: Arc<Committee>,
+    config: DriverConfig,
+    cores: Vec<CoreView>,
+    /// Headers by round and author (several per slot if an author equivocates).
+    headers: BTreeMap<Round, BTreeMap<AuthorityIndex, Vec<SignedHeader>>>,
+    /// Checked votes by header digest.
+    votes: HashMap<Digest, BTreeMap<AuthorityIndex, Vote>>,
+    /// Certificates by round and author.
+    certificates: BTreeMap<Round, BTreeMap<AuthorityIndex, Certificate>>,
+    /// Payloads by digest, with the round that last referenced them.
+    payloads: HashMap<Digest, (Payload, Round)>,
+    /// Payloads asked of other cores with `FetchPayloads`: when, and how many times.
+    payloads_asked: HashMap<Digest, (Millis, u32)>,
+    /// The floor of the last full prune: soft state is only swept again once it rises.
+    pruned_floor: Option<Round>,
+    /// [`DriverState::top_round`], recomputed whenever a summary is stored.
+    top: Round,
+    /// The id of the next request.
+    next_id: u64,
+}
+
+impl DriverState {
+    /// A driver with empty soft state. `id_base` separates the ids of successive incarnations.
+    pub fn new(committee: Arc<Committee>, config: DriverConfig, id_base: u64) -> DriverState {
+        DriverState {
+            cores: vec![CoreView::default(); committee.size()],
+            committee,
+            config,
+            headers: BTreeMap::new(),
+            votes: HashMap::new(),
+            certificates: BTreeMap::new(),
+            payloads: HashMap::new(),
+            payloads_asked: HashMap::new(),
+            pruned_floor: None,
+            top: Round::default(),
+            next_id: id_base,
+        }
+    }
+
+    /// The newest round reported by cores holding at least the validity threshold of stake
+    /// (f + 1): one of them is honest, so Byzantine cores claiming a far-future round cannot
+    /// raise it (a single liar used to move the prune floor of every honest driver and mark
+    /// every honest core as lagging).
+    pub fn top_round(&self) -> Round {
+        self.top
+    }
+
+    fn compute_top_round(&self) -> Round {
+        let mut reported: Vec<(Round, u64)> = self
+            .cores
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let stake = self.committee.stake(AuthorityIndex(i as u16)).0;
+                c.summary.as_ref().map(|s| (s.round, stake))
+            })
+            .collect();
+        reported.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+        let needed = self.committee.validity_threshold().0;
+        let mut stake = 0;
+        for (round, s) in reported {
+            stake += s;
+            if stake >= needed {
+                return round;
+            }
+        }
+        Round::default()
+    }
+
+    /// The latest own header `core` reported.
+    pub fn own_header_of(&self, core: AuthorityIndex) -> Option<&SignedHeader> {
+        self.cores
+            .get(core.as_usize())?
+            .summary
+            .as_ref()?
+            .own_header
+            .as_ref()
+    }
+
+    /// A one-line description of what the driver believes about `core` (for debugging).
+    pub fn describe(&self, core: AuthorityIndex) -> String {
+        let v = &self.cores[core.as_usize()];
+        let s = v.summary.as_ref();
+        format!(
+            "round {:?} status {:?} certs {:?} in_flight {} next {:?} done {} sent {} catch_up {:?} failures {} next_req {:?}",
+            s.map(|s| s.round),
+            s.map(|s| &s.status),
+            s.map(|s| s.certificates.iter().map(|c| (c.round.0, c.author.0)).collect::<Vec<_>>()),
+            v.in_flight.len(),
+            v.next_poll,
+            v.done.len(),
+            v.sent.len(),
+            v.catch_up,
+            v.failures,
+            self.next_request(core).map(|(t, b, _)| (t, kind(&b))),
+        )
+    }
+
+    /// Certificates the driver has assembled or learned.
+    pub fn certificate_count(&self) -> usize {
+        self.certificates.values().map(BTreeMap::len).sum()
+    }
+}
+
+/// The name of a request kind (for debugging).
+pub fn kind(body: &RequestBody) -> String {
+    match body {
+        RequestBody::GetState { .. } => "GetState".into(),
+        RequestBody::HeaderBundle {
+            round,
+            headers,
+            parents,
+            ..
+        } => format!(
+            "HeaderBundle({round}, {} headers, {} parents)",
+            headers.len(),
+            parents.len()
+        ),
+        RequestBody::CertBundle {
+            round,
+            certificates,
+            parents,
+            ..
+        } => format!(
+            "CertBundle({round}, {} certs, {} parents)",
+            certificates.len(),
+            parents.len()
+        ),
+        RequestBody::Sync {
+            certificates,
+            payloads,
+        } => format!(
+            "Sync({} certs r{}..r{}, {} payloads)",
+            certificates.len(),
+            certificates.first().map_or(0, |c| c.round().0),
+            certificates.last().map_or(0, |c| c.round().0),
+            payloads.len()
+        ),
+        RequestBody::Fetch { .. } => "Fetch".into(),
+        RequestBody::Submit { .. } => "Submit".into(),
+        RequestBody::ReadCommitted { .. } => "ReadCommitted".into(),
+        RequestBody::FetchPayloads { digests } => format!("FetchPayloads({})", digests.len()),
+    }
+}

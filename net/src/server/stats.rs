@@ -1,0 +1,318 @@
+//! The core server's counters: atomics the pipeline updates, registered once as Prometheus
+//! metrics (prefix `sleepyseal_core_`), and the core's own counters served by a collector.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use sleepyseal_core::CoreCounters;
+
+use crate::metrics::{self, histogram, AtomicCounter, AtomicGauge, COUNT_BUCKETS, SECONDS_BUCKETS};
+
+/// Counters of a running server, for logs and metrics. The registered ones are served by
+/// [`ServerStats::exposition`]; the plain atomics only feed the logs.
+#[derive(Debug)]
+pub struct ServerStats {
+    /// Requests answered.
+    pub requests: AtomicCounter,
+    /// Requests answered `Busy` by a full queue.
+    pub busy: AtomicCounter,
+    /// Requests that did not decode.
+    pub malformed: AtomicCounter,
+    /// Group commits.
+    pub group_commits: AtomicUsize,
+    /// Requests in those group commits.
+    pub grouped_requests: AtomicUsize,
+    /// Verify batches.
+    pub verify_batches: AtomicUsize,
+    /// Connections open now.
+    pub connections: AtomicGauge,
+    /// Connections refused at the limit.
+    pub refused_connections: AtomicCounter,
+    /// The core's round (after the latest group commit).
+    pub round: AtomicGauge,
+    /// Round of the latest committed leader.
+    pub last_committed_round: AtomicGauge,
+    /// Length of the committed sequence.
+    pub consensus_index: AtomicCounter,
+    /// Transactions in the mempool.
+    pub mempool: AtomicGauge,
+    /// Requests waiting for the verify thread.
+    pub verify_queue: AtomicGauge,
+    /// Requests waiting for the core thread.
+    pub core_queue: AtomicGauge,
+    /// Long polls held.
+    pub parked: AtomicGauge,
+    /// Seconds per verify batch.
+    pub verify_seconds: Histogram,
+    /// Requests per verify batch.
+    pub verify_batch_requests: Histogram,
+    /// Seconds per store commit (write + fsync of one group).
+    pub store_commit_seconds: Histogram,
+    /// Requests per group commit.
+    pub group_requests: Histogram,
+    /// Header creation → commit at this core, for every committed entry.
+    pub consensus_latency_seconds: Histogram,
+    /// The core's own counters, copied after each group commit.
+    pub core_counters: Arc<Mutex<CoreCounters>>,
+    /// Every served metric, registered once.
+    registry: Registry,
+}
+
+impl Default for ServerStats {
+    fn default() -> ServerStats {
+        let mut stats = ServerStats {
+            requests: AtomicCounter::default(),
+            busy: AtomicCounter::default(),
+            malformed: AtomicCounter::default(),
+            group_commits: AtomicUsize::new(0),
+            grouped_requests: AtomicUsize::new(0),
+            verify_batches: AtomicUsize::new(0),
+            connections: AtomicGauge::default(),
+            refused_connections: AtomicCounter::default(),
+            round: AtomicGauge::default(),
+            last_committed_round: AtomicGauge::default(),
+            consensus_index: AtomicCounter::default(),
+            mempool: AtomicGauge::default(),
+            verify_queue: AtomicGauge::default(),
+            core_queue: AtomicGauge::default(),
+            parked: AtomicGauge::default(),
+            verify_seconds: histogram(SECONDS_BUCKETS),
+            verify_batch_requests: histogram(COUNT_BUCKETS),
+            store_commit_seconds: histogram(SECONDS_BUCKETS),
+            group_requests: histogram(COUNT_BUCKETS),
+            consensus_latency_seconds: histogram(SECONDS_BUCKETS),
+            core_counters: Arc::default(),
+            registry: Registry::with_prefix("sleepyseal_core"),
+        };
+        stats.register();
+        stats
+    }
+}
+
+impl ServerStats {
+    /// The Prometheus exposition of these counters.
+    pub fn exposition(&self) -> String {
+        metrics::encode(&self.registry)
+    }
+
+    /// Registers every served metric. Help texts get their final period from the registry.
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "round",
+            "Round of the latest own header",
+            self.round.clone(),
+        );
+        r.register(
+            "last_committed_round",
+            "Round of the latest committed leader",
+            self.last_committed_round.clone(),
+        );
+        r.register(
+            "committed_certificates",
+            "Length of the committed sequence",
+            self.consensus_index.clone(),
+        );
+        r.register(
+            "consensus_latency_seconds",
+            "Header creation to commit at this core, per committed certificate",
+            self.consensus_latency_seconds.clone(),
+        );
+        r.register_collector(Box::new(CoreCountersCollector(self.core_counters.clone())));
+        self.register_pipeline();
+    }
+
+    /// Registers the request pipeline's metrics: requests, stages, queues and connections.
+    fn register_pipeline(&mut self) {
+        let r = &mut self.registry;
+        r.register("requests", "Requests answered", self.requests.clone());
+        r.register(
+            "busy_replies",
+            "Requests answered Busy by a full queue",
+            self.busy.clone(),
+        );
+        r.register(
+            "malformed_requests",
+            "Requests that did not decode or were too large",
+            self.malformed.clone(),
+        );
+        r.register(
+            "verify_seconds",
+            "Time to verify one batch of requests",
+            self.verify_seconds.clone(),
+        );
+        r.register(
+            "verify_batch_requests",
+            "Requests verified together in one batch",
+            self.verify_batch_requests.clone(),
+        );
+        r.register(
+            "store_commit_seconds",
+            "Write and fsync of one group commit",
+            self.store_commit_seconds.clone(),
+        );
+        r.register(
+            "group_commit_requests",
+            "Requests handled in one group commit",
+            self.group_requests.clone(),
+        );
+        r.register(
+            "verify_queue_requests",
+            "Requests waiting for the verify stage",
+            self.verify_queue.clone(),
+        );
+        r.register(
+            "core_queue_requests",
+            "Verified requests waiting for the core thread",
+            self.core_queue.clone(),
+        );
+        r.register(
+            "parked_reads",
+            "Long-poll reads held until entries commit",
+            self.parked.clone(),
+        );
+        r.register(
+            "mempool_transactions",
+            "Transactions in the mempool",
+            self.mempool.clone(),
+        );
+        r.register("connections", "Connections open", self.connections.clone());
+        r.register(
+            "refused_connections",
+            "Connections refused at the limit",
+            self.refused_connections.clone(),
+        );
+    }
+}
+
+/// Serves the core's own counters: a snapshot the core thread copies after each group commit, read
+/// at scrape time.
+#[derive(Debug)]
+struct CoreCountersCollector(Arc<Mutex<CoreCounters>>);
+
+impl Collector for CoreCountersCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = *self.0.lock().expect("not poisoned");
+        // A collector's help text is written as given: no period added.
+        let counters = [
+            (
+                "headers_built",
+                "Own headers built and signed.",
+                c.headers_built,
+            ),
+            (
+                "proposed_payload_bytes",
+                "Payload bytes proposed in own headers.",
+                c.payload_bytes_proposed,
+            ),
+            (
+                "votes_cast",
+                "Votes cast for other authors' headers.",
+                c.votes_cast,
+            ),
+            (
+                "certificates_inserted",
+                "Certificates newly inserted into the DAG.",
+                c.certificates_inserted,
+            ),
+            (
+                "committed_payload_bytes",
+                "Payload bytes committed since start.",
+                c.committed_payload_bytes,
+            ),
+            (
+                "leaders_committed",
+                "Leaders committed since start.",
+                c.leaders_committed,
+            ),
+            (
+                "own_headers_orphaned",
+                "Own headers that fell below gc_round uncommitted.",
+                c.own_headers_orphaned,
+            ),
+            (
+                "requeued_transactions",
+                "Transactions of orphaned own headers put back into the mempool.",
+                c.transactions_requeued,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::metrics::sample;
+    use crate::metrics::tests::families;
+
+    /// The names, types and help texts served: what dashboards and the harness scrape.
+    const FAMILIES: &[&str] = &[
+        "sleepyseal_core_round gauge Round of the latest own header.",
+        "sleepyseal_core_last_committed_round gauge Round of the latest committed leader.",
+        "sleepyseal_core_committed_certificates_total counter Length of the committed sequence.",
+        "sleepyseal_core_consensus_latency_seconds histogram Header creation to commit at this core, per committed certificate.",
+        "sleepyseal_core_requests_total counter Requests answered.",
+        "sleepyseal_core_busy_replies_total counter Requests answered Busy by a full queue.",
+        "sleepyseal_core_malformed_requests_total counter Requests that did not decode or were too large.",
+        "sleepyseal_core_verify_seconds histogram Time to verify one batch of requests.",
+        "sleepyseal_core_verify_batch_requests histogram Requests verified together in one batch.",
+        "sleepyseal_core_store_commit_seconds histogram Write and fsync of one group commit.",
+        "sleepyseal_core_group_commit_requests histogram Requests handled in one group commit.",
+        "sleepyseal_core_verify_queue_requests gauge Requests waiting for the verify stage.",
+        "sleepyseal_core_core_queue_requests gauge Verified requests waiting for the core thread.",
+        "sleepyseal_core_parked_reads gauge Long-poll reads held until entries commit.",
+        "sleepyseal_core_mempool_transactions gauge Transactions in the mempool.",
+        "sleepyseal_core_connections gauge Connections open.",
+        "sleepyseal_core_refused_connections_total counter Connections refused at the limit.",
+        "sleepyseal_core_headers_built_total counter Own headers built and signed.",
+        "sleepyseal_core_proposed_payload_bytes_total counter Payload bytes proposed in own headers.",
+        "sleepyseal_core_votes_cast_total counter Votes cast for other authors' headers.",
+        "sleepyseal_core_certificates_inserted_total counter Certificates newly inserted into the DAG.",
+        "sleepyseal_core_committed_payload_bytes_total counter Payload bytes committed since start.",
+        "sleepyseal_core_leaders_committed_total counter Leaders committed since start.",
+        "sleepyseal_core_own_headers_orphaned_total counter Own headers that fell below gc_round uncommitted.",
+        "sleepyseal_core_requeued_transactions_total counter Transactions of orphaned own headers put back into the mempool.",
+    ];
+
+    #[test]
+    fn exposition_parses_and_keeps_every_name_and_help() {
+        let stats = ServerStats::default();
+        stats.round.store(12, Ordering::Relaxed);
+        stats.consensus_index.store(40, Ordering::Relaxed);
+        stats.busy.fetch_add(5, Ordering::Relaxed);
+        stats.core_counters.lock().unwrap().own_headers_orphaned = 2;
+        stats.core_counters.lock().unwrap().transactions_requeued = 300;
+        stats.verify_seconds.observe(0.003);
+        stats.group_requests.observe(7.0);
+        let text = stats.exposition();
+        assert_eq!(families(&text), FAMILIES, "{text}");
+        // What the harness reads (bench: local.rs, chaos.rs; bench/tests/local.rs).
+        for (name, value) in [
+            ("sleepyseal_core_round", 12.0),
+            ("sleepyseal_core_last_committed_round", 0.0),
+            ("sleepyseal_core_committed_certificates_total", 40.0),
+            ("sleepyseal_core_busy_replies_total", 5.0),
+            ("sleepyseal_core_own_headers_orphaned_total", 2.0),
+            ("sleepyseal_core_requeued_transactions_total", 300.0),
+            ("sleepyseal_core_verify_seconds_count", 1.0),
+            ("sleepyseal_core_group_commit_requests_sum", 7.0),
+        ] {
+            assert_eq!(sample(&text, name), Some(value), "{name}");
+        }
+        let bucket = "sleepyseal_core_verify_seconds_bucket{le=\"0.005\"} 1\n";
+        assert!(text.contains(bucket), "{text}");
+    }
+}

@@ -1,0 +1,81 @@
+//! Planted faults: known bugs that the negative controls ([`crate::controls`]) run, so that the
+//! simulator's checkers are shown to catch them. They exist only in this crate and reach the core
+//! through the seams it exposes for the purpose: the threshold rule of a
+//! [`Committee`](sleepyseal_core::Committee), the [`SignatureCheck`](sleepyseal_core::verify::SignatureCheck) of a
+//! [`Verifier`](sleepyseal_core::Verifier) and the [`LeaderSchedule`] of a core. The reply-before-
+//! write fault is the simulator's own (`node.rs` releases the reply before the simulated sync).
+//!
+//! Every fault here names [`MARKER`], so a binary that links any of them contains that string:
+//! `scripts/check.sh` searches the `sleepyseal` node binary for it and fails if it is there.
+
+use sleepyseal_core::crypto::SignatureItem;
+use sleepyseal_core::{AuthorityIndex, Committee, LeaderSchedule, Round, Stake};
+
+/// A string that only planted-fault code carries (see the module documentation).
+pub const MARKER: &str = "sleepyseal-planted-fault: never in a node binary";
+
+/// Names [`MARKER`] in a way the optimiser cannot drop while the calling fault is linked.
+fn mark() {
+    std::hint::black_box(MARKER);
+}
+
+/// The 2021 prototype's thresholds: quorum `2⌊S/3⌋+1`, too small when S ≡ 2 (mod 3); f and V as
+/// the protocol's. Installed with [`Committee::with_threshold_rule`].
+pub fn prototype_thresholds(total: Stake) -> (Stake, Stake, Stake) {
+    mark();
+    let (f, _, validity) = sleepyseal_core::committee::thresholds(total);
+    (f, Stake(2 * (total.0 / 3) + 1), validity)
+}
+
+/// A signature check that accepts every signature. Installed with
+/// [`Verifier::with_signature_check`](sleepyseal_core::Verifier::with_signature_check).
+pub fn accept_every_signature(items: &[SignatureItem<'_>], _chunk_size: usize) -> Vec<bool> {
+    mark();
+    vec![true; items.len()]
+}
+
+/// Negative controls: known bugs the checkers must catch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mutant {
+    /// The real protocol.
+    #[default]
+    None,
+    /// The 2021 prototype's quorum 2⌊S/3⌋+1 (needs S ≡ 2 mod 3 and an equivocating twin).
+    PrototypeQuorum,
+    /// Cores accept every signature (needs a forging driver).
+    NoSignatureCheck,
+    /// Cores release replies before their writes are durable (needs restarts).
+    ReplyBeforeWrite,
+    /// Each core picks leaders from the iteration order of its own hash map (what a
+    /// `HashMap`-ordered leader schedule does across processes): cores disagree on leaders.
+    HashMapOrderedLeader,
+}
+
+/// The leader schedule of the [`Mutant::HashMapOrderedLeader`] control: authorities ordered by a
+/// hash keyed with the core's own instance number, as a `HashMap` with a per-process random state
+/// would order them. Deterministic per instance (so seeds replay), different across instances.
+#[derive(Debug)]
+pub struct HashOrderedLeaders {
+    order: Vec<AuthorityIndex>,
+}
+
+impl HashOrderedLeaders {
+    /// The order seen by instance `instance` of `committee`.
+    pub fn new(committee: &Committee, instance: usize) -> HashOrderedLeaders {
+        use std::hash::{Hash, Hasher};
+        mark();
+        let mut order: Vec<_> = committee.indices().collect();
+        order.sort_by_key(|a| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (instance, a.0).hash(&mut h);
+            h.finish()
+        });
+        HashOrderedLeaders { order }
+    }
+}
+
+impl LeaderSchedule for HashOrderedLeaders {
+    fn leader(&self, round: Round) -> AuthorityIndex {
+        self.order[(round.0 / 2) as usize % self.order.len()]
+    }
+}

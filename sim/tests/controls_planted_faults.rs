@@ -1,0 +1,62 @@
+//! Negative controls: planted faults (`sleepyseal_sim::planted`) and more than f Byzantine
+//! stake, each of which the checkers must catch within its stated number of seeds.
+
+use sleepyseal_sim::{controls, run, SimConfig};
+
+/// Runs seeds until the checkers report a violation; returns how many seeds it took.
+fn seeds_to_catch(limit: u64, make: impl Fn(u64) -> SimConfig) -> Option<u64> {
+    (0..limit)
+        .find(|seed| !run(make(*seed)).violations.is_empty())
+        .map(|s| s + 1)
+}
+
+/// Runs negative control `name` (`sleepyseal_sim::controls`): the checkers must catch it
+/// within its seed limit, and its scenario without the fault must be clean over 10 seeds.
+fn control_is_caught(name: &str) {
+    let c = controls::named(name);
+    let needed = seeds_to_catch(c.limit, c.make);
+    println!("{name} caught after {needed:?} seeds");
+    assert!(needed.is_some(), "{name} not caught in {} seeds", c.limit);
+    if let Some(baseline) = c.baseline {
+        assert_eq!(
+            seeds_to_catch(10, baseline),
+            None,
+            "{name}: baseline not clean"
+        );
+    }
+}
+
+#[test]
+fn negative_control_prototype_quorum_is_caught() {
+    control_is_caught("prototype_quorum");
+}
+
+#[test]
+fn negative_control_no_signature_check_is_caught() {
+    control_is_caught("no_signature_check");
+}
+
+#[test]
+fn negative_control_reply_before_write_is_caught() {
+    control_is_caught("reply_before_write");
+}
+
+#[test]
+fn negative_control_hash_ordered_leader_is_caught() {
+    control_is_caught("hashmap_ordered_leader");
+}
+
+#[test]
+fn negative_control_undeclared_amnesia_is_caught() {
+    control_is_caught("amnesia_undeclared");
+}
+
+#[test]
+fn negative_control_twins_scenario_above_f_is_caught() {
+    control_is_caught("twins_scenario_above_f");
+}
+
+#[test]
+fn more_than_f_byzantine_stake_is_caught() {
+    control_is_caught("byzantine_above_f");
+}
