@@ -2,14 +2,13 @@
 //!
 //! - `sleepyseal genesis | core | driver | load | watch`: the processes of a testbed over QUIC;
 //! - `sleepyseal local`: the benchmark harness, all of those processes on one machine.
+//!
+//! Layout: [`node`] holds the commands that are processes of a testbed, [`harness`] the benchmark
+//! and chaos harness that starts them; the harness depends on the node commands, never the other
+//! way round.
 
-mod chaos;
-mod client;
-mod local;
+mod harness;
 mod node;
-mod plot;
-mod procs;
-mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -24,17 +23,17 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Benchmark N cores and M drivers on this machine: throughput, latency, CPU, plots.
-    Local(Box<local::LocalArgs>),
+    Local(Box<harness::LocalArgs>),
     /// Write a testbed: committee file (public) and one key file per core (secret).
-    Genesis(node::GenesisArgs),
+    Genesis(node::genesis::GenesisArgs),
     /// Run one core: a QUIC server that only answers.
-    Core(node::CoreArgs),
+    Core(node::core::CoreArgs),
     /// Run one driver: polls every core and carries headers, votes and certificates between them.
-    Driver(node::DriverArgs),
+    Driver(node::driver::DriverArgs),
     /// Submit transactions at a fixed rate (open loop).
-    Load(client::LoadArgs),
+    Load(node::load::LoadArgs),
     /// Follow one core's committed sequence.
-    Watch(client::WatchArgs),
+    Watch(node::watch::WatchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,12 +42,12 @@ fn main() -> anyhow::Result<()> {
         init_logging();
     }
     match cli.command {
-        Command::Local(args) => local::main(*args),
-        Command::Genesis(args) => node::genesis(args),
-        Command::Core(args) => node::core(args),
-        Command::Driver(args) => node::driver(args),
-        Command::Load(args) => client::load(args),
-        Command::Watch(args) => client::watch(args),
+        Command::Local(args) => harness::main(*args),
+        Command::Genesis(args) => node::genesis::genesis(args),
+        Command::Core(args) => node::core::core(args),
+        Command::Driver(args) => node::driver::driver(args),
+        Command::Load(args) => node::load::load(args),
+        Command::Watch(args) => node::watch::watch(args),
     }
 }
 

@@ -3,6 +3,12 @@
 //! One QUIC connection per core, (re)established on demand; one bidirectional stream per request,
 //! any number in flight. A request is written as the chunks of its encoding (a vectored write), so
 //! a payload forwarded from one core's reply to another core is never copied or re-encoded.
+//!
+//! [`Clients::follow_committed`] ([`follow`]) is the one reader of a core's committed sequence
+//! (the `watch` command, the benchmark harness, the chaos run): it long-polls `ReadCommitted` and
+//! handles evicted entries and payloads the core does not hold yet in one place.
+
+mod follow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +17,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, DecodeError, Encode};
 use sleepyseal_core::protocol::{Request, Response};
-use sleepyseal_core::AuthorityIndex;
+use sleepyseal_core::{AuthorityIndex, Digest};
 use tokio::sync::Mutex;
+
+pub use follow::{
+    CommittedFollower, EntryPayload, FollowError, FollowOptions, Followed, FollowedEntry,
+    MissingPayload,
+};
 
 use crate::config::{server_name, Testbed};
 use crate::limits::NetLimits;
@@ -49,6 +60,8 @@ pub enum ClientError {
 pub struct Clients {
     endpoint: quinn::Endpoint,
     cores: Vec<Arc<CoreClient>>,
+    /// The committee's instance digest (every request names it).
+    instance: Digest,
 }
 
 impl Clients {
@@ -78,7 +91,11 @@ impl Clients {
                 })
             })
             .collect();
-        Ok(Clients { endpoint, cores })
+        Ok(Clients {
+            endpoint,
+            cores,
+            instance: testbed.committee.instance(),
+        })
     }
 
     /// The client of core `index`.
@@ -89,6 +106,29 @@ impl Clients {
     /// All cores' clients, in index order.
     pub fn all(&self) -> &[Arc<CoreClient>] {
         &self.cores
+    }
+
+    /// A reader of core `core`'s committed sequence from index `from_index` on; see
+    /// [`CommittedFollower::next`].
+    pub fn follow_committed(
+        &self,
+        core: AuthorityIndex,
+        from_index: u64,
+        options: FollowOptions,
+    ) -> CommittedFollower {
+        let peers = self
+            .cores
+            .iter()
+            .filter(|c| c.index != core)
+            .cloned()
+            .collect();
+        CommittedFollower::new(
+            self.core(core).clone(),
+            peers,
+            self.instance,
+            from_index,
+            options,
+        )
     }
 
     /// Closes every connection and waits for the peers to be told.

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::report::Report;
+use super::report::Report;
 
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 640;
@@ -33,36 +33,31 @@ pub fn timeline(path: &Path, r: &Report) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let (top, bottom) = root.split_vertically(HEIGHT / 2);
+    throughput_chart(&top, r)?;
+    latency_chart(&bottom, r)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Committed tx/s per second against the input rate, the measurement window marked.
+fn throughput_chart(area: &Area, r: &Report) -> anyhow::Result<()> {
     let c = &r.config;
     let seconds = r.timeline.len().max(1) as f64;
     let warmup = c.warmup_s as f64;
     let end = (c.warmup_s + c.duration_s) as f64;
-
     let max_tps = r
         .timeline
         .iter()
         .map(|(_, n, _, _)| *n as f64)
         .fold(c.rate as f64, f64::max)
         * 1.15;
-    let mut chart = ChartBuilder::on(&top)
-        .caption(
-            format!(
-                "{} cores, {} driver(s), {} tx/s x {} B: committed throughput",
-                c.cores, c.drivers, c.rate, c.tx_size
-            ),
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..seconds, 0f64..max_tps)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the load started")
-        .y_desc("tx/s")
-        .draw()
-        .map_err(err)?;
+    let caption = format!(
+        "{} cores, {} driver(s), {} tx/s x {} B: committed throughput",
+        c.cores, c.drivers, c.rate, c.tx_size
+    );
+    let mut chart = per_second_chart(area, caption, seconds, max_tps, "tx/s")?;
     chart
         .draw_series(LineSeries::new(
             r.timeline
@@ -86,30 +81,20 @@ pub fn timeline(path: &Path, r: &Report) -> anyhow::Result<()> {
             .draw_series(LineSeries::new([(x, 0.0), (x, max_tps)], RED.mix(0.3)))
             .map_err(err)?;
     }
-    legend(&mut chart)?;
+    legend(&mut chart)
+}
 
+/// End-to-end p50 and p99 of the transactions committed each second.
+fn latency_chart(area: &Area, r: &Report) -> anyhow::Result<()> {
+    let seconds = r.timeline.len().max(1) as f64;
     let max_latency = r
         .timeline
         .iter()
         .map(|(_, _, _, p99)| *p99)
         .fold(10.0, f64::max)
         * 1.15;
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption(
-            "end-to-end latency of transactions committed each second",
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..seconds, 0f64..max_latency)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the load started")
-        .y_desc("ms")
-        .draw()
-        .map_err(err)?;
+    let caption = "end-to-end latency of transactions committed each second".to_string();
+    let mut chart = per_second_chart(area, caption, seconds, max_latency, "ms")?;
     let busy = r.timeline.iter().filter(|(_, n, _, _)| *n > 0);
     chart
         .draw_series(LineSeries::new(
@@ -127,9 +112,31 @@ pub fn timeline(path: &Path, r: &Report) -> anyhow::Result<()> {
         .map_err(err)?
         .label("p99")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
-    legend(&mut chart)?;
-    root.present().map_err(err)?;
-    Ok(())
+    legend(&mut chart)
+}
+
+/// A chart over the seconds of a run, from 0 to `y_max` (in `y_desc`).
+fn per_second_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: String,
+    seconds: f64,
+    y_max: f64,
+    y_desc: &str,
+) -> anyhow::Result<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..seconds, 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the load started")
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
 }
 
 /// End-to-end latency (p50 and p99) against end-to-end throughput, one point per rate.

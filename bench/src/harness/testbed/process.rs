@@ -201,21 +201,6 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// Fails unless every UDP port (QUIC) and TCP port (metrics) given is free on 127.0.0.1.
-pub fn check_ports_free(udp: &[u16], tcp: &[u16]) -> anyhow::Result<()> {
-    for port in udp {
-        if std::net::UdpSocket::bind(("127.0.0.1", *port)).is_err() {
-            bail!("UDP port {port} on 127.0.0.1 is in use: choose other ports with --base-port");
-        }
-    }
-    for port in tcp {
-        if std::net::TcpListener::bind(("127.0.0.1", *port)).is_err() {
-            bail!("TCP port {port} on 127.0.0.1 is in use: choose other ports with --base-port");
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,138 +18,9 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use sleepyseal_core::protocol::CommittedEntry;
 
-use crate::procs::Kind;
-
-/// Highest latency recorded (µs): one hour.
-const MAX_LATENCY_US: u64 = 3_600_000_000;
-
-fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid hdrhistogram bounds")
-}
-
-/// What one second of the run looked like (for the timeline plot and the progress bar).
-#[derive(Clone, Debug)]
-pub struct Second {
-    /// Load transactions committed in this second.
-    pub transactions: u64,
-    /// Their end-to-end latencies (µs).
-    pub latency: Histogram<u64>,
-}
-
-/// Everything the watcher saw on the commit stream.
-#[derive(Debug)]
-pub struct Observed {
-    /// When the load started (µs since the epoch).
-    pub load_start_us: u64,
-    /// The measurement window (µs since the epoch).
-    pub window: (u64, u64),
-    /// First and last commit inside the window.
-    pub first_commit_us: Option<u64>,
-    /// See `first_commit_us`.
-    pub last_commit_us: u64,
-    /// Transactions and payload bytes committed inside the window.
-    pub window_transactions: u64,
-    /// See `window_transactions`.
-    pub window_bytes: u64,
-    /// Header creation → commit (ms) of entries committed inside the window.
-    pub consensus_latency: Histogram<u64>,
-    /// Send → commit (µs) of transactions sent inside the window.
-    pub e2e_latency: Histogram<u64>,
-    /// Highest committed round at the first and the last commit inside the window.
-    pub rounds_in_window: Option<(u64, u64)>,
-    /// Highest committed round so far.
-    pub top_round: u64,
-    /// Load transactions committed in all (for the drain).
-    pub load_committed: u64,
-    /// Transactions that are not load transactions (too short to carry a send time).
-    pub foreign: u64,
-    /// Committed entries whose payload the watched core did not return.
-    pub entries_without_payload: u64,
-    /// Committed entries skipped because the core evicted them before they were read.
-    pub evicted: u64,
-    /// Per second since the load started.
-    pub seconds: Vec<Second>,
-}
-
-impl Observed {
-    /// Nothing seen yet.
-    pub fn new(load_start_us: u64, window: (u64, u64)) -> Observed {
-        Observed {
-            load_start_us,
-            window,
-            first_commit_us: None,
-            last_commit_us: 0,
-            window_transactions: 0,
-            window_bytes: 0,
-            consensus_latency: latency_histogram(),
-            e2e_latency: latency_histogram(),
-            rounds_in_window: None,
-            top_round: 0,
-            load_committed: 0,
-            foreign: 0,
-            entries_without_payload: 0,
-            evicted: 0,
-            seconds: Vec::new(),
-        }
-    }
-
-    fn in_window(&self, t: u64) -> bool {
-        t >= self.window.0 && t <= self.window.1
-    }
-
-    /// Records one committed entry received at `now` (µs), with its transactions if the payload
-    /// came along.
-    pub fn record_entry(
-        &mut self,
-        now: u64,
-        entry: &CommittedEntry,
-        transactions: Option<&[bytes::Bytes]>,
-        parse: impl Fn(&[u8]) -> Option<(u64, u64, u64)>,
-    ) {
-        self.top_round = self.top_round.max(entry.round.0);
-        let Some(transactions) = transactions else {
-            self.entries_without_payload += 1;
-            return;
-        };
-        let in_window = self.in_window(now);
-        if in_window {
-            self.first_commit_us.get_or_insert(now);
-            self.last_commit_us = now;
-            self.window_transactions += transactions.len() as u64;
-            self.window_bytes += u64::from(entry.payload.len);
-            let ms = (now / 1_000).saturating_sub(entry.created_at_ms);
-            let _ = self.consensus_latency.record(ms.max(1));
-            let top = self.top_round;
-            self.rounds_in_window = Some(match self.rounds_in_window {
-                None => (top, top),
-                Some((first, _)) => (first, top),
-            });
-        }
-        let second = (now.saturating_sub(self.load_start_us) / 1_000_000) as usize;
-        if self.seconds.len() <= second {
-            self.seconds.resize_with(second + 1, || Second {
-                transactions: 0,
-                latency: latency_histogram(),
-            });
-        }
-        for tx in transactions {
-            let Some((_, _, sent_us)) = parse(tx) else {
-                self.foreign += 1;
-                continue;
-            };
-            self.load_committed += 1;
-            let latency = now.saturating_sub(sent_us).clamp(1, MAX_LATENCY_US);
-            let s = &mut self.seconds[second];
-            s.transactions += 1;
-            let _ = s.latency.record(latency);
-            if self.in_window(sent_us) {
-                let _ = self.e2e_latency.record(latency);
-            }
-        }
-    }
-}
+use super::observed::Observed;
+use super::testbed::Kind;
 
 /// The parameters of a run, as reported.
 #[derive(Clone, Debug, Serialize)]
@@ -342,8 +213,6 @@ pub fn build(
     accepted: u64,
     samples: &ProcessSamples,
 ) -> Report {
-    let (cpu_start, cpu_end, peak_rss_kib) =
-        (&samples.cpu_start, &samples.cpu_end, &samples.peak_rss_kib);
     let window_s = (o.window.1 - o.window.0) as f64 / 1e6;
     let commit_span_s = o
         .first_commit_us
@@ -356,71 +225,12 @@ pub fn build(
             0.0
         }
     };
-    let e2e_count = o.e2e_latency.len();
-    let mut usage = Vec::new();
-    let mut system_cpu = 0.0;
-    for kind in [Kind::Core, Kind::Driver, Kind::Load] {
-        let at = |v: &[(Kind, f64)]| v.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c);
-        let (Some(end), start) = (at(cpu_end), at(cpu_start).unwrap_or(0.0)) else {
-            continue;
-        };
-        let cpu = (end - start).max(0.0);
-        if kind != Kind::Load {
-            system_cpu += cpu;
-        }
-        let rss: Vec<u64> = peak_rss_kib
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, r)| *r)
-            .collect();
-        usage.push(KindUsage {
-            kind: kind.name().into(),
-            processes: rss.len(),
-            cpu_s: cpu,
-            cores_busy: cpu / window_s,
-            peak_rss_mib: rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
-        });
-    }
-    let load = loads
-        .iter()
-        .fold(LoadSummary::default(), |a, l| LoadSummary {
-            sent: a.sent + l.sent,
-            accepted: a.accepted + l.accepted,
-            busy: a.busy + l.busy,
-            failed: a.failed + l.failed,
-            missed: a.missed + l.missed,
-        });
-    let e2e_tps = e2e_count as f64 / window_s;
-    let not_committed = accepted.saturating_sub(o.load_committed);
-    let mut saturation = Vec::new();
-    if load.missed > 0 {
-        saturation.push(format!(
-            "the load clients could not keep the rate ({} transactions not sent)",
-            load.missed
-        ));
-    }
-    if load.busy * 1_000 > load.sent {
-        saturation.push(format!(
-            "cores refused {} transactions with Busy",
-            load.busy
-        ));
-    }
+    let (usage, system_cpu) = usage(samples, window_s);
+    let load = total_load(loads);
     let consensus_tps = per_s(o.window_transactions);
-    if consensus_tps < 0.95 * config.rate as f64 {
-        saturation.push(format!(
-            "consensus TPS {consensus_tps:.0} is below 95% of the input rate"
-        ));
-    }
-    if e2e_tps < 0.95 * config.rate as f64 {
-        saturation.push(format!(
-            "end-to-end TPS {e2e_tps:.0} is below 95% of the input rate"
-        ));
-    }
-    if not_committed > 0 {
-        saturation.push(format!(
-            "{not_committed} acknowledged transactions had not committed after the drain"
-        ));
-    }
+    let e2e_tps = o.e2e_latency.len() as f64 / window_s;
+    let not_committed = accepted.saturating_sub(o.load_committed);
+    let saturation = saturation(&load, config.rate, consensus_tps, e2e_tps, not_committed);
     let rounds_per_s = match o.rounds_in_window {
         Some((a, b)) if commit_span_s > 0.0 => (b - a) as f64 / commit_span_s,
         _ => 0.0,
@@ -450,27 +260,115 @@ pub fn build(
         entries_without_payload: o.entries_without_payload,
         saturated: !saturation.is_empty(),
         saturation,
-        timeline: o
-            .seconds
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let q = |q: f64| {
-                    if s.latency.is_empty() {
-                        0.0
-                    } else {
-                        s.latency.value_at_quantile(q) as f64 / 1_000.0
-                    }
-                };
-                (i as u64, s.transactions, q(0.5), q(0.99))
-            })
-            .collect(),
+        timeline: timeline(o),
         config,
     }
 }
 
+/// CPU and memory per process kind over a window of `window_s` seconds, and the CPU seconds of
+/// cores and drivers together (load clients are not the system).
+fn usage(samples: &ProcessSamples, window_s: f64) -> (Vec<KindUsage>, f64) {
+    let mut usage = Vec::new();
+    let mut system_cpu = 0.0;
+    for kind in [Kind::Core, Kind::Driver, Kind::Load] {
+        let at = |v: &[(Kind, f64)]| v.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c);
+        let (Some(end), start) = (at(&samples.cpu_end), at(&samples.cpu_start).unwrap_or(0.0))
+        else {
+            continue;
+        };
+        let cpu = (end - start).max(0.0);
+        if kind != Kind::Load {
+            system_cpu += cpu;
+        }
+        let rss: Vec<u64> = samples
+            .peak_rss_kib
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, r)| *r)
+            .collect();
+        usage.push(KindUsage {
+            kind: kind.name().into(),
+            processes: rss.len(),
+            cpu_s: cpu,
+            cores_busy: cpu / window_s,
+            peak_rss_mib: rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+        });
+    }
+    (usage, system_cpu)
+}
+
+/// The load clients' counts added up.
+fn total_load(loads: &[LoadSummary]) -> LoadSummary {
+    loads
+        .iter()
+        .fold(LoadSummary::default(), |a, l| LoadSummary {
+            sent: a.sent + l.sent,
+            accepted: a.accepted + l.accepted,
+            busy: a.busy + l.busy,
+            failed: a.failed + l.failed,
+            missed: a.missed + l.missed,
+        })
+}
+
+/// Why the system did not keep up with an input of `rate` tx/s (empty if it did).
+fn saturation(
+    load: &LoadSummary,
+    rate: u64,
+    consensus_tps: f64,
+    e2e_tps: f64,
+    not_committed: u64,
+) -> Vec<String> {
+    let mut saturation = Vec::new();
+    if load.missed > 0 {
+        saturation.push(format!(
+            "the load clients could not keep the rate ({} transactions not sent)",
+            load.missed
+        ));
+    }
+    if load.busy * 1_000 > load.sent {
+        saturation.push(format!(
+            "cores refused {} transactions with Busy",
+            load.busy
+        ));
+    }
+    if consensus_tps < 0.95 * rate as f64 {
+        saturation.push(format!(
+            "consensus TPS {consensus_tps:.0} is below 95% of the input rate"
+        ));
+    }
+    if e2e_tps < 0.95 * rate as f64 {
+        saturation.push(format!(
+            "end-to-end TPS {e2e_tps:.0} is below 95% of the input rate"
+        ));
+    }
+    if not_committed > 0 {
+        saturation.push(format!(
+            "{not_committed} acknowledged transactions had not committed after the drain"
+        ));
+    }
+    saturation
+}
+
+/// Per second since the load started: committed transactions, end-to-end p50 and p99 (ms).
+fn timeline(o: &Observed) -> Vec<(u64, u64, f64, f64)> {
+    o.seconds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let q = |q: f64| {
+                if s.latency.is_empty() {
+                    0.0
+                } else {
+                    s.latency.value_at_quantile(q) as f64 / 1_000.0
+                }
+            };
+            (i as u64, s.transactions, q(0.5), q(0.99))
+        })
+        .collect()
+}
+
 /// Thousands separators.
-fn thousands(x: f64) -> String {
+pub fn thousands(x: f64) -> String {
     let s = format!("{:.0}", x.max(0.0));
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -482,152 +380,21 @@ fn thousands(x: f64) -> String {
     out
 }
 
-/// The summary table of one run.
-pub fn table(r: &Report) -> String {
-    let c = &r.config;
-    let l = &r.e2e_latency_ms;
-    let mut t = String::new();
-    let line = |t: &mut String, k: &str, v: String| t.push_str(&format!(" {k:<22}{v}\n"));
-    t.push_str(&format!(
-        "\n sleepyseal local: {} cores ({} crashed), {} driver(s), {} tx/s × {} B, {} s after {} s warm-up\n",
-        c.cores, c.crash, c.drivers, thousands(c.rate as f64), c.tx_size, c.duration_s, c.warmup_s
-    ));
-    t.push_str(&format!(
-        " batch {} B, max batch delay {} ms, straggler wait {} ms, verify batch {} × {} threads, pipeline {}, gc depth {}, leader timeout {} ms\n",
-        c.batch_size, c.max_batch_delay_ms, c.straggler_wait_ms, c.verify_batch, c.verify_threads, c.pipeline_depth, c.gc_depth, c.leader_timeout_ms
-    ));
-    t.push_str(" ----------------------------------------------------------------\n");
-    line(
-        &mut t,
-        "consensus TPS",
-        format!(
-            "{} tx/s ({:.1} MB/s)",
-            thousands(r.consensus_tps),
-            r.consensus_bps / 1e6
-        ),
-    );
-    line(
-        &mut t,
-        "consensus latency",
-        format!("{:.0} ms", r.consensus_latency_ms),
-    );
-    line(
-        &mut t,
-        "end-to-end TPS",
-        format!(
-            "{} tx/s ({:.1} MB/s)",
-            thousands(r.e2e_tps),
-            r.e2e_bps / 1e6
-        ),
-    );
-    line(
-        &mut t,
-        "end-to-end latency",
-        format!(
-            "mean {:.0} ms, p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-            l.mean, l.p50, l.p90, l.p99, l.max
-        ),
-    );
-    line(
-        &mut t,
-        "rounds per second",
-        format!("{:.1}", r.rounds_per_s),
-    );
-    line(
-        &mut t,
-        "CPU per tx",
-        format!(
-            "{:.2} µs (cores + drivers; = CPU s per million tx)",
-            r.cpu_us_per_tx
-        ),
-    );
-    for u in &r.usage {
-        line(
-            &mut t,
-            &format!("  {} ×{}", u.kind, u.processes),
-            format!(
-                "{:.2} cores busy, peak RSS {:.0} MiB",
-                u.cores_busy, u.peak_rss_mib
-            ),
-        );
-    }
-    line(
-        &mut t,
-        "load",
-        format!(
-            "sent {}, accepted {}, busy {}, failed {}, missed {}",
-            thousands(r.load.sent as f64),
-            thousands(r.load.accepted as f64),
-            r.load.busy,
-            r.load.failed,
-            r.load.missed
-        ),
-    );
-    line(&mut t, "not committed", thousands(r.not_committed as f64));
-    line(
-        &mut t,
-        "orphaned headers",
-        format!(
-            "{} ({} transactions proposed again after gc depth)",
-            r.cores.own_headers_orphaned,
-            thousands(r.cores.requeued_transactions as f64)
-        ),
-    );
-    line(
-        &mut t,
-        "saturated",
-        if r.saturated {
-            format!("yes: {}", r.saturation.join("; "))
-        } else {
-            "no".into()
-        },
-    );
-    t
-}
-
-/// One row per rate of a sweep.
-pub fn sweep_table(reports: &[Report]) -> String {
-    let mut t = String::from(
-        "\n    rate  consensus TPS   e2e TPS  e2e mean   p50   p90   p99 (ms)  rounds/s  µs CPU/tx  saturated\n",
-    );
-    for r in reports {
-        let l = &r.e2e_latency_ms;
-        t.push_str(&format!(
-            "{:>8}  {:>13}  {:>8}  {:>8.0}  {:>4.0}  {:>4.0}  {:>4.0}       {:>8.1}  {:>9.2}  {}\n",
-            r.config.rate,
-            thousands(r.consensus_tps),
-            thousands(r.e2e_tps),
-            l.mean,
-            l.p50,
-            l.p90,
-            l.p99,
-            r.rounds_per_s,
-            r.cpu_us_per_tx,
-            if r.saturated { "yes" } else { "no" }
-        ));
-    }
-    t
-}
-
-/// Writes `report.json` and the timeline plot of one run.
-pub fn write_run(dir: &Path, report: &Report) -> anyhow::Result<()> {
+/// Writes `report.json` of one run.
+pub fn write_json(dir: &Path, report: &Report) -> anyhow::Result<()> {
     std::fs::write(
         dir.join("report.json"),
         serde_json::to_string_pretty(report)?,
     )?;
-    std::fs::write(dir.join("summary.txt"), table(report))?;
-    crate::plot::timeline(&dir.join("timeline.svg"), report)?;
     Ok(())
 }
 
-/// Writes `sweep.json` and the latency-against-throughput plot of a sweep.
-pub fn write_sweep(dir: &Path, reports: &[Report]) -> anyhow::Result<()> {
+/// Writes `sweep.json`: the reports of a sweep.
+pub fn write_sweep_json(dir: &Path, reports: &[Report]) -> anyhow::Result<()> {
     std::fs::write(
         dir.join("sweep.json"),
         serde_json::to_string_pretty(reports)?,
     )?;
-    std::fs::write(dir.join("sweep.txt"), sweep_table(reports))?;
-    crate::plot::sweep(&dir.join("sweep.svg"), reports)?;
     Ok(())
 }
 
@@ -704,7 +471,9 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::transaction::{parse_transaction, transaction};
     use sleepyseal_core::messages::PayloadRef;
+    use sleepyseal_core::protocol::CommittedEntry;
     use sleepyseal_core::{AuthorityIndex, Digest, Round};
 
     fn entry(index: u64, round: u64, created_at_ms: u64, bytes: u32) -> CommittedEntry {
@@ -725,7 +494,7 @@ mod tests {
     }
 
     fn tx(sent_us: u64) -> bytes::Bytes {
-        crate::client::transaction(0, 1, sent_us, 64)
+        transaction(0, 1, sent_us, 64)
     }
 
     const S: u64 = 1_000_000;
@@ -734,7 +503,7 @@ mod tests {
     fn figures_follow_the_narwhal_definitions() {
         // Load starts at 100 s; window 102..112 s.
         let mut o = Observed::new(100 * S, (102 * S, 112 * S));
-        let parse = crate::client::parse_transaction;
+        let parse = parse_transaction;
         // Committed during warm-up: counts for the drain only.
         o.record_entry(
             101 * S,

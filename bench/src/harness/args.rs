@@ -1,0 +1,180 @@
+//! The flags of `sleepyseal local` (benchmark and chaos run alike).
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use sleepyseal_core::machine::{
+    DEFAULT_BATCH_SIZE_BYTES, DEFAULT_GC_DEPTH, DEFAULT_LEADER_TIMEOUT_MS,
+    DEFAULT_STRAGGLER_WAIT_MS,
+};
+use sleepyseal_core::verify::VerifierConfig;
+use sleepyseal_core::CoreConfig;
+use sleepyseal_driver::DriverConfig;
+use sleepyseal_net::ServerOptions;
+
+use super::testbed::NodeFlags;
+use crate::node::load::{DEFAULT_RATE, DEFAULT_TX_SIZE};
+use crate::node::transaction::TX_HEADER_BYTES;
+use crate::node::DEFAULT_CORES;
+
+/// Flags of `sleepyseal local`.
+#[derive(Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// Number of cores (validators).
+    #[arg(long, default_value_t = DEFAULT_CORES)]
+    pub cores: usize,
+    /// Number of drivers.
+    #[arg(long, default_value_t = 1)]
+    pub drivers: usize,
+    /// Stake per core, comma separated (default: 1 each).
+    #[arg(long, value_delimiter = ',')]
+    pub stakes: Option<Vec<u64>>,
+    /// Input rate, transactions per second (open loop).
+    #[arg(long, default_value_t = DEFAULT_RATE)]
+    pub rate: u64,
+    /// A sweep: one fresh run per rate, comma separated (overrides --rate).
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Option<Vec<u64>>,
+    /// Bytes per transaction (at least 24).
+    #[arg(long, default_value_t = DEFAULT_TX_SIZE)]
+    pub tx_size: usize,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// Most seconds to wait, after the load stops, for acknowledged transactions to commit.
+    #[arg(long, default_value_t = 10)]
+    pub drain: u64,
+    /// Payload bytes per header (`sleepyseal core --batch-size`).
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE_BYTES)]
+    pub batch_size: usize,
+    /// How long (ms) a core may wait for a full batch (`sleepyseal core --max-batch-delay-ms`).
+    #[arg(long, default_value_t = CoreConfig::default().max_batch_delay_ms)]
+    pub max_batch_delay_ms: u64,
+    /// How long (ms) a core with a quorum waits for a live straggler's certificate
+    /// (`sleepyseal core --straggler-wait-ms`).
+    #[arg(long, default_value_t = DEFAULT_STRAGGLER_WAIT_MS)]
+    pub straggler_wait_ms: u64,
+    /// Signatures per verification batch (`sleepyseal core --verify-batch`).
+    #[arg(long, default_value_t = VerifierConfig::default().batch_size)]
+    pub verify_batch: usize,
+    /// Signature verification threads per core.
+    #[arg(long, default_value_t = ServerOptions::default().verify_threads)]
+    pub verify_threads: usize,
+    /// Requests in flight per core per driver (`sleepyseal driver --pipeline-depth`).
+    #[arg(long, default_value_t = DriverConfig::default().pipeline_depth)]
+    pub pipeline_depth: usize,
+    /// Rounds of the DAG kept below the last committed leader.
+    #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
+    pub gc_depth: u64,
+    /// How long (ms) a core waits for the leader, and for votes on it, before advancing without
+    /// them (`sleepyseal core --leader-timeout-ms` and `--vote-timeout-ms`).
+    #[arg(long, default_value_t = DEFAULT_LEADER_TIMEOUT_MS)]
+    pub leader_timeout: u64,
+    /// Cores that fail: the last K cores are never started (or killed at --crash-at).
+    #[arg(long, default_value_t = 0)]
+    pub crash: usize,
+    /// Seconds after the load starts at which the --crash cores are killed (0: never started).
+    #[arg(long, default_value_t = 0)]
+    pub crash_at: u64,
+    /// Load client processes (the rate is split between them).
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// QUIC port of core 0; core i uses base-port + i, metrics use base-port + 1000 + i (cores)
+    /// and base-port + 1100 + j (drivers).
+    #[arg(long, default_value_t = 7300)]
+    pub base_port: u16,
+    /// Directory for the report, plots, logs and metrics (default: results/local-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Keep the testbed (keys, stores) in the output directory instead of deleting it.
+    #[arg(long)]
+    pub keep_testbed: bool,
+    /// Print the report as one JSON object on stdout (an array for a sweep).
+    #[arg(long)]
+    pub json: bool,
+    /// Instead of a benchmark, a chaos run with a workload check: kill -9 and restart each core,
+    /// SIGSTOP a core for 10 s, kill a driver, restart every core in turn; then compare every
+    /// core's committed sequence and check each acknowledged transaction committed exactly once.
+    /// Uses --cores (≥ 4), --drivers (at least 2), --rate and --tx-size (e.g. --rate 2000
+    /// --tx-size 64).
+    #[arg(long)]
+    pub chaos: bool,
+}
+
+impl LocalArgs {
+    /// The input rate of each run: `--rates`, else `--rate`.
+    pub fn run_rates(&self) -> Vec<u64> {
+        self.rates.clone().unwrap_or_else(|| vec![self.rate])
+    }
+
+    /// The flags every core and driver of the run is started with.
+    pub fn node_flags(&self) -> NodeFlags {
+        NodeFlags {
+            batch_size: self.batch_size,
+            max_batch_delay_ms: self.max_batch_delay_ms,
+            straggler_wait_ms: self.straggler_wait_ms,
+            verify_batch: self.verify_batch,
+            verify_threads: self.verify_threads,
+            gc_depth: self.gc_depth,
+            leader_timeout_ms: self.leader_timeout,
+            pipeline_depth: self.pipeline_depth,
+        }
+    }
+
+    /// Fails on flags that cannot make a run.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.cores == 0 || self.cores > 100 {
+            bail!("--cores must be in 1..=100");
+        }
+        if self.drivers == 0 {
+            bail!("--drivers must be at least 1");
+        }
+        if let Some(stakes) = &self.stakes {
+            if stakes.len() != self.cores {
+                bail!(
+                    "--stakes lists {} stakes for {} cores",
+                    stakes.len(),
+                    self.cores
+                );
+            }
+        }
+        if self.crash >= self.cores {
+            bail!("--crash must leave at least one core running");
+        }
+        if self.crash_at > 0 && self.crash == 0 {
+            bail!("--crash-at needs --crash K");
+        }
+        if self.tx_size < TX_HEADER_BYTES {
+            bail!("--tx-size must be at least {TX_HEADER_BYTES} (client id, sequence, send time)");
+        }
+        if self.duration == 0 {
+            bail!("--duration must be positive");
+        }
+        if self.clients == 0 {
+            bail!("--clients must be at least 1");
+        }
+        self.validate_rates_and_ports()
+    }
+
+    fn validate_rates_and_ports(&self) -> anyhow::Result<()> {
+        let rates = self.run_rates();
+        if rates.is_empty() || rates.contains(&0) {
+            bail!("rates must be positive");
+        }
+        if rates.iter().any(|r| *r < self.clients as u64) {
+            bail!("every rate must be at least one transaction per second per client");
+        }
+        let top = usize::from(self.base_port) + 1_100 + self.drivers;
+        if top > usize::from(u16::MAX) || self.cores > 1_000 {
+            bail!(
+                "--base-port {} leaves no room for the metrics ports",
+                self.base_port
+            );
+        }
+        Ok(())
+    }
+}

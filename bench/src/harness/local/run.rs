@@ -1,0 +1,446 @@
+//! One run of the benchmark, phase by phase: start the cores and wait until they answer, start
+//! the drivers, follow the watched core's commit stream, start the load clients, measure
+//! (crashing cores on schedule, sampling `/proc` at the edges of the window), drain, collect the
+//! metrics, stop everything, and compute the report.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use sleepyseal_core::AuthorityIndex;
+use sleepyseal_net::{Clients, NetLimits};
+use tokio::runtime::Runtime;
+
+use super::watcher::Watcher;
+use crate::harness::args::LocalArgs;
+use crate::harness::observed::Observed;
+use crate::harness::report::{self, CoreTotals, LoadSummary, ProcessSamples, Report, RunConfig};
+use crate::harness::testbed::{self, wait_ready, Kind, Proc, Spec, Testbed};
+use crate::node::transaction::unix_micros;
+
+/// Runs the benchmark once at `rate` with its files in `dir`, and computes the report.
+pub fn run_once(
+    rt: &Runtime,
+    args: &LocalArgs,
+    rate: u64,
+    dir: &Path,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<Report> {
+    let metrics_dir = dir.join("metrics");
+    std::fs::create_dir_all(&metrics_dir)?;
+    flush_dirty_pages();
+    let mut run = Run::start(rt, args, rate, dir)?;
+    let schedule = Schedule::new(args);
+    let watched = AuthorityIndex(run.live[0] as u16);
+    let mut watcher = Watcher::start(rt, &run.clients, watched, schedule.observed());
+    let load_outputs = run.start_loads(rate, dir, &schedule)?;
+    let mut progress = report::Progress::new(schedule.load_seconds);
+    let cpu = run.measure(&schedule, &watcher, &mut progress, interrupted)?;
+    let loads = run.wait_for_loads(&load_outputs);
+    let accepted: u64 = loads.iter().map(|l| l.accepted).sum();
+    drain(args, &watcher, &mut progress, accepted, interrupted);
+    progress.finish();
+    watcher.stop(rt);
+    let core_totals = run.scrape_metrics(&metrics_dir);
+    let peak_rss_kib = run.stop();
+    let samples = ProcessSamples {
+        cpu_start: cpu.start,
+        cpu_end: cpu.end,
+        peak_rss_kib,
+    };
+    let observed = watcher.observed();
+    Ok(report::build(
+        run_config(args, rate, watched),
+        core_totals,
+        &observed,
+        &loads,
+        accepted,
+        &samples,
+    ))
+}
+
+/// Writes back the page cache before a run starts. Every core fsyncs each group commit, so
+/// gigabytes left dirty by a build or by the previous run of a sweep (written back while the run
+/// goes on) slowed the first seconds of a run: its rounds fell to a third and the backlog took
+/// twenty seconds to drain.
+fn flush_dirty_pages() {
+    match std::process::Command::new("sync").status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("warning: `sync` before the run failed: {status}"),
+        Err(e) => eprintln!("warning: `sync` before the run could not start: {e}"),
+    }
+}
+
+/// When the load runs and what is measured (µs since the Unix epoch).
+struct Schedule {
+    /// Warm-up and measured seconds.
+    load_seconds: u64,
+    load_start_us: u64,
+    /// The measurement window.
+    window: (u64, u64),
+}
+
+impl Schedule {
+    /// The load starts shortly after now (the watcher follows the commit stream from before).
+    fn new(args: &LocalArgs) -> Schedule {
+        let load_seconds = args.warmup + args.duration;
+        let load_start_us = unix_micros() + 200_000;
+        Schedule {
+            load_seconds,
+            load_start_us,
+            window: (
+                load_start_us + args.warmup * 1_000_000,
+                load_start_us + load_seconds * 1_000_000,
+            ),
+        }
+    }
+
+    fn observed(&self) -> Observed {
+        Observed::new(self.load_start_us, self.window)
+    }
+}
+
+/// The processes of one run; dropping it kills whatever still runs.
+struct Processes {
+    cores: Vec<Option<Proc>>,
+    drivers: Vec<Proc>,
+    loads: Vec<Proc>,
+}
+
+impl Processes {
+    fn all(&self) -> impl Iterator<Item = &Proc> {
+        self.cores
+            .iter()
+            .flatten()
+            .chain(self.drivers.iter())
+            .chain(self.loads.iter())
+    }
+
+    fn stop_all(&mut self) {
+        for p in self.loads.iter_mut().chain(self.drivers.iter_mut()) {
+            p.stop(Duration::from_secs(5));
+        }
+        for p in self.cores.iter_mut().flatten() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// A process that died on its own, other than a crashed core or a finished load client.
+    fn failed(&mut self) -> Option<String> {
+        for p in self
+            .cores
+            .iter_mut()
+            .flatten()
+            .chain(self.drivers.iter_mut())
+        {
+            if let Some(status) = p.exited() {
+                return Some(format!(
+                    "{} {} exited ({status}); its log ends with:\n{}",
+                    p.kind.name(),
+                    p.index,
+                    p.log_tail(15)
+                ));
+            }
+        }
+        None
+    }
+
+    /// CPU seconds per process kind.
+    fn cpu_by_kind(&self) -> Vec<(Kind, f64)> {
+        let mut out: Vec<(Kind, f64)> = Vec::new();
+        for p in self.all() {
+            let cpu = p.cpu_seconds().unwrap_or(0.0);
+            match out.iter_mut().find(|(k, _)| *k == p.kind) {
+                Some((_, total)) => *total += cpu,
+                None => out.push((p.kind, cpu)),
+            }
+        }
+        out
+    }
+}
+
+/// CPU seconds per kind at the start and the end of the measurement window.
+struct CpuWindow {
+    start: Vec<(Kind, f64)>,
+    end: Vec<(Kind, f64)>,
+}
+
+/// A run in progress: its testbed, its processes and the harness's clients.
+struct Run<'a> {
+    rt: &'a Runtime,
+    args: &'a LocalArgs,
+    bed: Testbed,
+    procs: Processes,
+    clients: Arc<Clients>,
+    /// The cores that fail (the last `--crash`).
+    crashed: Vec<usize>,
+    /// The cores that stay up (the load goes to them; the first is watched).
+    live: Vec<usize>,
+}
+
+impl<'a> Run<'a> {
+    /// Writes the testbed, starts the cores (all but those crashed from the start), waits until
+    /// every started core answers, then starts the drivers.
+    fn start(
+        rt: &'a Runtime,
+        args: &'a LocalArgs,
+        rate: u64,
+        dir: &Path,
+    ) -> anyhow::Result<Run<'a>> {
+        let n = args.cores;
+        let spec = Spec {
+            cores: n,
+            drivers: args.drivers,
+            stakes: args.stakes.clone(),
+            base_port: args.base_port,
+            seed: rate,
+            flags: args.node_flags(),
+            core_extra: Vec::new(),
+        };
+        let bed = Testbed::create(dir, spec)?;
+        let crashed: Vec<usize> = (n - args.crash..n).collect();
+        let never_started = |i: &usize| crashed.contains(i) && args.crash_at == 0;
+        let cores = (0..n)
+            .map(|i| (!never_started(&i)).then(|| bed.start_core(i)).transpose())
+            .collect::<anyhow::Result<_>>()?;
+        let clients = rt.block_on(async { Clients::new(&bed.net, NetLimits::default()) })?;
+        let mut run = Run {
+            rt,
+            args,
+            procs: Processes {
+                cores,
+                drivers: Vec::new(),
+                loads: Vec::new(),
+            },
+            clients: Arc::new(clients),
+            live: (0..n - args.crash).collect(),
+            crashed,
+            bed,
+        };
+        run.wait_until_cores_answer()?;
+        for j in 0..args.drivers {
+            run.procs.drivers.push(run.bed.start_driver(j)?);
+        }
+        Ok(run)
+    }
+
+    fn wait_until_cores_answer(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let instance = self.bed.net.committee.instance();
+        let started: Vec<usize> = (0..self.args.cores)
+            .filter(|i| self.procs.cores[*i].is_some())
+            .collect();
+        for i in started {
+            let procs = &mut self.procs;
+            wait_ready(self.rt, &self.clients, instance, i, deadline, || {
+                procs.failed()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the load's start, then starts the load clients on the cores that stay up, the
+    /// rate split between them. Returns where each writes its summary.
+    fn start_loads(
+        &mut self,
+        rate: u64,
+        dir: &Path,
+        schedule: &Schedule,
+    ) -> anyhow::Result<Vec<PathBuf>> {
+        std::thread::sleep(Duration::from_micros(
+            schedule.load_start_us.saturating_sub(unix_micros()),
+        ));
+        let targets = self
+            .live
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let clients = self.args.clients as u64;
+        let outputs: Vec<PathBuf> = (0..self.args.clients)
+            .map(|c| dir.join(format!("load-{c}.json")))
+            .collect();
+        for (c, output) in outputs.iter().enumerate() {
+            let share = rate / clients + u64::from((c as u64) < rate % clients);
+            let flags = [
+                format!("--rate={share}"),
+                format!("--tx-size={}", self.args.tx_size),
+                format!("--duration={}", schedule.load_seconds),
+                format!("--core={targets}"),
+                format!("--client-id={c}"),
+                "--json".to_string(),
+            ];
+            self.procs
+                .loads
+                .push(self.bed.start_load(c, &flags, output)?);
+        }
+        Ok(outputs)
+    }
+
+    /// The load phase: until the load ends (or an interrupt), crashes the `--crash` cores at
+    /// `--crash-at`, samples CPU at the edges of the window (the end at the latest when the phase
+    /// ends) and shows progress. Fails if a core or a driver dies on its own.
+    fn measure(
+        &mut self,
+        schedule: &Schedule,
+        watcher: &Watcher,
+        progress: &mut report::Progress,
+        interrupted: &AtomicBool,
+    ) -> anyhow::Result<CpuWindow> {
+        let started = Instant::now();
+        let load_end = Duration::from_secs(schedule.load_seconds) + Duration::from_millis(500);
+        let args = self.args;
+        let mut crash_at =
+            (args.crash_at > 0 && args.crash > 0).then(|| Duration::from_secs(args.crash_at));
+        let (mut cpu_start, mut cpu_end) = (None, None);
+        while started.elapsed() < load_end {
+            if interrupted.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Some(why) = self.procs.failed() {
+                bail!("{why}");
+            }
+            let now = unix_micros();
+            if crash_at.is_some_and(|at| started.elapsed() >= at) {
+                self.crash();
+                crash_at = None;
+            }
+            if cpu_start.is_none() && now >= schedule.window.0 {
+                cpu_start = Some(self.procs.cpu_by_kind());
+            }
+            if cpu_end.is_none() && now >= schedule.window.1 {
+                cpu_end = Some(self.procs.cpu_by_kind());
+            }
+            progress.show(&watcher.observed(), now);
+            for p in self.procs.loads.iter_mut() {
+                p.sample_rss();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(CpuWindow {
+            end: cpu_end.unwrap_or_else(|| self.procs.cpu_by_kind()),
+            start: cpu_start.unwrap_or_default(),
+        })
+    }
+
+    /// Kills the `--crash` cores (SIGKILL).
+    fn crash(&mut self) {
+        for i in &self.crashed {
+            if let Some(p) = self.procs.cores[*i].as_mut() {
+                p.kill();
+            }
+            self.procs.cores[*i] = None;
+        }
+    }
+
+    /// Waits (up to 15 s) for the load clients to exit, then reads their summaries.
+    fn wait_for_loads(&mut self, outputs: &[PathBuf]) -> Vec<LoadSummary> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for p in self.procs.loads.iter_mut() {
+            while p.exited().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        report::read_loads(outputs)
+    }
+
+    /// Saves every live process's metrics in `dir` and sums the cores' totals.
+    fn scrape_metrics(&self, dir: &Path) -> CoreTotals {
+        let mut core_texts = Vec::new();
+        for (i, port) in self.bed.core_metrics.iter().enumerate() {
+            if self.procs.cores[i].is_some() {
+                core_texts.extend(scrape_to(
+                    self.rt,
+                    *port,
+                    &dir.join(format!("core-{i}.prom")),
+                ));
+            }
+        }
+        for (j, port) in self.bed.driver_metrics.iter().enumerate() {
+            scrape_to(self.rt, *port, &dir.join(format!("driver-{j}.prom")));
+        }
+        let from_cores = |name: &str| -> u64 {
+            core_texts
+                .iter()
+                .filter_map(|t| sleepyseal_net::metrics::sample(t, name))
+                .sum::<f64>() as u64
+        };
+        CoreTotals {
+            own_headers_orphaned: from_cores("sleepyseal_core_own_headers_orphaned_total"),
+            requeued_transactions: from_cores("sleepyseal_core_requeued_transactions_total"),
+            busy_replies: from_cores("sleepyseal_core_busy_replies_total"),
+        }
+    }
+
+    /// Stops every process and the clients, deletes the testbed unless kept; returns each
+    /// process's peak RSS (KiB).
+    fn stop(&mut self) -> Vec<(Kind, u64)> {
+        let peak_rss: Vec<(Kind, u64)> = self
+            .procs
+            .all()
+            .map(|p| (p.kind, p.peak_rss_kib().unwrap_or(0)))
+            .collect();
+        self.procs.stop_all();
+        self.rt.block_on(self.clients.close());
+        self.bed.remove(self.args.keep_testbed);
+        peak_rss
+    }
+}
+
+/// After the load: waits up to `--drain` seconds until every acknowledged transaction has
+/// committed.
+fn drain(
+    args: &LocalArgs,
+    watcher: &Watcher,
+    progress: &mut report::Progress,
+    accepted: u64,
+    interrupted: &AtomicBool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(args.drain);
+    while Instant::now() < deadline && !interrupted.load(Ordering::SeqCst) {
+        if watcher.observed().load_committed >= accepted {
+            break;
+        }
+        progress.show(&watcher.observed(), unix_micros());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Saves one process's metrics text and returns it (best effort: a failure is reported, not
+/// fatal).
+fn scrape_to(rt: &Runtime, port: u16, path: &Path) -> Option<String> {
+    let Some(text) = testbed::scrape(rt, port, Duration::from_secs(2)) else {
+        eprintln!("could not scrape metrics from 127.0.0.1:{port}");
+        return None;
+    };
+    if let Err(e) = std::fs::write(path, &text) {
+        eprintln!("write {}: {e}", path.display());
+    }
+    Some(text)
+}
+
+/// The parameters of the run, as reported.
+fn run_config(args: &LocalArgs, rate: u64, watched: AuthorityIndex) -> RunConfig {
+    RunConfig {
+        cores: args.cores,
+        drivers: args.drivers,
+        clients: args.clients,
+        rate,
+        tx_size: args.tx_size,
+        duration_s: args.duration,
+        warmup_s: args.warmup,
+        batch_size: args.batch_size,
+        max_batch_delay_ms: args.max_batch_delay_ms,
+        straggler_wait_ms: args.straggler_wait_ms,
+        verify_batch: args.verify_batch,
+        verify_threads: args.verify_threads,
+        pipeline_depth: args.pipeline_depth,
+        gc_depth: args.gc_depth,
+        leader_timeout_ms: args.leader_timeout,
+        crash: args.crash,
+        crash_at_s: args.crash_at,
+        watched_core: watched.0,
+    }
+}

@@ -1,0 +1,33 @@
+//! `sleepyseal local`: the benchmark harness and the chaos run, on one machine.
+//!
+//! - [`args`]: the flags of `sleepyseal local`;
+//! - [`testbed`]: a run's testbed: ports, genesis, starting cores, drivers and load clients as
+//!   processes of this same binary, readiness, metrics scrapes; used by every harness;
+//! - [`local`]: the benchmark (one run or a sweep of rates);
+//! - [`chaos`]: real-process perturbation with a workload check (`--chaos`);
+//! - [`observed`], [`report`], [`table`], [`plot`]: what the benchmark's watcher saw, the figures
+//!   computed from it, and their text and SVG forms.
+//!
+//! Dependencies go one way: `local` and `chaos` use `testbed`; `local` uses the report modules;
+//! neither harness uses the other.
+
+pub mod args;
+pub mod chaos;
+pub mod local;
+pub mod observed;
+pub mod plot;
+pub mod report;
+pub mod table;
+pub mod testbed;
+
+pub use args::LocalArgs;
+
+/// Runs the benchmark, or with `--chaos` the chaos run.
+pub fn main(args: LocalArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    if args.chaos {
+        chaos::main(args)
+    } else {
+        local::main(args)
+    }
+}

@@ -1,0 +1,135 @@
+//! What the benchmark's watcher saw on the commit stream: every committed entry and load
+//! transaction, counted into the measurement window, latency histograms and per-second figures.
+//! [`super::report`] computes the figures from it; the progress bar reads it while the run goes.
+
+use hdrhistogram::Histogram;
+use sleepyseal_core::protocol::CommittedEntry;
+
+/// Highest latency recorded (µs): one hour.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid hdrhistogram bounds")
+}
+
+/// What one second of the run looked like (for the timeline plot and the progress bar).
+#[derive(Clone, Debug)]
+pub struct Second {
+    /// Load transactions committed in this second.
+    pub transactions: u64,
+    /// Their end-to-end latencies (µs).
+    pub latency: Histogram<u64>,
+}
+
+/// Everything the watcher saw on the commit stream.
+#[derive(Debug)]
+pub struct Observed {
+    /// When the load started (µs since the epoch).
+    pub load_start_us: u64,
+    /// The measurement window (µs since the epoch).
+    pub window: (u64, u64),
+    /// First and last commit inside the window.
+    pub first_commit_us: Option<u64>,
+    /// See `first_commit_us`.
+    pub last_commit_us: u64,
+    /// Transactions and payload bytes committed inside the window.
+    pub window_transactions: u64,
+    /// See `window_transactions`.
+    pub window_bytes: u64,
+    /// Header creation → commit (ms) of entries committed inside the window.
+    pub consensus_latency: Histogram<u64>,
+    /// Send → commit (µs) of transactions sent inside the window.
+    pub e2e_latency: Histogram<u64>,
+    /// Highest committed round at the first and the last commit inside the window.
+    pub rounds_in_window: Option<(u64, u64)>,
+    /// Highest committed round so far.
+    pub top_round: u64,
+    /// Load transactions committed in all (for the drain).
+    pub load_committed: u64,
+    /// Transactions that are not load transactions (too short to carry a send time).
+    pub foreign: u64,
+    /// Committed entries whose payload the watched core did not return.
+    pub entries_without_payload: u64,
+    /// Committed entries skipped because the core evicted them before they were read.
+    pub evicted: u64,
+    /// Per second since the load started.
+    pub seconds: Vec<Second>,
+}
+
+impl Observed {
+    /// Nothing seen yet.
+    pub fn new(load_start_us: u64, window: (u64, u64)) -> Observed {
+        Observed {
+            load_start_us,
+            window,
+            first_commit_us: None,
+            last_commit_us: 0,
+            window_transactions: 0,
+            window_bytes: 0,
+            consensus_latency: latency_histogram(),
+            e2e_latency: latency_histogram(),
+            rounds_in_window: None,
+            top_round: 0,
+            load_committed: 0,
+            foreign: 0,
+            entries_without_payload: 0,
+            evicted: 0,
+            seconds: Vec::new(),
+        }
+    }
+
+    fn in_window(&self, t: u64) -> bool {
+        t >= self.window.0 && t <= self.window.1
+    }
+
+    /// Records one committed entry received at `now` (µs), with its transactions if the payload
+    /// came along.
+    pub fn record_entry(
+        &mut self,
+        now: u64,
+        entry: &CommittedEntry,
+        transactions: Option<&[bytes::Bytes]>,
+        parse: impl Fn(&[u8]) -> Option<(u64, u64, u64)>,
+    ) {
+        self.top_round = self.top_round.max(entry.round.0);
+        let Some(transactions) = transactions else {
+            self.entries_without_payload += 1;
+            return;
+        };
+        let in_window = self.in_window(now);
+        if in_window {
+            self.first_commit_us.get_or_insert(now);
+            self.last_commit_us = now;
+            self.window_transactions += transactions.len() as u64;
+            self.window_bytes += u64::from(entry.payload.len);
+            let ms = (now / 1_000).saturating_sub(entry.created_at_ms);
+            let _ = self.consensus_latency.record(ms.max(1));
+            let top = self.top_round;
+            self.rounds_in_window = Some(match self.rounds_in_window {
+                None => (top, top),
+                Some((first, _)) => (first, top),
+            });
+        }
+        let second = (now.saturating_sub(self.load_start_us) / 1_000_000) as usize;
+        if self.seconds.len() <= second {
+            self.seconds.resize_with(second + 1, || Second {
+                transactions: 0,
+                latency: latency_histogram(),
+            });
+        }
+        for tx in transactions {
+            let Some((_, _, sent_us)) = parse(tx) else {
+                self.foreign += 1;
+                continue;
+            };
+            self.load_committed += 1;
+            let latency = now.saturating_sub(sent_us).clamp(1, MAX_LATENCY_US);
+            let s = &mut self.seconds[second];
+            s.transactions += 1;
+            let _ = s.latency.record(latency);
+            if self.in_window(sent_us) {
+                let _ = self.e2e_latency.record(latency);
+            }
+        }
+    }
+}

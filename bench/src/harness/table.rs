@@ -1,0 +1,151 @@
+//! The text forms of benchmark reports: the summary table of one run (`summary.txt`, stdout) and
+//! one row per rate of a sweep (`sweep.txt`).
+
+use super::report::{thousands, Report};
+
+/// One `key  value` line of the summary table.
+fn line(t: &mut String, k: &str, v: String) {
+    t.push_str(&format!(" {k:<22}{v}\n"));
+}
+
+/// The summary table of one run.
+pub fn table(r: &Report) -> String {
+    let mut t = String::new();
+    header(&mut t, r);
+    throughput_and_latency(&mut t, r);
+    resources(&mut t, r);
+    outcome(&mut t, r);
+    t
+}
+
+/// The run's parameters.
+fn header(t: &mut String, r: &Report) {
+    let c = &r.config;
+    t.push_str(&format!(
+        "\n sleepyseal local: {} cores ({} crashed), {} driver(s), {} tx/s × {} B, {} s after {} s warm-up\n",
+        c.cores, c.crash, c.drivers, thousands(c.rate as f64), c.tx_size, c.duration_s, c.warmup_s
+    ));
+    t.push_str(&format!(
+        " batch {} B, max batch delay {} ms, straggler wait {} ms, verify batch {} × {} threads, pipeline {}, gc depth {}, leader timeout {} ms\n",
+        c.batch_size, c.max_batch_delay_ms, c.straggler_wait_ms, c.verify_batch, c.verify_threads, c.pipeline_depth, c.gc_depth, c.leader_timeout_ms
+    ));
+    t.push_str(" ----------------------------------------------------------------\n");
+}
+
+/// Consensus and end-to-end figures, rounds per second.
+fn throughput_and_latency(t: &mut String, r: &Report) {
+    let l = &r.e2e_latency_ms;
+    line(
+        t,
+        "consensus TPS",
+        format!(
+            "{} tx/s ({:.1} MB/s)",
+            thousands(r.consensus_tps),
+            r.consensus_bps / 1e6
+        ),
+    );
+    line(
+        t,
+        "consensus latency",
+        format!("{:.0} ms", r.consensus_latency_ms),
+    );
+    line(
+        t,
+        "end-to-end TPS",
+        format!(
+            "{} tx/s ({:.1} MB/s)",
+            thousands(r.e2e_tps),
+            r.e2e_bps / 1e6
+        ),
+    );
+    line(
+        t,
+        "end-to-end latency",
+        format!(
+            "mean {:.0} ms, p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            l.mean, l.p50, l.p90, l.p99, l.max
+        ),
+    );
+    line(t, "rounds per second", format!("{:.1}", r.rounds_per_s));
+}
+
+/// CPU per transaction, CPU and memory per process kind.
+fn resources(t: &mut String, r: &Report) {
+    line(
+        t,
+        "CPU per tx",
+        format!(
+            "{:.2} µs (cores + drivers; = CPU s per million tx)",
+            r.cpu_us_per_tx
+        ),
+    );
+    for u in &r.usage {
+        line(
+            t,
+            &format!("  {} ×{}", u.kind, u.processes),
+            format!(
+                "{:.2} cores busy, peak RSS {:.0} MiB",
+                u.cores_busy, u.peak_rss_mib
+            ),
+        );
+    }
+}
+
+/// What became of the load, and whether the system kept up.
+fn outcome(t: &mut String, r: &Report) {
+    line(
+        t,
+        "load",
+        format!(
+            "sent {}, accepted {}, busy {}, failed {}, missed {}",
+            thousands(r.load.sent as f64),
+            thousands(r.load.accepted as f64),
+            r.load.busy,
+            r.load.failed,
+            r.load.missed
+        ),
+    );
+    line(t, "not committed", thousands(r.not_committed as f64));
+    line(
+        t,
+        "orphaned headers",
+        format!(
+            "{} ({} transactions proposed again after gc depth)",
+            r.cores.own_headers_orphaned,
+            thousands(r.cores.requeued_transactions as f64)
+        ),
+    );
+    line(
+        t,
+        "saturated",
+        if r.saturated {
+            format!("yes: {}", r.saturation.join("; "))
+        } else {
+            "no".into()
+        },
+    );
+}
+
+/// One row per rate of a sweep.
+pub fn sweep_table(reports: &[Report]) -> String {
+    let mut t = String::from(
+        "\n    rate  consensus TPS   e2e TPS  e2e mean   p50   p90   p99 (ms)  rounds/s  µs CPU/tx  saturated\n",
+    );
+    for r in reports {
+        let l = &r.e2e_latency_ms;
+        t.push_str(&format!(
+            "{:>8}  {:>13}  {:>8}  {:>8.0}  {:>4.0}  {:>4.0}  {:>4.0}       {:>8.1}  {:>9.2}  {}\n",
+            r.config.rate,
+            thousands(r.consensus_tps),
+            thousands(r.e2e_tps),
+            l.mean,
+            l.p50,
+            l.p90,
+            l.p99,
+            r.rounds_per_s,
+            r.cpu_us_per_tx,
+            if r.saturated { "yes" } else { "no" }
+        ));
+    }
+    t
+}

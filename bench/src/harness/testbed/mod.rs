@@ -1,0 +1,243 @@
+//! A run's testbed on 127.0.0.1: its ports, its genesis, and its processes (cores, drivers, load
+//! clients) started from this same binary, with their readiness and their metrics. Every harness
+//! (`local`, `chaos`, and later a cluster harness) builds on it; it knows none of them.
+//!
+//! Ports: core i serves QUIC on base + i and metrics on base + 1000 + i; driver j serves metrics
+//! on base + 1100 + j.
+
+mod process;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sleepyseal_core::protocol::{Request, RequestBody};
+use sleepyseal_core::AuthorityIndex;
+use sleepyseal_net::{Clients, GenesisOptions};
+
+pub use process::{Kind, Proc};
+
+/// The flags the harness starts every core and driver with.
+#[derive(Clone, Debug)]
+pub struct NodeFlags {
+    /// `core --batch-size`.
+    pub batch_size: usize,
+    /// `core --max-batch-delay-ms`.
+    pub max_batch_delay_ms: u64,
+    /// `core --straggler-wait-ms`.
+    pub straggler_wait_ms: u64,
+    /// `core --verify-batch`.
+    pub verify_batch: usize,
+    /// `core --verify-threads`.
+    pub verify_threads: usize,
+    /// `core --gc-depth`.
+    pub gc_depth: u64,
+    /// `core --leader-timeout-ms` and `--vote-timeout-ms`.
+    pub leader_timeout_ms: u64,
+    /// `driver --pipeline-depth`.
+    pub pipeline_depth: usize,
+}
+
+/// What a testbed is made of.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Cores.
+    pub cores: usize,
+    /// Drivers (their metrics ports are claimed up front).
+    pub drivers: usize,
+    /// Stake per core (default: 1 each).
+    pub stakes: Option<Vec<u64>>,
+    /// QUIC port of core 0.
+    pub base_port: u16,
+    /// Seed of the keys (reproducible runs).
+    pub seed: u64,
+    /// Flags of every core and driver.
+    pub flags: NodeFlags,
+    /// Further flags of every core.
+    pub core_extra: Vec<String>,
+}
+
+/// A fresh testbed written under a run's directory, and the means to start its processes.
+pub struct Testbed {
+    /// Committee, addresses and certificates, as the harness's clients need them.
+    pub net: sleepyseal_net::Testbed,
+    /// The committee file, as every process is given it.
+    pub committee: String,
+    /// Keys and stores.
+    pub dir: PathBuf,
+    /// One log per process.
+    pub logs: PathBuf,
+    /// Metrics port of each core.
+    pub core_metrics: Vec<u16>,
+    /// Metrics port of each driver.
+    pub driver_metrics: Vec<u16>,
+    spec: Spec,
+}
+
+impl Testbed {
+    /// Writes a fresh testbed into `out/testbed` (replacing an old one) with logs in `out/logs`,
+    /// after checking that all its ports are free.
+    pub fn create(out: &Path, spec: Spec) -> anyhow::Result<Testbed> {
+        let logs = out.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+        let dir = out.join("testbed");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("remove the old {}", dir.display()))?;
+        }
+        let (core_metrics, driver_metrics) = claim_ports(spec.base_port, spec.cores, spec.drivers)?;
+        let committee_path = sleepyseal_net::genesis(
+            &dir,
+            &GenesisOptions {
+                stakes: spec.stakes.clone().unwrap_or_else(|| vec![1; spec.cores]),
+                host: "127.0.0.1".into(),
+                base_port: spec.base_port,
+                seed: Some(spec.seed),
+            },
+        )?;
+        Ok(Testbed {
+            net: sleepyseal_net::load_testbed(&committee_path)?,
+            committee: committee_path.display().to_string(),
+            dir,
+            logs,
+            core_metrics,
+            driver_metrics,
+            spec,
+        })
+    }
+
+    /// Starts core `i` (its log is appended to: a restart keeps earlier incarnations' lines).
+    pub fn start_core(&self, i: usize) -> anyhow::Result<Proc> {
+        let f = &self.spec.flags;
+        let mut argv: Vec<String> = vec![
+            "core".to_string(),
+            format!("--committee={}", self.committee),
+            format!("--key={}", self.dir.join(format!("core-{i}.key")).display()),
+            format!("--store={}", self.dir.join(format!("store-{i}")).display()),
+            format!("--batch-size={}", f.batch_size),
+            format!("--max-batch-delay-ms={}", f.max_batch_delay_ms),
+            format!("--straggler-wait-ms={}", f.straggler_wait_ms),
+            format!("--verify-batch={}", f.verify_batch),
+            format!("--verify-threads={}", f.verify_threads),
+            format!("--gc-depth={}", f.gc_depth),
+            format!("--leader-timeout-ms={}", f.leader_timeout_ms),
+            format!("--vote-timeout-ms={}", f.leader_timeout_ms),
+            format!("--metrics-addr=127.0.0.1:{}", self.core_metrics[i]),
+        ];
+        argv.extend_from_slice(&self.spec.core_extra);
+        let log = self.logs.join(format!("core-{i}.log"));
+        Proc::spawn(Kind::Core, i, &argv, &log, None)
+    }
+
+    /// Starts driver `j`.
+    pub fn start_driver(&self, j: usize) -> anyhow::Result<Proc> {
+        let argv: Vec<String> = vec![
+            "driver".to_string(),
+            format!("--committee={}", self.committee),
+            format!("--pipeline-depth={}", self.spec.flags.pipeline_depth),
+            format!("--metrics-addr=127.0.0.1:{}", self.driver_metrics[j]),
+        ];
+        let log = self.logs.join(format!("driver-{j}.log"));
+        Proc::spawn(Kind::Driver, j, &argv, &log, None)
+    }
+
+    /// Starts load client `c` with `flags` (after the committee), its stdout (the summary) going
+    /// to `output`.
+    pub fn start_load(&self, c: usize, flags: &[String], output: &Path) -> anyhow::Result<Proc> {
+        let mut argv = vec![
+            "load".to_string(),
+            format!("--committee={}", self.committee),
+        ];
+        argv.extend_from_slice(flags);
+        let log = self.logs.join(format!("load-{c}.log"));
+        Proc::spawn(Kind::Load, c, &argv, &log, Some(output))
+    }
+
+    /// Deletes keys and stores, unless `keep`.
+    pub fn remove(&self, keep: bool) {
+        if !keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The metrics ports of `cores` cores and `drivers` drivers, after checking that all of them
+/// and the cores' QUIC ports are free.
+fn claim_ports(base: u16, cores: usize, drivers: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+    let quic: Vec<u16> = (0..cores).map(|i| base + i as u16).collect();
+    let core_metrics: Vec<u16> = (0..cores).map(|i| base + 1_000 + i as u16).collect();
+    let driver_metrics: Vec<u16> = (0..drivers).map(|j| base + 1_100 + j as u16).collect();
+    let tcp: Vec<u16> = core_metrics
+        .iter()
+        .chain(&driver_metrics)
+        .copied()
+        .collect();
+    check_ports_free(&quic, &tcp)?;
+    Ok((core_metrics, driver_metrics))
+}
+
+/// Fails unless every UDP port (QUIC) and TCP port (metrics) given is free on 127.0.0.1.
+pub fn check_ports_free(udp: &[u16], tcp: &[u16]) -> anyhow::Result<()> {
+    for port in udp {
+        if std::net::UdpSocket::bind(("127.0.0.1", *port)).is_err() {
+            bail!("UDP port {port} on 127.0.0.1 is in use: choose other ports with --base-port");
+        }
+    }
+    for port in tcp {
+        if std::net::TcpListener::bind(("127.0.0.1", *port)).is_err() {
+            bail!("TCP port {port} on 127.0.0.1 is in use: choose other ports with --base-port");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until core `i` answers a read, failing on `deadline` or when `failed` reports a dead
+/// process.
+pub fn wait_ready(
+    rt: &tokio::runtime::Runtime,
+    clients: &Clients,
+    instance: sleepyseal_core::Digest,
+    i: usize,
+    deadline: Instant,
+    mut failed: impl FnMut() -> Option<String>,
+) -> anyhow::Result<()> {
+    loop {
+        if let Some(why) = failed() {
+            bail!("{why}");
+        }
+        let probe = Request {
+            instance,
+            body: RequestBody::ReadCommitted {
+                from_index: 0,
+                max: 1,
+                with_payloads: false,
+                wait_ms: 0,
+            },
+        };
+        let client = clients.core(AuthorityIndex(i as u16)).clone();
+        let ok = rt.block_on(async move {
+            client
+                .request(&probe, Duration::from_millis(500))
+                .await
+                .is_ok()
+        });
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("core {i} did not answer within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The metrics text of the process serving them on `port`, if it answers within `timeout`.
+pub fn scrape(rt: &tokio::runtime::Runtime, port: u16, timeout: Duration) -> Option<String> {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    rt.block_on(async {
+        tokio::time::timeout(timeout, sleepyseal_net::metrics::scrape(address)).await
+    })
+    .ok()?
+    .ok()
+}

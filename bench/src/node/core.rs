@@ -1,0 +1,230 @@
+//! `sleepyseal core`: one core, a QUIC server that only answers, until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use sleepyseal_core::committee::default_schedule;
+use sleepyseal_core::limits::MAX_PAYLOAD_BYTES;
+use sleepyseal_core::machine::{
+    DEFAULT_BATCH_SIZE_BYTES, DEFAULT_COMMITTED_WINDOW_BYTES, DEFAULT_COMMITTED_WINDOW_ENTRIES,
+    DEFAULT_GC_DEPTH, DEFAULT_LEADER_TIMEOUT_MS, DEFAULT_MEMPOOL_BYTES,
+    DEFAULT_MEMPOOL_TRANSACTIONS, DEFAULT_STRAGGLER_WAIT_MS, DEFAULT_VOTE_TIMEOUT_MS,
+};
+use sleepyseal_core::store::wal::WalStore;
+use sleepyseal_core::verify::VerifierConfig;
+use sleepyseal_core::{Core, CoreConfig, KeyPair, Store, Verifier};
+use sleepyseal_net::server::{ServerOptions, ServerStats};
+use sleepyseal_net::{CoreServer, NetLimits, Testbed};
+
+use super::{
+    interval, runtime, serve_metrics, shutdown_signal, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S,
+};
+
+/// Flags of `sleepyseal core`.
+#[derive(Args, Debug)]
+pub struct CoreArgs {
+    /// The committee file.
+    #[arg(long, default_value = DEFAULT_COMMITTEE)]
+    committee: PathBuf,
+    /// This core's key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// Directory of this core's durable store (created if missing; locked while running).
+    #[arg(long)]
+    store: PathBuf,
+    /// Payload bytes per header: the core proposes when its mempool holds this much.
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE_BYTES)]
+    batch_size: usize,
+    /// How long (ms) the core may wait for a full batch before proposing a smaller one.
+    #[arg(long, default_value_t = CoreConfig::default().max_batch_delay_ms)]
+    max_batch_delay_ms: u64,
+    /// How long (ms) a core holding a quorum of a round waits for the certificate of a live
+    /// author still missing from it (so the next header references it).
+    #[arg(long, default_value_t = DEFAULT_STRAGGLER_WAIT_MS)]
+    straggler_wait_ms: u64,
+    /// Rounds of the DAG kept below the last committed leader.
+    #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
+    gc_depth: u64,
+    /// Rounds below gc_round whose certificates and payloads are kept to serve lagging cores
+    /// (default: --gc-depth). A core further behind than every other core retains cannot catch
+    /// up (checkpoints are future work): at ~100 rounds/s, 50 rounds is half a second of outage.
+    #[arg(long)]
+    retention_rounds: Option<u64>,
+    /// How long (ms) a core waits for the leader before advancing without it.
+    #[arg(long, default_value_t = DEFAULT_LEADER_TIMEOUT_MS)]
+    leader_timeout_ms: u64,
+    /// How long (ms) a core waits for votes for the leader before advancing without them.
+    #[arg(long, default_value_t = DEFAULT_VOTE_TIMEOUT_MS)]
+    vote_timeout_ms: u64,
+    /// Mempool bound in bytes (clients get Busy beyond it).
+    #[arg(long, default_value_t = DEFAULT_MEMPOOL_BYTES)]
+    mempool_bytes: usize,
+    /// Mempool bound in transactions.
+    #[arg(long, default_value_t = DEFAULT_MEMPOOL_TRANSACTIONS)]
+    mempool_transactions: usize,
+    /// Committed entries kept for clients to read (older ones are evicted with their payloads).
+    #[arg(long, default_value_t = DEFAULT_COMMITTED_WINDOW_ENTRIES)]
+    committed_window_entries: usize,
+    /// Payload bytes of committed entries kept for clients to read.
+    #[arg(long, default_value_t = DEFAULT_COMMITTED_WINDOW_BYTES)]
+    committed_window_bytes: usize,
+    /// Signatures per verification batch (one rayon task each).
+    #[arg(long, default_value_t = VerifierConfig::default().batch_size)]
+    verify_batch: usize,
+    /// Threads verifying signatures.
+    #[arg(long, default_value_t = ServerOptions::default().verify_threads)]
+    verify_threads: usize,
+    /// Concurrent client connections accepted.
+    #[arg(long, default_value_t = NetLimits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds between progress lines in the log (0: none).
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY_S)]
+    log_every_s: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this TCP address.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl CoreArgs {
+    fn config(&self) -> CoreConfig {
+        CoreConfig {
+            gc_depth: self.gc_depth,
+            retention_rounds: self.retention_rounds.unwrap_or(self.gc_depth),
+            batch_size_bytes: self.batch_size,
+            max_batch_delay_ms: self.max_batch_delay_ms,
+            straggler_wait_ms: self.straggler_wait_ms,
+            leader_timeout_ms: self.leader_timeout_ms,
+            vote_timeout_ms: self.vote_timeout_ms,
+            mempool_max_bytes: self.mempool_bytes,
+            mempool_max_transactions: self.mempool_transactions,
+            committed_window_entries: self.committed_window_entries,
+            committed_window_bytes: self.committed_window_bytes,
+        }
+    }
+
+    fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            limits: NetLimits {
+                max_connections: self.max_connections,
+                ..NetLimits::default()
+            },
+            verify_threads: self.verify_threads,
+            ..ServerOptions::default()
+        }
+    }
+}
+
+/// Runs one core until Ctrl-C or SIGTERM.
+pub fn core(args: CoreArgs) -> anyhow::Result<()> {
+    if args.batch_size == 0 || args.batch_size > MAX_PAYLOAD_BYTES {
+        bail!("--batch-size must be in 1..={MAX_PAYLOAD_BYTES}");
+    }
+    let testbed = sleepyseal_net::load_testbed(&args.committee)?;
+    let keys = sleepyseal_net::load_keys(&args.key, &testbed)?;
+    let index = keys.index;
+    let address = testbed.addresses[index.as_usize()];
+    let config = args.config();
+    let options = args.server_options();
+    let limits = options.limits.clone();
+    tracing::info!(
+        "core {index} at {address}: {config:?}, verify batch {} on {} threads, {limits:?}, store {}",
+        args.verify_batch,
+        args.verify_threads,
+        args.store.display()
+    );
+    let (core, store) = recover(&args, &testbed, keys.key, config)?;
+    let verifier = Verifier::new(
+        testbed.committee.clone(),
+        VerifierConfig {
+            batch_size: args.verify_batch.max(1),
+            ..VerifierConfig::default()
+        },
+    );
+    let quic = sleepyseal_net::tls::server_config(
+        testbed.certificates[index.as_usize()].clone(),
+        keys.tls_key,
+        &limits,
+    )?;
+    runtime("core")?.block_on(async move {
+        let server = CoreServer::start(address, quic, core, Box::new(store), verifier, options)?;
+        serve(server, &args).await
+    })
+}
+
+/// Opens the store and rebuilds the core from it.
+fn recover(
+    args: &CoreArgs,
+    testbed: &Testbed,
+    key: KeyPair,
+    config: CoreConfig,
+) -> anyhow::Result<(Core, WalStore)> {
+    let mut store = WalStore::open(&args.store)
+        .with_context(|| format!("open store {}", args.store.display()))?;
+    let entries = store.load()?;
+    let committee = testbed.committee.clone();
+    let core = Core::recover(
+        committee.clone(),
+        default_schedule(&committee),
+        key,
+        config,
+        entries,
+    )
+    .context("recover the core from its store")?;
+    tracing::info!(
+        "recovered: round {}, committed index {}, last committed round {}",
+        core.round(),
+        core.consensus().consensus_index,
+        core.consensus().last_committed_round
+    );
+    Ok((core, store))
+}
+
+/// Serves metrics and logs progress until a signal or the core thread stops, then shuts the
+/// server down cleanly.
+async fn serve(server: CoreServer, args: &CoreArgs) -> anyhow::Result<()> {
+    let stats = server.stats().clone();
+    if let Some(addr) = args.metrics_addr {
+        let stats = stats.clone();
+        serve_metrics(addr, Arc::new(move || stats.exposition())).await?;
+    }
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut progress = interval(args.log_every_s);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = progress.tick() => {
+                if server.core_stopped() {
+                    break;
+                }
+                log_progress(&stats);
+            }
+        }
+    }
+    let stopped = server.core_stopped();
+    tracing::info!("shutting down");
+    server.shutdown().await?;
+    if stopped {
+        bail!("the core thread stopped before shutdown");
+    }
+    tracing::info!("store closed cleanly");
+    Ok(())
+}
+
+fn log_progress(stats: &ServerStats) {
+    tracing::info!(
+        "round {} committed round {} index {} mempool {} requests {} busy {} connections {} groups {}",
+        stats.round.load(Ordering::Relaxed),
+        stats.last_committed_round.load(Ordering::Relaxed),
+        stats.consensus_index.load(Ordering::Relaxed),
+        stats.mempool.load(Ordering::Relaxed),
+        stats.requests.load(Ordering::Relaxed),
+        stats.busy.load(Ordering::Relaxed),
+        stats.connections.load(Ordering::Relaxed),
+        stats.group_commits.load(Ordering::Relaxed),
+    );
+}

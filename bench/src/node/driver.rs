@@ -1,0 +1,133 @@
+//! `sleepyseal driver`: one driver, polling every core and carrying headers, votes and
+//! certificates between them, until Ctrl-C, SIGTERM or `--duration-s`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use sleepyseal_driver::runner::{self, RunnerOptions, RunnerStats};
+use sleepyseal_driver::DriverConfig;
+use sleepyseal_net::{Clients, NetLimits};
+use tokio::sync::watch;
+
+use super::{
+    interval, runtime, serve_metrics, shutdown_signal, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S,
+};
+
+/// Flags of `sleepyseal driver`.
+#[derive(Args, Debug)]
+pub struct DriverArgs {
+    /// The committee file.
+    #[arg(long, default_value = DEFAULT_COMMITTEE)]
+    committee: PathBuf,
+    /// A request without a reply after this long (ms) is given up; the core is retried with
+    /// capped back-off.
+    #[arg(long, default_value_t = DriverConfig::default().request_timeout_ms)]
+    request_timeout_ms: u64,
+    /// How often (ms) an idle core is polled.
+    #[arg(long, default_value_t = DriverConfig::default().poll_interval_ms)]
+    poll_interval_ms: u64,
+    /// A core this many rounds behind the most advanced is caught up with Sync.
+    #[arg(long, default_value_t = DriverConfig::default().lag_rounds)]
+    lag_rounds: u64,
+    /// Requests in flight per core: beyond the first, only header and certificate bundles
+    /// carrying nothing already on its way to that core.
+    #[arg(long, default_value_t = DriverConfig::default().pipeline_depth)]
+    pipeline_depth: usize,
+    /// Certificates per Fetch/Sync batch.
+    #[arg(long, default_value_t = DriverConfig::default().sync_batch)]
+    sync_batch: u32,
+    /// Payload bytes one request carries at most (the first payload always goes). Keep it well
+    /// below the cores' request limit (32 MiB): a larger request is refused whole.
+    #[arg(long, default_value_t = DriverConfig::default().max_payload_bytes)]
+    max_payload_bytes: usize,
+    /// Seconds between progress lines in the log (0: none).
+    #[arg(long, default_value_t = DEFAULT_LOG_EVERY_S)]
+    log_every_s: u64,
+    /// Stop after this many seconds (0: run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    duration_s: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this TCP address.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl DriverArgs {
+    fn options(&self) -> RunnerOptions {
+        RunnerOptions {
+            driver: DriverConfig {
+                request_timeout_ms: self.request_timeout_ms,
+                poll_interval_ms: self.poll_interval_ms,
+                lag_rounds: self.lag_rounds,
+                sync_batch: self.sync_batch,
+                max_payload_bytes: self.max_payload_bytes,
+                pipeline_depth: self.pipeline_depth.max(1),
+                ..DriverConfig::default()
+            },
+            ..RunnerOptions::default()
+        }
+    }
+}
+
+/// Runs one driver until Ctrl-C, SIGTERM or `--duration-s`.
+pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
+    let testbed = sleepyseal_net::load_testbed(&args.committee)?;
+    let options = args.options();
+    tracing::info!(
+        "driver of {} cores: {:?}",
+        testbed.committee.size(),
+        options
+    );
+    runtime("driver")?.block_on(async move {
+        let clients = Arc::new(Clients::new(&testbed, NetLimits::default())?);
+        let stats = Arc::new(RunnerStats::default());
+        if let Some(addr) = args.metrics_addr {
+            let stats = stats.clone();
+            serve_metrics(addr, Arc::new(move || stats.exposition())).await?;
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(runner::run(
+            testbed.committee.clone(),
+            clients.clone(),
+            options,
+            stats.clone(),
+            stop_rx,
+        ));
+        run_until_stopped(&args, &stats).await;
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        clients.close().await;
+        tracing::info!("driver stopped");
+        Ok(())
+    })
+}
+
+/// Logs progress until a signal or `--duration-s`.
+async fn run_until_stopped(args: &DriverArgs, stats: &RunnerStats) {
+    let deadline = async {
+        if args.duration_s == 0 {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_secs(args.duration_s)).await;
+    };
+    tokio::pin!(deadline);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut progress = interval(args.log_every_s);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut deadline => break,
+            _ = progress.tick() => tracing::info!(
+                "top round {} certificates {} requests {} failures {} busy {}",
+                stats.top_round.load(Ordering::Relaxed),
+                stats.certificates.load(Ordering::Relaxed),
+                stats.requests.load(Ordering::Relaxed),
+                stats.failures.load(Ordering::Relaxed),
+                stats.busy.load(Ordering::Relaxed),
+            ),
+        }
+    }
+}
