@@ -20,6 +20,40 @@ const BIN: &str = env!("CARGO_BIN_EXE_sleepyseal");
 
 /// A core's committed sequence, each entry with its transactions as (client id, sequence number).
 type Sequence = Vec<(CommittedEntry, Vec<(u64, u64)>)>;
+
+/// One read of a core's committed sequence: its entries, and the transactions of the payloads
+/// it returned. A core may hold a committed certificate before its payload, so an entry's
+/// transactions may have to come from another core (the digest binds the content).
+struct CoreRead {
+    entries: Vec<CommittedEntry>,
+    transactions: HashMap<Digest, Vec<(u64, u64)>>,
+}
+
+impl CoreRead {
+    /// The sequence with every entry's transactions, taken from `known` (every payload any core
+    /// returned), or `None` while some payload is held by no core that answered.
+    fn sequence(&self, known: &HashMap<Digest, Vec<(u64, u64)>>) -> Option<Sequence> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let txs = if e.payload.len == 0 {
+                    Vec::new()
+                } else {
+                    known.get(&e.payload.digest)?.clone()
+                };
+                Some((*e, txs))
+            })
+            .collect()
+    }
+
+    /// Entries whose payload this core did not return.
+    fn without_payload(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.payload.len > 0 && !self.transactions.contains_key(&e.payload.digest))
+            .count()
+    }
+}
 const CORES: usize = 4;
 
 /// The processes of one testbed; all are killed when it is dropped.
@@ -206,18 +240,19 @@ impl Cluster {
         })
     }
 
-    /// The whole committed sequence of core `i` with the transactions of each entry (client id,
-    /// sequence), or `None` if the core does not answer.
-    fn committed(&self, i: usize) -> Option<Sequence> {
+    /// The whole committed sequence of core `i`, and the transactions (client id, sequence) of
+    /// every payload it returned, by digest; `None` if the core does not answer.
+    fn committed(&self, i: usize) -> Option<CoreRead> {
         let instance = self.testbed.committee.instance();
         let client = self.clients.core(AuthorityIndex(i as u16)).clone();
         self.runtime.block_on(async move {
-            let mut out = Vec::new();
+            let mut entries = Vec::new();
+            let mut transactions = HashMap::new();
             loop {
                 let request = Request {
                     instance,
                     body: RequestBody::ReadCommitted {
-                        from_index: out.len() as u64,
+                        from_index: entries.len() as u64,
                         max: 1_024,
                         with_payloads: true,
                         wait_ms: 0,
@@ -227,33 +262,34 @@ impl Cluster {
                     .request(&request, Duration::from_secs(5))
                     .await
                     .ok()?;
-                let Response::Committed { entries, payloads } = reply else {
+                let Response::Committed {
+                    entries: read,
+                    payloads,
+                } = reply
+                else {
                     return None;
                 };
-                if entries.is_empty() {
-                    return Some(out);
+                if read.is_empty() {
+                    return Some(CoreRead {
+                        entries,
+                        transactions,
+                    });
                 }
-                let by_digest: HashMap<Digest, _> =
-                    payloads.iter().map(|p| (p.digest(), p)).collect();
-                for e in entries {
-                    let txs = if e.payload.len == 0 {
-                        Vec::new()
-                    } else {
-                        // A payload not held yet: read again later.
-                        let p = by_digest.get(&e.payload.digest)?;
-                        p.transactions()
-                            .unwrap()
-                            .iter()
-                            .map(|t| {
-                                (
-                                    u64::from_le_bytes(t[..8].try_into().unwrap()),
-                                    u64::from_le_bytes(t[8..16].try_into().unwrap()),
-                                )
-                            })
-                            .collect()
-                    };
-                    out.push((e, txs));
+                for p in payloads {
+                    let ids = p
+                        .transactions()
+                        .unwrap()
+                        .iter()
+                        .map(|t| {
+                            (
+                                u64::from_le_bytes(t[..8].try_into().unwrap()),
+                                u64::from_le_bytes(t[8..16].try_into().unwrap()),
+                            )
+                        })
+                        .collect();
+                    transactions.insert(p.digest(), ids);
                 }
+                entries.extend(read);
             }
         })
     }
@@ -284,9 +320,18 @@ impl Cluster {
     fn check_all_committed(&self, acknowledged: &[(u64, u64)], within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let sequences: Vec<_> = (0..CORES)
+            let reads: Vec<(usize, Option<CoreRead>)> = (0..CORES)
                 .filter(|i| self.cores[*i].is_some())
                 .map(|i| (i, self.committed(i)))
+                .collect();
+            let known: HashMap<Digest, Vec<(u64, u64)>> = reads
+                .iter()
+                .filter_map(|(_, r)| r.as_ref())
+                .flat_map(|r| r.transactions.iter().map(|(d, t)| (*d, t.clone())))
+                .collect();
+            let sequences: Vec<(usize, Option<Sequence>)> = reads
+                .iter()
+                .map(|(i, r)| (*i, r.as_ref().and_then(|r| r.sequence(&known))))
                 .collect();
             let complete = sequences.iter().all(|(_, s)| {
                 s.as_ref().is_some_and(|s| {
@@ -307,9 +352,16 @@ impl Cluster {
                 return;
             }
             if Instant::now() >= deadline {
-                for (i, s) in &sequences {
+                for ((i, s), (_, read)) in sequences.iter().zip(&reads) {
+                    match read {
+                        None => eprintln!("core {i}: no answer"),
+                        Some(r) => eprintln!(
+                            "core {i}: {} entries, {} without their payload at this core",
+                            r.entries.len(),
+                            r.without_payload()
+                        ),
+                    }
                     let Some(s) = s else {
-                        eprintln!("core {i}: no answer");
                         continue;
                     };
                     let seen: HashSet<(u64, u64)> =
