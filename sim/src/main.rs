@@ -247,6 +247,7 @@ fn campaign(args: SimArgs) -> anyhow::Result<()> {
         .checked_add(args.seeds)
         .context("seed range overflows")?;
     let results: Mutex<Vec<Result<SimReport, u64>>> = Mutex::new(Vec::new());
+    let progress = progress_bar(args.seeds);
     std::thread::scope(|scope| {
         for _ in 0..args.threads.max(1) {
             scope.spawn(|| loop {
@@ -257,9 +258,11 @@ fn campaign(args: SimArgs) -> anyhow::Result<()> {
                 let cfg = config(&args, seed);
                 let outcome = catch_unwind(AssertUnwindSafe(|| run(cfg))).map_err(|_| seed);
                 results.lock().expect("results lock").push(outcome);
+                progress.inc(1);
             });
         }
     });
+    progress.finish_and_clear();
     let mut results = results.into_inner().expect("results lock");
     results.sort_by_key(|r| match r {
         Ok(report) => report.seed,
@@ -313,6 +316,19 @@ fn per_behaviour(args: &SimArgs, results: &[Result<SimReport, u64>]) -> Vec<PerB
             })
         })
         .collect()
+}
+
+/// A bar on stderr over the seeds of a campaign (drawn only on a terminal, so `--json` output
+/// and logs stay clean).
+fn progress_bar(seeds: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(seeds);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "[{bar:30}] {pos}/{len} seeds, {elapsed} elapsed, about {eta} left",
+        )
+        .expect("a valid template"),
+    );
+    bar
 }
 
 /// One `seed trace` line per seed (`panic` for a seed that panicked).
