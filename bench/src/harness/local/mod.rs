@@ -10,8 +10,10 @@
 //! the load stops, the harness waits (up to `--drain`) until every transaction the cores
 //! acknowledged has committed; any that did not are reported as `not_committed`.
 //!
-//! [`run`] is one run phase by phase, [`watcher`] follows the commit stream.
+//! [`run`] is one run phase by phase, [`watcher`] follows the commit stream, [`progress`] draws
+//! the progress bar.
 
+mod progress;
 mod run;
 mod watcher;
 

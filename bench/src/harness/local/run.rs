@@ -13,6 +13,7 @@ use sleepyseal_core::AuthorityIndex;
 use sleepyseal_net::{Clients, NetLimits};
 use tokio::runtime::Runtime;
 
+use super::progress::Progress;
 use super::watcher::Watcher;
 use crate::harness::args::LocalArgs;
 use crate::harness::observed::Observed;
@@ -36,7 +37,7 @@ pub fn run_once(
     let watched = AuthorityIndex(run.live[0] as u16);
     let mut watcher = Watcher::start(rt, &run.clients, watched, schedule.observed());
     let load_outputs = run.start_loads(rate, dir, &schedule)?;
-    let mut progress = report::Progress::new(schedule.load_seconds);
+    let mut progress = Progress::new(schedule.load_seconds);
     let cpu = run.measure(&schedule, &watcher, &mut progress, interrupted)?;
     let loads = run.wait_for_loads(&load_outputs);
     let accepted: u64 = loads.iter().map(|l| l.accepted).sum();
@@ -286,7 +287,7 @@ impl<'a> Run<'a> {
         &mut self,
         schedule: &Schedule,
         watcher: &Watcher,
-        progress: &mut report::Progress,
+        progress: &mut Progress,
         interrupted: &AtomicBool,
     ) -> anyhow::Result<CpuWindow> {
         let started = Instant::now();
@@ -394,7 +395,7 @@ impl<'a> Run<'a> {
 fn drain(
     args: &LocalArgs,
     watcher: &Watcher,
-    progress: &mut report::Progress,
+    progress: &mut Progress,
     accepted: u64,
     interrupted: &AtomicBool,
 ) {
