@@ -20,9 +20,7 @@ use sleepyseal_core::{Core, CoreConfig, KeyPair, Store, Verifier};
 use sleepyseal_net::server::{ServerOptions, ServerStats};
 use sleepyseal_net::{CoreServer, NetLimits, Testbed};
 
-use super::{
-    interval, runtime, serve_metrics, shutdown_signal, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S,
-};
+use super::{runtime, serve_metrics, tick_until_stopped, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S};
 
 /// Flags of `sleepyseal core`.
 #[derive(Args, Debug)]
@@ -191,20 +189,14 @@ async fn serve(server: CoreServer, args: &CoreArgs) -> anyhow::Result<()> {
         let stats = stats.clone();
         serve_metrics(addr, Arc::new(move || stats.exposition())).await?;
     }
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut progress = interval(args.log_every_s);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = progress.tick() => {
-                if server.core_stopped() {
-                    break;
-                }
-                log_progress(&stats);
-            }
+    tick_until_stopped(args.log_every_s, None, || {
+        let running = !server.core_stopped();
+        if running {
+            log_progress(&stats);
         }
-    }
+        running
+    })
+    .await;
     let stopped = server.core_stopped();
     tracing::info!("shutting down");
     server.shutdown().await?;

@@ -12,9 +12,7 @@ use sleepyseal_driver::DriverConfig;
 use sleepyseal_net::{Clients, NetLimits};
 use tokio::sync::watch;
 
-use super::{
-    interval, runtime, serve_metrics, shutdown_signal, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S,
-};
+use super::{runtime, serve_metrics, tick_until_stopped, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S};
 
 /// Flags of `sleepyseal driver`.
 #[derive(Args, Debug)]
@@ -106,28 +104,17 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
 
 /// Logs progress until a signal or `--duration-s`.
 async fn run_until_stopped(args: &DriverArgs, stats: &RunnerStats) {
-    let deadline = async {
-        if args.duration_s == 0 {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(Duration::from_secs(args.duration_s)).await;
-    };
-    tokio::pin!(deadline);
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut progress = interval(args.log_every_s);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = &mut deadline => break,
-            _ = progress.tick() => tracing::info!(
-                "top round {} certificates {} requests {} failures {} busy {}",
-                stats.top_round.load(Ordering::Relaxed),
-                stats.certificates.load(Ordering::Relaxed),
-                stats.requests.load(Ordering::Relaxed),
-                stats.failures.load(Ordering::Relaxed),
-                stats.busy.load(Ordering::Relaxed),
-            ),
-        }
-    }
+    let deadline = (args.duration_s > 0).then(|| Duration::from_secs(args.duration_s));
+    tick_until_stopped(args.log_every_s, deadline, || {
+        tracing::info!(
+            "top round {} certificates {} requests {} failures {} busy {}",
+            stats.top_round.load(Ordering::Relaxed),
+            stats.certificates.load(Ordering::Relaxed),
+            stats.requests.load(Ordering::Relaxed),
+            stats.failures.load(Ordering::Relaxed),
+            stats.busy.load(Ordering::Relaxed),
+        );
+        true
+    })
+    .await;
 }

@@ -59,6 +59,32 @@ pub fn interval(every_s: u64) -> tokio::time::Interval {
     i
 }
 
+/// Calls `tick` every `every_s` seconds (never with 0) until Ctrl-C or SIGTERM, until `deadline`
+/// has passed (if any), or until `tick` answers `false`.
+pub async fn tick_until_stopped(
+    every_s: u64,
+    deadline: Option<Duration>,
+    mut tick: impl FnMut() -> bool,
+) {
+    let deadline = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut progress = interval(every_s);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut deadline => break,
+            _ = progress.tick() => if !tick() { break },
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called (not when first
 /// polled), so create it once, before the work starts, and keep polling the same future: a signal
 /// that arrives in between is not lost.
