@@ -34,6 +34,10 @@ enum Command {
     Load(node::load::LoadArgs),
     /// Follow one core's committed sequence.
     Watch(node::watch::WatchArgs),
+    /// Wait until a core answers (exit 1 if it does not within the timeout).
+    Ready(node::ready::ReadyArgs),
+    /// Follow a core's commits and measure this host's own load transactions (cluster runs).
+    Observe(node::observe::ObserveArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +52,8 @@ fn main() -> anyhow::Result<()> {
         Command::Driver(args) => node::driver::driver(args),
         Command::Load(args) => node::load::load(args),
         Command::Watch(args) => node::watch::watch(args),
+        Command::Ready(args) => node::ready::ready(args),
+        Command::Observe(args) => node::observe::observe(args),
     }
 }
 

@@ -5,8 +5,8 @@
 //!   processes of this same binary, readiness, metrics scrapes; used by every harness;
 //! - [`local`]: the benchmark (one run or a sweep of rates);
 //! - [`chaos`]: real-process perturbation with a workload check (`--chaos`);
-//! - [`observed`], [`report`], [`table`], [`plot`]: what the benchmark's watcher saw, the figures
-//!   computed from it, and their text and SVG forms.
+//! - [`report`], [`table`], [`plot`]: the figures computed from what the watchers saw
+//!   ([`crate::node::observe`]), and their text and SVG forms.
 //!
 //! Dependencies go one way: `local` and `chaos` use `testbed`; `local` uses the report modules;
 //! neither harness uses the other.
@@ -14,7 +14,6 @@
 pub mod args;
 pub mod chaos;
 pub mod local;
-pub mod observed;
 pub mod plot;
 pub mod report;
 pub mod table;

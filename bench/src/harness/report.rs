@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::observed::Observed;
+use crate::node::observe::Observed;
 use super::testbed::Kind;
 
 /// The parameters of a run, as reported.

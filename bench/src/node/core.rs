@@ -20,6 +20,7 @@ use sleepyseal_core::{Core, CoreConfig, KeyPair, Store, Verifier};
 use sleepyseal_net::server::{ServerOptions, ServerStats};
 use sleepyseal_net::{CoreServer, NetLimits, Testbed};
 
+use super::lifetime::Lifetime;
 use super::{runtime, serve_metrics, tick_until_stopped, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S};
 
 /// Flags of `sleepyseal core`.
@@ -85,6 +86,12 @@ pub struct CoreArgs {
     /// Serve Prometheus metrics (`GET /metrics`) on this TCP address.
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// The UDP address to listen on, if not the one the committee advertises (a host behind
+    /// NAT listens on its private address, e.g. 0.0.0.0:PORT).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    lifetime: Lifetime,
 }
 
 impl CoreArgs {
@@ -124,7 +131,7 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
     let testbed = sleepyseal_net::load_testbed(&args.committee)?;
     let keys = sleepyseal_net::load_keys(&args.key, &testbed)?;
     let index = keys.index;
-    let address = testbed.addresses[index.as_usize()];
+    let address = args.listen.unwrap_or(testbed.addresses[index.as_usize()]);
     let config = args.config();
     let options = args.server_options();
     let limits = options.limits.clone();
@@ -147,10 +154,15 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         keys.tls_key,
         &limits,
     )?;
-    runtime("core")?.block_on(async move {
+    let usage = args.lifetime.usage()?;
+    let result = runtime("core")?.block_on(async move {
         let server = CoreServer::start(address, quic, core, Box::new(store), verifier, options)?;
         serve(server, &args).await
-    })
+    });
+    if let Some(usage) = usage {
+        usage.finish();
+    }
+    result
 }
 
 /// Opens the store and rebuilds the core from it.
@@ -189,7 +201,7 @@ async fn serve(server: CoreServer, args: &CoreArgs) -> anyhow::Result<()> {
         let stats = stats.clone();
         serve_metrics(addr, Arc::new(move || stats.exposition())).await?;
     }
-    tick_until_stopped(args.log_every_s, None, || {
+    tick_until_stopped(args.log_every_s, args.lifetime.remaining(), || {
         let running = !server.core_stopped();
         if running {
             log_progress(&stats);

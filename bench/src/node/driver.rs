@@ -1,5 +1,5 @@
 //! `sleepyseal driver`: one driver, polling every core and carrying headers, votes and
-//! certificates between them, until Ctrl-C, SIGTERM or `--duration-s`.
+//! certificates between them, until Ctrl-C, SIGTERM, `--duration-s` or `--stop-at-us`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -12,6 +12,7 @@ use sleepyseal_driver::DriverConfig;
 use sleepyseal_net::{Clients, NetLimits};
 use tokio::sync::watch;
 
+use super::lifetime::Lifetime;
 use super::{runtime, serve_metrics, tick_until_stopped, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S};
 
 /// Flags of `sleepyseal driver`.
@@ -50,6 +51,8 @@ pub struct DriverArgs {
     /// Serve Prometheus metrics (`GET /metrics`) on this TCP address.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    lifetime: Lifetime,
 }
 
 impl DriverArgs {
@@ -78,7 +81,8 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
         testbed.committee.size(),
         options
     );
-    runtime("driver")?.block_on(async move {
+    let usage = args.lifetime.usage()?;
+    let result = runtime("driver")?.block_on(async move {
         let clients = Arc::new(Clients::new(&testbed, NetLimits::default())?);
         let stats = Arc::new(RunnerStats::default());
         if let Some(addr) = args.metrics_addr {
@@ -98,13 +102,19 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
         let _ = task.await;
         clients.close().await;
         tracing::info!("driver stopped");
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    if let Some(usage) = usage {
+        usage.finish();
+    }
+    result
 }
 
 /// Logs progress until a signal or `--duration-s`.
 async fn run_until_stopped(args: &DriverArgs, stats: &RunnerStats) {
-    let deadline = (args.duration_s > 0).then(|| Duration::from_secs(args.duration_s));
+    let deadline = args
+        .lifetime
+        .deadline_or((args.duration_s > 0).then(|| Duration::from_secs(args.duration_s)));
     tick_until_stopped(args.log_every_s, deadline, || {
         tracing::info!(
             "top round {} certificates {} requests {} failures {} busy {}",

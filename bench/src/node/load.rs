@@ -15,6 +15,7 @@ use sleepyseal_net::{Clients, NetLimits, Testbed};
 use tokio::task::JoinSet;
 
 use super::transaction::{transaction, unix_micros, TX_HEADER_BYTES};
+use super::lifetime::{sleep_until, Lifetime};
 use super::{runtime, shutdown_signal, DEFAULT_COMMITTEE};
 
 /// Default input rate (transactions per second) of `load` and `local`.
@@ -58,6 +59,12 @@ pub struct LoadArgs {
     /// `first last` per line (for checking that each one committed).
     #[arg(long)]
     acked_out: Option<PathBuf>,
+    /// Start sending at this time (µs since the Unix epoch) rather than at once; fails if
+    /// started more than a second after it.
+    #[arg(long)]
+    start_at_us: Option<u64>,
+    #[command(flatten)]
+    lifetime: Lifetime,
 }
 
 #[derive(Debug, Default)]
@@ -84,8 +91,12 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     let targets = targets(&args.core, &testbed)?;
     tracing::info!("load: {args:?}");
     let instance = testbed.committee.instance();
-    runtime("load")?.block_on(async move {
+    let usage = args.lifetime.usage()?;
+    let result = runtime("load")?.block_on(async move {
         let clients = Arc::new(Clients::new(&testbed, NetLimits::default())?);
+        if let Some(at) = args.start_at_us {
+            sleep_until(at, Duration::from_secs(1), "--start-at-us").await?;
+        }
         let start = Instant::now();
         let mut submitter = Submitter {
             clients: clients.clone(),
@@ -107,8 +118,12 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
             write_acked(path, &submitter.stats)?;
         }
         print_summary(&args, &submitter.stats, elapsed);
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    if let Some(usage) = usage {
+        usage.finish();
+    }
+    result
 }
 
 /// The target cores named by `--core`.
@@ -133,7 +148,8 @@ fn targets(core: &str, testbed: &Testbed) -> anyhow::Result<Vec<AuthorityIndex>>
 
 /// Sends the transactions due at every tick until `--duration` or a signal.
 async fn run_schedule(args: &LoadArgs, submitter: &mut Submitter, start: Instant) {
-    let end = start + Duration::from_secs(args.duration);
+    let run = Duration::from_secs(args.duration);
+    let end = start + args.lifetime.deadline_or(Some(run)).unwrap_or(run);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut ticker = tokio::time::interval(Duration::from_millis(args.burst_ms));

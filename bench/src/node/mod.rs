@@ -9,8 +9,12 @@
 pub mod core;
 pub mod driver;
 pub mod genesis;
+pub mod lifetime;
 pub mod load;
+pub mod observe;
+pub mod ready;
 pub mod transaction;
+pub mod usage;
 pub mod watch;
 
 use std::time::Duration;

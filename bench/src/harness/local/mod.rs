@@ -10,12 +10,11 @@
 //! the load stops, the harness waits (up to `--drain`) until every transaction the cores
 //! acknowledged has committed; any that did not are reported as `not_committed`.
 //!
-//! [`run`] is one run phase by phase, [`watcher`] follows the commit stream, [`progress`] draws
-//! the progress bar.
+//! [`run`] is one run phase by phase (its watcher of the commit stream is
+//! [`crate::node::observe::Watcher`]), [`progress`] draws the progress bar.
 
 mod progress;
 mod run;
-mod watcher;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::harness::observed::Observed;
+use crate::node::observe::Observed;
 use crate::harness::report::thousands;
 
 /// A one-line progress bar on stderr (indicatif): elapsed/total seconds, phase, committed tx/s and

@@ -14,9 +14,9 @@ use sleepyseal_net::{Clients, NetLimits};
 use tokio::runtime::Runtime;
 
 use super::progress::Progress;
-use super::watcher::Watcher;
+use crate::node::observe::Watcher;
 use crate::harness::args::LocalArgs;
-use crate::harness::observed::Observed;
+use crate::node::observe::Observed;
 use crate::harness::report::{self, CoreTotals, LoadSummary, ProcessSamples, Report, RunConfig};
 use crate::harness::testbed::{self, wait_ready, Kind, Proc, Spec, Testbed};
 use crate::node::transaction::unix_micros;

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use sleepyseal_core::protocol::{Request, RequestBody};
 use sleepyseal_core::AuthorityIndex;
 use sleepyseal_net::{Clients, GenesisOptions};
 
@@ -206,22 +205,11 @@ pub fn wait_ready(
         if let Some(why) = failed() {
             bail!("{why}");
         }
-        let probe = Request {
+        let ok = rt.block_on(crate::node::ready::answers(
+            clients,
             instance,
-            body: RequestBody::ReadCommitted {
-                from_index: 0,
-                max: 1,
-                with_payloads: false,
-                wait_ms: 0,
-            },
-        };
-        let client = clients.core(AuthorityIndex(i as u16)).clone();
-        let ok = rt.block_on(async move {
-            client
-                .request(&probe, Duration::from_millis(500))
-                .await
-                .is_ok()
-        });
+            AuthorityIndex(i as u16),
+        ));
         if ok {
             return Ok(());
         }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::node::usage::{cpu_seconds, peak_rss_kib};
+
 /// What a process is, for per-kind figures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -169,54 +171,5 @@ impl Drop for Proc {
     /// Never leaves a child behind, whatever happened to the harness.
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// `/proc` reports CPU time in USER_HZ ticks, which Linux fixes at 100 on every architecture.
-const USER_HZ: f64 = 100.0;
-
-/// CPU seconds (utime + stime) of process `pid`.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / USER_HZ)
-}
-
-/// utime + stime from the text of `/proc/<pid>/stat`. The command name (field 2) may hold spaces
-/// and parentheses, so fields are counted from the last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3, utime field 14, stime field 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Peak resident set size (VmHWM, KiB) of process `pid`.
-pub fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_ticks_are_read_after_the_command_name() {
-        let stat =
-            "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 300 0 0 0 1234 56 0 0 20 0 3 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(1290));
-        assert_eq!(parse_cpu_ticks("garbage"), None);
-    }
-
-    #[test]
-    fn own_process_has_cpu_time_and_rss() {
-        let pid = std::process::id();
-        assert!(cpu_seconds(pid).is_some());
-        assert!(peak_rss_kib(pid).unwrap_or(0) > 0);
     }
 }

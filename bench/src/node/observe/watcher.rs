@@ -1,4 +1,4 @@
-//! The benchmark's watcher: follows one live core's committed sequence, with payloads, for the
+//! The watcher of `local` and of `observe`: follows one live core's committed sequence, with payloads, for the
 //! whole run, and records every entry and every load transaction into [`Observed`].
 //!
 //! A committed entry whose payload the watched core does not hold yet (it inserted the
@@ -18,7 +18,7 @@ use sleepyseal_net::client::{
 use sleepyseal_net::Clients;
 use tokio::task::JoinHandle;
 
-use crate::harness::observed::Observed;
+use super::observed::Observed;
 use crate::node::transaction::{parse_transaction, unix_micros_at};
 
 /// How the watcher reads: large pages, a short long poll (so it stops promptly), and patience
@@ -67,6 +67,19 @@ impl Watcher {
     /// What it has seen so far.
     pub fn observed(&self) -> MutexGuard<'_, Observed> {
         self.observed.lock().expect("not poisoned")
+    }
+
+    /// What it saw, once stopped.
+    pub fn into_observed(self) -> Observed {
+        let observed = self.observed.clone();
+        drop(self);
+        match Arc::try_unwrap(observed) {
+            Ok(m) => m.into_inner().expect("not poisoned"),
+            Err(shared) => {
+                let mut o = shared.lock().expect("not poisoned");
+                std::mem::replace(&mut *o, Observed::new(0, (0, 0)))
+            }
+        }
     }
 
     /// Stops the task and waits for it to end (it finishes its current read first).

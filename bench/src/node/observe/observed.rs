@@ -1,8 +1,11 @@
-//! What the benchmark's watcher saw on the commit stream: every committed entry and load
-//! transaction, counted into the measurement window, latency histograms and per-second figures.
-//! [`super::report`] computes the figures from it; the progress bar reads it while the run goes.
+//! What a watcher saw on the commit stream: every committed entry and load transaction, counted
+//! into the measurement window, latency histograms and per-second figures. The harness's report
+//! computes the figures from it; the progress bar reads it while the run goes. An observer of a
+//! cluster run writes it to a file (histograms as value/count pairs) and the harness merges the
+//! observers' files ([`Observed::merge_load`]).
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 use sleepyseal_core::protocol::CommittedEntry;
 
 /// Highest latency recorded (µs): one hour.
@@ -12,17 +15,42 @@ fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid hdrhistogram bounds")
 }
 
+/// A histogram as the value/count pairs it recorded (JSON-friendly, merges exactly).
+mod pairs {
+    use hdrhistogram::Histogram;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        let pairs: Vec<(u64, u64)> = h
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        pairs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let pairs = Vec::<(u64, u64)>::deserialize(d)?;
+        let mut h = super::latency_histogram();
+        for (value, count) in pairs {
+            h.record_n(value.clamp(1, super::MAX_LATENCY_US), count)
+                .map_err(serde::de::Error::custom)?;
+        }
+        Ok(h)
+    }
+}
+
 /// What one second of the run looked like (for the timeline plot and the progress bar).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Second {
     /// Load transactions committed in this second.
     pub transactions: u64,
     /// Their end-to-end latencies (µs).
+    #[serde(with = "pairs")]
     pub latency: Histogram<u64>,
 }
 
 /// Everything the watcher saw on the commit stream.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Observed {
     /// When the load started (µs since the epoch).
     pub load_start_us: u64,
@@ -37,8 +65,10 @@ pub struct Observed {
     /// See `window_transactions`.
     pub window_bytes: u64,
     /// Header creation → commit (ms) of entries committed inside the window.
+    #[serde(with = "pairs")]
     pub consensus_latency: Histogram<u64>,
     /// Send → commit (µs) of transactions sent inside the window.
+    #[serde(with = "pairs")]
     pub e2e_latency: Histogram<u64>,
     /// Highest committed round at the first and the last commit inside the window.
     pub rounds_in_window: Option<(u64, u64)>,
@@ -54,6 +84,11 @@ pub struct Observed {
     pub evicted: u64,
     /// Per second since the load started.
     pub seconds: Vec<Second>,
+    /// The load clients whose transactions are this watcher's own (latency samples); `None`:
+    /// every client's.
+    pub own_clients: Option<Vec<u64>>,
+    /// Load transactions of other clients (counted in throughput, not sampled).
+    pub others: u64,
 }
 
 impl Observed {
@@ -75,6 +110,33 @@ impl Observed {
             entries_without_payload: 0,
             evicted: 0,
             seconds: Vec::new(),
+            own_clients: None,
+            others: 0,
+        }
+    }
+
+    /// Only the transactions of `clients` are latency samples (an observer on a load host samples
+    /// that host's own clients, whose send times come from the same clock as its commit times).
+    pub fn with_own_clients(mut self, clients: Vec<u64>) -> Observed {
+        self.own_clients = Some(clients);
+        self
+    }
+
+    /// Adds what another observer saw of its own load transactions (end-to-end latency, the
+    /// per-second timeline, what committed); consensus figures stay this one's (each observer sees
+    /// the same committed sequence).
+    pub fn merge_load(&mut self, other: &Observed) {
+        let _ = self.e2e_latency.add(&other.e2e_latency);
+        self.load_committed += other.load_committed;
+        if self.seconds.len() < other.seconds.len() {
+            self.seconds.resize_with(other.seconds.len(), || Second {
+                transactions: 0,
+                latency: latency_histogram(),
+            });
+        }
+        for (mine, theirs) in self.seconds.iter_mut().zip(&other.seconds) {
+            mine.transactions += theirs.transactions;
+            let _ = mine.latency.add(&theirs.latency);
         }
     }
 
@@ -118,10 +180,16 @@ impl Observed {
             });
         }
         for tx in transactions {
-            let Some((_, _, sent_us)) = parse(tx) else {
+            let Some((client, _, sent_us)) = parse(tx) else {
                 self.foreign += 1;
                 continue;
             };
+            if let Some(own) = &self.own_clients {
+                if !own.contains(&client) {
+                    self.others += 1;
+                    continue;
+                }
+            }
             self.load_committed += 1;
             let latency = now.saturating_sub(sent_us).clamp(1, MAX_LATENCY_US);
             let s = &mut self.seconds[second];
