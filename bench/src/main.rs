@@ -1,7 +1,9 @@
 //! `sleepyseal`: the command line of the project.
 //!
 //! - `sleepyseal genesis | core | driver | load | watch`: the processes of a testbed over QUIC;
-//! - `sleepyseal local`: the benchmark harness, all of those processes on one machine.
+//! - `sleepyseal local`: the benchmark harness, all of those processes on one machine;
+//! - `sleepyseal cluster`: the same benchmark on an inventory's hosts, through Ansible;
+//! - `sleepyseal compare`: reports side by side.
 //!
 //! Layout: [`node`] holds the commands that are processes of a testbed, [`harness`] the benchmark
 //! and chaos harness that starts them; the harness depends on the node commands, never the other
@@ -10,7 +12,8 @@
 mod harness;
 mod node;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// sleepyseal: a BFT consensus with passive cores and stateless drivers.
 #[derive(Parser, Debug)]
@@ -24,6 +27,10 @@ struct Cli {
 enum Command {
     /// Benchmark N cores and M drivers on this machine: throughput, latency, CPU, plots.
     Local(Box<harness::LocalArgs>),
+    /// The same benchmark on the hosts of an Ansible inventory (every `local` flag applies).
+    Cluster(Box<harness::cluster::ClusterArgs>),
+    /// Compare reports side by side, with ratios to the first.
+    Compare(harness::compare::CompareArgs),
     /// Write a testbed: committee file (public) and one key file per core (secret).
     Genesis(node::genesis::GenesisArgs),
     /// Run one core: a QUIC server that only answers.
@@ -41,12 +48,27 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if !matches!(cli.command, Command::Local(_)) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if !matches!(
+        cli.command,
+        Command::Local(_) | Command::Cluster(_) | Command::Compare(_)
+    ) {
         init_logging();
     }
     match cli.command {
         Command::Local(args) => harness::main(*args),
+        Command::Cluster(args) => {
+            let sub = matches.subcommand_matches("cluster").expect("parsed as cluster");
+            let given = |id: &str| sub.value_source(id) == Some(ValueSource::CommandLine);
+            let given = harness::cluster::Given {
+                cores: given("cores"),
+                drivers: given("drivers"),
+                clients: given("clients"),
+            };
+            harness::cluster::main(*args, given)
+        }
+        Command::Compare(args) => harness::compare::compare(args),
         Command::Genesis(args) => node::genesis::genesis(args),
         Command::Core(args) => node::core::core(args),
         Command::Driver(args) => node::driver::driver(args),

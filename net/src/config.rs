@@ -40,6 +40,14 @@ pub enum FieldError {
     /// More cores than authority indices (u16).
     #[error("too many cores: {0}")]
     TooManyCores(usize),
+    /// Fewer addresses than cores.
+    #[error("{addresses} addresses for {cores} cores")]
+    TooFewAddresses {
+        /// Cores.
+        cores: usize,
+        /// Addresses given.
+        addresses: usize,
+    },
 }
 
 /// What can go wrong with testbed files.
@@ -167,6 +175,9 @@ pub struct GenesisOptions {
     pub base_port: u16,
     /// Deterministic ed25519 keys from this seed (local testbeds), else random keys.
     pub seed: Option<u64>,
+    /// One `host:port` per core (a cluster: each core on its own host); replaces `host` and
+    /// `base_port` when given.
+    pub addresses: Option<Vec<String>>,
 }
 
 /// Writes `committee.json` and `core-<i>.key` into `dir`. Returns the committee file's path.
@@ -192,11 +203,21 @@ pub fn genesis(dir: &Path, options: &GenesisOptions) -> Result<PathBuf, ConfigEr
         let name = server_name(AuthorityIndex(index));
         let certified = rcgen::generate_simple_self_signed(vec![name])
             .map_err(|e| ConfigError::Certificate(e.to_string()))?;
-        let address = format!(
-            "{}:{}",
-            options.host,
-            u32::from(options.base_port) + i as u32
-        );
+        let address = match &options.addresses {
+            Some(addresses) => addresses.get(i).cloned().ok_or(ConfigError::Field {
+                path: dir.to_path_buf(),
+                field: "addresses".into(),
+                reason: FieldError::TooFewAddresses {
+                    cores: options.stakes.len(),
+                    addresses: addresses.len(),
+                },
+            })?,
+            None => format!(
+                "{}:{}",
+                options.host,
+                u32::from(options.base_port) + i as u32
+            ),
+        };
         instance
             .update(&index.to_le_bytes())
             .update(&key.public().0)
@@ -406,6 +427,7 @@ mod tests {
             host: "127.0.0.1".into(),
             base_port: 9100,
             seed: None,
+            addresses: None,
         };
         let path = genesis(&dir, &options).unwrap();
         let testbed = load_testbed(&path).unwrap();

@@ -42,6 +42,7 @@ async fn serve_core_0(name: &str, options: ServerOptions) -> Fixture {
             host: "127.0.0.1".into(),
             base_port: 1,
             seed: Some(7),
+            addresses: None,
         },
     )
     .unwrap();

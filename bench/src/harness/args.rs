@@ -103,6 +103,12 @@ pub struct LocalArgs {
     /// --tx-size 64).
     #[arg(long)]
     pub chaos: bool,
+    /// Emulate a wide-area network: a profile file, or the name of one in deploy/wan/
+    /// (one-region, two-region, multi-region). Every process delays, jitters, drops and
+    /// rate-limits its outgoing datagrams by the destination's region; in `local` each process
+    /// gets its own 127.x address so it can be placed in a region.
+    #[arg(long)]
+    pub wan: Option<PathBuf>,
 }
 
 impl LocalArgs {

@@ -13,13 +13,19 @@
 
 pub mod args;
 pub mod chaos;
+pub mod cluster;
+pub mod compare;
 pub mod local;
+pub mod output;
 pub mod plot;
 pub mod report;
 pub mod table;
 pub mod testbed;
+pub mod wan;
 
 pub use args::LocalArgs;
+
+pub use crate::node::signal_flag as interrupt_flag;
 
 /// Runs the benchmark, or with `--chaos` the chaos run.
 pub fn main(args: LocalArgs) -> anyhow::Result<()> {

@@ -90,7 +90,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of_micros(h: &Histogram<u64>) -> Latency {
+    /// Percentiles of a histogram of microseconds.
+    pub fn of_micros(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency::default();
         }
@@ -173,6 +174,67 @@ pub struct Report {
     pub saturation: Vec<String>,
     /// Per second since the load started: committed tx/s and end-to-end p50 / p99 (ms).
     pub timeline: Vec<(u64, u64, f64, f64)>,
+    /// Hosts, regions, WAN and clocks of a `sleepyseal cluster` run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// What `sleepyseal cluster` adds to a report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterSection {
+    /// The inventory file.
+    pub inventory: String,
+    /// Every host of the run.
+    pub hosts: Vec<HostReport>,
+    /// The WAN profile emulated, if any.
+    pub wan_profile: Option<String>,
+    /// The regions of that profile.
+    pub regions: Vec<String>,
+    /// Most milliseconds two hosts' clocks may differ: consensus latency (header time on the
+    /// author's host, commit time on the observer's) is exact to within this. `None`: unknown.
+    pub clock_bound_ms: Option<f64>,
+    /// Whether the observed cores agree on the committed sequence.
+    pub agreement: Agreement,
+    /// Flamegraph SVGs (with `--flamegraph`), relative to the report.
+    pub flamegraphs: Vec<String>,
+}
+
+/// One host of a cluster run.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostReport {
+    /// Inventory name.
+    pub name: String,
+    /// The address others reach it at.
+    pub address: String,
+    /// Its WAN region.
+    pub region: Option<String>,
+    /// What it ran: core i, driver j, load c, observer.
+    pub processes: Vec<String>,
+    /// How its clock was bounded (`same-kernel`, `chrony`, `bracket`).
+    pub clock_method: Option<String>,
+    /// Most milliseconds its clock may be off.
+    pub clock_bound_ms: Option<f64>,
+    /// CPU and peak memory per process kind on this host.
+    pub usage: Vec<KindUsage>,
+    /// End-to-end latency of this host's own transactions, as its observer measured it.
+    pub e2e_latency_ms: Option<Latency>,
+    /// This host's load transactions acknowledged and committed.
+    pub accepted: u64,
+    /// See `accepted`.
+    pub committed: u64,
+}
+
+/// Commit-hash agreement between the cores the observers followed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Agreement {
+    /// The cores compared.
+    pub cores: Vec<u16>,
+    /// Indices seen by at least two of them.
+    pub common_indices: u64,
+    /// Indices where two of them differ.
+    pub mismatches: u64,
+    /// The first such index.
+    pub first_mismatch: Option<u64>,
 }
 
 /// Reads the load clients' JSON summaries (a missing one counts as nothing sent).
@@ -261,22 +323,23 @@ pub fn build(
         saturation,
         timeline: timeline(o),
         config,
+        cluster: None,
     }
 }
 
 /// CPU and memory per process kind over a window of `window_s` seconds, and the CPU seconds of
 /// cores and drivers together (load clients are not the system).
-fn usage(samples: &ProcessSamples, window_s: f64) -> (Vec<KindUsage>, f64) {
+pub fn usage(samples: &ProcessSamples, window_s: f64) -> (Vec<KindUsage>, f64) {
     let mut usage = Vec::new();
     let mut system_cpu = 0.0;
-    for kind in [Kind::Core, Kind::Driver, Kind::Load] {
+    for kind in [Kind::Core, Kind::Driver, Kind::Load, Kind::Observer] {
         let at = |v: &[(Kind, f64)]| v.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c);
         let (Some(end), start) = (at(&samples.cpu_end), at(&samples.cpu_start).unwrap_or(0.0))
         else {
             continue;
         };
         let cpu = (end - start).max(0.0);
-        if kind != Kind::Load {
+        if matches!(kind, Kind::Core | Kind::Driver) {
             system_cpu += cpu;
         }
         let rss: Vec<u64> = samples

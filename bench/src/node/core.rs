@@ -21,6 +21,7 @@ use sleepyseal_net::server::{ServerOptions, ServerStats};
 use sleepyseal_net::{CoreServer, NetLimits, Testbed};
 
 use super::lifetime::Lifetime;
+use super::network::WanFlags;
 use super::{runtime, serve_metrics, tick_until_stopped, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S};
 
 /// Flags of `sleepyseal core`.
@@ -92,6 +93,8 @@ pub struct CoreArgs {
     listen: Option<SocketAddr>,
     #[command(flatten)]
     lifetime: Lifetime,
+    #[command(flatten)]
+    wan: WanFlags,
 }
 
 impl CoreArgs {
@@ -133,7 +136,8 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
     let index = keys.index;
     let address = args.listen.unwrap_or(testbed.addresses[index.as_usize()]);
     let config = args.config();
-    let options = args.server_options();
+    let mut options = args.server_options();
+    options.wan = args.wan.load()?;
     let limits = options.limits.clone();
     tracing::info!(
         "core {index} at {address}: {config:?}, verify batch {} on {} threads, {limits:?}, store {}",

@@ -13,6 +13,7 @@ use sleepyseal_net::{Clients, NetLimits};
 use tokio::sync::watch;
 
 use super::lifetime::Lifetime;
+use super::network::ClientFlags;
 use super::{runtime, serve_metrics, tick_until_stopped, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S};
 
 /// Flags of `sleepyseal driver`.
@@ -53,6 +54,8 @@ pub struct DriverArgs {
     metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     lifetime: Lifetime,
+    #[command(flatten)]
+    net: ClientFlags,
 }
 
 impl DriverArgs {
@@ -81,9 +84,14 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
         testbed.committee.size(),
         options
     );
+    let client_options = args.net.options()?;
     let usage = args.lifetime.usage()?;
     let result = runtime("driver")?.block_on(async move {
-        let clients = Arc::new(Clients::new(&testbed, NetLimits::default())?);
+        let clients = Arc::new(Clients::with_options(
+            &testbed,
+            NetLimits::default(),
+            client_options,
+        )?);
         let stats = Arc::new(RunnerStats::default());
         if let Some(addr) = args.metrics_addr {
             let stats = stats.clone();

@@ -48,6 +48,7 @@ pub fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
             host: args.host,
             base_port: args.base_port,
             seed: args.seed,
+            addresses: None,
         },
     )?;
     println!(

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use super::transaction::{transaction, unix_micros, TX_HEADER_BYTES};
 use super::lifetime::{sleep_until, Lifetime};
+use super::network::ClientFlags;
 use super::{runtime, shutdown_signal, DEFAULT_COMMITTEE};
 
 /// Default input rate (transactions per second) of `load` and `local`.
@@ -65,6 +66,8 @@ pub struct LoadArgs {
     start_at_us: Option<u64>,
     #[command(flatten)]
     lifetime: Lifetime,
+    #[command(flatten)]
+    net: ClientFlags,
 }
 
 #[derive(Debug, Default)]
@@ -91,9 +94,14 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     let targets = targets(&args.core, &testbed)?;
     tracing::info!("load: {args:?}");
     let instance = testbed.committee.instance();
+    let client_options = args.net.options()?;
     let usage = args.lifetime.usage()?;
     let result = runtime("load")?.block_on(async move {
-        let clients = Arc::new(Clients::new(&testbed, NetLimits::default())?);
+        let clients = Arc::new(Clients::with_options(
+            &testbed,
+            NetLimits::default(),
+            client_options,
+        )?);
         if let Some(at) = args.start_at_us {
             sleep_until(at, Duration::from_secs(1), "--start-at-us").await?;
         }

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod genesis;
 pub mod lifetime;
 pub mod load;
+pub mod network;
 pub mod observe;
 pub mod ready;
 pub mod transaction;
@@ -111,4 +112,19 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// A flag raised on Ctrl-C or SIGTERM (the work in progress winds down and reports).
+pub fn signal_flag(rt: &tokio::runtime::Runtime) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signal = {
+        let _context = rt.enter();
+        shutdown_signal()
+    };
+    let raised = flag.clone();
+    rt.spawn(async move {
+        signal.await;
+        raised.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    flag
 }

@@ -52,15 +52,6 @@ pub struct Usage {
     pub at_exit: bool,
 }
 
-impl Usage {
-    /// Reads a usage file.
-    pub fn read(path: &Path) -> anyhow::Result<Usage> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("parse {}: {e}", path.display()))
-    }
-}
-
 /// Records this process's own usage into a file: CPU at the edges of a window (a background
 /// thread wakes at each), and the peak RSS again at [`UsageRecorder::finish`].
 pub struct UsageRecorder {
@@ -142,12 +133,15 @@ mod tests {
         let now = unix_micros();
         let recorder = UsageRecorder::start(path.clone(), (now, now + 50_000));
         std::thread::sleep(Duration::from_millis(300));
-        let mid = Usage::read(&path).unwrap();
+        let read = |p: &Path| -> Usage {
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        let mid = read(&path);
         assert!(mid.cpu_start_s.is_some() && mid.cpu_end_s.is_some());
         assert!(mid.cpu_end_s >= mid.cpu_start_s);
         assert!(!mid.at_exit && mid.peak_rss_kib > 0);
         recorder.finish();
-        assert!(Usage::read(&path).unwrap().at_exit);
+        assert!(read(&path).at_exit);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -117,13 +117,17 @@ impl<'a> Chaos<'a> {
             seed: 7,
             flags: args.node_flags(),
             core_extra,
+            loads: 1,
+            wan: args.wan.clone(),
         };
         let bed = Testbed::create(out, spec)?;
         let cores: Vec<Proc> = (0..n)
             .map(|i| bed.start_core(i))
             .collect::<Result<_, _>>()?;
         let clients =
-            Arc::new(rt.block_on(async { Clients::new(&bed.net, NetLimits::default()) })?);
+            Arc::new(rt.block_on(async {
+                Clients::with_options(&bed.net, NetLimits::default(), bed.client_options()?)
+            })?);
         let deadline = Instant::now() + Duration::from_secs(30);
         let instance = bed.net.committee.instance();
         for i in 0..n {

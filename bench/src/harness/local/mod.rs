@@ -16,18 +16,18 @@
 mod progress;
 mod run;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+pub use run::run_config;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context};
-use tokio::runtime::Runtime;
 
 use super::args::LocalArgs;
-use super::report::{self, Report};
-use super::{plot, table};
+use super::output::{print_json, write_run, write_sweep};
+use super::{interrupt_flag, table};
+use crate::node::runtime;
 use crate::node::transaction::unix_micros;
-use crate::node::{runtime, shutdown_signal};
 
 /// Runs the benchmark (or a sweep) and prints its report.
 pub fn main(args: LocalArgs) -> anyhow::Result<()> {
@@ -73,47 +73,5 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
     if interrupted.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
-    Ok(())
-}
-
-/// A flag raised on Ctrl-C or SIGTERM: the run in progress winds down and reports.
-fn interrupt_flag(rt: &Runtime) -> Arc<AtomicBool> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let signal = {
-        let _context = rt.enter();
-        shutdown_signal()
-    };
-    let raised = interrupted.clone();
-    rt.spawn(async move {
-        signal.await;
-        raised.store(true, Ordering::SeqCst);
-    });
-    interrupted
-}
-
-/// Prints the report (a sweep's: an array) as one JSON value on stdout.
-fn print_json(reports: &[Report], sweep: bool) -> anyhow::Result<()> {
-    let value = if sweep {
-        serde_json::to_value(reports)?
-    } else {
-        serde_json::to_value(&reports[0])?
-    };
-    println!("{value}");
-    Ok(())
-}
-
-/// Writes `report.json`, `summary.txt` and the timeline plot of one run.
-fn write_run(dir: &Path, report: &Report) -> anyhow::Result<()> {
-    report::write_json(dir, report)?;
-    std::fs::write(dir.join("summary.txt"), table::table(report))?;
-    plot::timeline(&dir.join("timeline.svg"), report)?;
-    Ok(())
-}
-
-/// Writes `sweep.json`, `sweep.txt` and the latency-against-throughput plot of a sweep.
-fn write_sweep(dir: &Path, reports: &[Report]) -> anyhow::Result<()> {
-    report::write_sweep_json(dir, reports)?;
-    std::fs::write(dir.join("sweep.txt"), table::sweep_table(reports))?;
-    plot::sweep(&dir.join("sweep.svg"), reports)?;
     Ok(())
 }

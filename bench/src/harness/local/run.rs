@@ -199,6 +199,8 @@ impl<'a> Run<'a> {
             seed: rate,
             flags: args.node_flags(),
             core_extra: Vec::new(),
+            loads: args.clients,
+            wan: args.wan.clone(),
         };
         let bed = Testbed::create(dir, spec)?;
         let crashed: Vec<usize> = (n - args.crash..n).collect();
@@ -206,7 +208,10 @@ impl<'a> Run<'a> {
         let cores = (0..n)
             .map(|i| (!never_started(&i)).then(|| bed.start_core(i)).transpose())
             .collect::<anyhow::Result<_>>()?;
-        let clients = rt.block_on(async { Clients::new(&bed.net, NetLimits::default()) })?;
+        let options = bed.client_options()?;
+        let clients = rt.block_on(async {
+            Clients::with_options(&bed.net, NetLimits::default(), options)
+        })?;
         let mut run = Run {
             rt,
             args,
@@ -423,7 +428,7 @@ fn scrape_to(rt: &Runtime, port: u16, path: &Path) -> Option<String> {
 }
 
 /// The parameters of the run, as reported.
-fn run_config(args: &LocalArgs, rate: u64, watched: AuthorityIndex) -> RunConfig {
+pub fn run_config(args: &LocalArgs, rate: u64, watched: AuthorityIndex) -> RunConfig {
     RunConfig {
         cores: args.cores,
         drivers: args.drivers,

@@ -7,7 +7,7 @@
 
 mod process;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ use sleepyseal_core::AuthorityIndex;
 use sleepyseal_net::{Clients, GenesisOptions};
 
 pub use process::{Kind, Proc};
+
+use super::wan;
 
 /// The flags the harness starts every core and driver with.
 #[derive(Clone, Debug)]
@@ -55,6 +57,16 @@ pub struct Spec {
     pub flags: NodeFlags,
     /// Further flags of every core.
     pub core_extra: Vec<String>,
+    /// Load clients (their addresses are placed when a WAN is emulated).
+    pub loads: usize,
+    /// The WAN profile to emulate (`--wan`).
+    pub wan: Option<PathBuf>,
+}
+
+/// A local run's emulated WAN: the profile with every process placed, and where.
+struct LocalWan {
+    file: PathBuf,
+    placement: wan::LocalPlacement,
 }
 
 /// A fresh testbed written under a run's directory, and the means to start its processes.
@@ -72,6 +84,7 @@ pub struct Testbed {
     /// Metrics port of each driver.
     pub driver_metrics: Vec<u16>,
     spec: Spec,
+    wan: Option<LocalWan>,
 }
 
 impl Testbed {
@@ -85,7 +98,24 @@ impl Testbed {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("remove the old {}", dir.display()))?;
         }
-        let (core_metrics, driver_metrics) = claim_ports(spec.base_port, spec.cores, spec.drivers)?;
+        let wan = match &spec.wan {
+            None => None,
+            Some(profile) => {
+                let placement = wan::place_local(profile, spec.cores, spec.drivers, spec.loads)?;
+                std::fs::create_dir_all(&dir)?;
+                let file = dir.join("wan.toml");
+                std::fs::write(&file, &placement.toml)?;
+                Some(LocalWan { file, placement })
+            }
+        };
+        let core_ip = |i: usize| match wan {
+            Some(_) => wan::local_core_ip(i),
+            None => IpAddr::from([127, 0, 0, 1]),
+        };
+        let quic: Vec<SocketAddr> = (0..spec.cores)
+            .map(|i| SocketAddr::new(core_ip(i), spec.base_port + i as u16))
+            .collect();
+        let (core_metrics, driver_metrics) = claim_ports(&quic, spec.base_port, spec.drivers)?;
         let committee_path = sleepyseal_net::genesis(
             &dir,
             &GenesisOptions {
@@ -93,6 +123,7 @@ impl Testbed {
                 host: "127.0.0.1".into(),
                 base_port: spec.base_port,
                 seed: Some(spec.seed),
+                addresses: Some(quic.iter().map(SocketAddr::to_string).collect()),
             },
         )?;
         Ok(Testbed {
@@ -103,6 +134,38 @@ impl Testbed {
             core_metrics,
             driver_metrics,
             spec,
+            wan,
+        })
+    }
+
+    /// `--wan`, `--region` (and for a process that only connects, `--bind`) of a process in
+    /// region `region` at `ip`, when a WAN is emulated.
+    fn wan_flags(&self, region: impl Fn(&wan::LocalPlacement) -> &String, bind: Option<IpAddr>) -> Vec<String> {
+        let Some(w) = &self.wan else {
+            return Vec::new();
+        };
+        let mut flags = vec![
+            format!("--wan={}", w.file.display()),
+            format!("--region={}", region(&w.placement)),
+        ];
+        flags.extend(bind.map(|ip| format!("--bind={ip}")));
+        flags
+    }
+
+    /// The options of the harness's own clients: at 127.0.0.1, beside core 0, when a WAN is
+    /// emulated.
+    pub fn client_options(&self) -> anyhow::Result<sleepyseal_net::ClientOptions> {
+        let Some(w) = &self.wan else {
+            return Ok(sleepyseal_net::ClientOptions::default());
+        };
+        let profile = sleepyseal_net::wan::WanProfile::load(&w.file)?;
+        Ok(sleepyseal_net::ClientOptions {
+            bind_ip: Some(IpAddr::from([127, 0, 0, 1])),
+            wan: Some(sleepyseal_net::wan::Wan::new(
+                profile,
+                &w.placement.cores[0],
+                u64::from(std::process::id()),
+            )?),
         })
     }
 
@@ -125,18 +188,20 @@ impl Testbed {
             format!("--metrics-addr=127.0.0.1:{}", self.core_metrics[i]),
         ];
         argv.extend_from_slice(&self.spec.core_extra);
+        argv.extend(self.wan_flags(|p| &p.cores[i], None));
         let log = self.logs.join(format!("core-{i}.log"));
         Proc::spawn(Kind::Core, i, &argv, &log, None)
     }
 
     /// Starts driver `j`.
     pub fn start_driver(&self, j: usize) -> anyhow::Result<Proc> {
-        let argv: Vec<String> = vec![
+        let mut argv: Vec<String> = vec![
             "driver".to_string(),
             format!("--committee={}", self.committee),
             format!("--pipeline-depth={}", self.spec.flags.pipeline_depth),
             format!("--metrics-addr=127.0.0.1:{}", self.driver_metrics[j]),
         ];
+        argv.extend(self.wan_flags(|p| &p.drivers[j], Some(wan::local_driver_ip(j))));
         let log = self.logs.join(format!("driver-{j}.log"));
         Proc::spawn(Kind::Driver, j, &argv, &log, None)
     }
@@ -149,6 +214,7 @@ impl Testbed {
             format!("--committee={}", self.committee),
         ];
         argv.extend_from_slice(flags);
+        argv.extend(self.wan_flags(|p| &p.loads[c % p.loads.len()], Some(wan::local_load_ip(c))));
         let log = self.logs.join(format!("load-{c}.log"));
         Proc::spawn(Kind::Load, c, &argv, &log, Some(output))
     }
@@ -161,10 +227,14 @@ impl Testbed {
     }
 }
 
-/// The metrics ports of `cores` cores and `drivers` drivers, after checking that all of them
-/// and the cores' QUIC ports are free.
-fn claim_ports(base: u16, cores: usize, drivers: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
-    let quic: Vec<u16> = (0..cores).map(|i| base + i as u16).collect();
+/// The metrics ports of the cores (QUIC on `quic`) and `drivers` drivers, after checking that all
+/// of them and the cores' QUIC addresses are free.
+fn claim_ports(
+    quic: &[SocketAddr],
+    base: u16,
+    drivers: usize,
+) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+    let cores = quic.len();
     let core_metrics: Vec<u16> = (0..cores).map(|i| base + 1_000 + i as u16).collect();
     let driver_metrics: Vec<u16> = (0..drivers).map(|j| base + 1_100 + j as u16).collect();
     let tcp: Vec<u16> = core_metrics
@@ -172,15 +242,15 @@ fn claim_ports(base: u16, cores: usize, drivers: usize) -> anyhow::Result<(Vec<u
         .chain(&driver_metrics)
         .copied()
         .collect();
-    check_ports_free(&quic, &tcp)?;
+    check_ports_free(quic, &tcp)?;
     Ok((core_metrics, driver_metrics))
 }
 
-/// Fails unless every UDP port (QUIC) and TCP port (metrics) given is free on 127.0.0.1.
-pub fn check_ports_free(udp: &[u16], tcp: &[u16]) -> anyhow::Result<()> {
-    for port in udp {
-        if std::net::UdpSocket::bind(("127.0.0.1", *port)).is_err() {
-            bail!("UDP port {port} on 127.0.0.1 is in use: choose other ports with --base-port");
+/// Fails unless every UDP address (QUIC) and TCP port (metrics, on 127.0.0.1) given is free.
+pub fn check_ports_free(udp: &[SocketAddr], tcp: &[u16]) -> anyhow::Result<()> {
+    for address in udp {
+        if std::net::UdpSocket::bind(address).is_err() {
+            bail!("UDP address {address} is in use: choose other ports with --base-port");
         }
     }
     for port in tcp {

@@ -20,6 +20,8 @@ pub enum Kind {
     Driver,
     /// A load client.
     Load,
+    /// An observer of a cluster run's load host.
+    Observer,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
             Kind::Core => "core",
             Kind::Driver => "driver",
             Kind::Load => "load",
+            Kind::Observer => "observer",
         }
     }
 }

@@ -11,7 +11,6 @@ pub mod watcher;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -23,8 +22,9 @@ pub use observed::Observed;
 pub use watcher::Watcher;
 
 use super::lifetime::Lifetime;
+use super::network::ClientFlags;
 use super::transaction::unix_micros;
-use super::{runtime, shutdown_signal, DEFAULT_COMMITTEE};
+use super::{runtime, signal_flag, DEFAULT_COMMITTEE};
 
 /// Flags of `sleepyseal observe`.
 #[derive(Args, Debug)]
@@ -53,6 +53,8 @@ pub struct ObserveArgs {
     out: PathBuf,
     #[command(flatten)]
     lifetime: Lifetime,
+    #[command(flatten)]
+    net: ClientFlags,
 }
 
 /// Follows the core until its clients' transactions committed, `--stop-at-us` or a signal, then
@@ -67,9 +69,12 @@ pub fn observe(args: ObserveArgs) -> anyhow::Result<()> {
     if !testbed.committee.contains(core) {
         bail!("--core {}: no such core", args.core);
     }
+    let client_options = args.net.options()?;
     let usage = args.lifetime.usage()?;
     let rt = runtime("observe")?;
-    let clients = rt.block_on(async { Clients::new(&testbed, NetLimits::default()) })?;
+    let clients = rt.block_on(async {
+        Clients::with_options(&testbed, NetLimits::default(), client_options)
+    })?;
     let observed = Observed::new(args.load_start_us, window).with_own_clients(args.clients.clone());
     let mut watcher = Watcher::start(&rt, &clients, core, observed);
     let stopped = signal_flag(&rt);
@@ -121,21 +126,6 @@ fn accepted_in(path: &Path) -> Option<u64> {
         .ok()?
         .get("accepted")?
         .as_u64()
-}
-
-/// A flag raised on Ctrl-C or SIGTERM.
-fn signal_flag(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let signal = {
-        let _context = rt.enter();
-        shutdown_signal()
-    };
-    let raised = flag.clone();
-    rt.spawn(async move {
-        signal.await;
-        raised.store(true, Ordering::SeqCst);
-    });
-    flag
 }
 
 /// Writes `bytes` to `path` through a temporary file, so a reader never sees half of it.

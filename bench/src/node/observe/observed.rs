@@ -89,7 +89,14 @@ pub struct Observed {
     pub own_clients: Option<Vec<u64>>,
     /// Load transactions of other clients (counted in throughput, not sampled).
     pub others: u64,
+    /// An observer's record of the sequence: (index, commit hash in hex) of every entry, so the
+    /// harness can check that the cores agree at every common index (at most
+    /// [`MAX_RECORDED_HASHES`]).
+    pub commit_hashes: Vec<(u64, String)>,
 }
+
+/// Most commit hashes an observer keeps (about 100 MB).
+pub const MAX_RECORDED_HASHES: usize = 1_000_000;
 
 impl Observed {
     /// Nothing seen yet.
@@ -112,6 +119,7 @@ impl Observed {
             seconds: Vec::new(),
             own_clients: None,
             others: 0,
+            commit_hashes: Vec::new(),
         }
     }
 
@@ -154,6 +162,10 @@ impl Observed {
         parse: impl Fn(&[u8]) -> Option<(u64, u64, u64)>,
     ) {
         self.top_round = self.top_round.max(entry.round.0);
+        if self.own_clients.is_some() && self.commit_hashes.len() < MAX_RECORDED_HASHES {
+            self.commit_hashes
+                .push((entry.index, entry.commit_hash.to_hex()));
+        }
         let Some(transactions) = transactions else {
             self.entries_without_payload += 1;
             return;

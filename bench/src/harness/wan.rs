@@ -1,0 +1,156 @@
+//! `--wan PROFILE` for `local` and `cluster`: finds the profile (a path, or the name of one
+//! shipped in `deploy/wan/`), places every host in a region (its own `region` if it names one,
+//! else round robin over the profile's regions), and writes the profile with that hosts table for
+//! the processes (`--wan wan.toml --region R`). The emulation itself is
+//! [`sleepyseal_net::wan`]: each process delays, jitters, drops and rate-limits its outgoing
+//! datagrams by the destination's region.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use sleepyseal_net::wan::WanProfile;
+
+/// Where shipped profiles are.
+pub const PROFILES_DIR: &str = "deploy/wan";
+
+/// A profile with every host placed.
+pub struct Assigned {
+    /// The profile as named on the command line.
+    pub name: String,
+    /// Its regions.
+    pub regions: Vec<String>,
+    /// The region of each host, in the order given.
+    pub host_regions: Vec<String>,
+    /// The profile with its hosts table, as TOML.
+    pub toml: String,
+}
+
+/// The profile file `--wan` names: a path, or the name of a profile in `deploy/wan/`.
+pub fn find_profile(arg: &Path) -> anyhow::Result<PathBuf> {
+    if arg.is_file() {
+        return Ok(arg.to_path_buf());
+    }
+    let shipped = Path::new(PROFILES_DIR).join(arg).with_extension("toml");
+    if shipped.is_file() {
+        return Ok(shipped);
+    }
+    let names: Vec<String> = std::fs::read_dir(PROFILES_DIR)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".toml").map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    bail!(
+        "--wan {}: no such file, and no profile of that name in {PROFILES_DIR}/ (shipped: {})",
+        arg.display(),
+        names.join(", ")
+    )
+}
+
+/// Places `hosts` (address, region it names if any) in the profile's regions.
+pub fn assign(profile_arg: &Path, hosts: &[(IpAddr, Option<String>)]) -> anyhow::Result<Assigned> {
+    let path = find_profile(profile_arg)?;
+    let profile =
+        WanProfile::load(&path).with_context(|| format!("WAN profile {}", path.display()))?;
+    let regions = profile.regions().to_vec();
+    let mut next = 0;
+    let mut table = BTreeMap::new();
+    let mut host_regions = Vec::new();
+    for (ip, named) in hosts {
+        let region = match named {
+            Some(r) if regions.contains(r) => r.clone(),
+            Some(r) => bail!(
+                "host {ip} names region {r:?}, which profile {} does not have ({})",
+                path.display(),
+                regions.join(", ")
+            ),
+            None => {
+                next += 1;
+                regions[(next - 1) % regions.len()].clone()
+            }
+        };
+        if let Some(other) = table.insert(*ip, region.clone()) {
+            if other != region {
+                bail!("address {ip} is placed in both {other} and {region}");
+            }
+        }
+        host_regions.push(region);
+    }
+    let placed = profile
+        .with_hosts(table)
+        .with_context(|| format!("WAN profile {}", path.display()))?;
+    Ok(Assigned {
+        name: profile_arg.display().to_string(),
+        regions,
+        host_regions,
+        toml: placed.to_toml(),
+    })
+}
+
+/// Where the processes of a `local` run sit when a WAN is emulated: each its own loopback
+/// address (core i at 127.0.1.(i+1), driver j at 127.0.2.(j+1), load client c at 127.0.3.(c+1),
+/// the harness at 127.0.0.1), cores round robin over the regions, every other process in the
+/// region of a core (driver j beside core j, load client c beside core c, the harness beside
+/// core 0).
+pub struct LocalPlacement {
+    /// The profile with its hosts table, as TOML.
+    pub toml: String,
+    /// Region of each core.
+    pub cores: Vec<String>,
+    /// Region of each driver.
+    pub drivers: Vec<String>,
+    /// Region of each load client.
+    pub loads: Vec<String>,
+}
+
+/// Address of core `i` in a local run with a WAN.
+pub fn local_core_ip(i: usize) -> IpAddr {
+    IpAddr::from([127, 0, 1, 1 + i as u8])
+}
+
+/// Address of driver `j` in a local run with a WAN.
+pub fn local_driver_ip(j: usize) -> IpAddr {
+    IpAddr::from([127, 0, 2, 1 + j as u8])
+}
+
+/// Address of load client `c` in a local run with a WAN.
+pub fn local_load_ip(c: usize) -> IpAddr {
+    IpAddr::from([127, 0, 3, 1 + c as u8])
+}
+
+/// Places the processes of a local run (at most 250 of each kind).
+pub fn place_local(
+    profile_arg: &Path,
+    cores: usize,
+    drivers: usize,
+    loads: usize,
+) -> anyhow::Result<LocalPlacement> {
+    if cores.max(drivers).max(loads) > 250 {
+        bail!("--wan in `local` gives each process a 127.0.x.y address: at most 250 of a kind");
+    }
+    let core_ips: Vec<(IpAddr, Option<String>)> =
+        (0..cores).map(|i| (local_core_ip(i), None)).collect();
+    let core_regions = assign(profile_arg, &core_ips)?.host_regions;
+    let beside = |i: usize| Some(core_regions[i % cores].clone());
+    let mut hosts = core_ips;
+    for (i, h) in hosts.iter_mut().enumerate() {
+        h.1 = beside(i);
+    }
+    hosts.extend((0..drivers).map(|j| (local_driver_ip(j), beside(j))));
+    hosts.extend((0..loads).map(|c| (local_load_ip(c), beside(c))));
+    hosts.push((IpAddr::from([127, 0, 0, 1]), beside(0)));
+    let placed = assign(profile_arg, &hosts)?;
+    let region = |i: usize| core_regions[i % cores].clone();
+    Ok(LocalPlacement {
+        toml: placed.toml,
+        cores: core_regions.clone(),
+        drivers: (0..drivers).map(region).collect(),
+        loads: (0..loads).map(region).collect(),
+    })
+}
