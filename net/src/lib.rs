@@ -22,7 +22,7 @@ pub mod server;
 pub mod tls;
 pub mod wan;
 
-pub use client::{ClientError, Clients, CoreClient};
+pub use client::{ClientError, ClientOptions, Clients, CoreClient};
 pub use config::{genesis, load_keys, load_testbed, GenesisOptions, Testbed};
 pub use limits::NetLimits;
 pub use server::{CoreServer, ServerOptions};
