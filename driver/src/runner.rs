@@ -16,8 +16,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use sleepyseal_core::protocol::{RequestBody, Response};
 use sleepyseal_core::{AuthorityIndex, Committee, Millis};
+use sleepyseal_net::client::ClientSetupError;
 use sleepyseal_net::metrics::{self, histogram, AtomicCounter, AtomicGauge, SECONDS_BUCKETS};
-use sleepyseal_net::{ClientError, Clients};
+use sleepyseal_net::{ClientError, ClientOptions, Clients, NetLimits, Testbed};
 use tokio::sync::{mpsc, watch};
 
 use crate::state::{DriverConfig, DriverState, Outgoing};
@@ -29,6 +30,9 @@ pub struct RunnerOptions {
     pub driver: DriverConfig,
     /// How often the driver re-plans even without replies (timeouts, polls).
     pub tick: Duration,
+    /// The driver's client endpoint: local IP to bind, WAN emulation (default: every local
+    /// address, no emulation).
+    pub client: ClientOptions,
 }
 
 impl Default for RunnerOptions {
@@ -36,7 +40,20 @@ impl Default for RunnerOptions {
         RunnerOptions {
             driver: DriverConfig::default(),
             tick: Duration::from_millis(5),
+            client: ClientOptions::default(),
         }
+    }
+}
+
+impl RunnerOptions {
+    /// The client endpoint the driver reaches the cores of `testbed` through, set up by
+    /// `self.client`. Must be called inside a tokio runtime.
+    pub fn clients(
+        &self,
+        testbed: &Testbed,
+        limits: NetLimits,
+    ) -> Result<Clients, ClientSetupError> {
+        Clients::with_options(testbed, limits, self.client.clone())
     }
 }
 

@@ -10,7 +10,7 @@
 
 mod follow;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ pub use follow::{
 use crate::config::{server_name, Testbed};
 use crate::limits::NetLimits;
 use crate::tls::{client_config, TlsError, CONNECT_TIMEOUT};
+use crate::wan::Wan;
 
 /// Why a request got no decodable response.
 #[derive(Debug, thiserror::Error)]
@@ -64,17 +65,41 @@ pub struct Clients {
     instance: Digest,
 }
 
+/// How a client endpoint is set up; the default is a plain socket on every local address.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// The local IP to bind (on an ephemeral port). None: the unspecified address (`0.0.0.0`,
+    /// or `[::]` when a core has an IPv6 address). A host with several addresses (or a WAN
+    /// emulation that tells hosts apart by address) binds the one its peers know it by.
+    pub bind_ip: Option<IpAddr>,
+    /// WAN emulation of the endpoint's outgoing datagrams (none: plain sends).
+    pub wan: Option<Wan>,
+}
+
 impl Clients {
-    /// A client endpoint on an ephemeral local port for the cores of `testbed`. Must be called
-    /// inside a tokio runtime.
+    /// A client endpoint on an ephemeral local port for the cores of `testbed`, with default
+    /// [`ClientOptions`]. Must be called inside a tokio runtime.
     pub fn new(testbed: &Testbed, limits: NetLimits) -> Result<Clients, ClientSetupError> {
-        let bind: SocketAddr = if testbed.addresses.iter().all(|a| a.is_ipv4()) {
-            "0.0.0.0:0".parse().expect("valid address")
-        } else {
-            "[::]:0".parse().expect("valid address")
-        };
+        Clients::with_options(testbed, limits, ClientOptions::default())
+    }
+
+    /// A client endpoint set up by `options` for the cores of `testbed`. Must be called inside a
+    /// tokio runtime.
+    pub fn with_options(
+        testbed: &Testbed,
+        limits: NetLimits,
+        options: ClientOptions,
+    ) -> Result<Clients, ClientSetupError> {
+        let ip = options.bind_ip.unwrap_or_else(|| {
+            if testbed.addresses.iter().all(|a| a.is_ipv4()) {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                IpAddr::from([0u16; 8])
+            }
+        });
         let mut endpoint =
-            crate::limits::endpoint(bind, &limits, None).map_err(ClientSetupError::Bind)?;
+            crate::limits::endpoint(SocketAddr::new(ip, 0), &limits, None, options.wan.as_ref())
+                .map_err(ClientSetupError::Bind)?;
         endpoint.set_default_client_config(client_config(testbed, &limits)?);
         let cores = testbed
             .committee

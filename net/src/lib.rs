@@ -6,6 +6,8 @@
 //! - [`server`]: the core server, decode → batch verify → single core thread → group commit →
 //!   reply, with bounded queues and `Busy` on overload;
 //! - [`client`]: the typed async client used by drivers, load clients and the harness;
+//! - [`wan`]: WAN emulation (delay, jitter, loss, bandwidth, path MTU per destination region)
+//!   in a wrapper around quinn's UDP socket, configured by a TOML profile;
 //! - [`metrics`]: Prometheus metrics (prometheus-client) and their HTTP endpoint and scraper
 //!   (hyper).
 //!
@@ -18,8 +20,9 @@ pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+pub mod wan;
 
-pub use client::{ClientError, Clients, CoreClient};
+pub use client::{ClientError, ClientOptions, Clients, CoreClient};
 pub use config::{genesis, load_keys, load_testbed, GenesisOptions, Testbed};
 pub use limits::NetLimits;
 pub use server::{CoreServer, ServerOptions};

@@ -1,9 +1,12 @@
 //! Transport limits: what one peer can make a core hold.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sleepyseal_core::limits::MAX_MESSAGE_BYTES;
+
+use crate::wan::Wan;
 
 /// Hard limits of the transport. Everything a peer can open or send is bounded by one of these.
 #[derive(Clone, Debug)]
@@ -70,22 +73,26 @@ pub fn udp_payload_bound(limits: &NetLimits) -> u16 {
 /// A QUIC endpoint on `address` (a server when `server` is given) over [`udp_socket`], accepting
 /// datagrams of up to [`udp_payload_bound`] bytes. quinn's default endpoint configuration accepts
 /// 1,472, and a peer never sends more than the other side accepts, so without this path-MTU
-/// discovery stops at 1,472 whatever its upper bound. Must be called inside a tokio runtime.
+/// discovery stops at 1,472 whatever its upper bound. With `wan`, the socket's outgoing datagrams
+/// go through the WAN emulator ([`Wan::wrap`]); path-MTU discovery then finds the profile's path
+/// MTU. Must be called inside a tokio runtime.
 pub fn endpoint(
     address: SocketAddr,
     limits: &NetLimits,
     server: Option<quinn::ServerConfig>,
+    wan: Option<&Wan>,
 ) -> std::io::Result<quinn::Endpoint> {
+    use quinn::Runtime;
     let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(udp_payload_bound(limits))
         .expect("between 1,200 and MAX_UDP_PAYLOAD bytes");
-    quinn::Endpoint::new(
-        config,
-        server,
-        udp_socket(address, limits)?,
-        std::sync::Arc::new(quinn::TokioRuntime),
-    )
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let mut socket = runtime.wrap_udp_socket(udp_socket(address, limits)?)?;
+    if let Some(wan) = wan {
+        socket = wan.wrap(socket);
+    }
+    quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
 }
 
 /// A UDP socket bound to `address` with send and receive buffers of `limits.udp_buffer_bytes`

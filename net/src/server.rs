@@ -27,6 +27,7 @@ use sleepyseal_core::{Core, CoreError, Millis, Store, Verified, Verifier};
 use tokio::sync::oneshot;
 
 use crate::limits::NetLimits;
+use crate::wan::Wan;
 
 mod stats;
 pub use stats::ServerStats;
@@ -42,6 +43,8 @@ pub struct ServerOptions {
     pub verify_max_requests: usize,
     /// Most requests handled in one group commit.
     pub group_commit_max: usize,
+    /// WAN emulation of the endpoint's outgoing datagrams (none: plain sends).
+    pub wan: Option<Wan>,
 }
 
 impl Default for ServerOptions {
@@ -51,6 +54,7 @@ impl Default for ServerOptions {
             verify_threads: 2,
             verify_max_requests: 256,
             group_commit_max: 512,
+            wan: None,
         }
     }
 }
@@ -111,8 +115,9 @@ impl CoreServer {
         verifier: Verifier,
         options: ServerOptions,
     ) -> Result<CoreServer, ServerError> {
-        let endpoint = crate::limits::endpoint(address, &options.limits, Some(quic))
-            .map_err(|source| ServerError::Bind { address, source })?;
+        let endpoint =
+            crate::limits::endpoint(address, &options.limits, Some(quic), options.wan.as_ref())
+                .map_err(|source| ServerError::Bind { address, source })?;
         let stats = Arc::new(ServerStats::default());
         let verifier = Arc::new(verifier);
         let (verify_tx, verify_rx) = mpsc::sync_channel::<VerifyJob>(options.limits.verify_queue);

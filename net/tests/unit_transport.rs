@@ -528,7 +528,8 @@ async fn path_mtu_grows_on_loopback_and_bulk_requests_lose_no_datagram() {
     let f = serve_core_0("mtu", ServerOptions::default()).await;
     let limits = NetLimits::default();
     let mut endpoint =
-        sleepyseal_net::limits::endpoint("127.0.0.1:0".parse().unwrap(), &limits, None).unwrap();
+        sleepyseal_net::limits::endpoint("127.0.0.1:0".parse().unwrap(), &limits, None, None)
+            .unwrap();
     endpoint.set_default_client_config(
         sleepyseal_net::tls::client_config(&f.testbed, &limits).unwrap(),
     );
