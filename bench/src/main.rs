@@ -59,7 +59,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Local(args) => harness::main(*args),
         Command::Cluster(args) => {
-            let sub = matches.subcommand_matches("cluster").expect("parsed as cluster");
+            let sub = matches
+                .subcommand_matches("cluster")
+                .expect("parsed as cluster");
             let given = |id: &str| sub.value_source(id) == Some(ValueSource::CommandLine);
             let given = harness::cluster::Given {
                 cores: given("cores"),

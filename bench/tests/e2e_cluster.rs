@@ -22,7 +22,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_sleepyseal");
 const HOSTS: usize = 4;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Runs a command in the workspace, bounded in time; panics with its output if it fails.
@@ -41,7 +44,9 @@ fn run(what: &str, command: &mut Command, limit: Duration) -> String {
     // processes stop by themselves at their absolute stop times).
     let watchdog = std::thread::spawn(move || {
         if waited.recv_timeout(limit).is_err() {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
         }
     });
     let started = Instant::now();
@@ -104,9 +109,17 @@ fn cluster_on_four_namespace_hosts_with_two_regions() {
     let remote_root = format!("/tmp/sleepyseal-e2e-{}", std::process::id());
     let out = std::env::temp_dir().join(format!("sleepyseal-e2e-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    run("ansible install", Command::new("bash").args(["scripts/ansible.sh", "--install"]), Duration::from_secs(600));
+    run(
+        "ansible install",
+        Command::new("bash").args(["scripts/ansible.sh", "--install"]),
+        Duration::from_secs(600),
+    );
     let hosts = Hosts;
-    run("testhosts up", &mut testhosts(&["up", &HOSTS.to_string()]), Duration::from_secs(600));
+    run(
+        "testhosts up",
+        &mut testhosts(&["up", &HOSTS.to_string()]),
+        Duration::from_secs(600),
+    );
     let inventory = root.join("target/testhosts/inventory.yml");
     let stdout = run(
         "sleepyseal cluster",
@@ -130,12 +143,19 @@ fn cluster_on_four_namespace_hosts_with_two_regions() {
     );
     let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line"))
         .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
-    check_report(&report, emulated_rtt_ms(&root.join("deploy/wan/two-region.toml")));
+    check_report(
+        &report,
+        emulated_rtt_ms(&root.join("deploy/wan/two-region.toml")),
+    );
     for file in ["report.json", "summary.txt", "timeline.svg", "vars.json"] {
         assert!(out.join(file).is_file(), "{file} written");
     }
     // Nothing of the run is left on the hosts: no process, no run directory (keys included).
-    assert_eq!(processes_with(&remote_root), Vec::<String>::new(), "processes left");
+    assert_eq!(
+        processes_with(&remote_root),
+        Vec::<String>::new(),
+        "processes left"
+    );
     let left: Vec<_> = std::fs::read_dir(&remote_root)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -149,20 +169,42 @@ fn cluster_on_four_namespace_hosts_with_two_regions() {
 }
 
 fn check_report(r: &Value, rtt_ms: f64) {
-    let f = |p: &str| r.pointer(p).and_then(Value::as_f64).unwrap_or_else(|| panic!("{p} in {r}"));
+    let f = |p: &str| {
+        r.pointer(p)
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| panic!("{p} in {r}"))
+    };
     assert_eq!(f("/config/cores"), HOSTS as f64);
     assert!(f("/consensus_tps") > 0.0 && f("/e2e_tps") > 0.0, "{r}");
-    assert_eq!(f("/not_committed"), 0.0, "every acknowledged transaction committed: {r}");
+    assert_eq!(
+        f("/not_committed"),
+        0.0,
+        "every acknowledged transaction committed: {r}"
+    );
     assert!(f("/load/accepted") > 10_000.0, "the load ran: {r}");
     let p50 = f("/e2e_latency_ms/p50");
-    assert!(p50 >= rtt_ms, "e2e p50 {p50} ms is below the emulated round trip {rtt_ms} ms");
+    assert!(
+        p50 >= rtt_ms,
+        "e2e p50 {p50} ms is below the emulated round trip {rtt_ms} ms"
+    );
     let c = r.get("cluster").expect("a cluster section");
     assert_eq!(c["wan_profile"], "two-region");
     assert_eq!(c["regions"].as_array().unwrap().len(), 2);
-    assert_eq!(f("/cluster/clock_bound_ms"), 0.0, "test hosts share the kernel's clock");
+    assert_eq!(
+        f("/cluster/clock_bound_ms"),
+        0.0,
+        "test hosts share the kernel's clock"
+    );
     let agreement = &c["agreement"];
-    assert_eq!(agreement["cores"].as_array().unwrap().len(), HOSTS, "{agreement}");
-    assert!(agreement["common_indices"].as_u64().unwrap() > 10, "{agreement}");
+    assert_eq!(
+        agreement["cores"].as_array().unwrap().len(),
+        HOSTS,
+        "{agreement}"
+    );
+    assert!(
+        agreement["common_indices"].as_u64().unwrap() > 10,
+        "{agreement}"
+    );
     assert_eq!(agreement["mismatches"], 0, "{agreement}");
     let hosts = c["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), HOSTS);
@@ -179,7 +221,9 @@ fn check_report(r: &Value, rtt_ms: f64) {
         for u in h["usage"].as_array().unwrap() {
             assert!(u["peak_rss_mib"].as_f64().unwrap() > 1.0, "{h}");
         }
-        let own = h["e2e_latency_ms"]["p50"].as_f64().expect("each host's own latency");
+        let own = h["e2e_latency_ms"]["p50"]
+            .as_f64()
+            .expect("each host's own latency");
         assert!(own >= rtt_ms, "{h}");
         assert_eq!(h["accepted"], h["committed"], "{h}");
     }

@@ -21,7 +21,11 @@ const FIGURES: &[(&str, &str, Option<bool>)] = &[
     ("input rate (tx/s)", "/config/rate", None),
     ("cores", "/config/cores", None),
     ("consensus TPS", "/consensus_tps", Some(true)),
-    ("consensus latency (ms)", "/consensus_latency_ms", Some(false)),
+    (
+        "consensus latency (ms)",
+        "/consensus_latency_ms",
+        Some(false),
+    ),
     ("end-to-end TPS", "/e2e_tps", Some(true)),
     ("e2e latency p50 (ms)", "/e2e_latency_ms/p50", Some(false)),
     ("e2e latency p90 (ms)", "/e2e_latency_ms/p90", Some(false)),
@@ -75,7 +79,12 @@ fn kind(r: &Value) -> String {
 pub fn table(paths: &[PathBuf], reports: &[Value]) -> String {
     let mut t = String::new();
     for (i, (p, r)) in paths.iter().zip(reports).enumerate() {
-        t.push_str(&format!(" [{}] {} ({})\n", (b'A' + i as u8) as char, p.display(), kind(r)));
+        t.push_str(&format!(
+            " [{}] {} ({})\n",
+            (b'A' + i as u8) as char,
+            p.display(),
+            kind(r)
+        ));
     }
     t.push_str(&format!("\n {:<24}", "figure"));
     for i in 0..reports.len() {
@@ -131,11 +140,20 @@ mod tests {
                        "e2e_latency_ms": {"p50": 45.0}, "not_committed": 0,
                        "cluster": {"wan_profile": "two-region", "clock_bound_ms": 0.0}});
         let t = table(&["a.json".into(), "b.json".into()], &[a, b]);
-        assert!(t.contains("(local)") && t.contains("(cluster, wan two-region)"), "{t}");
+        assert!(
+            t.contains("(local)") && t.contains("(cluster, wan two-region)"),
+            "{t}"
+        );
         let row = |name: &str| t.lines().find(|l| l.contains(name)).unwrap().to_string();
         assert!(row("consensus TPS").ends_with("0.50×"), "{t}");
         assert!(row("e2e latency p50").ends_with("4.50×"), "{t}");
-        assert!(row("not committed").trim_end().ends_with('-'), "a zero base has no ratio: {t}");
-        assert!(!t.contains("CPU per tx"), "figures neither report has are left out: {t}");
+        assert!(
+            row("not committed").trim_end().ends_with('-'),
+            "a zero base has no ratio: {t}"
+        );
+        assert!(
+            !t.contains("CPU per tx"),
+            "figures neither report has are left out: {t}"
+        );
     }
 }

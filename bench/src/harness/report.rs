@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::node::observe::Observed;
 use super::testbed::Kind;
+use crate::node::observe::Observed;
 
 /// The parameters of a run, as reported.
 #[derive(Clone, Debug, Serialize)]

@@ -14,9 +14,9 @@ use sleepyseal_core::{AuthorityIndex, CoreError, Digest};
 use sleepyseal_net::{Clients, NetLimits, Testbed};
 use tokio::task::JoinSet;
 
-use super::transaction::{transaction, unix_micros, TX_HEADER_BYTES};
 use super::lifetime::{sleep_until, Lifetime};
 use super::network::ClientFlags;
+use super::transaction::{transaction, unix_micros, TX_HEADER_BYTES};
 use super::{runtime, shutdown_signal, DEFAULT_COMMITTEE};
 
 /// Default input rate (transactions per second) of `load` and `local`.

@@ -28,14 +28,17 @@ impl WanFlags {
         let (Some(path), Some(region)) = (&self.wan, &self.region) else {
             return Ok(None);
         };
-        let profile = WanProfile::load(path)
-            .with_context(|| format!("WAN profile {}", path.display()))?;
+        let profile =
+            WanProfile::load(path).with_context(|| format!("WAN profile {}", path.display()))?;
         // Loss draws differ between processes; a run is reproducible in its figures, not in
         // which datagram each process dropped.
         let seed = u64::from(std::process::id());
         let wan = Wan::new(profile, region, seed)
             .with_context(|| format!("--region {region} in {}", path.display()))?;
-        tracing::info!("emulating the WAN of {} from region {region}", path.display());
+        tracing::info!(
+            "emulating the WAN of {} from region {region}",
+            path.display()
+        );
         Ok(Some(wan))
     }
 }

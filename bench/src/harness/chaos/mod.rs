@@ -124,9 +124,10 @@ impl<'a> Chaos<'a> {
         let cores: Vec<Proc> = (0..n)
             .map(|i| bed.start_core(i))
             .collect::<Result<_, _>>()?;
+        let options = bed.client_options()?;
         let clients =
             Arc::new(rt.block_on(async {
-                Clients::with_options(&bed.net, NetLimits::default(), bed.client_options()?)
+                Clients::with_options(&bed.net, NetLimits::default(), options)
             })?);
         let deadline = Instant::now() + Duration::from_secs(30);
         let instance = bed.net.committee.instance();

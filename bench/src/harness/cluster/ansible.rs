@@ -252,8 +252,11 @@ mod tests {
             r#"{"unreachable": true, "msg": "Failed to connect to the host via ssh: timeout"}"#,
         )
         .unwrap();
-        std::fs::write(dir.join("h3"), r#"{"failed": true, "rc": 1, "stderr": "no\nmore"}"#)
-            .unwrap();
+        std::fs::write(
+            dir.join("h3"),
+            r#"{"failed": true, "rc": 1, "stderr": "no\nmore"}"#,
+        )
+        .unwrap();
         std::fs::write(dir.join("h4"), "not json").unwrap();
         let failed = failed_hosts(&dir);
         assert_eq!(failed.len(), 2, "{failed:?}");

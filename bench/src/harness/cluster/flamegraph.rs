@@ -41,7 +41,14 @@ fn render(input: &Path, svg: &Path, title: &str) -> anyhow::Result<()> {
     )?;
     run(
         Command::new("bash")
-            .args(["scripts/inferno.sh", "flamegraph", "--width", "1600", "--title", title])
+            .args([
+                "scripts/inferno.sh",
+                "flamegraph",
+                "--width",
+                "1600",
+                "--title",
+                title,
+            ])
             .arg(&folded),
         svg,
     )?;

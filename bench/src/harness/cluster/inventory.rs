@@ -121,7 +121,11 @@ fn members(root: &Value, group: &str, depth: usize) -> anyhow::Result<Vec<String
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -169,13 +173,20 @@ mod tests {
             ix.iter().map(|i| inv.hosts[*i].name.as_str()).collect()
         };
         assert_eq!(names(&inv.cores), ["a", "b", "c"]);
-        assert_eq!(names(&inv.drivers), ["a", "b", "c"], "drivers default to core hosts");
+        assert_eq!(
+            names(&inv.drivers),
+            ["a", "b", "c"],
+            "drivers default to core hosts"
+        );
         assert_eq!(names(&inv.loads), ["c", "l"]);
         let c = &inv.hosts[inv.cores[2]];
         assert_eq!(c.address, "203.0.113.9", "advertise wins over ansible_host");
         assert_eq!(inv.hosts[inv.cores[1]].listen.as_deref(), Some("0.0.0.0"));
         assert_eq!(inv.hosts[inv.cores[0]].region.as_deref(), Some("us-east"));
-        assert_eq!(inv.hosts[inv.loads[1]].address, "l", "no ansible_host: the name");
+        assert_eq!(
+            inv.hosts[inv.loads[1]].address, "l",
+            "no ansible_host: the name"
+        );
         assert_eq!(inv.core_on(inv.loads[0]), Some(2));
         assert_eq!(inv.core_on(inv.loads[1]), None);
     }

@@ -93,12 +93,18 @@ pub fn main(mut args: ClusterArgs, given: Given) -> anyhow::Result<()> {
         deploy: args.deploy_dir.clone(),
         inventory: args.inventory.clone(),
     };
-    for (what, path) in [("inventory", &args.inventory), ("deploy dir", &args.deploy_dir)] {
+    for (what, path) in [
+        ("inventory", &args.inventory),
+        ("deploy dir", &args.deploy_dir),
+    ] {
         if !path.exists() {
             bail!("{what} {} does not exist", path.display());
         }
     }
-    eprintln!("== ansible (installed on first use by {})", args.ansible.display());
+    eprintln!(
+        "== ansible (installed on first use by {})",
+        args.ansible.display()
+    );
     ansible.install()?;
     let inventory = inventory::Inventory::from_list_json(&ansible.list_inventory()?)
         .with_context(|| format!("inventory {}", args.inventory.display()))?;

@@ -138,7 +138,8 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         for c in &mine {
             p.processes.push(load(input, *c, loads, target, *h));
         }
-        p.processes.push(observer(input, &mine, target.unwrap_or(0), *h));
+        p.processes
+            .push(observer(input, &mine, target.unwrap_or(0), *h));
     }
     plan
 }
@@ -198,7 +199,10 @@ fn core(input: &PlanInput<'_>, i: usize, h: usize) -> Process {
 
 fn driver(input: &PlanInput<'_>, j: usize, h: usize, on_host: usize) -> Process {
     let name = format!("driver-{j}");
-    let metrics = format!("127.0.0.1:{}", input.args.base_port + 1_100 + on_host as u16);
+    let metrics = format!(
+        "127.0.0.1:{}",
+        input.args.base_port + 1_100 + on_host as u16
+    );
     let mut argv = vec!["driver".to_string()];
     argv.extend(common(input, &name, h, input.schedule.hard_stop_us));
     argv.push(format!("--pipeline-depth={}", input.args.pipeline_depth));
@@ -209,7 +213,13 @@ fn driver(input: &PlanInput<'_>, j: usize, h: usize, on_host: usize) -> Process 
     }
 }
 
-fn load(input: &PlanInput<'_>, c: usize, clients: usize, target: Option<usize>, h: usize) -> Process {
+fn load(
+    input: &PlanInput<'_>,
+    c: usize,
+    clients: usize,
+    target: Option<usize>,
+    h: usize,
+) -> Process {
     let s = input.schedule;
     let name = format!("load-{c}");
     let share = input.rate / clients as u64 + u64::from((c as u64) < input.rate % clients as u64);
@@ -236,7 +246,10 @@ fn observer(input: &PlanInput<'_>, clients: &[usize], core: usize, h: usize) -> 
     let mut argv = vec!["observe".to_string()];
     argv.extend(common(input, &name, h, s.drain_end_us));
     let ids: Vec<String> = clients.iter().map(usize::to_string).collect();
-    let loads: Vec<String> = clients.iter().map(|c| format!("results/load-{c}.out")).collect();
+    let loads: Vec<String> = clients
+        .iter()
+        .map(|c| format!("results/load-{c}.out"))
+        .collect();
     argv.extend([
         format!("--core={core}"),
         format!("--clients={}", ids.join(",")),
@@ -252,7 +265,14 @@ fn observer(input: &PlanInput<'_>, clients: &[usize], core: usize, h: usize) -> 
 fn perf(input: &PlanInput<'_>, i: usize) -> Process {
     let data = format!("results/perf-core-{i}.data");
     let argv = [
-        "record", "-e", "cpu-clock", "-F", "199", "--call-graph", "dwarf,16384", "-p",
+        "record",
+        "-e",
+        "cpu-clock",
+        "-F",
+        "199",
+        "--call-graph",
+        "dwarf,16384",
+        "-p",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -388,7 +408,10 @@ mod tests {
         assert_eq!(flag(observer, "--core"), Some("0"));
         assert_eq!(flag(observer, "--clients"), Some("0,2"));
         let l1 = &plan["l1"].processes;
-        assert_eq!(flag(l1.iter().find(|p| p.kind == "load").unwrap(), "--core"), Some("all"));
+        assert_eq!(
+            flag(l1.iter().find(|p| p.kind == "load").unwrap(), "--core"),
+            Some("all")
+        );
         assert!(loads.iter().all(|p| p.wait_exit));
     }
 

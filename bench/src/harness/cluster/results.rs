@@ -86,21 +86,30 @@ fn read_process(dir: &Path, name: &str, kind: Kind, argv: &[String], r: &mut Hos
     }
     match kind {
         Kind::Observer => {
-            let core = flag(argv, "--core").and_then(|c| c.parse().ok()).unwrap_or(0);
+            let core = flag(argv, "--core")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
             if let Some(text) = want(dir.join("results/observer.json"), r) {
                 match serde_json::from_str::<Observed>(&text) {
                     Ok(o) => {
                         r.own = Some((Latency::of_micros(&o.e2e_latency), o.load_committed));
                         r.observer = Some((core, o));
                     }
-                    Err(e) => r.missing.push(format!("{name}: unreadable observer file: {e}")),
+                    Err(e) => r
+                        .missing
+                        .push(format!("{name}: unreadable observer file: {e}")),
                 }
             }
         }
         Kind::Load => {
             let path = dir.join(format!("results/{name}.out"));
             let summary = want(path, r)
-                .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+                .and_then(|t| {
+                    t.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .map(str::to_string)
+                })
                 .and_then(|l| serde_json::from_str::<LoadSummary>(&l).ok());
             r.loads.push(summary.unwrap_or_default());
         }
@@ -125,8 +134,10 @@ pub fn build(
     config: RunConfig,
     results: &mut [HostResults],
 ) -> anyhow::Result<(Report, Agreement)> {
-    let mut observers: Vec<(usize, Observed)> =
-        results.iter_mut().filter_map(|r| r.observer.take()).collect();
+    let mut observers: Vec<(usize, Observed)> = results
+        .iter_mut()
+        .filter_map(|r| r.observer.take())
+        .collect();
     if observers.is_empty() {
         bail!("no observer's results came back: see the hosts' logs");
     }
@@ -159,10 +170,12 @@ pub fn build(
 /// CPU at the window's edges summed per kind, and each process's peak RSS.
 fn samples<'a>(usage: impl Iterator<Item = &'a (Kind, String, Usage)>) -> ProcessSamples {
     let mut s = ProcessSamples::default();
-    let add = |v: &mut Vec<(Kind, f64)>, kind: Kind, x: f64| match v.iter_mut().find(|(k, _)| *k == kind) {
-        Some((_, total)) => *total += x,
-        None => v.push((kind, x)),
-    };
+    let add =
+        |v: &mut Vec<(Kind, f64)>, kind: Kind, x: f64| match v.iter_mut().find(|(k, _)| *k == kind)
+        {
+            Some((_, total)) => *total += x,
+            None => v.push((kind, x)),
+        };
     for (kind, _, u) in usage {
         // A process that had not reached the window's end (it died) counts what it had used.
         if let Some(end) = u.cpu_end_s {
@@ -226,7 +239,11 @@ pub fn hosts(
                 name: h.name.clone(),
                 address: h.address.clone(),
                 region: regions.map(|rs| rs[i].clone()).or(h.region.clone()),
-                processes: plan[&h.name].processes.iter().map(|p| p.name.clone()).collect(),
+                processes: plan[&h.name]
+                    .processes
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect(),
                 clock_method: clocks[i].as_ref().map(|c| c.method.clone()),
                 clock_bound_ms: clocks[i].as_ref().map(|c| c.bound_ms),
                 usage,

@@ -169,7 +169,13 @@ impl Run<'_> {
         let vars = self.dir.join("vars.json");
         let never = AtomicBool::new(false);
         self.ansible
-            .playbook("stop.yml", &vars, self.dir, Duration::from_secs(300), &never)
+            .playbook(
+                "stop.yml",
+                &vars,
+                self.dir,
+                Duration::from_secs(300),
+                &never,
+            )
             .map_err(|e| anyhow!(e))
     }
 
@@ -262,7 +268,12 @@ impl Run<'_> {
             inventory: self.args.inventory.display().to_string(),
             hosts,
             wan_profile: self.stage.wan.as_ref().map(|(n, _)| n.clone()),
-            regions: self.stage.wan.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
+            regions: self
+                .stage
+                .wan
+                .as_ref()
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default(),
             clock_bound_ms: clock::pairwise_bound_ms(&involved),
             agreement,
             flamegraphs,

@@ -2,8 +2,8 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::node::observe::Observed;
 use crate::harness::report::thousands;
+use crate::node::observe::Observed;
 
 /// A one-line progress bar on stderr (indicatif): elapsed/total seconds, phase, committed tx/s and
 /// latency of the last full second. On a terminal it redraws in place; otherwise (indicatif then

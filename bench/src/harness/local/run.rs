@@ -14,11 +14,11 @@ use sleepyseal_net::{Clients, NetLimits};
 use tokio::runtime::Runtime;
 
 use super::progress::Progress;
-use crate::node::observe::Watcher;
 use crate::harness::args::LocalArgs;
-use crate::node::observe::Observed;
 use crate::harness::report::{self, CoreTotals, LoadSummary, ProcessSamples, Report, RunConfig};
 use crate::harness::testbed::{self, wait_ready, Kind, Proc, Spec, Testbed};
+use crate::node::observe::Observed;
+use crate::node::observe::Watcher;
 use crate::node::transaction::unix_micros;
 
 /// Runs the benchmark once at `rate` with its files in `dir`, and computes the report.
@@ -209,9 +209,8 @@ impl<'a> Run<'a> {
             .map(|i| (!never_started(&i)).then(|| bed.start_core(i)).transpose())
             .collect::<anyhow::Result<_>>()?;
         let options = bed.client_options()?;
-        let clients = rt.block_on(async {
-            Clients::with_options(&bed.net, NetLimits::default(), options)
-        })?;
+        let clients =
+            rt.block_on(async { Clients::with_options(&bed.net, NetLimits::default(), options) })?;
         let mut run = Run {
             rt,
             args,

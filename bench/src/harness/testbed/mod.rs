@@ -140,7 +140,11 @@ impl Testbed {
 
     /// `--wan`, `--region` (and for a process that only connects, `--bind`) of a process in
     /// region `region` at `ip`, when a WAN is emulated.
-    fn wan_flags(&self, region: impl Fn(&wan::LocalPlacement) -> &String, bind: Option<IpAddr>) -> Vec<String> {
+    fn wan_flags(
+        &self,
+        region: impl Fn(&wan::LocalPlacement) -> &String,
+        bind: Option<IpAddr>,
+    ) -> Vec<String> {
         let Some(w) = &self.wan else {
             return Vec::new();
         };

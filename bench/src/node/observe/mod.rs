@@ -86,7 +86,11 @@ pub fn observe(args: ObserveArgs) -> anyhow::Result<()> {
         "observer of core {}: {} own transactions committed{}",
         args.core,
         observed.load_committed,
-        if complete { ", all acknowledged ones" } else { "" }
+        if complete {
+            ", all acknowledged ones"
+        } else {
+            ""
+        }
     );
     write_atomic(&args.out, &serde_json::to_vec(&observed)?)?;
     if let Some(usage) = usage {
