@@ -52,6 +52,7 @@ check_python() {
 }
 
 install() {
+  installed && return 0
   check_python
   mkdir -p "$(dirname "$venv")"
   exec 9>"$(dirname "$venv")/.ansible-venv.lock"

@@ -120,7 +120,7 @@ start_one() {
   if [[ -z "$program" ]]; then
     program="$(pwd -P)/sleepyseal"
   else
-    found="$(command -v "$program")" || die "$name: $program is not on PATH ($PATH)"
+    found="$(type -P "$program")" || die "$name: $program is not on PATH ($PATH)"
     program="$(readlink -f "$found")"
   fi
   mapfile -d '' args < <(resolve_pid_refs "$name" "$@")
@@ -235,7 +235,8 @@ cmd_stop() {
       *) ;;
     esac
   done
-  deadline=$((SECONDS + grace_s))
+  # SECONDS counts whole seconds: one more makes the grace at least grace_s.
+  deadline=$((SECONDS + grace_s + 1))
   for name in "${signalled[@]}"; do
     while [[ "$(proc_state "$name")" == running* ]] && ((SECONDS < deadline)); do sleep 0.1; done
     read -r state pid <<<"$(proc_state "$name")"
