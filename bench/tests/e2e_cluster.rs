@@ -131,7 +131,7 @@ fn cluster_on_four_namespace_hosts_with_two_regions() {
                 "--warmup=2",
                 "--duration=10",
                 "--drain=10",
-                "--start-budget-s=15",
+                "--start-budget-s=30",
                 "--wan=two-region",
                 "--json",
                 "--remote-root",

@@ -1,7 +1,7 @@
 //! The text forms of benchmark reports: the summary table of one run (`summary.txt`, stdout) and
 //! one row per rate of a sweep (`sweep.txt`).
 
-use super::report::{thousands, Report};
+use super::report::{thousands, ClusterSection, Report};
 
 /// One `key  value` line of the summary table.
 fn line(t: &mut String, k: &str, v: String) {
@@ -15,6 +15,9 @@ pub fn table(r: &Report) -> String {
     throughput_and_latency(&mut t, r);
     resources(&mut t, r);
     outcome(&mut t, r);
+    if let Some(c) = &r.cluster {
+        cluster(&mut t, c);
+    }
     t
 }
 
@@ -22,7 +25,8 @@ pub fn table(r: &Report) -> String {
 fn header(t: &mut String, r: &Report) {
     let c = &r.config;
     t.push_str(&format!(
-        "\n sleepyseal local: {} cores ({} crashed), {} driver(s), {} tx/s × {} B, {} s after {} s warm-up\n",
+        "\n sleepyseal {}: {} cores ({} crashed), {} driver(s), {} tx/s × {} B, {} s after {} s warm-up\n",
+        if r.cluster.is_some() { "cluster" } else { "local" },
         c.cores, c.crash, c.drivers, thousands(c.rate as f64), c.tx_size, c.duration_s, c.warmup_s
     ));
     t.push_str(&format!(
@@ -44,10 +48,15 @@ fn throughput_and_latency(t: &mut String, r: &Report) {
             r.consensus_bps / 1e6
         ),
     );
+    let bound = match r.cluster.as_ref().map(|c| c.clock_bound_ms) {
+        None => String::new(),
+        Some(Some(b)) => format!(" (± {b:.1} ms of clock bound)"),
+        Some(None) => " (clock bound unknown)".to_string(),
+    };
     line(
         t,
         "consensus latency",
-        format!("{:.0} ms", r.consensus_latency_ms),
+        format!("{:.0} ms{bound}", r.consensus_latency_ms),
     );
     line(
         t,
@@ -148,4 +157,49 @@ pub fn sweep_table(reports: &[Report]) -> String {
         ));
     }
     t
+}
+
+/// The hosts of a cluster run: region, clock, what each ran and its own latency.
+fn cluster(t: &mut String, c: &ClusterSection) {
+    let wan = c.wan_profile.as_deref().map_or("none".to_string(), |w| {
+        format!("{w} ({})", c.regions.join(", "))
+    });
+    line(t, "WAN", wan);
+    let a = &c.agreement;
+    line(
+        t,
+        "agreement",
+        format!(
+            "cores {:?}: {} common indices, {} mismatches",
+            a.cores, a.common_indices, a.mismatches
+        ),
+    );
+    for h in &c.hosts {
+        let own = h
+            .e2e_latency_ms
+            .as_ref()
+            .map_or(String::new(), |l| format!(", own e2e p50 {:.0} ms", l.p50));
+        let clock = match (&h.clock_method, h.clock_bound_ms) {
+            (Some(m), Some(b)) => format!("clock {m} ±{b:.2} ms"),
+            _ => "clock unknown".to_string(),
+        };
+        let cpu: Vec<String> = h
+            .usage
+            .iter()
+            .map(|u| format!("{} {:.2}", u.kind, u.cores_busy))
+            .collect();
+        line(
+            t,
+            &format!("  {}", h.name),
+            format!(
+                "{} {}, {clock}{own}; cores busy: {}",
+                h.address,
+                h.region.as_deref().unwrap_or("-"),
+                cpu.join(", ")
+            ),
+        );
+    }
+    if !c.flamegraphs.is_empty() {
+        line(t, "flamegraphs", c.flamegraphs.join(", "));
+    }
 }

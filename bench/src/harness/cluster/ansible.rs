@@ -4,8 +4,10 @@
 //!
 //! Each playbook runs in its own process group, so a Ctrl-C at the terminal reaches the harness
 //! alone: the harness then ends the playbook in progress itself and runs the teardown. Ansible's
-//! output goes to `ansible.log` in the run's directory; which hosts failed, and why, is read from
-//! the per-host results of Ansible's `tree` callback, not from that log.
+//! output goes to `ansible.log` in the run's directory. Which hosts failed is read from the
+//! playbook's `PLAY RECAP` (its format is fixed by the pinned ansible-core), and why from the
+//! `fatal: [HOST]` report above it. (The builtin `tree` callback, which would give per-host
+//! results as files, is deprecated in that version.)
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::Value;
 
 /// Where Ansible and the playbooks are, and what every playbook of a run is given.
 #[derive(Clone, Debug)]
@@ -107,8 +108,8 @@ impl Ansible {
         String::from_utf8(out.stdout).context("ansible-inventory printed no UTF-8")
     }
 
-    /// Runs `deploy/<playbook>` with the run's vars file; output appended to `log`, per-host
-    /// results into `tree` (emptied first).
+    /// Runs `deploy/<playbook>` with the run's vars file; its output is appended to
+    /// `<run_dir>/ansible.log`.
     pub fn playbook(
         &self,
         playbook: &str,
@@ -118,10 +119,8 @@ impl Ansible {
         interrupted: &AtomicBool,
     ) -> Result<(), PlaybookError> {
         let log_path = run_dir.join("ansible.log");
-        let tree = run_dir.join("ansible-tree").join(playbook);
-        let _ = std::fs::remove_dir_all(&tree);
         let spawn_error = |e| PlaybookError::Spawn(playbook.to_string(), e);
-        std::fs::create_dir_all(&tree).map_err(spawn_error)?;
+        let log_from = std::fs::metadata(&log_path).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -135,9 +134,7 @@ impl Ansible {
             .arg(format!("@{}", vars.display()))
             .arg(self.deploy.join(playbook))
             .env("ANSIBLE_CONFIG", self.deploy.join("ansible.cfg"))
-            .env("ANSIBLE_CALLBACKS_ENABLED", "ansible.builtin.tree")
-            .env("ANSIBLE_CALLBACK_TREE_DIR", &tree)
-            .env("ANSIBLE_LOAD_CALLBACK_PLUGINS", "1")
+            .env("ANSIBLE_NOCOLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(spawn_error)?)
             .stderr(log)
@@ -166,7 +163,9 @@ impl Ansible {
         if status.success() {
             return Ok(());
         }
-        let hosts = failed_hosts(&tree);
+        let output = std::fs::read(&log_path).unwrap_or_default();
+        let output = String::from_utf8_lossy(&output[(log_from as usize).min(output.len())..]);
+        let hosts = failed_hosts(&output);
         if hosts.is_empty() {
             return Err(PlaybookError::Other {
                 playbook: playbook.to_string(),
@@ -196,46 +195,64 @@ fn end_group(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// The hosts whose last result in the `tree` directory says unreachable or failed, with
-/// Ansible's message.
-pub fn failed_hosts(tree: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = std::fs::read_dir(tree) else {
+/// The hosts the `PLAY RECAP` of `output` counts as unreachable or failed, each with the first
+/// line of its `fatal: [HOST]` report.
+pub fn failed_hosts(output: &str) -> Vec<(String, String)> {
+    let Some(recap) = output.rfind("PLAY RECAP") else {
         return Vec::new();
     };
-    let mut failed: Vec<(String, String)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            let result: Value = serde_json::from_str(&text).ok()?;
-            let why = failure(&result)?;
-            Some((e.file_name().to_string_lossy().into_owned(), why))
-        })
-        .collect();
-    failed.sort();
+    let count = |fields: &str, key: &str| -> u64 {
+        fields
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut failed = Vec::new();
+    for line in output[recap..].lines().skip(1) {
+        let Some((host, fields)) = line.split_once(" : ") else {
+            continue;
+        };
+        let host = host.trim();
+        let (unreachable, failures) = (count(fields, "unreachable"), count(fields, "failed"));
+        if unreachable == 0 && failures == 0 {
+            continue;
+        }
+        let kind = if unreachable > 0 {
+            "unreachable"
+        } else {
+            "failed"
+        };
+        let why = fatal_report(&output[..recap], host)
+            .map_or_else(|| kind.to_string(), |m| format!("{kind}: {m}"));
+        failed.push((host.to_string(), why));
+    }
     failed
 }
 
-/// Why a task result failed, if it did.
-fn failure(result: &Value) -> Option<String> {
-    let flag = |k: &str| result.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let kind = if flag("unreachable") {
-        "unreachable"
-    } else if flag("failed") {
-        "failed"
-    } else {
-        return None;
+/// The message of the last `fatal: [host]: ...` report of `output`, shortened.
+fn fatal_report(output: &str, host: &str) -> Option<String> {
+    let marker = format!("fatal: [{host}]");
+    let at = output.rfind(&marker)?;
+    let text = &output[at + marker.len()..];
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches(':')
+        .trim();
+    // `UNREACHABLE! => {"changed": false, "msg": "...", ...}`: the msg says why.
+    let message = match first.find("\"msg\": \"") {
+        Some(i) => {
+            let rest = &first[i + 8..];
+            rest[..rest
+                .find("\", \"")
+                .or(rest.rfind('"'))
+                .unwrap_or(rest.len())]
+                .to_string()
+        }
+        None => first.to_string(),
     };
-    let msg = result
-        .get("msg")
-        .and_then(Value::as_str)
-        .or_else(|| result.get("stderr").and_then(Value::as_str))
-        .unwrap_or("");
-    let msg: String = msg.lines().take(3).collect::<Vec<_>>().join(" ");
-    Some(if msg.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {}", msg.chars().take(300).collect::<String>())
-    })
+    Some(message.chars().take(300).collect())
 }
 
 #[cfg(test)]
@@ -243,26 +260,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failed_and_unreachable_hosts_are_named_with_their_message() {
-        let dir = std::env::temp_dir().join(format!("ss-tree-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("h1"), r#"{"changed": false, "ping": "pong"}"#).unwrap();
-        std::fs::write(
-            dir.join("h2"),
-            r#"{"unreachable": true, "msg": "Failed to connect to the host via ssh: timeout"}"#,
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("h3"),
-            r#"{"failed": true, "rc": 1, "stderr": "no\nmore"}"#,
-        )
-        .unwrap();
-        std::fs::write(dir.join("h4"), "not json").unwrap();
-        let failed = failed_hosts(&dir);
+    fn failed_and_unreachable_hosts_are_named_from_the_recap() {
+        let output = r#"
+TASK [start : start cores] *****************************************************
+ok: [ss-h1]
+fatal: [ss-h2]: UNREACHABLE! => {"changed": false, "msg": "Failed to connect to the host via ssh: ssh: connect to host 198.18.0.12 port 22: Connection refused", "unreachable": true}
+fatal: [ss-h3]: FAILED! => {"changed": false, "msg": "core-2 exited at once; its log ends with: error: unexpected argument"}
+
+PLAY RECAP *********************************************************************
+localhost                  : ok=2    changed=0    unreachable=0    failed=0    skipped=0    rescued=0    ignored=0
+ss-h1                      : ok=7    changed=3    unreachable=0    failed=0    skipped=0    rescued=0    ignored=1
+ss-h2                      : ok=0    changed=0    unreachable=1    failed=0    skipped=0    rescued=0    ignored=0
+ss-h3                      : ok=5    changed=2    unreachable=0    failed=1    skipped=0    rescued=0    ignored=0
+"#;
+        let failed = failed_hosts(output);
         assert_eq!(failed.len(), 2, "{failed:?}");
-        assert_eq!(failed[0].0, "h2");
-        assert!(failed[0].1.starts_with("unreachable: Failed to connect"));
-        assert_eq!(failed[1], ("h3".to_string(), "failed: no more".to_string()));
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(failed[0].0, "ss-h2");
+        assert_eq!(
+            failed[0].1,
+            "unreachable: Failed to connect to the host via ssh: ssh: connect to host 198.18.0.12 port 22: Connection refused"
+        );
+        assert_eq!(failed[1].0, "ss-h3");
+        assert!(
+            failed[1].1.starts_with("failed: core-2 exited at once"),
+            "{failed:?}"
+        );
+        assert!(failed_hosts("no recap at all").is_empty());
     }
 }

@@ -62,7 +62,7 @@ pub fn run_once(
     dir: &Path,
     interrupted: &AtomicBool,
 ) -> anyhow::Result<Report> {
-    for sub in ["stage", "hosts", "ansible-tree"] {
+    for sub in ["stage", "hosts"] {
         let _ = std::fs::remove_dir_all(dir.join(sub));
     }
     let _ = std::fs::remove_file(dir.join("ansible.log"));
