@@ -63,14 +63,16 @@ fn read(path: &Path) -> anyhow::Result<Value> {
     Ok(value)
 }
 
-/// What kind of run a report is: `local`, or `cluster` with its WAN profile.
+/// What kind of run a report is: `local` or `cluster`, with its WAN profile.
 fn kind(r: &Value) -> String {
-    match r.get("cluster") {
-        Some(c) => match c.get("wan_profile").and_then(Value::as_str) {
-            Some(w) => format!("cluster, wan {w}"),
-            None => "cluster".to_string(),
-        },
-        None => "local".to_string(),
+    let harness = if r.get("cluster").is_some() {
+        "cluster"
+    } else {
+        "local"
+    };
+    match r.pointer("/config/wan").and_then(Value::as_str) {
+        Some(w) => format!("{harness}, wan {w}"),
+        None => harness.to_string(),
     }
 }
 
@@ -136,8 +138,8 @@ mod tests {
     fn ratios_are_against_the_first_report() {
         let a = json!({"config": {"rate": 1000, "cores": 4}, "consensus_tps": 1000.0,
                        "e2e_latency_ms": {"p50": 10.0}, "not_committed": 0});
-        let b = json!({"config": {"rate": 1000, "cores": 4}, "consensus_tps": 500.0,
-                       "e2e_latency_ms": {"p50": 45.0}, "not_committed": 0,
+        let b = json!({"config": {"rate": 1000, "cores": 4, "wan": "two-region"},
+                       "consensus_tps": 500.0, "e2e_latency_ms": {"p50": 45.0}, "not_committed": 0,
                        "cluster": {"wan_profile": "two-region", "clock_bound_ms": 0.0}});
         let t = table(&["a.json".into(), "b.json".into()], &[a, b]);
         assert!(

@@ -60,6 +60,8 @@ pub struct RunConfig {
     pub crash_at_s: u64,
     /// The core whose commit stream was followed.
     pub watched_core: u16,
+    /// The WAN profile emulated (`--wan`), if any.
+    pub wan: Option<String>,
 }
 
 /// Totals over the cores' final metrics (the whole run, warm-up included).
@@ -545,6 +547,7 @@ mod tests {
             crash: 0,
             crash_at_s: 0,
             watched_core: 0,
+            wan: None,
         };
         let load = LoadSummary {
             sent: 7,
