@@ -22,10 +22,7 @@ fi
 command -v perf >/dev/null || { echo "perf is not installed (Debian: linux-perf)" >&2; exit 1; }
 
 tools="$PWD/target/tools"
-if [[ ! -x "$tools/bin/inferno-flamegraph" ]]; then
-  echo "== installing inferno into $tools"
-  cargo install inferno --version 0.12.8 --locked --root "$tools" --quiet
-fi
+scripts/inferno.sh --install
 
 echo "== building with frame pointers (target/flamegraph)"
 RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/flamegraph \

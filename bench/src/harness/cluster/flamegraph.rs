@@ -1,5 +1,5 @@
 //! `cluster --flamegraph`: every core host recorded its core with perf (`cpu-clock`, DWARF call
-//! graphs, so any release build unwinds) and rendered the samples to text with `perf script` on
+//! graphs at 99 Hz, so any release build unwinds) and rendered the samples to text with `perf script` on
 //! the host, where the binary and its symbols are; the collect role brought the text back. Here
 //! it is folded and drawn with inferno (`scripts/inferno.sh`, installed on first use) into
 //! `flamegraph-core-<i>.svg` beside the report.
@@ -8,6 +8,23 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::plan::Plan;
+
+/// Installs inferno if needed (before the run: it needs crates.io, which a test host's
+/// controller namespace cannot reach).
+pub fn install() -> anyhow::Result<()> {
+    let status = Command::new("bash")
+        .args(["scripts/inferno.sh", "--install"])
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| anyhow::anyhow!("run scripts/inferno.sh: {e}"))?;
+    if !status.success() {
+        anyhow::bail!(
+            "scripts/inferno.sh --install failed ({status}); on test hosts run it once outside \
+             the namespaces first"
+        );
+    }
+    Ok(())
+}
 
 /// Renders every core's recording that came back; returns the SVG file names written.
 pub fn render_all(dir: &Path, plan: &Plan) -> Vec<String> {
@@ -52,6 +69,7 @@ fn render(input: &Path, svg: &Path, title: &str) -> anyhow::Result<()> {
             .arg(&folded),
         svg,
     )?;
+    let _ = std::fs::remove_file(&folded);
     Ok(())
 }
 

@@ -107,6 +107,9 @@ pub fn main(mut args: ClusterArgs, given: Given) -> anyhow::Result<()> {
         args.ansible.display()
     );
     ansible.install()?;
+    if args.flamegraph {
+        flamegraph::install()?;
+    }
     let inventory = inventory::Inventory::from_list_json(&ansible.list_inventory()?)
         .with_context(|| format!("inventory {}", args.inventory.display()))?;
     resolve_counts(&mut args, given, &inventory)?;
