@@ -48,6 +48,16 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    match run() {
+        Err(e) if e.is::<harness::Interrupted>() => {
+            eprintln!("interrupted: everything the run started was stopped");
+            std::process::exit(130);
+        }
+        other => other,
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if !matches!(

@@ -27,6 +27,12 @@ pub use args::LocalArgs;
 
 pub use crate::node::signal_flag as interrupt_flag;
 
+/// A run ended by Ctrl-C or SIGTERM (after winding down and reporting what it had): the command
+/// exits with status 130, without an error trace.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 /// Runs the benchmark, or with `--chaos` the chaos run.
 pub fn main(args: LocalArgs) -> anyhow::Result<()> {
     args.validate()?;

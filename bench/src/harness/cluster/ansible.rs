@@ -229,30 +229,54 @@ pub fn failed_hosts(output: &str) -> Vec<(String, String)> {
     failed
 }
 
-/// The message of the last `fatal: [host]: ...` report of `output`, shortened.
+/// The message of the last `fatal: [host]: ...` report of `output`, shortened. The pinned
+/// configuration prints results as YAML (`msg: ...` under the report line, possibly one per loop
+/// item, possibly folded over several lines); the default callback prints JSON on one line.
 fn fatal_report(output: &str, host: &str) -> Option<String> {
     let marker = format!("fatal: [{host}]");
     let at = output.rfind(&marker)?;
-    let text = &output[at + marker.len()..];
-    let first = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim_start_matches(':')
-        .trim();
-    // `UNREACHABLE! => {"changed": false, "msg": "...", ...}`: the msg says why.
-    let message = match first.find("\"msg\": \"") {
-        Some(i) => {
-            let rest = &first[i + 8..];
-            rest[..rest
-                .find("\", \"")
-                .or(rest.rfind('"'))
-                .unwrap_or(rest.len())]
-                .to_string()
+    let mut lines = output[at + marker.len()..].lines();
+    let first = lines.next().unwrap_or("");
+    if let Some(i) = first.find("\"msg\": \"") {
+        let rest = &first[i + 8..];
+        let end = rest
+            .find("\", \"")
+            .or(rest.rfind('"'))
+            .unwrap_or(rest.len());
+        return Some(shorten(&rest[..end]));
+    }
+    let block: Vec<&str> = lines
+        .take_while(|l| l.starts_with(' ') || l.is_empty())
+        .collect();
+    let mut found = None;
+    for (i, line) in block.iter().enumerate() {
+        let body = line.trim_start();
+        let Some(value) = body.strip_prefix("msg:") else {
+            continue;
+        };
+        let indent = line.len() - body.len();
+        let mut text = value.trim().to_string();
+        for more in &block[i + 1..] {
+            if more.len() - more.trim_start().len() <= indent {
+                break;
+            }
+            text.push(' ');
+            text.push_str(more.trim());
         }
-        None => first.to_string(),
-    };
-    Some(message.chars().take(300).collect())
+        let text = text
+            .trim_start_matches("|-")
+            .trim()
+            .trim_matches(['\'', '"'])
+            .trim();
+        if !text.is_empty() && text != "All items completed" {
+            found = Some(shorten(text));
+        }
+    }
+    found
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(300).collect()
 }
 
 #[cfg(test)]
@@ -265,7 +289,14 @@ mod tests {
 TASK [start : start cores] *****************************************************
 ok: [ss-h1]
 fatal: [ss-h2]: UNREACHABLE! => {"changed": false, "msg": "Failed to connect to the host via ssh: ssh: connect to host 198.18.0.12 port 22: Connection refused", "unreachable": true}
-fatal: [ss-h3]: FAILED! => {"changed": false, "msg": "core-2 exited at once; its log ends with: error: unexpected argument"}
+fatal: [ss-h3]: FAILED! => 
+    changed: false
+    msg: All items completed
+    results:
+    -   item: 0
+        msg: 'core-2 exited at once; its log ends with: error: unexpected
+            argument'
+        unreachable: false
 
 PLAY RECAP *********************************************************************
 localhost                  : ok=2    changed=0    unreachable=0    failed=0    skipped=0    rescued=0    ignored=0

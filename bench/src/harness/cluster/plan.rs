@@ -38,7 +38,7 @@ impl Schedule {
             window: (load_start_us + args.warmup * s, load_end_us),
             load_end_us,
             drain_end_us,
-            hard_stop_us: drain_end_us + 120 * s,
+            hard_stop_us: drain_end_us + 60 * s,
         }
     }
 }

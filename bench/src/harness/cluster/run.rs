@@ -80,10 +80,17 @@ pub fn run_once(
         Ok(report) => Ok(report),
         Err(e) => {
             eprintln!("== teardown after: {e:#}");
-            let teardown = run.teardown();
-            match teardown {
-                Ok(()) => eprintln!("== teardown done: every reachable host stopped"),
-                Err(t) => eprintln!("== teardown: {t:#}"),
+            let started = Instant::now();
+            match run.teardown() {
+                Ok(()) => eprintln!(
+                    "== teardown done in {:.1} s: every process of the run stopped on every host",
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(t) => eprintln!(
+                    "== teardown in {:.1} s: {t:#}; the other hosts were stopped, and the \
+                     processes of a host it could not reach stop by themselves at their stop time",
+                    started.elapsed().as_secs_f64()
+                ),
             }
             Err(e)
         }
@@ -191,7 +198,7 @@ impl Run<'_> {
         loop {
             if interrupted.load(Ordering::SeqCst) {
                 bar.abandon_with_message("interrupted");
-                bail!("interrupted");
+                return Err(crate::harness::Interrupted.into());
             }
             let now = unix_micros();
             if now >= schedule.load_end_us {

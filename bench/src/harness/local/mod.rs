@@ -21,7 +21,7 @@ pub use run::run_config;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use super::args::LocalArgs;
 use super::output::{print_json, write_run, write_sweep};
@@ -71,7 +71,7 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
     }
     eprintln!("results in {}", out.display());
     if interrupted.load(Ordering::SeqCst) {
-        bail!("interrupted");
+        return Err(super::Interrupted.into());
     }
     Ok(())
 }
