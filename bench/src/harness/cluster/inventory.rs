@@ -4,8 +4,8 @@
 //! Groups: `cores` (one core each, in inventory order: the first is core 0), `drivers` (default:
 //! the core hosts) and `loads` (a load client and an observer each). A host may be in several.
 //! Host variables read: `ansible_host` (the address others reach it at, else its name),
-//! `advertise` (overrides that address in the committee), `listen` (the IP its core binds, for a
-//! host behind NAT) and `region` (its WAN region).
+//! `advertise` (overrides that address in the committee: `ADDR` or `ADDR:PORT`), `listen` (what
+//! its core binds, for a host behind NAT: `IP` or `IP:PORT`) and `region` (its WAN region).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +36,45 @@ pub struct Inventory {
     pub drivers: Vec<usize>,
     /// Hosts that run a load client and an observer.
     pub loads: Vec<usize>,
+}
+
+impl Host {
+    /// `host:port` others reach its core at: `advertise` or `ansible_host`, with `port` unless the
+    /// variable names one.
+    pub fn advertised(&self, port: u16) -> String {
+        with_port(&self.address, port)
+    }
+
+    /// The port its core is reached at.
+    pub fn core_port(&self, port: u16) -> u16 {
+        self.advertised(port)
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(port)
+    }
+
+    /// What its core binds, if not the advertised address: `listen`, with the core's port unless
+    /// it names one.
+    pub fn listen_on(&self, port: u16) -> Option<String> {
+        self.listen
+            .as_deref()
+            .map(|l| with_port(l, self.core_port(port)))
+    }
+}
+
+/// `address` if it names a port (`1.2.3.4:5`, `[::1]:5`, `name:5`), else `address:port`
+/// (bracketing a bare IPv6 address).
+pub fn with_port(address: &str, port: u16) -> String {
+    if address.parse::<std::net::SocketAddr>().is_ok() {
+        return address.to_string();
+    }
+    if address.parse::<std::net::Ipv6Addr>().is_ok() {
+        return format!("[{address}]:{port}");
+    }
+    match address.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => address.to_string(),
+        _ => format!("{address}:{port}"),
+    }
 }
 
 impl Inventory {
@@ -189,6 +228,25 @@ mod tests {
         );
         assert_eq!(inv.core_on(inv.loads[0]), Some(2));
         assert_eq!(inv.core_on(inv.loads[1]), None);
+    }
+
+    #[test]
+    fn addresses_take_the_base_port_unless_they_name_one() {
+        let host = |address: &str, listen: Option<&str>| Host {
+            name: "h".into(),
+            address: address.into(),
+            listen: listen.map(str::to_string),
+            region: None,
+        };
+        assert_eq!(host("198.18.0.1", None).advertised(7300), "198.18.0.1:7300");
+        assert_eq!(host("192.0.2.30:7100", None).advertised(7300), "192.0.2.30:7100");
+        assert_eq!(host("2001:db8::1", None).advertised(7300), "[2001:db8::1]:7300");
+        assert_eq!(host("node.example", None).advertised(7300), "node.example:7300");
+        let nat = host("192.0.2.30:7100", Some("0.0.0.0"));
+        assert_eq!(nat.listen_on(7300).as_deref(), Some("0.0.0.0:7100"), "the advertised port");
+        let nat = host("192.0.2.30:7100", Some("0.0.0.0:7200"));
+        assert_eq!(nat.listen_on(7300).as_deref(), Some("0.0.0.0:7200"));
+        assert_eq!(host("198.18.0.1", None).listen_on(7300), None);
     }
 
     #[test]

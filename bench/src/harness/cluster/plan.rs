@@ -181,9 +181,14 @@ fn core(input: &PlanInput<'_>, i: usize, h: usize) -> Process {
         format!("--vote-timeout-ms={}", f.leader_timeout_ms),
         format!("--metrics-addr={metrics}"),
     ]);
-    let listen = input.inventory.hosts[h].listen.as_deref().or(input.listen);
-    if let Some(ip) = listen {
-        argv.push(format!("--listen={}", socket(ip, port)));
+    let host = &input.inventory.hosts[h];
+    let listen = host.listen_on(port).or_else(|| {
+        input
+            .listen
+            .map(|ip| super::inventory::with_port(ip, host.core_port(port)))
+    });
+    if let Some(address) = listen {
+        argv.push(format!("--listen={address}"));
     }
     Process {
         ready: Some(vec![
@@ -309,15 +314,6 @@ fn process(name: String, kind: &'static str, argv: Vec<String>, wait_exit: bool)
         wait_exit,
         after: None,
         after_stdout: None,
-    }
-}
-
-/// `ip:port`, bracketing an IPv6 address.
-pub fn socket(ip: &str, port: u16) -> String {
-    if ip.contains(':') && !ip.starts_with('[') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
     }
 }
 

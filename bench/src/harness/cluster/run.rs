@@ -296,7 +296,7 @@ fn write_stage(args: &ClusterArgs, inventory: &Inventory, stage: &Path) -> anyho
     let addresses = inventory
         .cores
         .iter()
-        .map(|h| resolve(&inventory.hosts[*h].address, port))
+        .map(|h| resolve(&inventory.hosts[*h].advertised(port)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let committee = sleepyseal_net::genesis(
         &keys,
@@ -324,7 +324,7 @@ fn write_stage(args: &ClusterArgs, inventory: &Inventory, stage: &Path) -> anyho
         &inventory
             .hosts
             .iter()
-            .map(|h| (resolve(&h.address, port), h.region.clone()))
+            .map(|h| (resolve(&h.advertised(port)), h.region.clone()))
             .map(|(a, r)| Ok((a?.parse::<std::net::SocketAddr>()?.ip(), r)))
             .collect::<anyhow::Result<Vec<_>>>()?,
     )?;
@@ -336,11 +336,11 @@ fn write_stage(args: &ClusterArgs, inventory: &Inventory, stage: &Path) -> anyho
 }
 
 /// `host:port` with `host` resolved to an IP address (the committee holds addresses).
-fn resolve(host: &str, port: u16) -> anyhow::Result<String> {
-    let address = (host, port)
+fn resolve(host_port: &str) -> anyhow::Result<String> {
+    let address = host_port
         .to_socket_addrs()
-        .with_context(|| format!("resolve {host}"))?
+        .with_context(|| format!("resolve {host_port}"))?
         .min_by_key(|a| a.is_ipv6())
-        .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
+        .ok_or_else(|| anyhow!("{host_port} resolves to no address"))?;
     Ok(address.to_string())
 }
