@@ -239,11 +239,24 @@ mod tests {
             region: None,
         };
         assert_eq!(host("198.18.0.1", None).advertised(7300), "198.18.0.1:7300");
-        assert_eq!(host("192.0.2.30:7100", None).advertised(7300), "192.0.2.30:7100");
-        assert_eq!(host("2001:db8::1", None).advertised(7300), "[2001:db8::1]:7300");
-        assert_eq!(host("node.example", None).advertised(7300), "node.example:7300");
+        assert_eq!(
+            host("192.0.2.30:7100", None).advertised(7300),
+            "192.0.2.30:7100"
+        );
+        assert_eq!(
+            host("2001:db8::1", None).advertised(7300),
+            "[2001:db8::1]:7300"
+        );
+        assert_eq!(
+            host("node.example", None).advertised(7300),
+            "node.example:7300"
+        );
         let nat = host("192.0.2.30:7100", Some("0.0.0.0"));
-        assert_eq!(nat.listen_on(7300).as_deref(), Some("0.0.0.0:7100"), "the advertised port");
+        assert_eq!(
+            nat.listen_on(7300).as_deref(),
+            Some("0.0.0.0:7100"),
+            "the advertised port"
+        );
         let nat = host("192.0.2.30:7100", Some("0.0.0.0:7200"));
         assert_eq!(nat.listen_on(7300).as_deref(), Some("0.0.0.0:7200"));
         assert_eq!(host("198.18.0.1", None).listen_on(7300), None);

@@ -29,8 +29,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::args::LocalArgs;
-use super::output::{print_json, write_run, write_sweep};
-use super::{interrupt_flag, table};
+use super::interrupt_flag;
+use super::output::each_rate;
 use crate::node::runtime;
 use crate::node::transaction::unix_micros;
 
@@ -119,39 +119,11 @@ pub fn main(mut args: ClusterArgs, given: Given) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let out = out.canonicalize()?;
-    let rates = args.local.run_rates();
-    let sweep = rates.len() > 1;
     let rt = runtime("harness")?;
     let interrupted = interrupt_flag(&rt);
-    let mut reports = Vec::new();
-    for (i, rate) in rates.iter().enumerate() {
-        let dir = if sweep {
-            out.join(format!("rate-{rate}"))
-        } else {
-            out.clone()
-        };
-        std::fs::create_dir_all(&dir)?;
-        if sweep {
-            eprintln!("== run {}/{}: {rate} tx/s", i + 1, rates.len());
-        }
-        let report = run::run_once(&args, &ansible, &inventory, *rate, &dir, &interrupted)?;
-        write_run(&dir, &report)?;
-        if !args.local.json {
-            println!("{}", table::table(&report));
-        }
-        reports.push(report);
-    }
-    if sweep {
-        write_sweep(&out, &reports)?;
-        if !args.local.json {
-            println!("{}", table::sweep_table(&reports));
-        }
-    }
-    if args.local.json {
-        print_json(&reports, sweep)?;
-    }
-    eprintln!("results in {}", out.display());
-    Ok(())
+    each_rate(&args.local, &out, &interrupted, |rate, dir| {
+        run::run_once(&args, &ansible, &inventory, rate, dir, &interrupted)
+    })
 }
 
 /// Cores from the inventory; by default a driver per core host and a load client per load host.

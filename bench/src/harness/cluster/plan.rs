@@ -167,20 +167,12 @@ fn core(input: &PlanInput<'_>, i: usize, h: usize) -> Process {
     let metrics = format!("127.0.0.1:{}", port + 1_000);
     let mut argv = vec!["core".to_string()];
     argv.extend(common(input, &name, h, input.schedule.hard_stop_us));
-    let f = args.node_flags();
     argv.extend([
         format!("--key=keys/core-{i}.key"),
         format!("--store=store-{i}"),
-        format!("--batch-size={}", f.batch_size),
-        format!("--max-batch-delay-ms={}", f.max_batch_delay_ms),
-        format!("--straggler-wait-ms={}", f.straggler_wait_ms),
-        format!("--verify-batch={}", f.verify_batch),
-        format!("--verify-threads={}", f.verify_threads),
-        format!("--gc-depth={}", f.gc_depth),
-        format!("--leader-timeout-ms={}", f.leader_timeout_ms),
-        format!("--vote-timeout-ms={}", f.leader_timeout_ms),
         format!("--metrics-addr={metrics}"),
     ]);
+    argv.extend(args.node_flags().core_flags());
     let host = &input.inventory.hosts[h];
     let listen = host.listen_on(port).or_else(|| {
         input

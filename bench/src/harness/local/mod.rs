@@ -19,13 +19,12 @@ mod run;
 pub use run::run_config;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 
 use super::args::LocalArgs;
-use super::output::{print_json, write_run, write_sweep};
-use super::{interrupt_flag, table};
+use super::interrupt_flag;
+use super::output::each_rate;
 use crate::node::runtime;
 use crate::node::transaction::unix_micros;
 
@@ -35,43 +34,9 @@ pub fn main(args: LocalArgs) -> anyhow::Result<()> {
         PathBuf::from("results").join(format!("local-{}", unix_micros() / 1_000_000))
     });
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
-    let rates = args.run_rates();
-    let sweep = rates.len() > 1;
     let rt = runtime("harness")?;
     let interrupted = interrupt_flag(&rt);
-    let mut reports = Vec::new();
-    for (i, rate) in rates.iter().enumerate() {
-        if interrupted.load(Ordering::SeqCst) {
-            break;
-        }
-        let dir = if sweep {
-            out.join(format!("rate-{rate}"))
-        } else {
-            out.clone()
-        };
-        std::fs::create_dir_all(&dir)?;
-        if sweep {
-            eprintln!("== run {}/{}: {rate} tx/s", i + 1, rates.len());
-        }
-        let report = run::run_once(&rt, &args, *rate, &dir, &interrupted)?;
-        write_run(&dir, &report)?;
-        if !args.json {
-            println!("{}", table::table(&report));
-        }
-        reports.push(report);
-    }
-    if sweep {
-        write_sweep(&out, &reports)?;
-        if !args.json {
-            println!("{}", table::sweep_table(&reports));
-        }
-    }
-    if args.json {
-        print_json(&reports, sweep)?;
-    }
-    eprintln!("results in {}", out.display());
-    if interrupted.load(Ordering::SeqCst) {
-        return Err(super::Interrupted.into());
-    }
-    Ok(())
+    each_rate(&args, &out, &interrupted, |rate, dir| {
+        run::run_once(&rt, &args, rate, dir, &interrupted)
+    })
 }

@@ -40,6 +40,22 @@ pub struct NodeFlags {
     pub pipeline_depth: usize,
 }
 
+impl NodeFlags {
+    /// The flags of `sleepyseal core` these stand for.
+    pub fn core_flags(&self) -> Vec<String> {
+        vec![
+            format!("--batch-size={}", self.batch_size),
+            format!("--max-batch-delay-ms={}", self.max_batch_delay_ms),
+            format!("--straggler-wait-ms={}", self.straggler_wait_ms),
+            format!("--verify-batch={}", self.verify_batch),
+            format!("--verify-threads={}", self.verify_threads),
+            format!("--gc-depth={}", self.gc_depth),
+            format!("--leader-timeout-ms={}", self.leader_timeout_ms),
+            format!("--vote-timeout-ms={}", self.leader_timeout_ms),
+        ]
+    }
+}
+
 /// What a testbed is made of.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -175,22 +191,14 @@ impl Testbed {
 
     /// Starts core `i` (its log is appended to: a restart keeps earlier incarnations' lines).
     pub fn start_core(&self, i: usize) -> anyhow::Result<Proc> {
-        let f = &self.spec.flags;
         let mut argv: Vec<String> = vec![
             "core".to_string(),
             format!("--committee={}", self.committee),
             format!("--key={}", self.dir.join(format!("core-{i}.key")).display()),
             format!("--store={}", self.dir.join(format!("store-{i}")).display()),
-            format!("--batch-size={}", f.batch_size),
-            format!("--max-batch-delay-ms={}", f.max_batch_delay_ms),
-            format!("--straggler-wait-ms={}", f.straggler_wait_ms),
-            format!("--verify-batch={}", f.verify_batch),
-            format!("--verify-threads={}", f.verify_threads),
-            format!("--gc-depth={}", f.gc_depth),
-            format!("--leader-timeout-ms={}", f.leader_timeout_ms),
-            format!("--vote-timeout-ms={}", f.leader_timeout_ms),
             format!("--metrics-addr=127.0.0.1:{}", self.core_metrics[i]),
         ];
+        argv.extend(self.spec.flags.core_flags());
         argv.extend_from_slice(&self.spec.core_extra);
         argv.extend(self.wan_flags(|p| &p.cores[i], None));
         let log = self.logs.join(format!("core-{i}.log"));
