@@ -64,6 +64,7 @@ async fn serve(name: &str, wan: Option<Wan>) -> Served {
         host: "127.0.0.1".into(),
         base_port: 1,
         seed: Some(7),
+        addresses: None,
     };
     let path = sleepyseal_net::genesis(&dir, &genesis).unwrap();
     let mut testbed = sleepyseal_net::load_testbed(&path).unwrap();
