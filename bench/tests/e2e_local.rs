@@ -47,15 +47,19 @@ fn local(out: &Path, flags: &[&str]) -> serde_json::Value {
         .spawn()
         .expect("start sleepyseal local");
     let pid = child.id();
-    // A watchdog: the run is bounded even if the harness hangs.
+    // A watchdog: the run is bounded even if the harness hangs. It is called off as soon as the
+    // harness exits, so it never signals a pid the system has since given to another process.
+    let (done, waited) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(240));
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+        if waited.recv_timeout(Duration::from_secs(240)).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
     });
     let output = child.wait_with_output().expect("wait for sleepyseal local");
-    drop(watchdog);
+    let _ = done.send(());
+    let _ = watchdog.join();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
