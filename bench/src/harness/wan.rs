@@ -53,11 +53,27 @@ pub fn find_profile(arg: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Places `hosts` (address, region it names if any) in the profile's regions.
+/// Places `hosts` (address, region it names if any) in the regions of the profile `--wan` names.
 pub fn assign(profile_arg: &Path, hosts: &[(IpAddr, Option<String>)]) -> anyhow::Result<Assigned> {
+    let (path, profile) = load(profile_arg)?;
+    place(profile_arg, &path, &profile, hosts)
+}
+
+/// The profile `--wan` names, and where it was found.
+fn load(profile_arg: &Path) -> anyhow::Result<(PathBuf, WanProfile)> {
     let path = find_profile(profile_arg)?;
     let profile =
         WanProfile::load(&path).with_context(|| format!("WAN profile {}", path.display()))?;
+    Ok((path, profile))
+}
+
+/// Places `hosts` in `profile`'s regions: a host's own region if it names one, else round robin.
+fn place(
+    profile_arg: &Path,
+    path: &Path,
+    profile: &WanProfile,
+    hosts: &[(IpAddr, Option<String>)],
+) -> anyhow::Result<Assigned> {
     let regions = profile.regions().to_vec();
     let mut next = 0;
     let mut table = BTreeMap::new();
@@ -134,22 +150,19 @@ pub fn place_local(
     if cores.max(drivers).max(loads) > 250 {
         bail!("--wan in `local` gives each process a 127.0.x.y address: at most 250 of a kind");
     }
-    let core_ips: Vec<(IpAddr, Option<String>)> =
-        (0..cores).map(|i| (local_core_ip(i), None)).collect();
-    let core_regions = assign(profile_arg, &core_ips)?.host_regions;
-    let beside = |i: usize| Some(core_regions[i % cores].clone());
-    let mut hosts = core_ips;
-    for (i, h) in hosts.iter_mut().enumerate() {
-        h.1 = beside(i);
-    }
-    hosts.extend((0..drivers).map(|j| (local_driver_ip(j), beside(j))));
-    hosts.extend((0..loads).map(|c| (local_load_ip(c), beside(c))));
-    hosts.push((IpAddr::from([127, 0, 0, 1]), beside(0)));
-    let placed = assign(profile_arg, &hosts)?;
-    let region = |i: usize| core_regions[i % cores].clone();
+    let (path, profile) = load(profile_arg)?;
+    let regions = profile.regions();
+    let region = |i: usize| regions[i % cores % regions.len()].clone();
+    let mut hosts: Vec<(IpAddr, Option<String>)> = (0..cores)
+        .map(|i| (local_core_ip(i), Some(region(i))))
+        .collect();
+    hosts.extend((0..drivers).map(|j| (local_driver_ip(j), Some(region(j)))));
+    hosts.extend((0..loads).map(|c| (local_load_ip(c), Some(region(c)))));
+    hosts.push((IpAddr::from([127, 0, 0, 1]), Some(region(0))));
+    let placed = place(profile_arg, &path, &profile, &hosts)?;
     Ok(LocalPlacement {
         toml: placed.toml,
-        cores: core_regions.clone(),
+        cores: (0..cores).map(region).collect(),
         drivers: (0..drivers).map(region).collect(),
         loads: (0..loads).map(region).collect(),
     })

@@ -158,15 +158,14 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         keys.tls_key,
         &limits,
     )?;
-    let usage = args.lifetime.usage()?;
-    let result = runtime("core")?.block_on(async move {
-        let server = CoreServer::start(address, quic, core, Box::new(store), verifier, options)?;
-        serve(server, &args).await
-    });
-    if let Some(usage) = usage {
-        usage.finish();
-    }
-    result
+    let lifetime = args.lifetime.clone();
+    lifetime.recorded(|| {
+        runtime("core")?.block_on(async move {
+            let server =
+                CoreServer::start(address, quic, core, Box::new(store), verifier, options)?;
+            serve(server, &args).await
+        })
+    })
 }
 
 /// Opens the store and rebuilds the core from it.

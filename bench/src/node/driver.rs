@@ -85,37 +85,35 @@ pub fn driver(args: DriverArgs) -> anyhow::Result<()> {
         options
     );
     let client_options = args.net.options()?;
-    let usage = args.lifetime.usage()?;
-    let result = runtime("driver")?.block_on(async move {
-        let clients = Arc::new(Clients::with_options(
-            &testbed,
-            NetLimits::default(),
-            client_options,
-        )?);
-        let stats = Arc::new(RunnerStats::default());
-        if let Some(addr) = args.metrics_addr {
-            let stats = stats.clone();
-            serve_metrics(addr, Arc::new(move || stats.exposition())).await?;
-        }
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(runner::run(
-            testbed.committee.clone(),
-            clients.clone(),
-            options,
-            stats.clone(),
-            stop_rx,
-        ));
-        run_until_stopped(&args, &stats).await;
-        let _ = stop_tx.send(true);
-        let _ = task.await;
-        clients.close().await;
-        tracing::info!("driver stopped");
-        anyhow::Ok(())
-    });
-    if let Some(usage) = usage {
-        usage.finish();
-    }
-    result
+    let lifetime = args.lifetime.clone();
+    lifetime.recorded(|| {
+        runtime("driver")?.block_on(async move {
+            let clients = Arc::new(Clients::with_options(
+                &testbed,
+                NetLimits::default(),
+                client_options,
+            )?);
+            let stats = Arc::new(RunnerStats::default());
+            if let Some(addr) = args.metrics_addr {
+                let stats = stats.clone();
+                serve_metrics(addr, Arc::new(move || stats.exposition())).await?;
+            }
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(runner::run(
+                testbed.committee.clone(),
+                clients.clone(),
+                options,
+                stats.clone(),
+                stop_rx,
+            ));
+            run_until_stopped(&args, &stats).await;
+            let _ = stop_tx.send(true);
+            let _ = task.await;
+            clients.close().await;
+            tracing::info!("driver stopped");
+            anyhow::Ok(())
+        })
+    })
 }
 
 /// Logs progress until a signal or `--duration-s`.

@@ -41,8 +41,19 @@ impl Lifetime {
         }
     }
 
+    /// Runs `work` with this process's usage recorded if `--usage-file` was given: the window's
+    /// edges while it runs, the final peak memory when it ends, however it ends.
+    pub fn recorded<T>(&self, work: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let usage = self.usage()?;
+        let result = work();
+        if let Some(usage) = usage {
+            usage.finish();
+        }
+        result
+    }
+
     /// Starts recording usage if `--usage-file` was given.
-    pub fn usage(&self) -> anyhow::Result<Option<UsageRecorder>> {
+    fn usage(&self) -> anyhow::Result<Option<UsageRecorder>> {
         let Some(path) = &self.usage_file else {
             return Ok(None);
         };

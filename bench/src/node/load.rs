@@ -95,43 +95,41 @@ pub fn load(args: LoadArgs) -> anyhow::Result<()> {
     tracing::info!("load: {args:?}");
     let instance = testbed.committee.instance();
     let client_options = args.net.options()?;
-    let usage = args.lifetime.usage()?;
-    let result = runtime("load")?.block_on(async move {
-        let clients = Arc::new(Clients::with_options(
-            &testbed,
-            NetLimits::default(),
-            client_options,
-        )?);
-        if let Some(at) = args.start_at_us {
-            sleep_until(at, Duration::from_secs(1), "--start-at-us").await?;
-        }
-        let start = Instant::now();
-        let mut submitter = Submitter {
-            clients: clients.clone(),
-            instance,
-            targets,
-            client_id: args.client_id,
-            tx_size: args.tx_size,
-            stats: Arc::new(LoadStats::default()),
-            sequence: 0,
-            next_target: 0,
-            tasks: JoinSet::new(),
-        };
-        run_schedule(&args, &mut submitter, start).await;
-        // Wait for outstanding submissions (bounded by their own timeout).
-        while submitter.tasks.join_next().await.is_some() {}
-        let elapsed = start.elapsed().as_secs_f64();
-        clients.close().await;
-        if let Some(path) = &args.acked_out {
-            write_acked(path, &submitter.stats)?;
-        }
-        print_summary(&args, &submitter.stats, elapsed);
-        anyhow::Ok(())
-    });
-    if let Some(usage) = usage {
-        usage.finish();
-    }
-    result
+    let lifetime = args.lifetime.clone();
+    lifetime.recorded(|| {
+        runtime("load")?.block_on(async move {
+            let clients = Arc::new(Clients::with_options(
+                &testbed,
+                NetLimits::default(),
+                client_options,
+            )?);
+            if let Some(at) = args.start_at_us {
+                sleep_until(at, Duration::from_secs(1), "--start-at-us").await?;
+            }
+            let start = Instant::now();
+            let mut submitter = Submitter {
+                clients: clients.clone(),
+                instance,
+                targets,
+                client_id: args.client_id,
+                tx_size: args.tx_size,
+                stats: Arc::new(LoadStats::default()),
+                sequence: 0,
+                next_target: 0,
+                tasks: JoinSet::new(),
+            };
+            run_schedule(&args, &mut submitter, start).await;
+            // Wait for outstanding submissions (bounded by their own timeout).
+            while submitter.tasks.join_next().await.is_some() {}
+            let elapsed = start.elapsed().as_secs_f64();
+            clients.close().await;
+            if let Some(path) = &args.acked_out {
+                write_acked(path, &submitter.stats)?;
+            }
+            print_summary(&args, &submitter.stats, elapsed);
+            anyhow::Ok(())
+        })
+    })
 }
 
 /// The target cores named by `--core`.

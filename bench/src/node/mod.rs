@@ -128,3 +128,11 @@ pub fn signal_flag(rt: &tokio::runtime::Runtime) -> std::sync::Arc<std::sync::at
     });
     flag
 }
+
+/// Writes `bytes` to `path` through a temporary file, so a reader (the harness, an observer
+/// waiting for a summary) never sees half of it.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
+}

@@ -97,12 +97,11 @@ impl UsageRecorder {
     }
 }
 
-/// Writes `usage` atomically (a reader never sees half a file).
+/// Writes `usage` atomically; a failure is logged (the process's work goes on).
 fn write(path: &Path, usage: &Usage) {
-    let tmp = path.with_extension("tmp");
-    let text = serde_json::to_string(usage).expect("serializable");
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
-        tracing::warn!("write {}: {e}", path.display());
+    let text = serde_json::to_vec(usage).expect("serializable");
+    if let Err(e) = super::write_atomic(path, &text) {
+        tracing::warn!("{e:#}");
     }
 }
 

@@ -44,7 +44,7 @@ impl Schedule {
 }
 
 /// One process as the playbook starts it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Process {
     /// Unique on its host: names its log, pid and result files.
     pub name: String,
@@ -300,12 +300,8 @@ fn process(name: String, kind: &'static str, argv: Vec<String>, wait_exit: bool)
         name,
         kind,
         argv,
-        exec: None,
-        ready: None,
-        metrics: None,
         wait_exit,
-        after: None,
-        after_stdout: None,
+        ..Process::default()
     }
 }
 

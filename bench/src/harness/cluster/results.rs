@@ -103,14 +103,7 @@ fn read_process(dir: &Path, name: &str, kind: Kind, argv: &[String], r: &mut Hos
         }
         Kind::Load => {
             let path = dir.join(format!("results/{name}.out"));
-            let summary = want(path, r)
-                .and_then(|t| {
-                    t.lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .map(str::to_string)
-                })
-                .and_then(|l| serde_json::from_str::<LoadSummary>(&l).ok());
+            let summary = want(path, r).and_then(|t| LoadSummary::parse(&t));
             r.loads.push(summary.unwrap_or_default());
         }
         Kind::Core => {

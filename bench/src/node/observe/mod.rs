@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use sleepyseal_core::AuthorityIndex;
 use sleepyseal_net::{Clients, NetLimits};
@@ -24,7 +24,7 @@ pub use watcher::Watcher;
 use super::lifetime::Lifetime;
 use super::network::ClientFlags;
 use super::transaction::unix_micros;
-use super::{runtime, signal_flag, DEFAULT_COMMITTEE};
+use super::{runtime, signal_flag, write_atomic, DEFAULT_COMMITTEE};
 
 /// Flags of `sleepyseal observe`.
 #[derive(Args, Debug)]
@@ -70,33 +70,32 @@ pub fn observe(args: ObserveArgs) -> anyhow::Result<()> {
         bail!("--core {}: no such core", args.core);
     }
     let client_options = args.net.options()?;
-    let usage = args.lifetime.usage()?;
-    let rt = runtime("observe")?;
-    let clients = rt.block_on(async {
-        Clients::with_options(&testbed, NetLimits::default(), client_options)
-    })?;
-    let observed = Observed::new(args.load_start_us, window).with_own_clients(args.clients.clone());
-    let mut watcher = Watcher::start(&rt, &clients, core, observed);
-    let stopped = signal_flag(&rt);
-    let complete = wait(&args, &watcher, &stopped);
-    watcher.stop(&rt);
-    rt.block_on(clients.close());
-    let observed = watcher.into_observed();
-    tracing::info!(
-        "observer of core {}: {} own transactions committed{}",
-        args.core,
-        observed.load_committed,
-        if complete {
-            ", all acknowledged ones"
-        } else {
-            ""
-        }
-    );
-    write_atomic(&args.out, &serde_json::to_vec(&observed)?)?;
-    if let Some(usage) = usage {
-        usage.finish();
-    }
-    Ok(())
+    args.lifetime.recorded(|| {
+        let rt = runtime("observe")?;
+        let clients = rt.block_on(async {
+            Clients::with_options(&testbed, NetLimits::default(), client_options)
+        })?;
+        let observed =
+            Observed::new(args.load_start_us, window).with_own_clients(args.clients.clone());
+        let mut watcher = Watcher::start(&rt, &clients, core, observed);
+        let stopped = signal_flag(&rt);
+        let complete = wait(&args, &watcher, &stopped);
+        watcher.stop(&rt);
+        rt.block_on(clients.close());
+        let observed = watcher.into_observed();
+        tracing::info!(
+            "observer of core {}: {} own transactions committed{}",
+            args.core,
+            observed.load_committed,
+            if complete {
+                ", all acknowledged ones"
+            } else {
+                ""
+            }
+        );
+        write_atomic(&args.out, &serde_json::to_vec(&observed)?)?;
+        Ok(())
+    })
 }
 
 /// Waits until every acknowledged transaction of the host's clients committed (`true`), or the
@@ -130,13 +129,6 @@ fn accepted_in(path: &Path) -> Option<u64> {
         .ok()?
         .get("accepted")?
         .as_u64()
-}
-
-/// Writes `bytes` to `path` through a temporary file, so a reader never sees half of it.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
 }
 
 #[cfg(test)]
