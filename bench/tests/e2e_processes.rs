@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sleepyseal_core::protocol::{CommittedEntry, Request, RequestBody, Response};
+use sleepyseal_core::protocol::{CommittedEntry, CommittedView, Request, RequestBody, Response};
 use sleepyseal_core::{AuthorityIndex, Digest, Round};
 use sleepyseal_net::{Clients, NetLimits, Testbed};
 
@@ -254,7 +254,7 @@ impl Cluster {
                     body: RequestBody::ReadCommitted {
                         from_index: entries.len() as u64,
                         max: 1_024,
-                        with_payloads: true,
+                        view: CommittedView::Payloads,
                         wait_ms: 0,
                     },
                 };
@@ -265,6 +265,7 @@ impl Cluster {
                 let Response::Committed {
                     entries: read,
                     payloads,
+                    ..
                 } = reply
                 else {
                     return None;

@@ -9,8 +9,14 @@ use crate::limits::{
     MAX_HEADERS_PER_REQUEST, MAX_PAYLOADS_PER_REQUEST, MAX_TRANSACTIONS_PER_SUBMIT,
     MAX_TRANSACTION_BYTES,
 };
-use crate::messages::{Certificate, Payload, PayloadRef, SignedHeader, Vote};
+use crate::messages::{Certificate, Payload, SignedHeader, Vote};
 use crate::types::{AuthorityIndex, Digest, Round};
+
+mod committed;
+
+pub use committed::{
+    CommittedEntry, CommittedView, PayloadPrefixes, TransactionPrefix, MAX_PREFIX_BYTES,
+};
 
 /// A request to a core. Every request names the instance it is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,8 +90,8 @@ pub enum RequestBody {
         from_index: u64,
         /// At most this many entries.
         max: u32,
-        /// Attach payloads.
-        with_payloads: bool,
+        /// What comes with the entries.
+        view: CommittedView,
         /// Long poll: if nothing is committed at `from_index` yet, the server may hold the
         /// request up to this many milliseconds for new entries (the core itself ignores it).
         wait_ms: u32,
@@ -122,8 +128,11 @@ pub enum Response {
     Committed {
         /// Entries from `from_index`, consecutive.
         entries: Vec<CommittedEntry>,
-        /// Payloads of those entries, where stored and asked for.
+        /// Payloads of those entries, where stored and asked for (`CommittedView::Payloads`).
         payloads: Vec<Payload>,
+        /// Transaction prefixes of those entries' payloads, where stored and asked for
+        /// (`CommittedView::Prefixes`).
+        prefixes: Vec<PayloadPrefixes>,
     },
     /// The whole request was refused; nothing changed.
     Error(CoreError),
@@ -192,29 +201,6 @@ pub struct Summary {
     pub status: Status,
 }
 
-/// One entry of a core's committed sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommittedEntry {
-    /// Position in the sequence (0-based).
-    pub index: u64,
-    /// The certificate's round.
-    pub round: Round,
-    /// Its author.
-    pub author: AuthorityIndex,
-    /// Its digest.
-    pub digest: Digest,
-    /// Its payload.
-    pub payload: PayloadRef,
-    /// `commit_hash` after this entry.
-    pub commit_hash: Digest,
-    /// The round of the leader whose commit emitted this entry.
-    pub leader_round: Round,
-    /// Whether this entry is that leader itself (the last of its sub-DAG).
-    pub is_leader: bool,
-    /// The certificate header's creation time (for latency figures).
-    pub created_at_ms: u64,
-}
-
 // ---- encodings -------------------------------------------------------------------------------
 
 impl Encode for CertRef {
@@ -232,41 +218,6 @@ impl Decode for CertRef {
             round: r.round()?,
             author: r.authority()?,
             digest: r.digest()?,
-        })
-    }
-}
-
-impl Encode for CommittedEntry {
-    fn encode(&self, w: &mut Writer) {
-        w.u64(self.index);
-        w.round(self.round);
-        w.authority(self.author);
-        w.digest(&self.digest);
-        w.digest(&self.payload.digest);
-        w.u32(self.payload.len);
-        w.digest(&self.commit_hash);
-        w.round(self.leader_round);
-        w.bool(self.is_leader);
-        w.u64(self.created_at_ms);
-    }
-}
-
-impl Decode for CommittedEntry {
-    const MIN_ENCODED_BYTES: usize = 8 + 8 + 2 + 32 + 32 + 4 + 32 + 8 + 1 + 8;
-    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(CommittedEntry {
-            index: r.u64()?,
-            round: r.round()?,
-            author: r.authority()?,
-            digest: r.digest()?,
-            payload: PayloadRef {
-                digest: r.digest()?,
-                len: r.u32()?,
-            },
-            commit_hash: r.digest()?,
-            leader_round: r.round()?,
-            is_leader: r.bool()?,
-            created_at_ms: r.u64()?,
         })
     }
 }
@@ -435,13 +386,13 @@ impl Encode for RequestBody {
             RequestBody::ReadCommitted {
                 from_index,
                 max,
-                with_payloads,
+                view,
                 wait_ms,
             } => {
                 w.u8(6);
                 w.u64(*from_index);
                 w.u32(*max);
-                w.bool(*with_payloads);
+                view.encode(w);
                 w.u32(*wait_ms);
             }
             RequestBody::FetchPayloads { digests } => {
@@ -492,7 +443,7 @@ impl Decode for Request {
             6 => RequestBody::ReadCommitted {
                 from_index: r.u64()?,
                 max: r.u32()?,
-                with_payloads: r.bool()?,
+                view: CommittedView::decode(r)?,
                 wait_ms: r.u32()?,
             },
             7 => RequestBody::FetchPayloads {
@@ -552,10 +503,15 @@ impl Encode for Response {
                 w.u8(3);
                 w.u32(*accepted);
             }
-            Response::Committed { entries, payloads } => {
+            Response::Committed {
+                entries,
+                payloads,
+                prefixes,
+            } => {
                 w.u8(4);
                 w.seq(entries);
                 w.seq(payloads);
+                w.seq(prefixes);
             }
             Response::Error(e) => {
                 w.u8(5);
@@ -583,6 +539,7 @@ impl Decode for Response {
             4 => Response::Committed {
                 entries: r.seq("committed", MAX_COMMITTED_PER_READ)?,
                 payloads: r.seq("payloads", MAX_PAYLOADS_PER_REQUEST)?,
+                prefixes: r.seq("payload prefixes", MAX_COMMITTED_PER_READ)?,
             },
             5 => Response::Error(CoreError::decode(r)?),
             tag => {

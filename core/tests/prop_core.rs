@@ -10,7 +10,7 @@ use sleepyseal_core::codec::{Decode, Encode};
 use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::dag::Dag;
 use sleepyseal_core::messages::Header;
-use sleepyseal_core::protocol::{Request, RequestBody, Response};
+use sleepyseal_core::protocol::{CommittedView, Request, RequestBody, Response};
 use sleepyseal_core::store::MemStore;
 use sleepyseal_core::testkit::{committee, instance, keys, sign_header, DagBuilder};
 use sleepyseal_core::tusk::{try_commit, ConsensusState};
@@ -70,7 +70,7 @@ fn sample_requests() -> Vec<Request> {
         RequestBody::ReadCommitted {
             from_index: 3,
             max: 9,
-            with_payloads: false,
+            view: CommittedView::Prefixes { bytes: 24 },
             wait_ms: 0,
         },
     ];

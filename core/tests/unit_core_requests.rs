@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::messages::{Header, ParentRef};
-use sleepyseal_core::protocol::{Request, RequestBody, Response};
+use sleepyseal_core::protocol::{CommittedView, Request, RequestBody, Response};
 use sleepyseal_core::store::MemStore;
 use sleepyseal_core::testkit::{committee, instance, keys, sign_header, DagBuilder};
 use sleepyseal_core::verify::VerifierConfig;
@@ -260,24 +260,28 @@ fn committed_window_is_bounded_and_keeps_payloads() {
     let base = core.committed_base();
     assert!(total > 40, "committed {total}");
     assert!(base > 0 && total - base <= 40, "window {base}..{total}");
-    let read = |core: &mut Core, from: u64| {
+    let read_as = |core: &mut Core, from: u64, view: CommittedView| {
         let request = Request {
             instance: instance(),
             body: RequestBody::ReadCommitted {
                 from_index: from,
                 max: 100,
-                with_payloads: true,
+                view,
                 wait_ms: 0,
             },
         };
         core.handle(Millis(2), verifier.verify(request).unwrap()).0
     };
+    let read = |core: &mut Core, from: u64| read_as(core, from, CommittedView::Payloads);
     assert_eq!(
         read(&mut core, 0),
         Response::Error(CoreError::CommittedEvicted { first_index: base })
     );
     let retained = read(&mut core, base);
-    let Response::Committed { entries, payloads } = &retained else {
+    let Response::Committed {
+        entries, payloads, ..
+    } = &retained
+    else {
         panic!("{retained:?}")
     };
     assert_eq!(entries.len() as u64, total - base);
@@ -291,6 +295,27 @@ fn committed_window_is_bounded_and_keeps_payloads() {
             "payload of entry {} missing",
             e.index
         );
+    }
+    // The prefix view: each transaction's length and first bytes, no payload bytes beyond them.
+    let prefixed = read_as(&mut core, base, CommittedView::Prefixes { bytes: 4 });
+    let Response::Committed {
+        entries: same,
+        payloads: none,
+        prefixes,
+    } = &prefixed
+    else {
+        panic!("{prefixed:?}")
+    };
+    assert_eq!((same, none.len()), (entries, 0));
+    for p in payloads {
+        let txs = p.transactions().unwrap();
+        let got = prefixes.iter().find(|q| q.digest == p.digest()).unwrap();
+        let got = got.transactions.as_ref().unwrap();
+        assert_eq!(got.len(), txs.len());
+        for (tx, prefix) in txs.iter().zip(got) {
+            assert_eq!(prefix.len as usize, tx.len());
+            assert_eq!(&prefix.prefix[..], &tx[..tx.len().min(4)]);
+        }
     }
     // A restart serves the same window.
     let mut restarted = Core::recover(

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, Encode};
 use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::messages::{Header, ParentRef};
-use sleepyseal_core::protocol::{Request, RequestBody, Response};
+use sleepyseal_core::protocol::{CommittedView, Request, RequestBody, Response};
 use sleepyseal_core::testkit::sign_header;
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{
@@ -420,6 +420,7 @@ fn forwarded_payloads_are_slices_of_the_received_buffer() {
     let received: Bytes = Response::Committed {
         entries: vec![],
         payloads: vec![payload],
+        prefixes: vec![],
     }
     .to_bytes();
     let Response::Committed { payloads, .. } = Response::from_bytes(received.clone()).unwrap()
@@ -477,7 +478,7 @@ async fn long_poll_is_held_without_blocking_the_core() {
         body: RequestBody::ReadCommitted {
             from_index: 0,
             max: 10,
-            with_payloads: false,
+            view: CommittedView::Digests,
             wait_ms,
         },
     };

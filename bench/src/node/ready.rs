@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use sleepyseal_core::protocol::{Request, RequestBody};
+use sleepyseal_core::protocol::{CommittedView, Request, RequestBody};
 use sleepyseal_core::{AuthorityIndex, Digest};
 use sleepyseal_net::{Clients, NetLimits};
 
@@ -62,7 +62,7 @@ pub async fn answers(clients: &Clients, instance: Digest, core: AuthorityIndex) 
         body: RequestBody::ReadCommitted {
             from_index: 0,
             max: 1,
-            with_payloads: false,
+            view: CommittedView::Digests,
             wait_ms: 0,
         },
     };

@@ -5,6 +5,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use sleepyseal_core::protocol::CommittedView;
+use sleepyseal_net::client::EntryPayload;
 
 /// Bytes of a load transaction before its filler: client id, sequence number, send time.
 pub const TX_HEADER_BYTES: usize = 24;
@@ -30,6 +32,27 @@ pub fn parse_transaction(tx: &[u8]) -> Option<(u64, u64, u64)> {
     };
     Some((field(0)?, field(1)?, field(2)?))
 }
+
+/// The transactions of a followed entry's payload, whole or as the prefixes the reader asked for:
+/// empty for an empty payload; `None` when the payload did not come, was not asked for, or is not
+/// a batch of transactions.
+pub fn entry_transactions(payload: &EntryPayload) -> Option<Vec<Bytes>> {
+    match payload {
+        EntryPayload::Empty => Some(Vec::new()),
+        EntryPayload::Held(p) => p.transactions().ok(),
+        EntryPayload::Prefixes(p) => p
+            .transactions
+            .as_ref()
+            .map(|txs| txs.iter().map(|t| t.prefix.clone()).collect()),
+        EntryPayload::Missing | EntryPayload::NotAsked => None,
+    }
+}
+
+/// The view a reader of load transactions asks for: the fields of [`parse_transaction`], not the
+/// filler.
+pub const LOAD_VIEW: CommittedView = CommittedView::Prefixes {
+    bytes: TX_HEADER_BYTES as u16,
+};
 
 /// Microseconds since the Unix epoch (send times and commit times of load transactions).
 pub fn unix_micros() -> u64 {

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
+use sleepyseal_core::protocol::CommittedView;
 use sleepyseal_core::AuthorityIndex;
-use sleepyseal_net::client::{
-    EntryPayload, FollowError, FollowOptions, Followed, FollowedEntry, MissingPayload,
-};
+use sleepyseal_net::client::{FollowError, FollowOptions, Followed, FollowedEntry, MissingPayload};
 use sleepyseal_net::{Clients, NetLimits};
 
+use super::transaction::entry_transactions;
 use super::{runtime, shutdown_signal, DEFAULT_COMMITTEE};
 
 /// Flags of `sleepyseal watch`.
@@ -45,7 +45,12 @@ impl WatchArgs {
     fn follow_options(&self) -> FollowOptions {
         FollowOptions {
             max_entries: 1_024,
-            with_payloads: self.transactions,
+            // The count needs each transaction's length prefix only.
+            view: if self.transactions {
+                CommittedView::Prefixes { bytes: 0 }
+            } else {
+                CommittedView::Digests
+            },
             wait_ms: self.wait_ms,
             timeout: Duration::from_millis(u64::from(self.wait_ms) + 5_000),
             retry_after: Duration::from_millis(200),
@@ -102,11 +107,7 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
 /// Prints one entry: a JSON line, or a table row.
 fn print_entry(followed: &FollowedEntry, json: bool) {
     let e = &followed.entry;
-    let txs = match &followed.payload {
-        EntryPayload::Empty => Some(0),
-        EntryPayload::Held(p) => p.transactions().ok().map(|t| t.len()),
-        EntryPayload::NotAsked | EntryPayload::Missing => None,
-    };
+    let txs = entry_transactions(&followed.payload).map(|t| t.len());
     if json {
         println!(
             "{}",

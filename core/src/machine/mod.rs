@@ -339,9 +339,9 @@ impl Core {
             RequestBody::ReadCommitted {
                 from_index,
                 max,
-                with_payloads,
+                view,
                 wait_ms: _,
-            } => self.on_read_committed(from_index, max, with_payloads),
+            } => self.on_read_committed(from_index, max, view),
             RequestBody::FetchPayloads { digests } => Response::Certificates {
                 certificates: Vec::new(),
                 payloads: self.payloads_for(digests),

@@ -10,7 +10,9 @@ use crate::limits::{
     MAX_CERTS_PER_REQUEST, MAX_COMMITTED_PER_READ, MAX_DIGESTS_PER_MESSAGE, MAX_MESSAGE_BYTES,
 };
 use crate::messages::{Certificate, Payload};
-use crate::protocol::{CertRef, Response, Status, Summary};
+use crate::protocol::{
+    CertRef, CommittedEntry, CommittedView, PayloadPrefixes, Response, Status, Summary,
+};
 use crate::store::keys;
 use crate::types::{Digest, Round};
 
@@ -92,12 +94,12 @@ impl Core {
         Response::Submitted { accepted }
     }
 
-    /// Committed entries from `from_index`.
+    /// Committed entries from `from_index`, with what `view` asks for.
     pub(super) fn on_read_committed(
         &self,
         from_index: u64,
         max: u32,
-        with_payloads: bool,
+        view: CommittedView,
     ) -> Response {
         let limit = (max as usize).min(MAX_COMMITTED_PER_READ);
         let mut entries = match self.committed_from(from_index, limit) {
@@ -106,14 +108,24 @@ impl Core {
                 return Response::Error(CoreError::CommittedEvicted { first_index })
             }
         };
-        if !with_payloads {
-            return Response::Committed {
-                entries,
-                payloads: Vec::new(),
-            };
+        let (payloads, prefixes) = match view {
+            CommittedView::Digests => (Vec::new(), Vec::new()),
+            CommittedView::Payloads => (self.committed_payloads(&mut entries), Vec::new()),
+            CommittedView::Prefixes { bytes } => {
+                (Vec::new(), self.committed_prefixes(&mut entries, bytes))
+            }
+        };
+        Response::Committed {
+            entries,
+            payloads,
+            prefixes,
         }
-        // Only as many entries as their payloads fit in one reply (at least one), so every
-        // entry returned comes with its payload when the core holds it.
+    }
+
+    /// The stored payloads of the leading `entries` whose payloads fit one reply (at least one
+    /// entry); `entries` is cut after them, so every entry returned comes with its payload when
+    /// the core holds it.
+    fn committed_payloads(&self, entries: &mut Vec<CommittedEntry>) -> Vec<Payload> {
         let mut bytes = 0;
         let fitting = entries
             .iter()
@@ -124,8 +136,35 @@ impl Core {
             .unwrap_or(entries.len())
             .max(1);
         entries.truncate(fitting);
-        let payloads = self.payloads_for(entries.iter().map(|e| e.payload.digest));
-        Response::Committed { entries, payloads }
+        self.payloads_for(entries.iter().map(|e| e.payload.digest))
+    }
+
+    /// The transaction prefixes of the leading `entries` whose prefixes fit one reply (at least
+    /// one entry); `entries` is cut after them, as in [`Core::committed_payloads`].
+    fn committed_prefixes(
+        &self,
+        entries: &mut Vec<CommittedEntry>,
+        bytes: u16,
+    ) -> Vec<PayloadPrefixes> {
+        let mut out: Vec<PayloadPrefixes> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut size = 0;
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(stored) = self.payloads.get(&entry.payload.digest) else {
+                continue;
+            };
+            if stored.payload.is_empty() || !seen.insert(entry.payload.digest) {
+                continue;
+            }
+            let prefixes = PayloadPrefixes::of(&stored.payload, bytes);
+            size += prefixes.encoded_len();
+            if size > MAX_REPLY_PAYLOAD_BYTES && i > 0 {
+                entries.truncate(i);
+                break;
+            }
+            out.push(prefixes);
+        }
+        out
     }
 
     /// The core's state for drivers.

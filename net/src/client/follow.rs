@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sleepyseal_core::protocol::{CommittedEntry, Request, RequestBody, Response};
+use sleepyseal_core::protocol::{
+    CommittedEntry, CommittedView, PayloadPrefixes, Request, RequestBody, Response,
+};
 use sleepyseal_core::{CoreError, Digest, Payload};
 
 use super::{ClientError, CoreClient};
@@ -24,8 +26,8 @@ const PEER_PAYLOAD_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct FollowOptions {
     /// Entries asked for per read.
     pub max_entries: u32,
-    /// Whether payloads come along with the entries.
-    pub with_payloads: bool,
+    /// What comes along with the entries: nothing, transaction prefixes or whole payloads.
+    pub view: CommittedView,
     /// Long poll: how long (ms) the core may hold a read until new entries are committed.
     pub wait_ms: u32,
     /// A read without a reply after this long is given up.
@@ -37,7 +39,8 @@ pub struct FollowOptions {
 }
 
 /// What a follower does with a committed entry whose payload the followed core does not hold yet
-/// (a core may insert a certificate before its payload arrives). Only asked when payloads are.
+/// (a core may insert a certificate before its payload arrives). Only asked when the view brings
+/// payloads or prefixes.
 #[derive(Clone, Debug)]
 pub enum MissingPayload {
     /// Deliver the entry at once, as [`EntryPayload::Missing`].
@@ -87,12 +90,14 @@ pub struct FollowedEntry {
 /// The payload of a delivered entry.
 #[derive(Debug)]
 pub enum EntryPayload {
-    /// Payloads were not asked for.
+    /// Neither payloads nor prefixes were asked for.
     NotAsked,
     /// The entry carries no payload.
     Empty,
     /// The payload.
     Held(Payload),
+    /// The payload's transaction prefixes (`CommittedView::Prefixes`).
+    Prefixes(PayloadPrefixes),
     /// Neither the core nor (if asked) its peers returned it in time.
     Missing,
 }
@@ -150,21 +155,27 @@ impl CommittedFollower {
             body: RequestBody::ReadCommitted {
                 from_index: self.state.next_index,
                 max: options.max_entries,
-                with_payloads: options.with_payloads,
+                view: options.view,
                 wait_ms: options.wait_ms,
             },
         };
         let reply = self.core.request(&request, options.timeout).await;
         let seen = SystemTime::now();
         match reply {
-            Ok(Response::Committed { entries, payloads }) => {
-                let mut payloads: HashMap<Digest, Payload> =
-                    payloads.into_iter().map(|p| (p.digest(), p)).collect();
+            Ok(Response::Committed {
+                entries,
+                payloads,
+                prefixes,
+            }) => {
+                let mut got = Got {
+                    payloads: payloads.into_iter().map(|p| (p.digest(), p)).collect(),
+                    prefixes: prefixes.into_iter().map(|p| (p.digest, p)).collect(),
+                };
                 if self.state.asks_peers() {
-                    let missing = self.state.missing(&entries, &payloads);
-                    payloads.extend(self.fetch_from_peers(missing).await);
+                    let missing = self.state.missing(&entries, &got);
+                    got.payloads.extend(self.fetch_from_peers(missing).await);
                 }
-                Followed::Entries(self.state.take(entries, &payloads, seen, Instant::now()))
+                Followed::Entries(self.state.take(entries, &got, seen, Instant::now()))
             }
             Ok(Response::Error(CoreError::CommittedEvicted { first_index })) => {
                 self.state.evicted(first_index)
@@ -198,6 +209,38 @@ impl CommittedFollower {
     }
 }
 
+/// What a read brought beside the entries, by payload digest: whole payloads (of the followed
+/// core, or fetched from its peers) and transaction prefixes.
+#[derive(Debug, Default)]
+struct Got {
+    payloads: HashMap<Digest, Payload>,
+    prefixes: HashMap<Digest, PayloadPrefixes>,
+}
+
+impl Got {
+    fn has(&self, digest: &Digest) -> bool {
+        self.payloads.contains_key(digest) || self.prefixes.contains_key(digest)
+    }
+
+    /// The entry's payload as `view` asks for it, if it came (prefixes are cut from a whole
+    /// payload a peer returned).
+    fn payload(&self, digest: &Digest, view: CommittedView) -> Option<EntryPayload> {
+        match view {
+            CommittedView::Digests => Some(EntryPayload::NotAsked),
+            CommittedView::Payloads => self.payloads.get(digest).cloned().map(EntryPayload::Held),
+            CommittedView::Prefixes { bytes } => self
+                .prefixes
+                .get(digest)
+                .cloned()
+                .or_else(|| {
+                    let p = self.payloads.get(digest)?;
+                    Some(PayloadPrefixes::of(p, bytes))
+                })
+                .map(EntryPayload::Prefixes),
+        }
+    }
+}
+
 /// The entry held back for its payload.
 #[derive(Clone, Copy, Debug)]
 struct Held {
@@ -227,7 +270,7 @@ impl FollowState {
     }
 
     fn asks_peers(&self) -> bool {
-        self.options.with_payloads
+        self.options.view != CommittedView::Digests
             && matches!(
                 self.options.missing_payload,
                 MissingPayload::Wait {
@@ -237,15 +280,11 @@ impl FollowState {
             )
     }
 
-    /// Digests of the payloads of `entries` not in `payloads`.
-    fn missing(
-        &self,
-        entries: &[CommittedEntry],
-        payloads: &HashMap<Digest, Payload>,
-    ) -> Vec<Digest> {
+    /// Digests of the payloads of `entries` that did not come.
+    fn missing(&self, entries: &[CommittedEntry], got: &Got) -> Vec<Digest> {
         entries
             .iter()
-            .filter(|e| e.payload.len > 0 && !payloads.contains_key(&e.payload.digest))
+            .filter(|e| e.payload.len > 0 && !got.has(&e.payload.digest))
             .map(|e| e.payload.digest)
             .collect()
     }
@@ -254,7 +293,7 @@ impl FollowState {
     fn take(
         &mut self,
         entries: Vec<CommittedEntry>,
-        payloads: &HashMap<Digest, Payload>,
+        got: &Got,
         seen: SystemTime,
         now: Instant,
     ) -> Vec<FollowedEntry> {
@@ -264,12 +303,13 @@ impl FollowState {
                 Some(held) if held.index == entry.index => held.first_seen,
                 _ => seen,
             };
-            let payload = if !self.options.with_payloads {
+            let view = self.options.view;
+            let payload = if view == CommittedView::Digests {
                 EntryPayload::NotAsked
             } else if entry.payload.len == 0 {
                 EntryPayload::Empty
-            } else if let Some(p) = payloads.get(&entry.payload.digest) {
-                EntryPayload::Held(p.clone())
+            } else if let Some(p) = got.payload(&entry.payload.digest, view) {
+                p
             } else if self.hold_back(entry.index, first_seen, now) {
                 break;
             } else {
@@ -331,7 +371,7 @@ mod tests {
     fn options(missing_payload: MissingPayload) -> FollowOptions {
         FollowOptions {
             max_entries: 16,
-            with_payloads: true,
+            view: CommittedView::Payloads,
             wait_ms: 0,
             timeout: Duration::from_secs(1),
             retry_after: Duration::from_millis(100),
@@ -372,7 +412,7 @@ mod tests {
         let entries = || vec![entry(0, None), entry(1, Some(&p)), entry(2, None)];
         let (t0, t1) = (SystemTime::UNIX_EPOCH, SystemTime::now());
         let start = Instant::now();
-        let out = s.take(entries(), &HashMap::new(), t0, start);
+        let out = s.take(entries(), &Got::default(), t0, start);
         assert_eq!(indices(&out), [0]);
         assert!(matches!(out[0].payload, EntryPayload::Empty));
         assert_eq!(
@@ -380,11 +420,11 @@ mod tests {
             (1, Some(Duration::from_millis(20)))
         );
         // Read again later, still missing: held.
-        let out = s.take(entries()[1..].to_vec(), &HashMap::new(), t1, start);
+        let out = s.take(entries()[1..].to_vec(), &Got::default(), t1, start);
         assert!(out.is_empty());
         // Given up after 5 s: delivered as missing, with the time it was first seen.
         let later = start + Duration::from_secs(5);
-        let out = s.take(entries()[1..].to_vec(), &HashMap::new(), t1, later);
+        let out = s.take(entries()[1..].to_vec(), &Got::default(), t1, later);
         assert_eq!(indices(&out), [1, 2]);
         assert!(matches!(out[0].payload, EntryPayload::Missing));
         assert_eq!((out[0].first_seen, out[1].first_seen), (t0, t1));
@@ -394,7 +434,10 @@ mod tests {
     #[test]
     fn a_payload_that_arrives_is_delivered_and_deliver_mode_never_holds_back() {
         let p = Payload::from_transactions([&b"tx"[..]]);
-        let held: HashMap<Digest, Payload> = [(p.digest(), p.clone())].into();
+        let held = Got {
+            payloads: [(p.digest(), p.clone())].into(),
+            ..Got::default()
+        };
         let wait = MissingPayload::Wait {
             ask_peers: true,
             retry: Duration::ZERO,
@@ -403,7 +446,7 @@ mod tests {
         let mut s = FollowState::new(7, options(wait));
         assert!(s.asks_peers());
         assert_eq!(
-            s.missing(&[entry(7, Some(&p))], &HashMap::new()),
+            s.missing(&[entry(7, Some(&p))], &Got::default()),
             [p.digest()]
         );
         let out = s.take(
@@ -416,7 +459,7 @@ mod tests {
         let mut s = FollowState::new(7, options(MissingPayload::Deliver));
         let out = s.take(
             vec![entry(7, Some(&p))],
-            &HashMap::new(),
+            &Got::default(),
             SystemTime::now(),
             Instant::now(),
         );
@@ -447,16 +490,47 @@ mod tests {
             retry: Duration::ZERO,
             give_up: None,
         });
-        o.with_payloads = false;
+        o.view = CommittedView::Digests;
         let mut s = FollowState::new(0, o);
         assert!(!s.asks_peers());
         let p = Payload::from_transactions([&b"tx"[..]]);
         let out = s.take(
             vec![entry(0, Some(&p))],
-            &HashMap::new(),
+            &Got::default(),
             SystemTime::now(),
             Instant::now(),
         );
         assert!(matches!(out[0].payload, EntryPayload::NotAsked));
+    }
+
+    #[test]
+    fn the_prefix_view_delivers_prefixes_from_the_core_or_cut_from_a_peers_payload() {
+        let p = Payload::from_transactions([&[9u8; 40][..]]);
+        let q = Payload::from_transactions([&b"short"[..], &[1u8; 30][..]]);
+        let mut o = options(MissingPayload::Deliver);
+        o.view = CommittedView::Prefixes { bytes: 8 };
+        let mut s = FollowState::new(0, o);
+        let got = Got {
+            // q came whole from a peer; p's prefixes from the core.
+            payloads: [(q.digest(), q.clone())].into(),
+            prefixes: [(p.digest(), PayloadPrefixes::of(&p, 8))].into(),
+        };
+        let r = Payload::from_transactions([&b"never came"[..]]);
+        let entries = vec![entry(0, Some(&p)), entry(1, Some(&q)), entry(2, Some(&r))];
+        assert_eq!(s.missing(&entries, &got), [r.digest()]);
+        let out = s.take(entries, &got, SystemTime::now(), Instant::now());
+        let lens = |e: &FollowedEntry| match &e.payload {
+            EntryPayload::Prefixes(x) => x
+                .transactions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|t| (t.len, t.prefix.len()))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(lens(&out[0]), [(40, 8)]);
+        assert_eq!(lens(&out[1]), [(5, 5), (30, 8)]);
+        assert!(matches!(out[2].payload, EntryPayload::Missing));
     }
 }

@@ -5,7 +5,7 @@ use arbitrary::Unstructured;
 use bytes::Bytes;
 use sleepyseal_core::codec::Encode;
 use sleepyseal_core::limits::MAX_TRANSACTION_BYTES;
-use sleepyseal_core::protocol::RequestBody;
+use sleepyseal_core::protocol::{CommittedView, RequestBody};
 use sleepyseal_core::{Certificate, Digest, Request, Round};
 
 use super::bundles::{cert_bundle, header_bundle, payloads_of};
@@ -34,7 +34,13 @@ pub(super) fn step(h: &mut Harness, u: &mut Unstructured) -> arbitrary::Result<(
         9 => h.send(RequestBody::ReadCommitted {
             from_index: u.int_in_range(0..=200)?,
             max: u.arbitrary()?,
-            with_payloads: u.arbitrary()?,
+            view: match u.int_in_range(0..=2)? {
+                0 => CommittedView::Digests,
+                1 => CommittedView::Prefixes {
+                    bytes: u.arbitrary()?,
+                },
+                _ => CommittedView::Payloads,
+            },
             wait_ms: u.arbitrary()?,
         }),
         10 => {

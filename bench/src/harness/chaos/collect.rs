@@ -17,7 +17,7 @@ use sleepyseal_net::Clients;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use crate::node::transaction::parse_transaction;
+use crate::node::transaction::{entry_transactions, parse_transaction, LOAD_VIEW};
 
 /// One committed entry as a follower saw it.
 #[derive(Clone, Debug)]
@@ -50,7 +50,7 @@ pub struct Collected {
 fn follow_options() -> FollowOptions {
     FollowOptions {
         max_entries: 1_024,
-        with_payloads: true,
+        view: LOAD_VIEW,
         wait_ms: 200,
         timeout: Duration::from_secs(3),
         retry_after: Duration::from_millis(100),
@@ -174,17 +174,16 @@ async fn follow(
 
 /// (client id, sequence) of the load transactions of a payload (none if it does not parse).
 fn transactions(payload: &EntryPayload) -> Option<Vec<(u64, u64)>> {
-    match payload {
-        EntryPayload::Empty => Some(Vec::new()),
-        EntryPayload::Held(p) => Some(
-            p.transactions()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|t| parse_transaction(t).map(|(c, s, _)| (c, s)))
-                .collect(),
-        ),
-        EntryPayload::Missing | EntryPayload::NotAsked => None,
+    if matches!(payload, EntryPayload::Missing | EntryPayload::NotAsked) {
+        return None;
     }
+    Some(
+        entry_transactions(payload)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| parse_transaction(t).map(|(c, s, _)| (c, s)))
+            .collect(),
+    )
 }
 
 /// Every certificate core `i` still holds (its DAG and retention window), page by page.

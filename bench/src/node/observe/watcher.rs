@@ -1,5 +1,6 @@
-//! The watcher of `local` and of `observe`: follows one live core's committed sequence, with payloads, for the
-//! whole run, and records every entry and every load transaction into [`Observed`].
+//! The watcher of `local` and of `observe`: follows one live core's committed sequence, with the
+//! prefix of every transaction (its client, sequence and send time, not its filler), for the whole
+//! run, and records every entry and every load transaction into [`Observed`].
 //!
 //! A committed entry whose payload the watched core does not hold yet (it inserted the
 //! certificate before the payload arrived) is completed from the other cores, or read again a
@@ -13,20 +14,20 @@ use std::time::Duration;
 
 use sleepyseal_core::AuthorityIndex;
 use sleepyseal_net::client::{
-    CommittedFollower, EntryPayload, FollowOptions, Followed, FollowedEntry, MissingPayload,
+    CommittedFollower, FollowOptions, Followed, FollowedEntry, MissingPayload,
 };
 use sleepyseal_net::Clients;
 use tokio::task::JoinHandle;
 
 use super::observed::Observed;
-use crate::node::transaction::{parse_transaction, unix_micros_at};
+use crate::node::transaction::{entry_transactions, parse_transaction, unix_micros_at, LOAD_VIEW};
 
 /// How the watcher reads: large pages, a short long poll (so it stops promptly), and patience
 /// for payloads.
 fn follow_options() -> FollowOptions {
     FollowOptions {
         max_entries: 4_096,
-        with_payloads: true,
+        view: LOAD_VIEW,
         wait_ms: 200,
         timeout: Duration::from_secs(5),
         retry_after: Duration::from_millis(50),
@@ -122,11 +123,7 @@ async fn follow(
 fn record(observed: &Mutex<Observed>, entries: &[FollowedEntry]) {
     let mut o = observed.lock().expect("not poisoned");
     for e in entries {
-        let transactions = match &e.payload {
-            EntryPayload::Empty => Some(Vec::new()),
-            EntryPayload::Held(p) => p.transactions().ok(),
-            EntryPayload::Missing | EntryPayload::NotAsked => None,
-        };
+        let transactions = entry_transactions(&e.payload);
         let committed_at = unix_micros_at(e.first_seen);
         o.record_entry(
             committed_at,
