@@ -330,6 +330,45 @@ impl Encode for Request {
     }
 }
 
+impl RequestBody {
+    /// Payload bytes the request carries: transactions of a `Submit`, payloads of bundles and
+    /// `Sync` (the bytes a data-path budget counts, PROTOCOL.md §7).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            RequestBody::Submit { transactions } => transactions.iter().map(Bytes::len).sum(),
+            RequestBody::HeaderBundle { payloads, .. }
+            | RequestBody::CertBundle { payloads, .. }
+            | RequestBody::Sync { payloads, .. } => payloads.iter().map(Payload::len).sum(),
+            RequestBody::GetState { .. }
+            | RequestBody::Fetch { .. }
+            | RequestBody::FetchPayloads { .. }
+            | RequestBody::ReadCommitted { .. } => 0,
+        }
+    }
+}
+
+impl Response {
+    /// Payload bytes the reply carries: an own payload in a summary, fetched or committed
+    /// payloads, and transaction prefixes (as encoded).
+    pub fn payload_bytes(&self) -> usize {
+        let own = |s: &Summary| s.own_payload.as_ref().map_or(0, Payload::len);
+        match self {
+            Response::Summary(s) | Response::Votes { summary: s, .. } => own(s),
+            Response::Certificates { payloads, .. } => payloads.iter().map(Payload::len).sum(),
+            Response::Committed {
+                payloads, prefixes, ..
+            } => {
+                payloads.iter().map(Payload::len).sum::<usize>()
+                    + prefixes
+                        .iter()
+                        .map(PayloadPrefixes::encoded_len)
+                        .sum::<usize>()
+            }
+            Response::Submitted { .. } | Response::Error(_) => 0,
+        }
+    }
+}
+
 impl Encode for RequestBody {
     fn encode(&self, w: &mut Writer) {
         match self {

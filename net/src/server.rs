@@ -82,7 +82,23 @@ pub enum ServerError {
     CorePanicked(String),
 }
 
-type Reply = oneshot::Sender<Vec<Bytes>>;
+/// A reply on its way back to the stream that asked: its encoding as chunks, and the payload
+/// bytes in it (counted where they go out to the network).
+struct Answer {
+    chunks: Vec<Bytes>,
+    payload_bytes: usize,
+}
+
+impl Answer {
+    fn of(response: &Response) -> Answer {
+        Answer {
+            chunks: response.to_chunks(),
+            payload_bytes: response.payload_bytes(),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Answer>;
 
 struct VerifyJob {
     request: Request,
@@ -270,17 +286,20 @@ async fn serve_stream(
             return;
         }
     };
-    let chunks = match Request::from_bytes(bytes) {
+    let answer = match Request::from_bytes(bytes) {
         Err(e) => {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            Response::Error(CoreError::Decode(e)).to_chunks()
+            Answer::of(&Response::Error(CoreError::Decode(e)))
         }
         Ok(request) => {
+            stats
+                .payload_bytes_received
+                .fetch_add(request.body.payload_bytes() as u64, Ordering::Relaxed);
             let (reply, answer) = oneshot::channel();
             stats.verify_queue.fetch_add(1, Ordering::Relaxed);
             match verify_tx.try_send(VerifyJob { request, reply }) {
                 Ok(()) => match answer.await {
-                    Ok(chunks) => chunks,
+                    Ok(answer) => answer,
                     // The core stopped before answering (shutdown or store failure).
                     Err(_) => {
                         let _ = send.reset(quinn::VarInt::from_u32(4));
@@ -290,7 +309,7 @@ async fn serve_stream(
                 Err(TrySendError::Full(_)) => {
                     stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
                     stats.busy.fetch_add(1, Ordering::Relaxed);
-                    Response::Error(CoreError::Busy).to_chunks()
+                    Answer::of(&Response::Error(CoreError::Busy))
                 }
                 Err(TrySendError::Disconnected(_)) => {
                     stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
@@ -301,8 +320,14 @@ async fn serve_stream(
         }
     };
     stats.requests.fetch_add(1, Ordering::Relaxed);
-    let mut chunks = chunks;
+    let Answer {
+        mut chunks,
+        payload_bytes,
+    } = answer;
     if send.write_all_chunks(&mut chunks).await.is_ok() {
+        stats
+            .payload_bytes_sent
+            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
         let _ = send.finish();
     }
 }
@@ -350,12 +375,14 @@ fn verify_loop(
                     }
                     Err(TrySendError::Full(job)) => {
                         stats.busy.fetch_add(1, Ordering::Relaxed);
-                        let _ = job.reply.send(Response::Error(CoreError::Busy).to_chunks());
+                        let _ = job
+                            .reply
+                            .send(Answer::of(&Response::Error(CoreError::Busy)));
                     }
                     Err(TrySendError::Disconnected(_)) => return,
                 },
                 Err(error) => {
-                    let _ = reply.send(Response::Error(error).to_chunks());
+                    let _ = reply.send(Answer::of(&Response::Error(error)));
                 }
             }
         }
@@ -432,7 +459,7 @@ fn core_loop(
             // would leave before its write is durable.
             let (response, batch) = core.handle(now, job.request);
             assert!(batch.is_empty(), "a held long-poll read wrote to the store");
-            let _ = job.reply.send(response.to_chunks());
+            let _ = job.reply.send(Answer::of(&response));
         }
         stats
             .parked
@@ -479,7 +506,7 @@ fn group_commit(
         if !batch.is_empty() {
             batches.push(batch);
         }
-        replies.push((job.reply, response.to_chunks()));
+        replies.push((job.reply, Answer::of(&response)));
     }
     if !batches.is_empty() {
         let started = Instant::now();
@@ -493,8 +520,8 @@ fn group_commit(
     stats
         .grouped_requests
         .fetch_add(replies.len(), Ordering::Relaxed);
-    for (reply, chunks) in replies {
-        let _ = reply.send(chunks);
+    for (reply, answer) in replies {
+        let _ = reply.send(answer);
     }
     Ok(())
 }

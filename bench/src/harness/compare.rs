@@ -33,6 +33,36 @@ const FIGURES: &[(&str, &str, Option<bool>)] = &[
     ("e2e latency p99 (ms)", "/e2e_latency_ms/p99", Some(false)),
     ("rounds per second", "/rounds_per_s", None),
     ("CPU per tx (µs)", "/cpu_us_per_tx", Some(false)),
+    (
+        "payload transfers per tx",
+        "/data_path/payload_transfers_per_tx",
+        Some(false),
+    ),
+    (
+        "disk bytes per tx per core",
+        "/data_path/disk_bytes_per_tx_per_core",
+        Some(false),
+    ),
+    (
+        "payload writes per core",
+        "/data_path/payload_writes_per_core",
+        Some(false),
+    ),
+    (
+        "fsyncs/s per core",
+        "/data_path/fsyncs_per_s_per_core",
+        None,
+    ),
+    (
+        "context switches per tx",
+        "/data_path/context_switches_per_tx",
+        Some(false),
+    ),
+    (
+        "r/w syscalls per tx",
+        "/data_path/rw_syscalls_per_tx",
+        Some(false),
+    ),
     ("not committed", "/not_committed", Some(false)),
     ("clock bound (ms)", "/cluster/clock_bound_ms", None),
 ];
@@ -103,9 +133,55 @@ pub fn table(paths: &[PathBuf], reports: &[Value]) -> String {
             .iter()
             .map(|r| r.pointer(pointer).and_then(Value::as_f64))
             .collect();
-        if values.iter().all(Option::is_none) {
-            continue;
+        row(&mut t, label, &values);
+    }
+    for thread in thread_kinds(reports) {
+        let values: Vec<Option<f64>> = reports.iter().map(|r| thread_cpu(r, &thread)).collect();
+        row(&mut t, &format!("µs/tx {thread}"), &values);
+    }
+    t
+}
+
+/// A `process/thread` label of one entry of a report's CPU per thread.
+fn thread_label(u: &Value) -> String {
+    format!(
+        "{}/{}",
+        u["process"].as_str().unwrap_or("?"),
+        u["thread"].as_str().unwrap_or("?")
+    )
+}
+
+/// Every `process/thread` kind of the reports' CPU per thread, in the first report's order.
+fn thread_kinds(reports: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = Vec::new();
+    for r in reports {
+        let threads = r.pointer("/data_path/threads").and_then(Value::as_array);
+        for u in threads.into_iter().flatten() {
+            let name = thread_label(u);
+            if !kinds.contains(&name) {
+                kinds.push(name);
+            }
         }
+    }
+    kinds
+}
+
+/// CPU µs per transaction of one `process/thread` kind in a report.
+fn thread_cpu(r: &Value, kind: &str) -> Option<f64> {
+    let threads = r.pointer("/data_path/threads")?.as_array()?;
+    threads
+        .iter()
+        .find(|u| thread_label(u) == kind)
+        .and_then(|u| u["us_per_tx"].as_f64())
+}
+
+/// One row: the figure's value in each report, with its ratio to the first (nothing if no report
+/// has it).
+fn row(t: &mut String, label: &str, values: &[Option<f64>]) {
+    if values.iter().all(Option::is_none) {
+        return;
+    }
+    {
         t.push_str(&format!(" {label:<24}"));
         for (i, v) in values.iter().enumerate() {
             t.push_str(&format!("{:>12}", v.map_or("-".to_string(), number)));
@@ -119,7 +195,6 @@ pub fn table(paths: &[PathBuf], reports: &[Value]) -> String {
         }
         t.push('\n');
     }
-    t
 }
 
 fn number(v: f64) -> String {

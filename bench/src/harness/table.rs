@@ -1,7 +1,7 @@
 //! The text forms of benchmark reports: the summary table of one run (`summary.txt`, stdout) and
 //! one row per rate of a sweep (`sweep.txt`).
 
-use super::report::{thousands, ClusterSection, Report};
+use super::report::{thousands, ClusterSection, DataPath, Report};
 
 /// One `key  value` line of the summary table.
 fn line(t: &mut String, k: &str, v: String) {
@@ -14,6 +14,9 @@ pub fn table(r: &Report) -> String {
     header(&mut t, r);
     throughput_and_latency(&mut t, r);
     resources(&mut t, r);
+    if let Some(d) = &r.data_path {
+        data_path(&mut t, d);
+    }
     outcome(&mut t, r);
     if let Some(c) = &r.cluster {
         cluster(&mut t, c);
@@ -98,6 +101,48 @@ fn resources(t: &mut String, r: &Report) {
             format!(
                 "{:.2} cores busy, peak RSS {:.0} MiB",
                 u.cores_busy, u.peak_rss_mib
+            ),
+        );
+    }
+}
+
+/// What moving one transaction cost, and the busiest threads.
+fn data_path(t: &mut String, d: &DataPath) {
+    let or_na =
+        |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.2}{unit}"));
+    line(
+        t,
+        "payload transfers",
+        format!(
+            "{} per tx (network, counted at the cores)",
+            or_na(d.payload_transfers_per_tx, "")
+        ),
+    );
+    line(
+        t,
+        "storage writes",
+        format!(
+            "{:.0} B per tx per core ({:.2} × the payload), {} fsyncs/s per core",
+            d.disk_bytes_per_tx_per_core,
+            d.payload_writes_per_core,
+            or_na(d.fsyncs_per_s_per_core, "")
+        ),
+    );
+    line(
+        t,
+        "per tx",
+        format!(
+            "{:.2} context switches, {:.2} read/write syscalls (cores + drivers)",
+            d.context_switches_per_tx, d.rw_syscalls_per_tx
+        ),
+    );
+    for u in d.threads.iter().filter(|u| u.cores_busy >= 0.01).take(10) {
+        line(
+            t,
+            &format!("  {}/{}", u.process, u.thread),
+            format!(
+                "{:.2} cores busy, {:.2} µs per tx",
+                u.cores_busy, u.us_per_tx
             ),
         );
     }

@@ -13,6 +13,7 @@ pub mod lifetime;
 pub mod load;
 pub mod network;
 pub mod observe;
+pub mod procstat;
 pub mod ready;
 pub mod transaction;
 pub mod usage;

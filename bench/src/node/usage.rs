@@ -7,26 +7,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::procstat::{parse_cpu_ticks, USER_HZ};
 use super::transaction::unix_micros;
-
-/// `/proc` reports CPU time in USER_HZ ticks, which Linux fixes at 100 on every architecture.
-const USER_HZ: f64 = 100.0;
 
 /// CPU seconds (utime + stime, all threads) of process `pid`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / USER_HZ)
-}
-
-/// utime + stime from the text of `/proc/<pid>/stat`. The command name (field 2) may hold spaces
-/// and parentheses, so fields are counted from the last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3, utime field 14, stime field 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }
 
 /// Peak resident set size (VmHWM, KiB) of process `pid`.

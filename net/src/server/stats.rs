@@ -24,6 +24,12 @@ pub struct ServerStats {
     pub busy: AtomicCounter,
     /// Requests that did not decode.
     pub malformed: AtomicCounter,
+    /// Payload bytes (transactions of `Submit`s, payloads carried by bundles and `Sync`) in
+    /// requests that came over the network.
+    pub payload_bytes_received: AtomicCounter,
+    /// Payload bytes (own payloads in summaries, fetched and committed payloads, transaction
+    /// prefixes) in replies written to the network.
+    pub payload_bytes_sent: AtomicCounter,
     /// Group commits.
     pub group_commits: AtomicUsize,
     /// Requests in those group commits.
@@ -70,6 +76,8 @@ impl Default for ServerStats {
             requests: AtomicCounter::default(),
             busy: AtomicCounter::default(),
             malformed: AtomicCounter::default(),
+            payload_bytes_received: AtomicCounter::default(),
+            payload_bytes_sent: AtomicCounter::default(),
             group_commits: AtomicUsize::new(0),
             grouped_requests: AtomicUsize::new(0),
             verify_batches: AtomicUsize::new(0),
@@ -141,6 +149,16 @@ impl ServerStats {
             "malformed_requests",
             "Requests that did not decode or were too large",
             self.malformed.clone(),
+        );
+        r.register(
+            "payload_bytes_received",
+            "Payload bytes in requests that came over the network (transactions, carried payloads)",
+            self.payload_bytes_received.clone(),
+        );
+        r.register(
+            "payload_bytes_sent",
+            "Payload bytes in replies written to the network (own, fetched and committed payloads, transaction prefixes)",
+            self.payload_bytes_sent.clone(),
         );
         r.register(
             "verify_seconds",

@@ -15,10 +15,13 @@ use tokio::runtime::Runtime;
 
 use super::progress::Progress;
 use crate::harness::args::LocalArgs;
-use crate::harness::report::{self, CoreTotals, LoadSummary, ProcessSamples, Report, RunConfig};
+use crate::harness::report::{
+    self, CoreFlow, CoreTotals, LoadSummary, ProcessSamples, Report, RunConfig,
+};
 use crate::harness::testbed::{self, wait_ready, Kind, Proc, Spec, Testbed};
 use crate::node::observe::Observed;
 use crate::node::observe::Watcher;
+use crate::node::procstat::ProcStats;
 use crate::node::transaction::unix_micros;
 
 /// Runs the benchmark once at `rate` with its files in `dir`, and computes the report.
@@ -38,7 +41,7 @@ pub fn run_once(
     let mut watcher = Watcher::start(rt, &run.clients, watched, schedule.observed());
     let load_outputs = run.start_loads(rate, dir, &schedule)?;
     let mut progress = Progress::new(schedule.load_seconds);
-    let cpu = run.measure(&schedule, &watcher, &mut progress, interrupted)?;
+    let window = run.measure(&schedule, &watcher, &mut progress, interrupted)?;
     let loads = run.wait_for_loads(&load_outputs);
     let accepted: u64 = loads.iter().map(|l| l.accepted).sum();
     drain(args, &watcher, &mut progress, accepted, interrupted);
@@ -46,10 +49,15 @@ pub fn run_once(
     watcher.stop(rt);
     let core_totals = run.scrape_metrics(&metrics_dir);
     let peak_rss_kib = run.stop();
+    let start = window.start.unwrap_or_default();
     let samples = ProcessSamples {
-        cpu_start: cpu.start,
-        cpu_end: cpu.end,
+        cpu_start: start.cpu,
+        cpu_end: window.end.cpu,
         peak_rss_kib,
+        detail_start: start.detail,
+        detail_end: window.end.detail,
+        flow_start: start.flow,
+        flow_end: window.end.flow,
     };
     let observed = watcher.observed();
     Ok(report::build(
@@ -148,24 +156,45 @@ impl Processes {
         None
     }
 
-    /// CPU seconds per process kind.
-    fn cpu_by_kind(&self) -> Vec<(Kind, f64)> {
-        let mut out: Vec<(Kind, f64)> = Vec::new();
+    /// CPU seconds and `/proc` counters per process kind (no metrics).
+    fn by_kind(&self) -> Edge {
+        let mut cpu: Vec<(Kind, f64)> = Vec::new();
+        let mut detail: Vec<(Kind, ProcStats)> = Vec::new();
         for p in self.all() {
-            let cpu = p.cpu_seconds().unwrap_or(0.0);
-            match out.iter_mut().find(|(k, _)| *k == p.kind) {
-                Some((_, total)) => *total += cpu,
-                None => out.push((p.kind, cpu)),
+            let seconds = p.cpu_seconds().unwrap_or(0.0);
+            match cpu.iter_mut().find(|(k, _)| *k == p.kind) {
+                Some((_, total)) => *total += seconds,
+                None => cpu.push((p.kind, seconds)),
+            }
+            let stats = ProcStats::read(p.pid()).unwrap_or_default();
+            match detail.iter_mut().find(|(k, _)| *k == p.kind) {
+                Some((_, total)) => total.add(&stats),
+                None => detail.push((p.kind, stats)),
             }
         }
-        out
+        Edge {
+            cpu,
+            detail,
+            flow: None,
+        }
     }
 }
 
-/// CPU seconds per kind at the start and the end of the measurement window.
-struct CpuWindow {
-    start: Vec<(Kind, f64)>,
-    end: Vec<(Kind, f64)>,
+/// What the processes and the cores' metrics said at one edge of the measurement window.
+#[derive(Default)]
+struct Edge {
+    /// CPU seconds per kind.
+    cpu: Vec<(Kind, f64)>,
+    /// `/proc` counters per kind.
+    detail: Vec<(Kind, ProcStats)>,
+    /// The cores' metrics (none if a core did not answer).
+    flow: Option<CoreFlow>,
+}
+
+/// The edges of the measurement window (the start missing if the run ended before it).
+struct Window {
+    start: Option<Edge>,
+    end: Edge,
 }
 
 /// A run in progress: its testbed, its processes and the harness's clients.
@@ -293,13 +322,13 @@ impl<'a> Run<'a> {
         watcher: &Watcher,
         progress: &mut Progress,
         interrupted: &AtomicBool,
-    ) -> anyhow::Result<CpuWindow> {
+    ) -> anyhow::Result<Window> {
         let started = Instant::now();
         let load_end = Duration::from_secs(schedule.load_seconds) + Duration::from_millis(500);
         let args = self.args;
         let mut crash_at =
             (args.crash_at > 0 && args.crash > 0).then(|| Duration::from_secs(args.crash_at));
-        let (mut cpu_start, mut cpu_end) = (None, None);
+        let (mut start, mut end) = (None, None);
         while started.elapsed() < load_end {
             if interrupted.load(Ordering::SeqCst) {
                 break;
@@ -312,11 +341,11 @@ impl<'a> Run<'a> {
                 self.crash();
                 crash_at = None;
             }
-            if cpu_start.is_none() && now >= schedule.window.0 {
-                cpu_start = Some(self.procs.cpu_by_kind());
+            if start.is_none() && now >= schedule.window.0 {
+                start = Some(self.edge());
             }
-            if cpu_end.is_none() && now >= schedule.window.1 {
-                cpu_end = Some(self.procs.cpu_by_kind());
+            if end.is_none() && now >= schedule.window.1 {
+                end = Some(self.edge());
             }
             progress.show(&watcher.observed(), now);
             for p in self.procs.loads.iter_mut() {
@@ -324,10 +353,27 @@ impl<'a> Run<'a> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(CpuWindow {
-            end: cpu_end.unwrap_or_else(|| self.procs.cpu_by_kind()),
-            start: cpu_start.unwrap_or_default(),
+        Ok(Window {
+            end: end.unwrap_or_else(|| self.edge()),
+            start,
         })
+    }
+
+    /// Samples the processes and the live cores' metrics now.
+    fn edge(&self) -> Edge {
+        let edge = self.procs.by_kind();
+        let texts: Option<Vec<String>> = self
+            .bed
+            .core_metrics
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.procs.cores[*i].is_some())
+            .map(|(_, port)| testbed::scrape(self.rt, *port, Duration::from_secs(1)))
+            .collect();
+        Edge {
+            flow: texts.map(|t| CoreFlow::from_metrics(&t)),
+            ..edge
+        }
     }
 
     /// Kills the `--crash` cores (SIGKILL).

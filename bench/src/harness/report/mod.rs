@@ -22,8 +22,10 @@ use super::testbed::Kind;
 use crate::node::observe::Observed;
 
 mod cluster;
+mod data_path;
 
 pub use cluster::{Agreement, ClusterSection, HostReport};
+pub use data_path::{CoreFlow, DataPath};
 
 /// The parameters of a run, as reported.
 #[derive(Clone, Debug, Serialize)]
@@ -183,6 +185,9 @@ pub struct Report {
     /// Hosts, regions, WAN and clocks of a `sleepyseal cluster` run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSection>,
+    /// What moving one transaction cost (absent when `/proc` was not sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_path: Option<DataPath>,
 }
 
 impl LoadSummary {
@@ -218,6 +223,14 @@ pub struct ProcessSamples {
     pub cpu_end: Vec<(Kind, f64)>,
     /// Peak RSS (KiB) of each process.
     pub peak_rss_kib: Vec<(Kind, u64)>,
+    /// `/proc` counters per kind at the start of the window (empty if not sampled).
+    pub detail_start: Vec<(Kind, crate::node::procstat::ProcStats)>,
+    /// See `detail_start`.
+    pub detail_end: Vec<(Kind, crate::node::procstat::ProcStats)>,
+    /// The cores' metrics at the start of the window.
+    pub flow_start: Option<CoreFlow>,
+    /// See `flow_start`.
+    pub flow_end: Option<CoreFlow>,
 }
 
 /// Computes the report of a run.
@@ -277,6 +290,7 @@ pub fn build(
         saturated: !saturation.is_empty(),
         saturation,
         timeline: timeline(o),
+        data_path: data_path::data_path(samples, o, config.cores - config.crash, window_s),
         config,
         cluster: None,
     }
@@ -418,6 +432,7 @@ pub fn write_sweep_json(dir: &Path, reports: &[Report]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::procstat::ProcStats;
     use crate::node::transaction::{parse_transaction, transaction};
     use sleepyseal_core::messages::PayloadRef;
     use sleepyseal_core::protocol::CommittedEntry;
@@ -517,8 +532,40 @@ mod tests {
                 cpu_start: vec![(Kind::Core, 1.0)],
                 cpu_end: vec![(Kind::Core, 1.4)],
                 peak_rss_kib: vec![(Kind::Core, 2048)],
+                detail_start: vec![(Kind::Core, proc_stats(1.0, 0.0, 0, 0, 0))],
+                detail_end: vec![(Kind::Core, proc_stats(1.2, 0.1, 1_024, 40, 8))],
+                flow_start: Some(CoreFlow {
+                    payload_bytes_received: 1_000.0,
+                    payload_bytes_sent: 0.0,
+                    store_commits: 10.0,
+                }),
+                flow_end: Some(CoreFlow {
+                    payload_bytes_received: 1_768.0,
+                    payload_bytes_sent: 256.0,
+                    store_commits: 90.0,
+                }),
             },
         );
+        // 256 payload bytes committed in the window (4 transactions, 10 s, 4 cores): 1,024
+        // payload bytes moved is 4 transfers; 1,024 bytes written is 256 per core, once the
+        // payload; 80 commits in 10 s over 4 cores.
+        let d = r.data_path.as_ref().expect("sampled");
+        assert_eq!(d.payload_transfers_per_tx, Some(4.0));
+        assert_eq!(
+            (d.disk_bytes_per_tx_per_core, d.payload_writes_per_core),
+            (64.0, 1.0)
+        );
+        assert_eq!(d.fsyncs_per_s_per_core, Some(2.0));
+        assert_eq!(
+            (d.context_switches_per_tx, d.rw_syscalls_per_tx),
+            (10.0, 2.0)
+        );
+        let threads: Vec<(&str, f64)> = d
+            .threads
+            .iter()
+            .map(|u| (u.thread.as_str(), (u.us_per_tx * 1e3).round() / 1e3))
+            .collect();
+        assert_eq!(threads, [("core", 50_000.0), ("verify", 25_000.0)]);
         // Consensus: 4 tx between the first (103 s) and the last (111 s) commit in the window.
         assert!((r.consensus_tps - 0.5).abs() < 1e-9, "{}", r.consensus_tps);
         assert!((r.consensus_bps - 32.0).abs() < 1e-9, "{}", r.consensus_bps);
@@ -554,5 +601,20 @@ mod tests {
         assert_eq!(r.not_committed, 1);
         assert_eq!(r.entries_without_payload, 1);
         assert!(r.saturated);
+    }
+
+    fn proc_stats(core: f64, verify: f64, disk: u64, switches: u64, syscalls: u64) -> ProcStats {
+        let mut thread_cpu_s = std::collections::BTreeMap::new();
+        thread_cpu_s.insert("core".to_string(), core);
+        if verify > 0.0 {
+            thread_cpu_s.insert("verify".to_string(), verify);
+        }
+        ProcStats {
+            thread_cpu_s,
+            context_switches: switches,
+            read_syscalls: syscalls / 2,
+            write_syscalls: syscalls - syscalls / 2,
+            disk_write_bytes: disk,
+        }
     }
 }

@@ -1,0 +1,141 @@
+//! The data-path figures of a run (DESIGN.md, "Data path budget"): what moving one transaction
+//! costs in network transfers, storage writes, system calls, context switches and CPU per thread
+//! kind, from the growth of the cores' metrics and of `/proc` over the measurement window.
+
+use serde::Serialize;
+
+use super::ProcessSamples;
+use crate::harness::testbed::Kind;
+use crate::node::observe::Observed;
+use crate::node::procstat::ProcStats;
+
+/// The cores' metrics the data-path figures need, summed over the cores at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CoreFlow {
+    /// Payload bytes received over the network.
+    pub payload_bytes_received: f64,
+    /// Payload bytes sent over the network.
+    pub payload_bytes_sent: f64,
+    /// Store commits (each one synced write).
+    pub store_commits: f64,
+}
+
+impl CoreFlow {
+    /// Sums the figures of the cores' metrics texts.
+    pub fn from_metrics(texts: &[String]) -> CoreFlow {
+        let sum = |name: &str| -> f64 {
+            texts
+                .iter()
+                .filter_map(|t| sleepyseal_net::metrics::sample(t, name))
+                .sum()
+        };
+        CoreFlow {
+            payload_bytes_received: sum("sleepyseal_core_payload_bytes_received_total"),
+            payload_bytes_sent: sum("sleepyseal_core_payload_bytes_sent_total"),
+            store_commits: sum("sleepyseal_core_store_commit_seconds_count"),
+        }
+    }
+}
+
+/// What moving one committed transaction cost over the window.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DataPath {
+    /// Payload bytes the cores received and sent over the network per committed payload byte:
+    /// how many times each payload crossed the network (client → core, driver → cores, core →
+    /// driver, core → reader). `None` without the cores' metrics.
+    pub payload_transfers_per_tx: Option<f64>,
+    /// Bytes each core wrote to storage per committed transaction (everything: payloads, log
+    /// records, compaction).
+    pub disk_bytes_per_tx_per_core: f64,
+    /// Bytes each core wrote to storage per committed payload byte: about 1 when each payload is
+    /// written once (log metadata adds a little).
+    pub payload_writes_per_core: f64,
+    /// Synced store commits per second, per core. `None` without the cores' metrics.
+    pub fsyncs_per_s_per_core: Option<f64>,
+    /// Read- and write-family system calls of cores and drivers per committed transaction
+    /// (`/proc`'s `syscr` + `syscw`: not `sendmsg`/`recvmsg`).
+    pub rw_syscalls_per_tx: f64,
+    /// Context switches of cores and drivers per committed transaction.
+    pub context_switches_per_tx: f64,
+    /// CPU per thread kind of every process kind, busiest first.
+    pub threads: Vec<ThreadUsage>,
+}
+
+/// The CPU of one kind of thread in one kind of process over the window.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadUsage {
+    /// Process kind (`core`, `driver`, `load`).
+    pub process: String,
+    /// Thread kind (`core`, `core-net`, `verify`, ...).
+    pub thread: String,
+    /// CPUs kept busy on average.
+    pub cores_busy: f64,
+    /// CPU µs per committed transaction.
+    pub us_per_tx: f64,
+}
+
+/// The data-path figures of a window of `window_s` seconds with `cores` live cores, or `None`
+/// when `/proc` was not sampled at both edges or nothing committed.
+pub fn data_path(
+    samples: &ProcessSamples,
+    o: &Observed,
+    cores: usize,
+    window_s: f64,
+) -> Option<DataPath> {
+    let (txs, bytes) = (o.window_transactions as f64, o.window_bytes as f64);
+    if samples.detail_end.is_empty() || txs == 0.0 || bytes == 0.0 || window_s <= 0.0 {
+        return None;
+    }
+    let grown = |kind: Kind| -> ProcStats {
+        let at = |v: &[(Kind, ProcStats)]| {
+            v.iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default()
+        };
+        at(&samples.detail_end).since(&at(&samples.detail_start))
+    };
+    let core = grown(Kind::Core);
+    let mut system = core.clone();
+    system.add(&grown(Kind::Driver));
+    let per_core = core.disk_write_bytes as f64 / cores.max(1) as f64;
+    let flow = match (samples.flow_start, samples.flow_end) {
+        (Some(a), Some(b)) => Some((
+            b.payload_bytes_received - a.payload_bytes_received + b.payload_bytes_sent
+                - a.payload_bytes_sent,
+            b.store_commits - a.store_commits,
+        )),
+        _ => None,
+    };
+    Some(DataPath {
+        payload_transfers_per_tx: flow.map(|(moved, _)| moved / bytes),
+        disk_bytes_per_tx_per_core: per_core / txs,
+        payload_writes_per_core: per_core / bytes,
+        fsyncs_per_s_per_core: flow.map(|(_, commits)| commits / window_s / cores.max(1) as f64),
+        rw_syscalls_per_tx: (system.read_syscalls + system.write_syscalls) as f64 / txs,
+        context_switches_per_tx: system.context_switches as f64 / txs,
+        threads: threads(samples, txs, window_s, &grown),
+    })
+}
+
+/// CPU per (process kind, thread kind), busiest first.
+fn threads(
+    samples: &ProcessSamples,
+    txs: f64,
+    window_s: f64,
+    grown: &dyn Fn(Kind) -> ProcStats,
+) -> Vec<ThreadUsage> {
+    let mut out: Vec<ThreadUsage> = Vec::new();
+    for kind in samples.detail_end.iter().map(|(k, _)| *k) {
+        for (thread, cpu) in grown(kind).thread_cpu_s {
+            out.push(ThreadUsage {
+                process: kind.name().into(),
+                thread,
+                cores_busy: cpu / window_s,
+                us_per_tx: cpu * 1e6 / txs,
+            });
+        }
+    }
+    out.sort_by(|a, b| b.cores_busy.total_cmp(&a.cores_busy));
+    out
+}
