@@ -67,7 +67,7 @@ fn run() -> anyhow::Result<()> {
         init_logging();
     }
     match cli.command {
-        Command::Local(args) => harness::main(*args),
+        Command::Local(args) => harness::main(*args, &with_flag),
         Command::Cluster(args) => {
             let sub = matches
                 .subcommand_matches("cluster")
@@ -88,6 +88,18 @@ fn run() -> anyhow::Result<()> {
         Command::Watch(args) => node::watch::watch(args),
         Command::Ready(args) => node::ready::ready(args),
         Command::Observe(args) => node::observe::observe(args),
+    }
+}
+
+/// The `local` flags of this command line with `flag` added last (it overrides the same flag given
+/// before): one run of a `--sweep`.
+fn with_flag(flag: &str) -> anyhow::Result<harness::LocalArgs> {
+    let command = Cli::command().mut_subcommand("local", |c| c.args_override_self(true));
+    let argv = std::env::args_os().chain([flag.into()]);
+    let matches = command.try_get_matches_from(argv)?;
+    match Cli::from_arg_matches(&matches)?.command {
+        Command::Local(args) => Ok(*args),
+        _ => anyhow::bail!("a sweep runs with `sleepyseal local`"),
     }
 }
 

@@ -36,6 +36,10 @@ pub struct LocalArgs {
     /// A sweep: one fresh run per rate, comma separated (overrides --rate).
     #[arg(long, value_delimiter = ',')]
     pub rates: Option<Vec<u64>>,
+    /// A sweep of any other flag: one fresh run per value, e.g. `batch-size=100000,500000,1000000`
+    /// (with --rate, not --rates). The table and plot show each value side by side.
+    #[arg(long, value_name = "FLAG=V1,V2,...")]
+    pub sweep: Option<String>,
     /// Bytes per transaction (at least 24).
     #[arg(long, default_value_t = DEFAULT_TX_SIZE)]
     pub tx_size: usize,

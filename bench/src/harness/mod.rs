@@ -19,6 +19,7 @@ pub mod local;
 pub mod output;
 pub mod plot;
 pub mod report;
+pub mod sweep;
 pub mod table;
 pub mod testbed;
 pub mod wan;
@@ -33,12 +34,19 @@ pub use crate::node::signal_flag as interrupt_flag;
 #[error("interrupted")]
 pub struct Interrupted;
 
-/// Runs the benchmark, or with `--chaos` the chaos run.
-pub fn main(args: LocalArgs) -> anyhow::Result<()> {
+/// Runs the benchmark, or with `--chaos` the chaos run. `reparse` parses the command line again
+/// with one more flag (each run of a `--sweep`).
+pub fn main(
+    args: LocalArgs,
+    reparse: &dyn Fn(&str) -> anyhow::Result<LocalArgs>,
+) -> anyhow::Result<()> {
     args.validate()?;
     if args.chaos {
+        if args.sweep.is_some() {
+            anyhow::bail!("--sweep is for benchmark runs, not --chaos");
+        }
         chaos::main(args)
     } else {
-        local::main(args)
+        local::main(args, reparse)
     }
 }

@@ -7,47 +7,61 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::args::LocalArgs;
 use super::report::{self, Report};
+use super::sweep::SweepPoint;
 use super::{plot, table};
 
-/// Runs `run_once(rate, dir)` for each rate of `--rate`/`--rates` (a sweep: one directory per
-/// rate under `out`), writes and prints each report and the sweep's, until done or interrupted
-/// (then the reports so far are written and the command fails with [`super::Interrupted`]).
-pub fn each_rate(
-    args: &LocalArgs,
+/// Runs `run_once(args, rate, dir)` for each of `runs` (a `--sweep`: one per value) and each rate
+/// of `--rate`/`--rates` (a sweep of either kind: one directory per run under `out`), writes and
+/// prints each report and the sweep's, until done or interrupted (then the reports so far are
+/// written and the command fails with [`super::Interrupted`]).
+pub fn each_run(
+    runs: &[(Option<SweepPoint>, LocalArgs)],
     out: &Path,
     interrupted: &AtomicBool,
-    mut run_once: impl FnMut(u64, &Path) -> anyhow::Result<Report>,
+    mut run_once: impl FnMut(&LocalArgs, u64, &Path) -> anyhow::Result<Report>,
 ) -> anyhow::Result<()> {
-    let rates = args.run_rates();
-    let sweep = rates.len() > 1;
+    let all: Vec<(&Option<SweepPoint>, &LocalArgs, u64)> = runs
+        .iter()
+        .flat_map(|(point, args)| args.run_rates().into_iter().map(move |r| (point, args, r)))
+        .collect();
+    let Some((_, first, _)) = all.first() else {
+        return Ok(());
+    };
+    let json = first.json;
+    let sweep = all.len() > 1;
     let mut reports = Vec::new();
-    for (i, rate) in rates.iter().enumerate() {
+    for (i, (point, args, rate)) in all.iter().enumerate() {
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
+        let name = match point {
+            Some(p) => format!("{}-{}", p.flag, p.value),
+            None => format!("rate-{rate}"),
+        };
         let dir: PathBuf = if sweep {
-            out.join(format!("rate-{rate}"))
+            out.join(&name)
         } else {
             out.to_path_buf()
         };
         std::fs::create_dir_all(&dir)?;
         if sweep {
-            eprintln!("== run {}/{}: {rate} tx/s", i + 1, rates.len());
+            eprintln!("== run {}/{}: {name}", i + 1, all.len());
         }
-        let report = run_once(*rate, &dir)?;
+        let mut report = run_once(args, *rate, &dir)?;
+        report.config.sweep = (*point).clone();
         write_run(&dir, &report)?;
-        if !args.json {
+        if !json {
             println!("{}", table::table(&report));
         }
         reports.push(report);
     }
     if sweep {
         write_sweep(out, &reports)?;
-        if !args.json {
+        if !json {
             println!("{}", table::sweep_table(&reports));
         }
     }
-    if args.json && !reports.is_empty() {
+    if json && !reports.is_empty() {
         print_json(&reports, sweep)?;
     }
     eprintln!("results in {}", out.display());

@@ -183,13 +183,22 @@ fn outcome(t: &mut String, r: &Report) {
     );
 }
 
-/// One row per rate of a sweep.
+/// One row per run of a sweep (of the rate, or with `--sweep` of another flag: its value first).
 pub fn sweep_table(reports: &[Report]) -> String {
-    let mut t = String::from(
-        "\n    rate  consensus TPS   e2e TPS  e2e mean   p50   p90   p99 (ms)  rounds/s  µs CPU/tx  saturated\n",
+    let swept = reports.iter().find_map(|r| r.config.sweep.as_ref());
+    let mut t = String::from("\n");
+    if let Some(p) = swept {
+        t.push_str(&format!("{:>14}", p.flag));
+    }
+    t.push_str(
+        "    rate  consensus TPS   e2e TPS  e2e mean   p50   p90   p99 (ms)  rounds/s  µs CPU/tx  saturated\n",
     );
     for r in reports {
         let l = &r.e2e_latency_ms;
+        if swept.is_some() {
+            let value = r.config.sweep.as_ref().map_or("", |p| p.value.as_str());
+            t.push_str(&format!("{value:>14}"));
+        }
         t.push_str(&format!(
             "{:>8}  {:>13}  {:>8}  {:>8.0}  {:>4.0}  {:>4.0}  {:>4.0}       {:>8.1}  {:>9.2}  {}\n",
             r.config.rate,

@@ -30,7 +30,7 @@ use clap::Args;
 
 use super::args::LocalArgs;
 use super::interrupt_flag;
-use super::output::each_rate;
+use super::output::each_run;
 use crate::node::runtime;
 use crate::node::transaction::unix_micros;
 
@@ -112,6 +112,9 @@ pub fn main(mut args: ClusterArgs, given: Given) -> anyhow::Result<()> {
     }
     let inventory = inventory::Inventory::from_list_json(&ansible.list_inventory()?)
         .with_context(|| format!("inventory {}", args.inventory.display()))?;
+    if args.local.sweep.is_some() {
+        bail!("--sweep runs with `local`; for a cluster, run once per value");
+    }
     resolve_counts(&mut args, given, &inventory)?;
     args.local.validate()?;
     let out = args.local.out.clone().unwrap_or_else(|| {
@@ -121,7 +124,8 @@ pub fn main(mut args: ClusterArgs, given: Given) -> anyhow::Result<()> {
     let out = out.canonicalize()?;
     let rt = runtime("harness")?;
     let interrupted = interrupt_flag(&rt);
-    each_rate(&args.local, &out, &interrupted, |rate, dir| {
+    let runs = [(None, args.local.clone())];
+    each_run(&runs, &out, &interrupted, |_, rate, dir| {
         run::run_once(&args, &ansible, &inventory, rate, dir, &interrupted)
     })
 }

@@ -24,19 +24,24 @@ use anyhow::Context;
 
 use super::args::LocalArgs;
 use super::interrupt_flag;
-use super::output::each_rate;
+use super::output::each_run;
+use super::sweep;
 use crate::node::runtime;
 use crate::node::transaction::unix_micros;
 
 /// Runs the benchmark (or a sweep) and prints its report.
-pub fn main(args: LocalArgs) -> anyhow::Result<()> {
+pub fn main(
+    args: LocalArgs,
+    reparse: &dyn Fn(&str) -> anyhow::Result<LocalArgs>,
+) -> anyhow::Result<()> {
+    let runs = sweep::runs(&args, reparse)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(format!("local-{}", unix_micros() / 1_000_000))
     });
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let rt = runtime("harness")?;
     let interrupted = interrupt_flag(&rt);
-    each_rate(&args, &out, &interrupted, |rate, dir| {
-        run::run_once(&rt, &args, rate, dir, &interrupted)
+    each_run(&runs, &out, &interrupted, |args, rate, dir| {
+        run::run_once(&rt, args, rate, dir, &interrupted)
     })
 }

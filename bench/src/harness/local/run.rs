@@ -494,5 +494,6 @@ pub fn run_config(args: &LocalArgs, rate: u64, watched: AuthorityIndex) -> RunCo
         crash_at_s: args.crash_at,
         watched_core: watched.0,
         wan: args.wan.as_ref().map(|w| w.display().to_string()),
+        sweep: None,
     }
 }

@@ -68,6 +68,9 @@ pub struct RunConfig {
     pub watched_core: u16,
     /// The WAN profile emulated (`--wan`), if any.
     pub wan: Option<String>,
+    /// The value of the swept flag, in a run of a `--sweep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<crate::harness::sweep::SweepPoint>,
 }
 
 /// Totals over the cores' final metrics (the whole run, warm-up included).
@@ -516,6 +519,7 @@ mod tests {
             crash_at_s: 0,
             watched_core: 0,
             wan: None,
+            sweep: None,
         };
         let load = LoadSummary {
             sent: 7,
