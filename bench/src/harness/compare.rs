@@ -19,6 +19,7 @@ pub struct CompareArgs {
 /// A figure of the report: its label, its JSON pointer, and whether higher is better.
 const FIGURES: &[(&str, &str, Option<bool>)] = &[
     ("input rate (tx/s)", "/config/rate", None),
+    ("offered (tx/s)", "/offered_tps", None),
     ("cores", "/config/cores", None),
     ("drivers", "/config/drivers", None),
     ("consensus TPS", "/consensus_tps", Some(true)),

@@ -154,7 +154,8 @@ fn outcome(t: &mut String, r: &Report) {
         t,
         "load",
         format!(
-            "sent {}, accepted {}, busy {}, failed {}, missed {}",
+            "offered {} tx/s: sent {}, accepted {}, busy {}, failed {}, missed {}",
+            thousands(r.offered_tps),
             thousands(r.load.sent as f64),
             thousands(r.load.accepted as f64),
             r.load.busy,

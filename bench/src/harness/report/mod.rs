@@ -173,6 +173,10 @@ pub struct Report {
     pub usage: Vec<KindUsage>,
     /// Sum over load clients.
     pub load: LoadSummary,
+    /// The rate the load clients actually offered (sent over warm-up and window, per second):
+    /// under overload it can fall short of the configured rate.
+    #[serde(default)]
+    pub offered_tps: f64,
     /// From the cores' metrics.
     pub cores: CoreTotals,
     /// Acknowledged transactions that had not committed when the harness stopped waiting.
@@ -259,6 +263,12 @@ pub fn build(
     };
     let (usage, system_cpu) = usage(samples, window_s);
     let load = total_load(loads);
+    let load_s = (config.warmup_s + config.duration_s) as f64;
+    let offered_tps = if load_s > 0.0 {
+        load.sent as f64 / load_s
+    } else {
+        0.0
+    };
     let consensus_tps = per_s(o.window_transactions);
     let e2e_tps = o.e2e_latency.len() as f64 / window_s;
     let not_committed = accepted.saturating_sub(o.load_committed);
@@ -287,6 +297,7 @@ pub fn build(
         },
         usage,
         load,
+        offered_tps,
         cores,
         not_committed,
         entries_without_payload: o.entries_without_payload,
@@ -605,6 +616,8 @@ mod tests {
         assert_eq!(r.not_committed, 1);
         assert_eq!(r.entries_without_payload, 1);
         assert!(r.saturated);
+        // 7 sent over 2 s of warm-up and 10 s of window.
+        assert!((r.offered_tps - 7.0 / 12.0).abs() < 1e-9);
     }
 
     fn proc_stats(core: f64, verify: f64, disk: u64, switches: u64, syscalls: u64) -> ProcStats {
