@@ -63,8 +63,11 @@ pub enum DecodeError {
 }
 
 /// Shared byte strings at least this long are not copied into the encoding: they become chunks
-/// of their own, referenced (see [`Writer::finish_chunks`]).
-pub const SHARED_CHUNK_MIN: usize = 256;
+/// of their own, referenced (see [`Writer::finish_chunks`]). Payloads (tens of KB and more) are
+/// referenced; transactions (hundreds of bytes) are copied, so a `Submit` of a thousand of them
+/// is one contiguous buffer, not a list of two thousand chunks the sender walks again on every
+/// partial write.
+pub const SHARED_CHUNK_MIN: usize = 4_096;
 
 /// Appends canonical encodings to a buffer.
 ///

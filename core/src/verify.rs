@@ -183,6 +183,29 @@ impl Verifier {
         &self.committee
     }
 
+    /// Its settings.
+    pub fn config(&self) -> &VerifierConfig {
+        &self.config
+    }
+
+    /// An upper bound on the signatures verifying `request` checks: its headers' and its
+    /// certificates' (those cached cost nothing, and are counted anyway).
+    pub fn signatures_in(&self, request: &Request) -> usize {
+        let signers = |cs: &[Certificate]| cs.iter().map(|c| c.signatures.len()).sum::<usize>();
+        match &request.body {
+            RequestBody::HeaderBundle {
+                headers, parents, ..
+            } => headers.len() + signers(parents),
+            RequestBody::CertBundle {
+                certificates,
+                parents,
+                ..
+            } => signers(certificates) + signers(parents),
+            RequestBody::Sync { certificates, .. } => signers(certificates),
+            _ => 0,
+        }
+    }
+
     /// Verifies a request. An error refuses the whole request.
     pub fn verify(&self, request: Request) -> Result<Verified<CheckedRequest>, CoreError> {
         self.verify_with(request, &Verdicts::new())

@@ -27,6 +27,7 @@ pub use follow::{
 
 use crate::config::{server_name, Testbed};
 use crate::limits::NetLimits;
+use crate::message::{read_message, ReadError};
 use crate::tls::{client_config, TlsError, CONNECT_TIMEOUT};
 use crate::wan::Wan;
 
@@ -232,16 +233,13 @@ impl CoreClient {
             .await
             .map_err(|e| stream(&e))?;
         send.finish().map_err(|e| stream(&e))?;
-        let bytes = recv
-            .read_to_end(self.limits.max_response_bytes)
+        let bytes = read_message(&mut recv, self.limits.max_response_bytes)
             .await
             .map_err(|e| match e {
-                quinn::ReadToEndError::TooLong => {
-                    ClientError::TooLarge(self.limits.max_response_bytes)
-                }
-                other => stream(&other),
+                ReadError::TooLong(max) => ClientError::TooLarge(max),
+                ReadError::Stream(e) => stream(&e),
             })?;
-        Ok(Response::from_bytes(Bytes::from(bytes))?)
+        Ok(Response::from_bytes(bytes)?)
     }
 
     /// The live connection, connecting first if there is none.

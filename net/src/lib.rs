@@ -8,6 +8,7 @@
 //! - [`client`]: the typed async client used by drivers, load clients and the harness;
 //! - [`wan`]: WAN emulation (delay, jitter, loss, bandwidth, path MTU per destination region)
 //!   in a wrapper around quinn's UDP socket, configured by a TOML profile;
+//! - [`message`]: reading one message from a stream, bounded, copied at most once;
 //! - [`metrics`]: Prometheus metrics (prometheus-client) and their HTTP endpoint and scraper
 //!   (hyper).
 //!
@@ -17,6 +18,7 @@
 pub mod client;
 pub mod config;
 pub mod limits;
+pub mod message;
 pub mod metrics;
 pub mod server;
 pub mod tls;

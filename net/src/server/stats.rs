@@ -285,6 +285,8 @@ mod tests {
         "sleepyseal_core_requests_total counter Requests answered.",
         "sleepyseal_core_busy_replies_total counter Requests answered Busy by a full queue.",
         "sleepyseal_core_malformed_requests_total counter Requests that did not decode or were too large.",
+        "sleepyseal_core_payload_bytes_received_total counter Payload bytes in requests that came over the network (transactions, carried payloads).",
+        "sleepyseal_core_payload_bytes_sent_total counter Payload bytes in replies written to the network (own, fetched and committed payloads, transaction prefixes).",
         "sleepyseal_core_verify_seconds histogram Time to verify one batch of requests.",
         "sleepyseal_core_verify_batch_requests histogram Requests verified together in one batch.",
         "sleepyseal_core_store_commit_seconds histogram Write and fsync of one group commit.",
@@ -315,6 +317,7 @@ mod tests {
         stats.core_counters.lock().unwrap().transactions_requeued = 300;
         stats.verify_seconds.observe(0.003);
         stats.group_requests.observe(7.0);
+        stats.payload_bytes_sent.fetch_add(512, Ordering::Relaxed);
         let text = stats.exposition();
         assert_eq!(families(&text), FAMILIES, "{text}");
         // What the harness reads (bench: local.rs, chaos.rs; bench/tests/local.rs).
@@ -327,6 +330,9 @@ mod tests {
             ("sleepyseal_core_requeued_transactions_total", 300.0),
             ("sleepyseal_core_verify_seconds_count", 1.0),
             ("sleepyseal_core_group_commit_requests_sum", 7.0),
+            ("sleepyseal_core_payload_bytes_sent_total", 512.0),
+            ("sleepyseal_core_payload_bytes_received_total", 0.0),
+            ("sleepyseal_core_store_commit_seconds_count", 0.0),
         ] {
             assert_eq!(sample(&text, name), Some(value), "{name}");
         }
