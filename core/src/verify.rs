@@ -17,7 +17,7 @@ use crate::committee::Committee;
 use crate::crypto::{verify_batch, SignatureItem};
 use crate::error::{CoreError, Malformation};
 use crate::limits::MAX_PAYLOAD_BYTES;
-use crate::messages::{vote_message, Certificate, Header, SignedHeader};
+use crate::messages::{vote_message, Certificate, Header, SignedHeader, Vote};
 use crate::protocol::{Request, RequestBody};
 use crate::types::{Digest, Round};
 
@@ -52,12 +52,20 @@ pub struct CheckedRequest {
     pub rejected: Vec<(Digest, CoreError)>,
 }
 
-/// Digests of certificates whose signatures already verified, shared between verify threads and
-/// the core thread. Bounded: entries below the gc round are pruned, and past `capacity` the lowest
-/// rounds go first.
+/// A signature and what it signs: the key of a verdict.
+type SignatureKey = (crate::crypto::PublicKey, crate::crypto::Signature, [u8; 76]);
+
+/// Verdicts already reached, shared between verify threads and the core thread: digests of
+/// certificates whose signatures all verified, and single signatures that verified (a header's
+/// author signature checked in a `HeaderBundle` is its certificate's first signature later; a
+/// core's own vote is one of the signatures of the certificate it helped form). Only valid
+/// verdicts are kept, keyed by the whole (key, signature, message): under ZIP-215 rules a valid
+/// signature is valid for every verifier, so a lookup decides exactly as a check would. Bounded:
+/// entries below the gc round are pruned, and past `capacity` the lowest rounds go first.
 #[derive(Debug)]
 pub struct VerifiedCache {
     entries: RwLock<HashMap<Digest, Round>>,
+    signatures: RwLock<HashMap<SignatureKey, Round>>,
     capacity: usize,
 }
 
@@ -66,7 +74,25 @@ impl VerifiedCache {
     pub fn new(capacity: usize) -> VerifiedCache {
         VerifiedCache {
             entries: RwLock::new(HashMap::new()),
+            signatures: RwLock::new(HashMap::new()),
             capacity: capacity.max(1),
+        }
+    }
+    /// Whether this signature of this message verified before.
+    fn signature_valid(&self, key: &SignatureKey) -> bool {
+        self.signatures
+            .read()
+            .expect("cache lock poisoned")
+            .contains_key(key)
+    }
+    /// Records signatures that verified, each with the round of what it signs.
+    fn record_signatures(&self, valid: impl IntoIterator<Item = (SignatureKey, Round)>) {
+        let mut signatures = self.signatures.write().expect("cache lock poisoned");
+        for (key, round) in valid {
+            if signatures.len() >= self.capacity {
+                evict_lower_half(&mut signatures);
+            }
+            signatures.insert(key, round);
         }
     }
     /// Whether `digest` verified before.
@@ -80,16 +106,17 @@ impl VerifiedCache {
     pub fn insert(&self, digest: Digest, round: Round) {
         let mut entries = self.entries.write().expect("cache lock poisoned");
         if entries.len() >= self.capacity {
-            let mut rounds: Vec<Round> = entries.values().copied().collect();
-            rounds.sort_unstable();
-            let cutoff = rounds[rounds.len() / 2];
-            entries.retain(|_, r| *r > cutoff);
+            evict_lower_half(&mut entries);
         }
         entries.insert(digest, round);
     }
     /// Forgets everything below `round`.
     pub fn prune_below(&self, round: Round) {
         self.entries
+            .write()
+            .expect("cache lock poisoned")
+            .retain(|_, r| *r >= round);
+        self.signatures
             .write()
             .expect("cache lock poisoned")
             .retain(|_, r| *r >= round);
@@ -102,6 +129,14 @@ impl VerifiedCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Drops the entries of the lower half of the rounds held (a full cache).
+fn evict_lower_half<K>(entries: &mut HashMap<K, Round>) {
+    let mut rounds: Vec<Round> = entries.values().copied().collect();
+    rounds.sort_unstable();
+    let cutoff = rounds[rounds.len() / 2];
+    entries.retain(|_, r| *r > cutoff);
 }
 
 /// The cache key of a certificate: its digest *and* its signatures. Keying by the header digest
@@ -117,7 +152,7 @@ fn cache_key(c: &Certificate) -> Digest {
 }
 
 /// Signature verdicts decided ahead of time, by (key, signature, vote message).
-type Verdicts = HashMap<(crate::crypto::PublicKey, crate::crypto::Signature, [u8; 76]), bool>;
+type Verdicts = HashMap<SignatureKey, bool>;
 
 /// Settings of the verify stage.
 #[derive(Clone, Debug)]
@@ -219,8 +254,7 @@ impl Verifier {
         &self,
         requests: Vec<Request>,
     ) -> Vec<Result<Verified<CheckedRequest>, CoreError>> {
-        let mut messages: Vec<(crate::crypto::PublicKey, crate::crypto::Signature, [u8; 76])> =
-            Vec::new();
+        let mut messages: Vec<(SignatureKey, Round)> = Vec::new();
         for request in requests
             .iter()
             .filter(|r| r.instance == self.committee.instance())
@@ -236,9 +270,12 @@ impl Verifier {
                         h.header.round() == *round && self.check_header_shape(&h.header).is_ok()
                     }) {
                         messages.push((
-                            self.public_key(h.header.author()),
-                            h.signature,
-                            vote_message(&self.committee.instance(), &h.header.digest()),
+                            (
+                                self.public_key(h.header.author()),
+                                h.signature,
+                                vote_message(&self.committee.instance(), &h.header.digest()),
+                            ),
+                            h.header.round(),
                         ));
                     }
                     self.collect_certificate_items(parents, &mut messages);
@@ -259,17 +296,18 @@ impl Verifier {
         }
         let items: Vec<SignatureItem<'_>> = messages
             .iter()
-            .map(|(public_key, signature, message)| SignatureItem {
+            .map(|((public_key, signature, message), _)| SignatureItem {
                 public_key: *public_key,
                 message,
                 signature: *signature,
             })
             .collect();
+        let rounds: Vec<Round> = messages.iter().map(|(_, round)| *round).collect();
         let verdicts: Verdicts = self
-            .verify_items(&items, &Verdicts::new())
+            .verify_items(&items, &rounds, &Verdicts::new())
             .into_iter()
             .zip(&messages)
-            .map(|(ok, key)| (*key, ok))
+            .map(|(ok, (key, _))| (*key, ok))
             .collect();
         requests
             .into_iter()
@@ -281,7 +319,7 @@ impl Verifier {
     fn collect_certificate_items(
         &self,
         certificates: &[Certificate],
-        out: &mut Vec<(crate::crypto::PublicKey, crate::crypto::Signature, [u8; 76])>,
+        out: &mut Vec<(SignatureKey, Round)>,
     ) {
         for c in certificates {
             if !matches!(self.check_certificate_shape(c), Ok(false))
@@ -291,7 +329,7 @@ impl Verifier {
             }
             let message = vote_message(&self.committee.instance(), &c.digest());
             for (signer, signature) in c.signers.iter().zip(&c.signatures) {
-                out.push((self.public_key(*signer), *signature, message));
+                out.push(((self.public_key(*signer), *signature, message), c.round()));
             }
         }
     }
@@ -430,7 +468,8 @@ impl Verifier {
                 signature: h.signature,
             })
             .collect();
-        let verdicts = self.verify_items(&items, known);
+        let rounds: Vec<Round> = shaped.iter().map(|h| h.header.round()).collect();
+        let verdicts = self.verify_items(&items, &rounds, known);
         let mut valid = Vec::with_capacity(shaped.len());
         for (h, ok) in shaped.into_iter().zip(verdicts) {
             if ok {
@@ -486,7 +525,8 @@ impl Verifier {
                 signature: c.signatures[*i],
             })
             .collect();
-        let verdicts = self.verify_items(&items, known);
+        let rounds: Vec<Round> = pending.iter().map(|(c, _, _)| c.round()).collect();
+        let verdicts = self.verify_items(&items, &rounds, known);
         if let Some(((c, i, _), _)) = pending.iter().zip(&verdicts).find(|(_, ok)| !**ok) {
             return Err(CoreError::BadSignature {
                 digest: c.digest(),
@@ -539,26 +579,55 @@ impl Verifier {
             .public_key
     }
 
-    /// One verdict per item: from `known` where it was decided already, the rest in one batch.
-    fn verify_items(&self, items: &[SignatureItem<'_>], known: &Verdicts) -> Vec<bool> {
+    /// Records the votes this core cast on headers of `round`: they verify by construction, and
+    /// each is a signature of the certificates those headers become.
+    pub fn remember_own_votes(&self, votes: &[Vote], round: Round) {
+        let instance = self.committee.instance();
+        self.cache.record_signatures(votes.iter().map(|v| {
+            let message = vote_message(&instance, &v.header_digest);
+            ((self.public_key(v.voter), v.signature, message), round)
+        }));
+    }
+
+    /// One verdict per item (`rounds[i]`: the round of what item i signs): from `known` or the
+    /// cache where it was decided already, the rest in one batch, whose valid verdicts are cached.
+    fn verify_items(
+        &self,
+        items: &[SignatureItem<'_>],
+        rounds: &[Round],
+        known: &Verdicts,
+    ) -> Vec<bool> {
+        assert_eq!(items.len(), rounds.len(), "one round per signature");
+        let key = |i: &SignatureItem<'_>| -> Option<SignatureKey> {
+            Some((i.public_key, i.signature, i.message.try_into().ok()?))
+        };
         let mut verdicts: Vec<Option<bool>> = items
             .iter()
             .map(|i| {
-                let message: [u8; 76] = i.message.try_into().ok()?;
-                known.get(&(i.public_key, i.signature, message)).copied()
+                let key = key(i)?;
+                known
+                    .get(&key)
+                    .copied()
+                    .or_else(|| self.cache.signature_valid(&key).then_some(true))
             })
             .collect();
-        let unknown: Vec<SignatureItem<'_>> = items
-            .iter()
-            .zip(&verdicts)
-            .filter(|(_, v)| v.is_none())
-            .map(|(i, _)| *i)
+        let unknown: Vec<usize> = (0..items.len())
+            .filter(|i| verdicts[*i].is_none())
             .collect();
         if !unknown.is_empty() {
-            let mut fresh = (self.signature_check)(&unknown, self.config.batch_size).into_iter();
-            for v in verdicts.iter_mut().filter(|v| v.is_none()) {
-                *v = fresh.next();
+            let batch: Vec<SignatureItem<'_>> = unknown.iter().map(|i| items[*i]).collect();
+            let fresh = (self.signature_check)(&batch, self.config.batch_size);
+            assert_eq!(fresh.len(), batch.len(), "one verdict per signature");
+            for (i, ok) in unknown.iter().zip(&fresh) {
+                verdicts[*i] = Some(*ok);
             }
+            self.cache.record_signatures(
+                unknown
+                    .iter()
+                    .zip(&fresh)
+                    .filter(|(_, ok)| **ok)
+                    .filter_map(|(i, _)| Some((key(&items[*i])?, rounds[*i]))),
+            );
         }
         verdicts
             .into_iter()

@@ -165,7 +165,7 @@ impl CoreServer {
             store,
             options.group_commit_max,
             stats.clone(),
-            verifier.cache().clone(),
+            verifier.clone(),
             endpoint.clone(),
         );
         tokio::spawn(accept_loop(
@@ -469,14 +469,14 @@ fn spawn_core_thread(
     store: Box<dyn Store>,
     max_group: usize,
     stats: Arc<ServerStats>,
-    cache: Arc<sleepyseal_core::verify::VerifiedCache>,
+    verifier: Arc<Verifier>,
     endpoint: quinn::Endpoint,
 ) -> std::thread::JoinHandle<Result<(), ServerError>> {
     std::thread::Builder::new()
         .name("core".into())
         .spawn(move || {
             let run = std::panic::AssertUnwindSafe(|| {
-                core_loop(rx, core, store, max_group, &stats, &cache).map_err(ServerError::from)
+                core_loop(rx, core, store, max_group, &stats, &verifier).map_err(ServerError::from)
             });
             let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
                 let message = panic
@@ -503,7 +503,7 @@ fn core_loop(
     mut store: Box<dyn Store>,
     max_group: usize,
     stats: &ServerStats,
-    cache: &sleepyseal_core::verify::VerifiedCache,
+    verifier: &Verifier,
 ) -> Result<(), StoreError> {
     let mut pruned_at = core.gc_round();
     let mut parked = Parked::default();
@@ -517,11 +517,11 @@ fn core_loop(
             .into_iter()
             .filter_map(|job| parked.park_or_keep(job, committed))
             .collect();
-        group_commit(&mut core, store.as_mut(), jobs, now, stats)?;
+        group_commit(&mut core, store.as_mut(), jobs, now, stats, verifier)?;
         publish(stats, &core, committed, now);
         let gc = core.gc_round();
         if gc > pruned_at {
-            cache.prune_below(gc);
+            verifier.cache().prune_below(gc);
             pruned_at = gc;
         }
         // Entries committed by this group release the long polls waiting for them.
@@ -570,11 +570,21 @@ fn group_commit(
     jobs: Vec<CoreJob>,
     now: Millis,
     stats: &ServerStats,
+    verifier: &Verifier,
 ) -> Result<(), StoreError> {
     let mut batches = Vec::with_capacity(jobs.len());
     let mut replies = Vec::with_capacity(jobs.len());
     for job in jobs {
+        let bundle_round = match &job.request.request.body {
+            RequestBody::HeaderBundle { round, .. } => Some(*round),
+            _ => None,
+        };
         let (response, batch) = core.handle(now, job.request);
+        // This core's votes are signatures of the certificates their headers become: verified
+        // by construction, they need no check when those certificates come back.
+        if let (Some(round), Response::Votes { votes, .. }) = (bundle_round, &response) {
+            verifier.remember_own_votes(votes, round);
+        }
         if !batch.is_empty() {
             batches.push(batch);
         }
