@@ -32,6 +32,16 @@ const FIGURES: &[(&str, &str, Option<bool>)] = &[
     ("e2e latency p50 (ms)", "/e2e_latency_ms/p50", Some(false)),
     ("e2e latency p90 (ms)", "/e2e_latency_ms/p90", Some(false)),
     ("e2e latency p99 (ms)", "/e2e_latency_ms/p99", Some(false)),
+    (
+        "slowest 1%: queued (ms)",
+        "/latency_split/tail_queued_ms",
+        Some(false),
+    ),
+    (
+        "slowest 1%: consensus (ms)",
+        "/latency_split/tail_consensus_ms",
+        Some(false),
+    ),
     ("rounds per second", "/rounds_per_s", None),
     ("CPU per tx (µs)", "/cpu_us_per_tx", Some(false)),
     (

@@ -81,6 +81,18 @@ fn throughput_and_latency(t: &mut String, r: &Report) {
             l.mean, l.p50, l.p90, l.p99, l.max
         ),
     );
+    if let Some(s) = &r.latency_split {
+        line(
+            t,
+            "  where it went",
+            format!(
+                "{:.0}% queued before proposal; slowest 1%: {:.0} ms queued + {:.0} ms proposal → commit",
+                100.0 * s.queued_share,
+                s.tail_queued_ms,
+                s.tail_consensus_ms
+            ),
+        );
+    }
     line(t, "rounds per second", format!("{:.1}", r.rounds_per_s));
 }
 

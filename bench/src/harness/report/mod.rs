@@ -179,6 +179,10 @@ pub struct Report {
     pub offered_tps: f64,
     /// From the cores' metrics.
     pub cores: CoreTotals,
+    /// Where end-to-end latency went: before the transaction's header was created (queued) or
+    /// after (consensus), on the whole and among the slowest 1%.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_split: Option<crate::node::observe::split::TailSplit>,
     /// Acknowledged transactions that had not committed when the harness stopped waiting.
     pub not_committed: u64,
     /// Entries committed without the watched core returning their payload (not counted).
@@ -299,6 +303,7 @@ pub fn build(
         load,
         offered_tps,
         cores,
+        latency_split: o.split.tail(),
         not_committed,
         entries_without_payload: o.entries_without_payload,
         saturated: !saturation.is_empty(),
@@ -603,6 +608,10 @@ mod tests {
             "{:?}",
             r.e2e_latency_ms
         );
+        // The slowest sample (1.5 s) waited 1.4 s for its header, created at 112.9 s.
+        let split = r.latency_split.as_ref().expect("samples");
+        assert!((split.tail_queued_ms - 1_400.0).abs() < 1e-6, "{split:?}");
+        assert!((split.tail_consensus_ms - 100.0).abs() < 1e-6, "{split:?}");
         // Rounds 10 → 30 in 8 s.
         assert!((r.rounds_per_s - 2.5).abs() < 1e-9, "{}", r.rounds_per_s);
         // 0.4 CPU s over 4 committed transactions.

@@ -7,6 +7,7 @@
 //! clients had acknowledged has committed, or at `--stop-at-us`, and writes what it saw as JSON.
 
 pub mod observed;
+pub mod split;
 pub mod watcher;
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use sleepyseal_core::protocol::CommittedEntry;
 
+use super::split::LatencySplit;
+
 /// Highest latency recorded (µs): one hour.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 
@@ -70,6 +72,9 @@ pub struct Observed {
     /// Send → commit (µs) of transactions sent inside the window.
     #[serde(with = "pairs")]
     pub e2e_latency: Histogram<u64>,
+    /// The same samples split at their header's creation (queued, then consensus).
+    #[serde(default)]
+    pub split: LatencySplit,
     /// Highest committed round at the first and the last commit inside the window.
     pub rounds_in_window: Option<(u64, u64)>,
     /// Highest committed round so far.
@@ -110,6 +115,7 @@ impl Observed {
             window_bytes: 0,
             consensus_latency: latency_histogram(),
             e2e_latency: latency_histogram(),
+            split: LatencySplit::default(),
             rounds_in_window: None,
             top_round: 0,
             load_committed: 0,
@@ -135,6 +141,7 @@ impl Observed {
     /// the same committed sequence).
     pub fn merge_load(&mut self, other: &Observed) {
         let _ = self.e2e_latency.add(&other.e2e_latency);
+        self.split.merge(&other.split);
         self.load_committed += other.load_committed;
         if self.seconds.len() < other.seconds.len() {
             self.seconds.resize_with(other.seconds.len(), || Second {
@@ -209,6 +216,8 @@ impl Observed {
             let _ = s.latency.record(latency);
             if self.in_window(sent_us) {
                 let _ = self.e2e_latency.record(latency);
+                self.split
+                    .record(sent_us, entry.created_at_ms.saturating_mul(1_000), now);
             }
         }
     }
