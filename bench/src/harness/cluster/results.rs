@@ -111,7 +111,8 @@ fn read_process(dir: &Path, name: &str, kind: Kind, argv: &[String], r: &mut Hos
                 r.core_metrics.push(text);
             }
         }
-        Kind::Driver => {}
+        // A cluster's harness runs on the controller, not on a host.
+        Kind::Driver | Kind::Harness => {}
     }
 }
 

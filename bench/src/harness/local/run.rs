@@ -22,6 +22,7 @@ use crate::harness::testbed::{self, wait_ready, Kind, Proc, Spec, Testbed};
 use crate::node::observe::Observed;
 use crate::node::observe::Watcher;
 use crate::node::procstat::ProcStats;
+use crate::node::usage::{cpu_seconds, peak_rss_kib};
 use crate::node::transaction::unix_micros;
 
 /// Runs the benchmark once at `rate` with its files in `dir`, and computes the report.
@@ -171,6 +172,12 @@ impl Processes {
                 Some((_, total)) => total.add(&stats),
                 None => detail.push((p.kind, stats)),
             }
+        }
+        // The harness itself (this process), reported beside the system.
+        let me = std::process::id();
+        if let (Some(seconds), Some(stats)) = (cpu_seconds(me), ProcStats::read(me)) {
+            cpu.push((Kind::Harness, seconds));
+            detail.push((Kind::Harness, stats));
         }
         Edge {
             cpu,
@@ -428,11 +435,13 @@ impl<'a> Run<'a> {
     /// Stops every process and the clients, deletes the testbed unless kept; returns each
     /// process's peak RSS (KiB).
     fn stop(&mut self) -> Vec<(Kind, u64)> {
-        let peak_rss: Vec<(Kind, u64)> = self
+        let mut peak_rss: Vec<(Kind, u64)> = self
             .procs
             .all()
             .map(|p| (p.kind, p.peak_rss_kib().unwrap_or(0)))
             .collect();
+        let harness = peak_rss_kib(std::process::id()).unwrap_or(0);
+        peak_rss.push((Kind::Harness, harness));
         self.procs.stop_all();
         self.rt.block_on(self.clients.close());
         self.bed.remove(self.args.keep_testbed);

@@ -320,7 +320,13 @@ pub fn build(
 pub fn usage(samples: &ProcessSamples, window_s: f64) -> (Vec<KindUsage>, f64) {
     let mut usage = Vec::new();
     let mut system_cpu = 0.0;
-    for kind in [Kind::Core, Kind::Driver, Kind::Load, Kind::Observer] {
+    for kind in [
+        Kind::Core,
+        Kind::Driver,
+        Kind::Load,
+        Kind::Observer,
+        Kind::Harness,
+    ] {
         let at = |v: &[(Kind, f64)]| v.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c);
         let (Some(end), start) = (at(&samples.cpu_end), at(&samples.cpu_start).unwrap_or(0.0))
         else {

@@ -22,6 +22,9 @@ pub enum Kind {
     Load,
     /// An observer of a cluster run's load host.
     Observer,
+    /// The harness of a `local` run itself (it follows the commit stream): reported beside the
+    /// system, never counted in its CPU per transaction.
+    Harness,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
             Kind::Driver => "driver",
             Kind::Load => "load",
             Kind::Observer => "observer",
+            Kind::Harness => "harness",
         }
     }
 }
