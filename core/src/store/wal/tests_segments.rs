@@ -22,6 +22,9 @@ fn small_segments(segment_bytes: u64) -> WalOptions {
     }
 }
 
+/// A change to a store's files on disk, standing for what a crash or a failing disk leaves.
+type Damage = fn(&TestDir) -> std::io::Result<()>;
+
 fn overwrite(path: &Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = OpenOptions::new().write(true).open(path)?;
     f.seek(SeekFrom::Start(offset))?;
@@ -77,7 +80,7 @@ fn data_values_round_trip_and_load_as_the_memory_store_does() -> TestResult {
 /// The last group wrote its log record but not (all of) its segment bytes: it is dropped.
 #[test]
 fn a_torn_segment_write_drops_the_last_group() -> TestResult {
-    let damages: [(&str, fn(&TestDir) -> std::io::Result<()>); 4] = [
+    let damages: [(&str, Damage); 4] = [
         ("zeros", |d| overwrite(&d.segment(1), 2000, &[0; 100])),
         ("flipped byte", |d| overwrite(&d.segment(1), 3999, &[0x55])),
         ("cut short", |d| cut(&d.segment(1), 2500)),
@@ -121,7 +124,7 @@ fn a_torn_segment_write_drops_the_last_group() -> TestResult {
 /// touched.
 #[test]
 fn damaged_segment_bytes_before_the_last_group_are_corrupt() -> TestResult {
-    let damages: [(&str, fn(&TestDir) -> std::io::Result<()>, DataDamage); 3] = [
+    let damages: [(&str, Damage, DataDamage); 3] = [
         (
             "checksum",
             |d| overwrite(&d.segment(1), 10, &[0xff]),
