@@ -186,7 +186,11 @@ impl Store for LoggedStore {
 
 impl Drop for LoggedStore {
     fn drop(&mut self) {
-        tracing::info!("store closed: {:?}, {:?}", self.0.stats(), self.0.wal_stats());
+        tracing::info!(
+            "store closed: {:?}, {:?}",
+            self.0.stats(),
+            self.0.wal_stats()
+        );
     }
 }
 
