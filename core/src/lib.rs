@@ -14,8 +14,8 @@
 //! | [`messages`], [`protocol`], [`error`] | headers, votes, certificates, payloads; requests, replies, typed errors |
 //! | [`verify`] | the verify stage and [`Verified`], which only it can build |
 //! | [`dag`], [`tusk`] | the certificate DAG; the commit rule as a pure function |
-//! | [`mempool`] | bounded transaction queue with back-pressure |
-//! | [`store`] | the [`Store`] trait, an in-memory store and the durable write-ahead log |
+//! | [`mempool`] | bounded transaction queue with back-pressure, kept as stored entries an own payload slices |
+//! | [`store`] | the [`Store`] trait, an in-memory store and the durable store (a metadata log beside payload segments, each payload written once) |
 //! | [`machine`] | the [`Core`] state machine |
 //!
 //! ## Contract

@@ -15,8 +15,9 @@ use sleepyseal_core::machine::{
     DEFAULT_MEMPOOL_TRANSACTIONS, DEFAULT_STRAGGLER_WAIT_MS, DEFAULT_VOTE_TIMEOUT_MS,
 };
 use sleepyseal_core::store::wal::WalStore;
+use sleepyseal_core::store::{StoreError, StoreStats};
 use sleepyseal_core::verify::VerifierConfig;
-use sleepyseal_core::{Core, CoreConfig, KeyPair, Store, Verifier};
+use sleepyseal_core::{Core, CoreConfig, KeyPair, Store, Verifier, WriteBatch};
 use sleepyseal_net::server::{ServerOptions, ServerStats};
 use sleepyseal_net::{CoreServer, NetLimits, Testbed};
 
@@ -161,11 +162,36 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
     let lifetime = args.lifetime.clone();
     lifetime.recorded(|| {
         runtime("core")?.block_on(async move {
-            let server =
-                CoreServer::start(address, quic, core, Box::new(store), verifier, options)?;
+            let store = Box::new(LoggedStore(store));
+            let server = CoreServer::start(address, quic, core, store, verifier, options)?;
             serve(server, &args).await
         })
     })
+}
+
+/// The core's store, which logs what it wrote once, when the core thread closes it.
+struct LoggedStore(WalStore);
+
+impl Store for LoggedStore {
+    fn commit(&mut self, batches: &[WriteBatch]) -> Result<(), StoreError> {
+        self.0.commit(batches)
+    }
+    fn load(&mut self) -> Result<Vec<(Vec<u8>, bytes::Bytes)>, StoreError> {
+        self.0.load()
+    }
+    fn stats(&self) -> StoreStats {
+        self.0.stats()
+    }
+}
+
+impl Drop for LoggedStore {
+    fn drop(&mut self) {
+        tracing::info!(
+            "store closed: {:?}, {:?}",
+            self.0.stats(),
+            self.0.wal_stats()
+        );
+    }
 }
 
 /// Opens the store and rebuilds the core from it.

@@ -2,7 +2,7 @@
 
 use super::{Core, OwnHeader, Tx};
 use crate::codec::Encode;
-use crate::messages::{vote_message, Header, ParentRef, Payload, SignedHeader};
+use crate::messages::{vote_message, Header, ParentRef, SignedHeader};
 use crate::protocol::Status;
 use crate::store::keys;
 use crate::types::{Millis, Round, Stake};
@@ -129,11 +129,7 @@ impl Core {
                 digest: c.digest(),
             })
             .collect();
-        let batch = self.mempool.take_batch(self.config.batch_size_bytes);
-        let payload = Payload::from_transactions(batch.iter().map(|t| &t.bytes[..]));
-        for t in &batch {
-            tx.batch.delete(keys::transaction(t.sequence));
-        }
+        let payload = self.take_own_payload(round, tx);
         let header = Header::new(
             self.committee.instance(),
             round,
@@ -146,7 +142,6 @@ impl Core {
             .key
             .sign(&vote_message(&self.committee.instance(), &header.digest()));
         let signed = SignedHeader { header, signature };
-        self.store_payload(&payload, round, tx);
         self.counters.headers_built += 1;
         self.counters.payload_bytes_proposed += payload.len() as u64;
         tx.batch.put(keys::own(round), signed.to_bytes());

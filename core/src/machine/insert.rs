@@ -3,9 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use super::{Core, OwnHeader, StoredPayload, Tx};
+use super::{Core, OwnHeader, Tx};
 use crate::codec::Encode;
 use crate::dag::{InsertError, Inserted};
 use crate::error::CoreError;
@@ -104,31 +102,11 @@ impl Core {
         }
     }
 
-    /// Stores a payload (idempotent), raising its retention round.
+    /// Stores a payload carried by a request (idempotent), raising its retention round. Its
+    /// bytes are written from the received buffer.
     pub(super) fn store_payload(&mut self, payload: &Payload, round: Round, tx: &mut Tx) {
-        let digest = payload.digest();
-        if payload.is_empty() {
-            return; // held by every core without storing
-        }
-        if let Some(stored) = self.payloads.get_mut(&digest) {
-            if stored.round >= round {
-                return;
-            }
-            stored.round = round;
-        } else {
-            self.payloads.insert(
-                digest,
-                StoredPayload {
-                    payload: payload.clone(),
-                    round,
-                },
-            );
-        }
-        self.missing_payloads.remove(&digest);
-        let mut value = Vec::with_capacity(8 + payload.len());
-        value.extend_from_slice(&round.0.to_le_bytes());
-        value.extend_from_slice(payload.bytes());
-        tx.batch.put(keys::payload(&digest), Bytes::from(value));
+        let bytes = payload.bytes().clone();
+        self.keep_payload(payload, round, tx, |key, b| b.put_data(key, vec![bytes]));
     }
 
     /// Runs the commit rule and applies its result: entries, state, own headers, gc.
@@ -260,8 +238,7 @@ impl Core {
                         .get(&digest)
                         .is_some_and(|p| p.round < keep_from)
                 {
-                    self.payloads.remove(&digest);
-                    tx.batch.delete(keys::payload(&digest));
+                    self.forget_payload(&digest, tx);
                 }
             }
         }
@@ -289,8 +266,7 @@ impl Core {
             .collect();
         expired.sort_unstable(); // deterministic write order
         for digest in expired {
-            self.payloads.remove(&digest);
-            tx.batch.delete(keys::payload(&digest));
+            self.forget_payload(&digest, tx);
         }
         // Worth asking for: payloads of certificates still in the DAG, and of retained committed
         // entries (clients read their transactions).
@@ -326,16 +302,9 @@ impl Core {
                 continue;
             }
             let digest = own.signed.header.payload().digest;
-            let stored = self
-                .stored_payload(&digest)
-                .expect("an own header's payload is kept while the header is");
-            let transactions = stored.transactions().unwrap_or_default();
+            let requeued = self.requeue_payload(digest, tx);
             self.counters.own_headers_orphaned += 1;
-            self.counters.transactions_requeued += transactions.len() as u64;
-            for t in transactions {
-                let sequence = self.mempool.push(t.clone());
-                tx.batch.put(keys::transaction(sequence), t);
-            }
+            self.counters.transactions_requeued += requeued as u64;
         }
     }
 }

@@ -5,8 +5,8 @@
 //! never does I/O and never reads a clock; `now` only feeds the liveness timers of §4.5.
 //!
 //! Layout: [`vote`] (header bundles, the vote rule), [`insert`] (certificates, commit, gc),
-//! [`advance`] (readiness, own headers), [`read`] (fetch, submit, committed reads, summary),
-//! [`recover`] (rebuilding from the store).
+//! [`advance`] (readiness, own headers), [`pending`] (the durable mempool and own payloads made of
+//! it), [`read`] (fetch, committed reads, summary), [`recover`] (rebuilding from the store).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use crate::verify::{CheckedRequest, Verified};
 
 mod advance;
 mod insert;
+mod pending;
 mod read;
 mod recover;
 mod vote;

@@ -1,10 +1,8 @@
-//! Read-only requests (`Fetch`, `ReadCommitted`), client submissions, and the `Summary`.
+//! Read-only requests (`Fetch`, `ReadCommitted`, `FetchPayloads`) and the `Summary`.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use super::{Core, Tx};
+use super::Core;
 use crate::error::CoreError;
 use crate::limits::{
     MAX_CERTS_PER_REQUEST, MAX_COMMITTED_PER_READ, MAX_DIGESTS_PER_MESSAGE, MAX_MESSAGE_BYTES,
@@ -13,7 +11,6 @@ use crate::messages::{Certificate, Payload};
 use crate::protocol::{
     CertRef, CommittedEntry, CommittedView, PayloadPrefixes, Response, Status, Summary,
 };
-use crate::store::keys;
 use crate::types::{Digest, Round};
 
 /// Payload bytes one reply may carry: half the message limit leaves room for everything else.
@@ -79,19 +76,6 @@ impl Core {
             out.push(stored.payload.clone());
         }
         out
-    }
-
-    /// Queues transactions durably, or refuses them all with `Busy`.
-    pub(super) fn on_submit(&mut self, transactions: Vec<Bytes>, tx: &mut Tx) -> Response {
-        if !self.mempool.has_room_for(&transactions) {
-            return Response::Error(CoreError::Busy);
-        }
-        let accepted = u32::try_from(transactions.len()).expect("bounded by the decoder");
-        for t in transactions {
-            let sequence = self.mempool.push(t.clone());
-            tx.batch.put(keys::transaction(sequence), t);
-        }
-        Response::Submitted { accepted }
     }
 
     /// Committed entries from `from_index`, with what `view` asks for.

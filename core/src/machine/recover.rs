@@ -13,12 +13,12 @@ use crate::committee::{Committee, LeaderSchedule};
 use crate::crypto::KeyPair;
 use crate::dag::Dag;
 use crate::limits::MAX_COMMITTEE_SIZE;
-use crate::mempool::{Mempool, QueuedTransaction};
+use crate::mempool::Mempool;
 use crate::messages::{Certificate, Payload, SignedHeader};
 use crate::protocol::CommittedEntry;
 use crate::store::keys::{self, Table};
 use crate::tusk::ConsensusState;
-use crate::types::Round;
+use crate::types::{Digest, Round};
 
 /// Why a core could not be built from its store.
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +67,18 @@ struct Tables {
     last_voted: Vec<SignedHeader>,
     own: Vec<SignedHeader>,
     certificates: Vec<Certificate>,
-    payloads: Vec<(Payload, Round)>,
+    /// Payload bytes by the digest in their key.
+    payloads: Vec<(Digest, Bytes)>,
+    payload_rounds: HashMap<Digest, Round>,
     consensus: Option<ConsensusState>,
     committed: Vec<CommittedEntry>,
-    transactions: Vec<QueuedTransaction>,
+    /// Mempool entries in entry order.
+    pending: Vec<(u64, Bytes)>,
+}
+
+/// The digest of a payload or payload round key.
+fn key_digest(key: &[u8]) -> Result<Digest, RecoverError> {
+    keys::digest_field(key).ok_or_else(|| RecoverError::Inconsistent("short payload key".into()))
 }
 
 fn decoded<T>(table: Table, result: Result<T, DecodeError>) -> Result<T, RecoverError> {
@@ -91,20 +99,24 @@ impl Tables {
                 Table::Certificate => t
                     .certificates
                     .push(decoded(table, Certificate::from_bytes(value))?),
-                Table::Payload => {
-                    let mut r = Reader::new(value.clone());
-                    let round = decoded(table, r.round())?;
-                    t.payloads.push((Payload::new(value.slice(8..)), round));
+                Table::Payload => t.payloads.push((key_digest(&key)?, value)),
+                Table::PayloadRound => {
+                    let mut r = Reader::new(value);
+                    let round = decoded(
+                        table,
+                        r.round().and_then(|round| r.finish().map(|()| round)),
+                    )?;
+                    t.payload_rounds.insert(key_digest(&key)?, round);
                 }
                 Table::Consensus => t.consensus = Some(decoded(table, decode_consensus(value))?),
                 Table::Committed => t
                     .committed
                     .push(decoded(table, CommittedEntry::from_bytes(value))?),
-                Table::Transaction => t.transactions.push(QueuedTransaction {
-                    sequence: keys::u64_field(&key)
-                        .ok_or_else(|| RecoverError::Inconsistent("short tx key".into()))?,
-                    bytes: value,
-                }),
+                Table::Pending => t.pending.push((
+                    keys::u64_field(&key)
+                        .ok_or_else(|| RecoverError::Inconsistent("short entry key".into()))?,
+                    value,
+                )),
             }
         }
         Ok(t)
@@ -172,11 +184,8 @@ impl Core {
         Ok(core)
     }
 
-    fn restore(&mut self, t: Tables) -> Result<(), RecoverError> {
-        for (payload, round) in t.payloads {
-            let stored = StoredPayload { payload, round };
-            self.payloads.insert(stored.payload.digest(), stored);
-        }
+    fn restore(&mut self, mut t: Tables) -> Result<(), RecoverError> {
+        self.restore_payloads(std::mem::take(&mut t.payloads), &mut t.payload_rounds)?;
         let gc_round = self.gc_round();
         self.dag.prune_below(gc_round);
         // Keys sort by (round, author): parents come before children.
@@ -221,10 +230,43 @@ impl Core {
             ));
         }
         self.restore_own(t.own)?;
-        for tx in t.transactions {
-            self.mempool.restore(tx);
+        for (entry, value) in t.pending {
+            self.mempool
+                .restore_entry(entry, value)
+                .map_err(|error| RecoverError::Decode {
+                    table: Table::Pending,
+                    error,
+                })?;
         }
         Ok(())
+    }
+
+    /// Payloads with their rounds; each must hash to the digest it is stored under.
+    fn restore_payloads(
+        &mut self,
+        payloads: Vec<(Digest, Bytes)>,
+        rounds: &mut HashMap<Digest, Round>,
+    ) -> Result<(), RecoverError> {
+        for (digest, bytes) in payloads {
+            let payload = Payload::new(bytes);
+            if payload.digest() != digest {
+                return Err(RecoverError::Inconsistent(format!(
+                    "payload stored as {digest:?} hashes to {:?}",
+                    payload.digest()
+                )));
+            }
+            let round = rounds.remove(&digest).ok_or_else(|| {
+                RecoverError::Inconsistent(format!("payload {digest:?} without its round"))
+            })?;
+            self.payloads
+                .insert(digest, StoredPayload { payload, round });
+        }
+        match rounds.keys().next() {
+            Some(digest) => Err(RecoverError::Inconsistent(format!(
+                "round of payload {digest:?}, which is not stored"
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn restore_own(&mut self, own: Vec<SignedHeader>) -> Result<(), RecoverError> {

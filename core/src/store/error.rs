@@ -39,6 +39,26 @@ pub enum StoreError {
     /// A commit exceeds the store's size limits; nothing was written.
     #[error("store write too large: {0}")]
     TooLarge(#[from] TooLarge),
+    /// A [`super::WriteOp::PutSlices`] names a range that is not in a data value; nothing was
+    /// written (the core never asks for one: a bug in the caller).
+    #[error("store write refused: {0}")]
+    BadSlice(#[from] SliceError),
+    /// The directory holds a store in a layout this build does not read.
+    #[error(
+        "store {dir} was written in log format version {found} (payloads inside wal.log); this \
+         build reads version {expected} (payloads in segment files) and does not convert it. \
+         Keep running the build that wrote it, or start this one on a fresh genesis with an \
+         empty store directory (move {dir} away). Never empty the store of a validator of a \
+         running committee: it would forget the votes it signed."
+    )]
+    OldLayout {
+        /// The store's directory.
+        dir: PathBuf,
+        /// The version found in `wal.log`.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
     /// An earlier write, sync or compaction failed, so the files' state is unknown: the store
     /// refuses every call from then on.
     #[error("store stopped after an earlier write, sync or compaction failure")]
@@ -96,6 +116,36 @@ pub enum Corruption {
         /// Byte offset of the intact record that follows.
         next: u64,
     },
+    /// A live value's bytes in a segment file are missing or damaged, and the record that wrote
+    /// them is not the last one of the log (a torn last write is dropped, not reported).
+    #[error("{path}: {len} bytes at offset {offset}, referenced by a live value, are {damage}")]
+    SegmentData {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte offset of the damaged extent in the segment.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// What is wrong with it.
+        damage: DataDamage,
+    },
+}
+
+/// What is wrong with an extent of a segment file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DataDamage {
+    /// The segment file does not exist.
+    #[error("missing (no segment file)")]
+    MissingFile,
+    /// The segment file ends before the extent does.
+    #[error("cut short (the file ends at {file_len})")]
+    CutShort {
+        /// The file's length.
+        file_len: u64,
+    },
+    /// The bytes do not match the checksum the log holds.
+    #[error("not matching their checksum")]
+    Checksum,
 }
 
 /// Why one log record fails its checks. At the end of the log this is a torn tail; followed by an
@@ -139,6 +189,16 @@ pub enum RecordDamage {
         /// The tag found.
         tag: u8,
     },
+    /// A piece of a data value lies outside the extent it references, or an extent is empty.
+    #[error("piece {start}+{len} outside its extent of {extent_len} bytes")]
+    PieceRange {
+        /// Where the piece starts in its extent.
+        start: u64,
+        /// Its length.
+        len: u64,
+        /// The extent's length.
+        extent_len: u64,
+    },
     /// Bytes left in the body after its declared ops.
     #[error("{count} trailing bytes")]
     TrailingBytes {
@@ -158,6 +218,14 @@ pub enum TooLarge {
         /// The longest key allowed.
         limit: usize,
     },
+    /// A data value longer than the limit.
+    #[error("data value of {len} bytes (limit {limit})")]
+    Value {
+        /// The value's length (saturating).
+        len: usize,
+        /// The longest data value allowed.
+        limit: usize,
+    },
     /// The commit's encoding is larger than one record may be.
     #[error("commit of {body_len} encoded bytes (limit {limit})")]
     Commit {
@@ -165,6 +233,52 @@ pub enum TooLarge {
         body_len: usize,
         /// The largest record body allowed.
         limit: usize,
+    },
+}
+
+/// A [`super::WriteOp::PutSlices`] range that does not resolve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("slice {start}+{len} of {source_key:02x?} for {key:02x?}: {problem}")]
+pub struct SliceError {
+    /// The key being written.
+    pub key: Vec<u8>,
+    /// The key sliced.
+    pub source_key: Vec<u8>,
+    /// Where the range starts.
+    pub start: u64,
+    /// Its length.
+    pub len: u64,
+    /// What is wrong.
+    pub problem: SliceProblem,
+}
+
+impl SliceError {
+    /// The error for `slice` of the op writing `key`.
+    pub(crate) fn new(key: &[u8], slice: &super::Slice, problem: SliceProblem) -> SliceError {
+        SliceError {
+            key: key.to_vec(),
+            source_key: slice.source.clone(),
+            start: slice.start as u64,
+            len: slice.len as u64,
+            problem,
+        }
+    }
+}
+
+/// Why a slice does not resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SliceProblem {
+    /// No value has the source key.
+    #[error("no such key")]
+    Missing,
+    /// The source is a metadata value (written by a put), not a data value.
+    #[error("not a data value")]
+    NotData,
+    /// The range runs past the source's end.
+    #[error("past the end of the source ({source_len} bytes)")]
+    OutOfRange {
+        /// The source's length.
+        source_len: u64,
     },
 }
 

@@ -13,14 +13,19 @@ pub enum Table {
     Own = 2,
     /// `(round, author)` → certificate.
     Certificate = 3,
-    /// payload digest → `round: u64 LE ‖ payload bytes` (round of the latest referencing header).
+    /// payload digest → the payload's bytes (a data value, written once).
     Payload = 4,
     /// The single consensus-state record.
     Consensus = 5,
     /// consensus index → committed entry.
     Committed = 6,
-    /// mempool sequence number → an acknowledged transaction not yet in an own header.
-    Transaction = 7,
+    /// mempool entry number → acknowledged transactions not yet in an own header, each prefixed
+    /// by its `u32` length (the layout of a payload): one `Submit`'s, or those of an own header
+    /// proposed again. A data value; an own payload slices it.
+    Pending = 7,
+    /// payload digest → `round: u64 LE`, the round of the latest header referencing the payload
+    /// (for pruning; raised without writing the payload again).
+    PayloadRound = 8,
 }
 
 impl Table {
@@ -33,7 +38,8 @@ impl Table {
             4 => Table::Payload,
             5 => Table::Consensus,
             6 => Table::Committed,
-            7 => Table::Transaction,
+            7 => Table::Pending,
+            8 => Table::PayloadRound,
             _ => return None,
         })
     }
@@ -67,6 +73,10 @@ pub fn certificate(round: Round, author: AuthorityIndex) -> Vec<u8> {
 pub fn payload(digest: &Digest) -> Vec<u8> {
     key(Table::Payload, &[&digest.0])
 }
+/// Key of a payload's round.
+pub fn payload_round(digest: &Digest) -> Vec<u8> {
+    key(Table::PayloadRound, &[&digest.0])
+}
 /// Key of the consensus state.
 pub fn consensus() -> Vec<u8> {
     key(Table::Consensus, &[])
@@ -75,13 +85,19 @@ pub fn consensus() -> Vec<u8> {
 pub fn committed(index: u64) -> Vec<u8> {
     key(Table::Committed, &[&index.to_be_bytes()])
 }
-/// Key of a mempool transaction.
-pub fn transaction(sequence: u64) -> Vec<u8> {
-    key(Table::Transaction, &[&sequence.to_be_bytes()])
+/// Key of a mempool entry.
+pub fn pending(entry: u64) -> Vec<u8> {
+    key(Table::Pending, &[&entry.to_be_bytes()])
 }
 
-/// Reads the big-endian `u64` after the tag (own, committed, transaction keys).
+/// Reads the big-endian `u64` after the tag (own, committed, pending keys).
 pub fn u64_field(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
+}
+
+/// Reads the digest after the tag (payload and payload round keys).
+pub fn digest_field(key: &[u8]) -> Option<Digest> {
+    let bytes: [u8; 32] = key.get(1..33)?.try_into().ok()?;
+    Some(Digest(bytes))
 }

@@ -1,7 +1,7 @@
 //! The core under test and what the checks remember about it: every request goes through
 //! decode, verify and handle as in the server, under the allocation bound; every reply is checked
 //! (it decodes, no double vote, no second own header for a round, progress only grows); a restart
-//! must recover the core that stopped.
+//! must recover the core that stopped, from its durable store reopened from disk.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,6 +17,7 @@ use sleepyseal_core::{
     AuthorityIndex, Core, CoreConfig, Digest, KeyPair, Millis, Request, Round, Store, Verifier,
 };
 
+use super::durable::Durable;
 use super::pool::pool;
 use super::{check_alloc, measure, ALLOC_SLACK, DECODE_ALLOC_FACTOR, HANDLE_ALLOC_BUDGET, ME};
 
@@ -24,8 +25,10 @@ use super::{check_alloc, measure, ALLOC_SLACK, DECODE_ALLOC_FACTOR, HANDLE_ALLOC
 pub(super) struct Harness {
     /// The core under test.
     pub(super) core: Core,
-    /// Its store (what a restart recovers from).
+    /// Its store in memory (the model).
     store: MemStore,
+    /// Its durable store (what a restart recovers from).
+    durable: Durable,
     /// The verifier in front of it, as in the server.
     verifier: Verifier,
     /// Its settings.
@@ -64,6 +67,7 @@ impl Harness {
         Harness {
             core,
             store,
+            durable: Durable::new(),
             verifier: Verifier::new(p.committee.clone(), VerifierConfig::default()),
             config,
             now: 1,
@@ -106,6 +110,7 @@ impl Harness {
             return;
         };
         self.headers_sent.extend(offered);
+        self.durable.commit(&batch);
         self.store.commit(&[batch]).expect("memory store commits");
         // What the driver gets: the reply decodes, to a value with the same encoding (an
         // error's free-text `what` travels as a generic label, so compare encodings).
@@ -208,16 +213,18 @@ impl Harness {
         );
     }
 
-    /// Stops the core and starts it again from its store: nothing it showed may change.
+    /// Stops the core and starts it again from its durable store, reopened from disk (and
+    /// loading what the memory store holds): nothing it showed may change.
     pub(super) fn restart(&mut self) {
         let p = pool();
         let before = visible_state(&self.core);
+        let entries = self.durable.reopen(&mut self.store);
         self.core = Core::recover(
             p.committee.clone(),
             default_schedule(&p.committee),
             KeyPair::deterministic(0, ME),
             self.config.clone(),
-            self.store.load().expect("memory store loads"),
+            entries,
         )
         .expect("a core recovers from its own store");
         let after = visible_state(&self.core);

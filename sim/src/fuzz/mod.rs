@@ -14,13 +14,17 @@
 //!   of encoded requests, time jumps and restarts from the store. After every request: no panic,
 //!   the reply re-decodes, no allocation above the request limit, the core never votes twice for
 //!   one (author, round) nor signs two own headers for one round, and its round, commit index and
-//!   committed sequence only grow. After a restart the recovered core equals the one that stopped.
+//!   committed sequence only grow. After a restart the recovered core equals the one that stopped;
+//!   it recovers from its durable store (`WalStore`: log, segments and all) reopened from disk,
+//!   which must load what the memory store fed the same writes holds.
 //!
 //! Layout: `alloc` (the counting allocator), `pool` (the pre-signed material), `harness` (the core
-//! under test and its checks), `steps` and `bundles` (the requests an input drives).
+//! under test and its checks), `durable` (its store on disk), `steps` and `bundles` (the requests
+//! an input drives).
 
 mod alloc;
 mod bundles;
+mod durable;
 mod harness;
 mod pool;
 mod steps;

@@ -22,8 +22,8 @@ use crate::harness::testbed::{self, wait_ready, Kind, Proc, Spec, Testbed};
 use crate::node::observe::Observed;
 use crate::node::observe::Watcher;
 use crate::node::procstat::ProcStats;
-use crate::node::usage::{cpu_seconds, peak_rss_kib};
 use crate::node::transaction::unix_micros;
+use crate::node::usage::{cpu_seconds, peak_rss_kib};
 
 /// Runs the benchmark once at `rate` with its files in `dir`, and computes the report.
 pub fn run_once(

@@ -1,6 +1,7 @@
-//! Compaction: rewriting the log as the live map, in the committing thread or on a background
-//! thread that hands over to the committing thread for the last records (see "Compaction" in the
-//! module documentation of [`super`]).
+//! Compaction: rewriting the log as the live map (metadata only: data values are written as the
+//! pieces they are made of, segments are never touched), in the committing thread or on a
+//! background thread that hands over to the committing thread for the last records (see
+//! "Compaction" in the module documentation of [`super`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -9,10 +10,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::files::sync_dir;
-use super::format::{file_header, RecordBuf, PUT_OVERHEAD};
+use super::format::{file_header, put_encoded_len, RecordBuf};
+use super::value::Value;
 use super::{WalStore, LOG_NAME, TMP_NAME};
 use crate::store::error::IoContext;
 use crate::store::StoreError;
@@ -29,9 +29,9 @@ pub const TAIL_CATCH_UP_BYTES: u64 = 1 << 20;
 pub(super) struct Background {
     /// Length of the old log whose records are complete and synced (the thread copies up to it).
     synced: Arc<AtomicU64>,
-    /// Returns the temporary file (snapshot and copied records) and the old-log offset copied up
-    /// to.
-    thread: std::thread::JoinHandle<Result<(File, u64), StoreError>>,
+    /// Returns the temporary file (snapshot and copied records), the old-log offset copied up
+    /// to, and the bytes written to the file.
+    thread: std::thread::JoinHandle<Result<(File, u64, u64), StoreError>>,
 }
 
 impl Background {
@@ -79,7 +79,7 @@ impl WalStore {
     }
 
     fn should_compact(&self) -> bool {
-        let log = self.stats.log_bytes;
+        let log = self.log_bytes;
         let ratio_limit = self
             .options
             .compact_ratio
@@ -90,16 +90,17 @@ impl WalStore {
     /// Rewrites the log as the live map, in the committing thread.
     fn compact(&mut self) -> Result<(), StoreError> {
         let tmp = self.dir.join(TMP_NAME);
-        write_snapshot(&tmp, &self.live.map)?;
-        self.stats.syncs += 1;
+        let written = write_snapshot(&tmp, &self.live.map)?;
+        self.io.compaction_bytes_written += written;
+        self.io.syncs += 1;
         self.install_compacted(&tmp)
     }
 
     /// Starts a background compaction of the log as it is now.
     fn start_background(&mut self) {
-        let synced = Arc::new(AtomicU64::new(self.stats.log_bytes));
+        let synced = Arc::new(AtomicU64::new(self.log_bytes));
         let snapshot = self.live.map.clone();
-        let from = self.stats.log_bytes;
+        let from = self.log_bytes;
         let (dir, shared) = (self.dir.clone(), synced.clone());
         let thread = std::thread::Builder::new()
             .name("wal-compact".into())
@@ -124,7 +125,7 @@ impl WalStore {
             return Ok(());
         };
         let tmp = self.dir.join(TMP_NAME);
-        let (mut out, copied) = match b.thread.join() {
+        let (mut out, copied, written) = match b.thread.join() {
             Ok(Ok(result)) => result,
             Ok(Err(_)) | Err(_) => {
                 self.stats.compaction_failures += 1;
@@ -132,9 +133,10 @@ impl WalStore {
                 return Ok(());
             }
         };
-        copy_range(&self.log, copied, self.stats.log_bytes, &mut out, &tmp)?;
+        copy_range(&self.log, copied, self.log_bytes, &mut out, &tmp)?;
         out.sync_all().at(&tmp)?;
-        self.stats.syncs += 1;
+        self.io.compaction_bytes_written += written + (self.log_bytes - copied);
+        self.io.syncs += 2; // the snapshot's sync on the thread, and this one
         self.install_compacted(&tmp)
     }
 
@@ -143,13 +145,13 @@ impl WalStore {
     fn install_compacted(&mut self, tmp: &Path) -> Result<(), StoreError> {
         fs::rename(tmp, &self.log).at(tmp)?;
         sync_dir(&self.dir)?;
-        self.stats.syncs += 1;
+        self.io.syncs += 1;
         self.file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&self.log)
             .at(&self.log)?;
-        self.stats.log_bytes = self.file.metadata().at(&self.log)?.len();
+        self.log_bytes = self.file.metadata().at(&self.log)?.len();
         self.stats.compactions += 1;
         Ok(())
     }
@@ -159,21 +161,22 @@ impl WalStore {
 /// old log's records from `from` on while more than [`TAIL_CATCH_UP_BYTES`] remain.
 fn compact_in_background(
     dir: &Path,
-    snapshot: &BTreeMap<Vec<u8>, Bytes>,
+    snapshot: &BTreeMap<Vec<u8>, Value>,
     from: u64,
     synced: &AtomicU64,
-) -> Result<(File, u64), StoreError> {
+) -> Result<(File, u64, u64), StoreError> {
     let tmp = dir.join(TMP_NAME);
-    write_snapshot(&tmp, snapshot)?;
+    let mut written = write_snapshot(&tmp, snapshot)?;
     let mut out = OpenOptions::new().append(true).open(&tmp).at(&tmp)?;
     let log = dir.join(LOG_NAME);
     let mut copied = from;
     loop {
         let end = synced.load(Ordering::Acquire);
         if end.saturating_sub(copied) < TAIL_CATCH_UP_BYTES {
-            return Ok((out, copied));
+            return Ok((out, copied, written));
         }
         copy_range(&log, copied, end, &mut out, &tmp)?;
+        written += end - copied;
         copied = end;
     }
 }
@@ -202,9 +205,9 @@ fn copy_range(
     Ok(())
 }
 
-/// Writes a fresh log holding `map` as puts to `path`, in records of at most
-/// [`COMPACT_CHUNK_BYTES`] of body, and syncs it.
-fn write_snapshot(path: &Path, map: &BTreeMap<Vec<u8>, Bytes>) -> Result<(), StoreError> {
+/// Writes a fresh log holding `map` to `path`, in records of at most [`COMPACT_CHUNK_BYTES`] of
+/// body, and syncs it; returns the bytes written.
+fn write_snapshot(path: &Path, map: &BTreeMap<Vec<u8>, Value>) -> Result<u64, StoreError> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -213,26 +216,33 @@ fn write_snapshot(path: &Path, map: &BTreeMap<Vec<u8>, Bytes>) -> Result<(), Sto
         .at(path)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&file_header()).at(path)?;
+    let mut written = file_header().len() as u64;
     let mut record = RecordBuf::with_body_capacity(0);
     for (key, value) in map {
-        let op_len = PUT_OVERHEAD + key.len() + value.len();
+        let op_len = put_encoded_len(key.len(), value);
         if !record.is_empty() && record.body_len() + op_len > COMPACT_CHUNK_BYTES {
-            out.write_all(&record.finish()).at(path)?;
+            let bytes = record.finish();
+            out.write_all(&bytes).at(path)?;
+            written += bytes.len() as u64;
             record = RecordBuf::with_body_capacity(0);
         }
-        record.push_put(key, value);
+        record.push_value(key, value);
     }
     if !record.is_empty() {
-        out.write_all(&record.finish()).at(path)?;
+        let bytes = record.finish();
+        out.write_all(&bytes).at(path)?;
+        written += bytes.len() as u64;
     }
     let file = out.into_inner().map_err(|e| e.into_error()).at(path)?;
     file.sync_all().at(path)?;
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use bytes::Bytes;
 
     use super::super::format::FILE_HEADER_LEN;
     use super::super::test_support::*;
@@ -260,7 +270,7 @@ mod tests {
             }
             s.commit(&[del("key7")])?;
             model.remove(b"key7".as_slice());
-            let stats = s.stats();
+            let stats = s.wal_stats();
             assert!(stats.compactions > 0, "{stats:?}");
             assert_eq!(stats.log_bytes, dir.log_len());
             let bound = options.compact_min_bytes.max(2 * s.live.compacted_len());
@@ -273,7 +283,7 @@ mod tests {
         let mut s = WalStore::open_with(dir.path(), options)?;
         let expected: Entries = model.into_iter().collect();
         assert_eq!(s.load()?, expected);
-        assert_eq!(s.stats().log_bytes, dir.log_len());
+        assert_eq!(s.wal_stats().log_bytes, dir.log_len());
         Ok(())
     }
 
@@ -303,7 +313,7 @@ mod tests {
             }
             if session < 2 {
                 s.finish_compaction()?;
-                let stats = s.stats();
+                let stats = s.wal_stats();
                 assert!(stats.compactions > 0, "{stats:?}");
                 assert_eq!(stats.compaction_failures, 0, "{stats:?}");
                 assert_eq!(stats.log_bytes, dir.log_len());
@@ -321,7 +331,7 @@ mod tests {
         let dir = TestDir::new("compact-empty");
         {
             let mut s = WalStore::open_with(dir.path(), tiny_compaction(64))?;
-            while s.stats().compactions == 0 {
+            while s.wal_stats().compactions == 0 {
                 s.commit(&[put("k", "a value long enough"), del("k")])?;
             }
             assert_eq!(dir.log_len(), FILE_HEADER_LEN as u64);

@@ -1,12 +1,14 @@
 //! The log's byte layout (see the module documentation of [`super`]): the file header, and
-//! records framed by a length and a CRC-32. Pure functions over buffers; reading and writing
-//! files is left to the callers.
+//! records framed by a length and a CRC-32 whose ops hold metadata values whole and data values
+//! as pieces of segment extents. Pure functions over buffers; reading and writing files is left
+//! to the callers.
 
 use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::store::{Corruption, RecordDamage, TooLarge, WriteBatch, WriteOp};
+use super::value::{Extent, Piece, Value};
+use crate::store::{Corruption, RecordDamage};
 
 /// Longest key accepted by [`super::WalStore`]'s commits and by replay, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -15,16 +17,50 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub const MAX_RECORD_BODY: usize = 1 << 30;
 
 pub(super) const MAGIC: [u8; 8] = *b"SSEALWAL";
-pub(super) const VERSION: u32 = 1;
+pub(super) const VERSION: u32 = 2;
+/// The version that kept payloads inside the log (refused with a message saying what to do).
+pub(super) const VERSION_INLINE_PAYLOADS: u32 = 1;
 pub(super) const FILE_HEADER_LEN: usize = 12;
 pub(super) const RECORD_HEADER_LEN: usize = 8;
 pub(super) const COUNT_LEN: usize = 4;
 const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
+/// A data value whose extents this record appended.
+const TAG_DATA: u8 = 3;
+/// A data value made of pieces of extents appended before.
+const TAG_SLICES: u8 = 4;
 /// Encoding overhead of a put beyond its key and value: tag, key length, value length.
 pub(super) const PUT_OVERHEAD: usize = 9;
 /// Encoding overhead of a delete beyond its key: tag, key length.
-const DELETE_OVERHEAD: usize = 5;
+pub(super) const DELETE_OVERHEAD: usize = 5;
+/// Encoding overhead of a data op beyond its key and pieces: tag, key length, piece count.
+pub(super) const DATA_OVERHEAD: usize = 9;
+/// Encoded size of one piece.
+pub(super) const PIECE_LEN: usize = 32;
+
+/// One decoded op of a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum LogOp {
+    /// A metadata value.
+    Put { key: Vec<u8>, value: Bytes },
+    /// A delete.
+    Delete { key: Vec<u8> },
+    /// A data value; `appended` if the record wrote its extents (the crash rule checks those).
+    Data {
+        key: Vec<u8>,
+        pieces: Vec<Piece>,
+        appended: bool,
+    },
+}
+
+/// Encoded size of the op that puts `value` under a key of `key_len` bytes (what compaction
+/// writes for a live entry).
+pub(super) fn put_encoded_len(key_len: usize, value: &Value) -> usize {
+    match value {
+        Value::Inline(bytes) => PUT_OVERHEAD + key_len + bytes.len(),
+        Value::Data(pieces) => DATA_OVERHEAD + key_len + PIECE_LEN * pieces.len(),
+    }
+}
 
 /// The file header: magic and version.
 pub(super) fn file_header() -> [u8; FILE_HEADER_LEN] {
@@ -104,8 +140,31 @@ impl RecordBuf {
         self.buf.extend_from_slice(value);
     }
 
-    fn push_delete(&mut self, key: &[u8]) {
+    pub(super) fn push_delete(&mut self, key: &[u8]) {
         self.push_key(TAG_DELETE, key);
+    }
+
+    /// A data value: `appended` if this record wrote the pieces' extents.
+    pub(super) fn push_data(&mut self, key: &[u8], pieces: &[Piece], appended: bool) {
+        self.push_key(if appended { TAG_DATA } else { TAG_SLICES }, key);
+        self.push_len(pieces.len());
+        for p in pieces {
+            let e = &p.extent;
+            self.buf.extend_from_slice(&e.segment.to_le_bytes());
+            self.buf.extend_from_slice(&e.offset.to_le_bytes());
+            self.buf.extend_from_slice(&e.len.to_le_bytes());
+            self.buf.extend_from_slice(&e.crc.to_le_bytes());
+            self.buf.extend_from_slice(&p.start.to_le_bytes());
+            self.buf.extend_from_slice(&p.len.to_le_bytes());
+        }
+    }
+
+    /// An entry of the live map, as compaction writes it (data values as slices).
+    pub(super) fn push_value(&mut self, key: &[u8], value: &Value) {
+        match value {
+            Value::Inline(bytes) => self.push_put(key, bytes),
+            Value::Data(pieces) => self.push_data(key, pieces, false),
+        }
     }
 
     fn push_key(&mut self, tag: u8, key: &[u8]) {
@@ -134,59 +193,8 @@ impl RecordBuf {
     }
 }
 
-/// Encodes all ops of `batches` as one record, or `None` if there are no ops.
-pub(super) fn encode_commit(batches: &[WriteBatch]) -> Result<Option<Vec<u8>>, TooLarge> {
-    let Some(body_len) = commit_body_len(batches)? else {
-        return Ok(None);
-    };
-    let mut record = RecordBuf::with_body_capacity(body_len);
-    for op in batches.iter().flat_map(|b| &b.ops) {
-        match op {
-            WriteOp::Put { key, value } => record.push_put(key, value),
-            WriteOp::Delete { key } => record.push_delete(key),
-        }
-    }
-    assert_eq!(
-        record.body_len(),
-        body_len,
-        "size computation matches encoding"
-    );
-    Ok(Some(record.finish()))
-}
-
-/// The encoded body length of `batches` checked against the limits, or `None` if there are no
-/// ops. Runs before anything is allocated, so an oversized commit costs nothing.
-fn commit_body_len(batches: &[WriteBatch]) -> Result<Option<usize>, TooLarge> {
-    let mut body_len = COUNT_LEN;
-    let mut ops = 0usize;
-    for op in batches.iter().flat_map(|b| &b.ops) {
-        let (key, extra) = match op {
-            WriteOp::Put { key, value } => (key, PUT_OVERHEAD.saturating_add(value.len())),
-            WriteOp::Delete { key } => (key, DELETE_OVERHEAD),
-        };
-        if key.len() > MAX_KEY_LEN {
-            return Err(TooLarge::Key {
-                len: key.len(),
-                limit: MAX_KEY_LEN,
-            });
-        }
-        body_len = body_len.saturating_add(key.len()).saturating_add(extra);
-        ops += 1;
-    }
-    if ops == 0 {
-        return Ok(None);
-    }
-    if body_len > MAX_RECORD_BODY {
-        return Err(TooLarge::Commit {
-            body_len,
-            limit: MAX_RECORD_BODY,
-        });
-    }
-    Ok(Some(body_len))
-}
-
 /// Checks a record body against its header's checksum and decodes it into its ops.
-pub(super) fn check_body(body: &[u8], crc: u32) -> Result<Vec<WriteOp>, RecordDamage> {
+pub(super) fn check_body(body: &[u8], crc: u32) -> Result<Vec<LogOp>, RecordDamage> {
     if crc32fast::hash(body) != crc {
         return Err(RecordDamage::Checksum);
     }
@@ -218,10 +226,36 @@ impl<'a> BodyReader<'a> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
+
+    fn u64(&mut self) -> Result<u64, RecordDamage> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("eight bytes")))
+    }
+
+    fn piece(&mut self) -> Result<Piece, RecordDamage> {
+        let piece = Piece {
+            extent: Extent {
+                segment: self.u64()?,
+                offset: self.u64()?,
+                len: self.u32()?,
+                crc: self.u32()?,
+            },
+            start: self.u32()?,
+            len: self.u32()?,
+        };
+        if !piece.is_valid() {
+            return Err(RecordDamage::PieceRange {
+                start: piece.start.into(),
+                len: piece.len.into(),
+                extent_len: piece.extent.len.into(),
+            });
+        }
+        Ok(piece)
+    }
 }
 
 /// Decodes a record body (already checksummed) into its ops.
-fn decode_body(body: &[u8]) -> Result<Vec<WriteOp>, RecordDamage> {
+fn decode_body(body: &[u8]) -> Result<Vec<LogOp>, RecordDamage> {
     let mut r = BodyReader { buf: body, pos: 0 };
     let count = r.u32()? as usize;
     if count == 0 || count > body.len() / DELETE_OVERHEAD {
@@ -239,7 +273,7 @@ fn decode_body(body: &[u8]) -> Result<Vec<WriteOp>, RecordDamage> {
     Ok(ops)
 }
 
-fn decode_op(r: &mut BodyReader<'_>) -> Result<WriteOp, RecordDamage> {
+fn decode_op(r: &mut BodyReader<'_>) -> Result<LogOp, RecordDamage> {
     let tag = r.take(1)?[0];
     let key_len = r.u32()? as usize;
     if key_len > MAX_KEY_LEN {
@@ -253,24 +287,91 @@ fn decode_op(r: &mut BodyReader<'_>) -> Result<WriteOp, RecordDamage> {
         TAG_PUT => {
             let value_len = r.u32()? as usize;
             let value = Bytes::copy_from_slice(r.take(value_len)?);
-            Ok(WriteOp::Put { key, value })
+            Ok(LogOp::Put { key, value })
         }
-        TAG_DELETE => Ok(WriteOp::Delete { key }),
+        TAG_DELETE => Ok(LogOp::Delete { key }),
+        TAG_DATA | TAG_SLICES => {
+            let count = r.u32()? as usize;
+            if count > (r.buf.len() - r.pos) / PIECE_LEN {
+                return Err(RecordDamage::FieldPastBody {
+                    len: count.saturating_mul(PIECE_LEN),
+                    at: r.pos,
+                });
+            }
+            let pieces = (0..count).map(|_| r.piece()).collect::<Result<_, _>>()?;
+            let appended = tag == TAG_DATA;
+            Ok(LogOp::Data {
+                key,
+                pieces,
+                appended,
+            })
+        }
         tag => Err(RecordDamage::UnknownTag { tag }),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    fn sample() -> Vec<WriteBatch> {
-        let mut first = WriteBatch::new();
-        first.put(b"a".to_vec(), Bytes::from_static(b"1"));
-        first.delete(b"b".to_vec());
-        let mut second = WriteBatch::new();
-        second.put(b"c".to_vec(), Bytes::new());
-        vec![first, WriteBatch::new(), second]
+    fn extent(segment: u64) -> Extent {
+        Extent {
+            segment,
+            offset: 4096,
+            len: 100,
+            crc: 0xdead_beef,
+        }
+    }
+
+    /// The ops of a sample record: every tag.
+    fn sample() -> Vec<LogOp> {
+        vec![
+            LogOp::Put {
+                key: b"a".to_vec(),
+                value: Bytes::from_static(b"1"),
+            },
+            LogOp::Delete { key: b"b".to_vec() },
+            LogOp::Data {
+                key: b"c".to_vec(),
+                pieces: vec![Piece::whole(extent(3))],
+                appended: true,
+            },
+            LogOp::Data {
+                key: b"d".to_vec(),
+                pieces: vec![
+                    Piece {
+                        extent: extent(1),
+                        start: 10,
+                        len: 20,
+                    },
+                    Piece::whole(extent(3)),
+                ],
+                appended: false,
+            },
+            LogOp::Data {
+                key: b"e".to_vec(),
+                pieces: vec![],
+                appended: true,
+            },
+        ]
+    }
+
+    fn encode(ops: &[LogOp]) -> Vec<u8> {
+        let mut record = RecordBuf::with_body_capacity(0);
+        for op in ops {
+            match op {
+                LogOp::Put { key, value } => record.push_put(key, value),
+                LogOp::Delete { key } => record.push_delete(key),
+                LogOp::Data {
+                    key,
+                    pieces,
+                    appended,
+                } => record.push_data(key, pieces, *appended),
+            }
+        }
+        record.finish()
     }
 
     /// Splits an encoded record into its header and body.
@@ -280,19 +381,21 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_encodes_as_one_record_that_decodes_to_its_ops() {
-        let batches = sample();
-        let record = encode_commit(&batches).unwrap().expect("ops to encode");
+    fn a_record_decodes_to_its_ops_and_sizes_match() {
+        let ops = sample();
+        let record = encode(&ops);
         let (header, body) = split(&record);
         assert_eq!(header.body_len, body.len() as u64);
-        let ops: Vec<WriteOp> = batches.into_iter().flat_map(|b| b.ops).collect();
         assert_eq!(check_body(body, header.crc), Ok(ops));
-        assert_eq!(encode_commit(&[WriteBatch::new()]), Ok(None));
+        let value = Value::Data(Arc::from(vec![Piece::whole(extent(1)); 3]));
+        let mut one = RecordBuf::with_body_capacity(0);
+        one.push_value(b"key", &value);
+        assert_eq!(one.body_len(), COUNT_LEN + put_encoded_len(3, &value));
     }
 
     #[test]
     fn damaged_bodies_say_what_is_wrong() {
-        let record = encode_commit(&sample()).unwrap().unwrap();
+        let record = encode(&sample());
         let (header, body) = split(&record);
         assert_eq!(
             check_body(body, header.crc ^ 1),
@@ -310,6 +413,7 @@ mod tests {
             decode_body(&trailing),
             Err(RecordDamage::TrailingBytes { count: 2 })
         );
+        // The last op is an empty data value: cutting a byte cuts its piece count.
         assert_eq!(
             decode_body(&body[..body.len() - 1]),
             Err(RecordDamage::FieldPastBody {
@@ -321,6 +425,22 @@ mod tests {
             decode_body(&0u32.to_le_bytes()),
             Err(RecordDamage::OpCount { count: 0 })
         );
+        let outside = Piece {
+            extent: extent(1),
+            start: 90,
+            len: 20,
+        };
+        let mut bad_piece = RecordBuf::with_body_capacity(0);
+        bad_piece.push_data(b"k", &[outside], false);
+        let bad_piece = bad_piece.finish();
+        assert_eq!(
+            decode_body(&bad_piece[RECORD_HEADER_LEN..]),
+            Err(RecordDamage::PieceRange {
+                start: 90,
+                len: 20,
+                extent_len: 100
+            })
+        );
     }
 
     #[test]
@@ -329,10 +449,10 @@ mod tests {
         let good = file_header();
         assert_eq!(check_file_header(&good, path), Ok(()));
         let mut version = good;
-        version[8] = 2;
+        version[8] = 3;
         assert!(matches!(
             check_file_header(&version, path),
-            Err(Corruption::Version { found: 2, .. })
+            Err(Corruption::Version { found: 3, .. })
         ));
         let mut magic = good;
         magic[0] = b'X';

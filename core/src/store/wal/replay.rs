@@ -1,40 +1,64 @@
 //! Reading the log back on open, and the crash rule (see "Crash rule" in the module documentation
 //! of [`super`]): a damaged last record is a torn tail and is cut off; a damaged record followed
-//! by an intact one is corruption.
+//! by an intact one is corruption; a last record whose appended segment bytes are damaged is a
+//! torn write and is cut off too.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::files::sync_dir;
 use super::format::{
-    check_body, check_file_header, file_header, RecordHeader, FILE_HEADER_LEN, MAX_RECORD_BODY,
-    RECORD_HEADER_LEN,
+    check_body, check_file_header, file_header, LogOp, RecordHeader, FILE_HEADER_LEN,
+    MAX_RECORD_BODY, RECORD_HEADER_LEN, VERSION, VERSION_INLINE_PAYLOADS,
 };
 use super::live::LiveMap;
-use super::{WalStats, LOG_NAME};
+use super::read::{check_live_data, DataCheck};
+use super::value::{Extent, Value};
+use super::LOG_NAME;
 use crate::store::error::IoContext;
-use crate::store::{Corruption, RecordDamage, StoreError, WriteOp};
+use crate::store::{Corruption, RecordDamage, StoreError, StoreStats};
 
-/// Opens `dir/wal.log` (creating it if needed), replays it and cuts off a torn tail. Returns the
-/// log opened for reading and appending, and the live map it holds; sets `stats.log_bytes` and
-/// counts the syncs issued.
-pub(super) fn recover_log(dir: &Path, stats: &mut WalStats) -> Result<(File, LiveMap), StoreError> {
+/// Opens `dir/wal.log` (creating it if needed), replays it, cuts off a torn tail (of the log, or
+/// a last record whose segment bytes did not survive) and checks every live extent. Returns the
+/// log opened for reading and appending, its length and the live map it holds; counts the syncs
+/// issued.
+pub(super) fn recover_log(
+    dir: &Path,
+    stats: &mut StoreStats,
+) -> Result<(File, u64, LiveMap), StoreError> {
     let path = dir.join(LOG_NAME);
     let file = open_log(dir, &path, stats)?;
-    let replayed = replay(&file, &path)?;
+    let file_len = file.metadata().at(&path)?.len();
+    let mut replayed = replay(&file, &path, file_len)?;
     if replayed.torn {
-        file.set_len(replayed.valid_len).at(&path)?;
-        file.sync_all().at(&path)?;
-        stats.syncs += 1;
+        truncate(&file, &path, replayed.valid_len, stats)?;
     }
-    stats.log_bytes = replayed.valid_len;
-    Ok((file, replayed.live))
+    let appended = replayed.last.as_ref().map_or(&[][..], |l| &l.appended[..]);
+    if check_live_data(dir, &replayed.live, appended)? == DataCheck::TornLast {
+        // Every commit syncs before the next starts, so only the last record can point at bytes
+        // that did not reach the disk; it was never acknowledged.
+        let last = replayed.last.expect("a torn last record exists");
+        truncate(&file, &path, last.offset, stats)?;
+        replayed = replay(&file, &path, last.offset)?;
+        // Checked again: anything damaged now lies before the last record.
+        check_live_data(dir, &replayed.live, &[])?;
+    }
+    Ok((file, replayed.valid_len, replayed.live))
+}
+
+/// Cuts the log at `len` and syncs the cut.
+fn truncate(file: &File, path: &Path, len: u64, stats: &mut StoreStats) -> Result<(), StoreError> {
+    file.set_len(len).at(path)?;
+    file.sync_all().at(path)?;
+    stats.syncs += 1;
+    Ok(())
 }
 
 /// Opens the log at `path` in `dir` for reading and appending, creating it (or rewriting one
 /// shorter than its header) with a synced header, and checks the header.
-fn open_log(dir: &Path, path: &Path, stats: &mut WalStats) -> Result<File, StoreError> {
+fn open_log(dir: &Path, path: &Path, stats: &mut StoreStats) -> Result<File, StoreError> {
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
@@ -53,6 +77,14 @@ fn open_log(dir: &Path, path: &Path, stats: &mut WalStats) -> Result<File, Store
     }
     let mut header = [0u8; FILE_HEADER_LEN];
     (&file).read_exact(&mut header).at(path)?;
+    let version = u32::from_le_bytes(header[8..].try_into().expect("four bytes"));
+    if header[..8] == super::format::MAGIC && version == VERSION_INLINE_PAYLOADS {
+        return Err(StoreError::OldLayout {
+            dir: dir.to_path_buf(),
+            found: version,
+            expected: VERSION,
+        });
+    }
     check_file_header(&header, path)?;
     Ok(file)
 }
@@ -60,7 +92,7 @@ fn open_log(dir: &Path, path: &Path, stats: &mut WalStats) -> Result<File, Store
 /// What [`read_record`] found at one offset.
 enum Scan {
     /// An intact record: its ops, and where the next record starts.
-    Good { ops: Vec<WriteOp>, end: u64 },
+    Good { ops: Vec<LogOp>, end: u64 },
     /// A record failing its checks; `next` is its declared end if that lies inside the file.
     Bad {
         damage: RecordDamage,
@@ -103,6 +135,12 @@ fn read_record(reader: &mut impl Read, off: u64, file_len: u64) -> io::Result<Sc
     })
 }
 
+/// The last intact record of a log: where it starts, and the extents it appended.
+struct LastRecord {
+    offset: u64,
+    appended: Vec<Extent>,
+}
+
 /// The result of replaying a log.
 struct Replayed {
     live: LiveMap,
@@ -110,23 +148,29 @@ struct Replayed {
     valid_len: u64,
     /// Whether a torn tail follows `valid_len` and must be cut off.
     torn: bool,
+    /// The last intact record.
+    last: Option<LastRecord>,
 }
 
-/// Replays `file` (at `path`, whose header has been checked) from the first record on, applying
-/// the crash rule.
-fn replay(file: &File, path: &Path) -> Result<Replayed, StoreError> {
-    let file_len = file.metadata().at(path)?.len();
+/// Replays the first `file_len` bytes of `file` (at `path`, whose header has been checked) from
+/// the first record on, applying the crash rule for log records.
+fn replay(file: &File, path: &Path, file_len: u64) -> Result<Replayed, StoreError> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     reader
         .seek(SeekFrom::Start(FILE_HEADER_LEN as u64))
         .at(path)?;
-    let mut live = LiveMap::default();
-    let mut off = FILE_HEADER_LEN as u64;
-    while off < file_len {
+    let mut replayed = Replayed {
+        live: LiveMap::default(),
+        valid_len: FILE_HEADER_LEN as u64,
+        torn: false,
+        last: None,
+    };
+    while replayed.valid_len < file_len {
+        let off = replayed.valid_len;
         match read_record(&mut reader, off, file_len).at(path)? {
             Scan::Good { ops, end } => {
-                ops.into_iter().for_each(|op| live.apply(op));
-                off = end;
+                replayed.last = Some(apply(&mut replayed.live, ops, off));
+                replayed.valid_len = end;
             }
             Scan::Oversized { body_len } => {
                 return Err(Corruption::OversizedRecord {
@@ -139,19 +183,34 @@ fn replay(file: &File, path: &Path) -> Result<Replayed, StoreError> {
             }
             Scan::Bad { damage, next } => {
                 refuse_mid_log_damage(&mut reader, path, off, damage, next, file_len)?;
-                return Ok(Replayed {
-                    live,
-                    valid_len: off,
-                    torn: true,
-                });
+                replayed.torn = true;
+                break;
             }
         }
     }
-    Ok(Replayed {
-        live,
-        valid_len: off,
-        torn: false,
-    })
+    Ok(replayed)
+}
+
+/// Applies the ops of the record at `offset` to `live`.
+fn apply(live: &mut LiveMap, ops: Vec<LogOp>, offset: u64) -> LastRecord {
+    let mut appended = Vec::new();
+    for op in ops {
+        match op {
+            LogOp::Put { key, value } => live.put(key, Value::Inline(value)),
+            LogOp::Delete { key } => live.delete(&key),
+            LogOp::Data {
+                key,
+                pieces,
+                appended: wrote,
+            } => {
+                if wrote {
+                    appended.extend(pieces.iter().map(|p| p.extent));
+                }
+                live.put(key, Value::Data(Arc::from(pieces)));
+            }
+        }
+    }
+    LastRecord { offset, appended }
 }
 
 /// The crash rule for the damaged record at `off`: if an intact record follows at its declared
@@ -223,7 +282,7 @@ mod tests {
             let mut s = WalStore::open(dir.path())?;
             assert_eq!(s.load()?, numbered(0..2));
             assert_eq!(dir.log_len(), sizes[1], "the torn record is cut off");
-            assert_eq!(s.stats().log_bytes, sizes[1]);
+            assert_eq!(s.wal_stats().log_bytes, sizes[1]);
             s.commit(&[put("key9", "value9")])?;
         }
         let mut s = WalStore::open(dir.path())?;
@@ -270,7 +329,7 @@ mod tests {
         let mut states: Vec<(u64, Entries)> = Vec::new();
         {
             let mut s = WalStore::open(dir.path())?;
-            states.push((s.stats().log_bytes, Vec::new()));
+            states.push((s.wal_stats().log_bytes, Vec::new()));
             let groups = [
                 vec![put("a", "1")],
                 vec![put("b", "two"), put("c", "three")],
@@ -279,7 +338,7 @@ mod tests {
             ];
             for group in groups {
                 s.commit(&group)?;
-                states.push((s.stats().log_bytes, s.load()?));
+                states.push((s.wal_stats().log_bytes, s.load()?));
             }
         }
         let full = fs::read(dir.log())?;
@@ -334,7 +393,7 @@ mod tests {
     #[test]
     fn wrong_magic_or_version_is_corrupt() -> TestResult {
         let mut wrong_version = file_header();
-        wrong_version[8] = 2;
+        wrong_version[8] = 3;
         for (what, header) in [
             ("magic", *b"NOTAWAL!\x01\0\0\0"),
             ("version", wrong_version),

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use super::segments::segment_name;
 use super::{WalOptions, WalStore, LOG_NAME};
-use crate::store::{Store, WriteBatch};
+use crate::store::{Slice, Store, WriteBatch};
 
 /// Live entries as [`Store::load`] returns them.
 pub(super) type Entries = Vec<(Vec<u8>, Bytes)>;
@@ -37,6 +38,23 @@ impl TestDir {
     }
     pub(super) fn log_len(&self) -> u64 {
         fs::metadata(self.log()).map_or(0, |m| m.len())
+    }
+    /// Path of segment `id`.
+    pub(super) fn segment(&self, id: u64) -> PathBuf {
+        self.0.join(segment_name(id))
+    }
+    /// The numbers of the segment files present, ascending.
+    pub(super) fn segments(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = fs::read_dir(&self.0)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter_map(|n| u64::from_str_radix(n.strip_suffix(".seg")?, 16).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
     }
 }
 
@@ -74,7 +92,39 @@ pub(super) fn tiny_compaction(min: u64) -> WalOptions {
         compact_min_bytes: min,
         compact_ratio: 2,
         background_compaction: false,
+        ..WalOptions::default()
     }
+}
+
+/// A data put of `value`, written from chunks of at most `chunk` bytes.
+pub(super) fn data(key: &str, value: &[u8], chunk: usize) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    let chunks = value
+        .chunks(chunk.max(1))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    b.put_data(key.as_bytes().to_vec(), chunks);
+    b
+}
+
+/// A put of the concatenation of `(source, start, len)` ranges of data values.
+pub(super) fn slices(key: &str, ranges: &[(&str, usize, usize)]) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    let slices = ranges
+        .iter()
+        .map(|(source, start, len)| Slice {
+            source: source.as_bytes().to_vec(),
+            start: *start,
+            len: *len,
+        })
+        .collect();
+    b.put_slices(key.as_bytes().to_vec(), slices);
+    b
+}
+
+/// `n` bytes that differ from one key to the next.
+pub(super) fn bytes_of(seed: u8, n: usize) -> Vec<u8> {
+    (0..n).map(|i| seed.wrapping_add((i % 251) as u8)).collect()
 }
 
 /// Commits `key{i}` = `value{i}` for each `i` in `range`; returns the log length after each.
@@ -84,7 +134,7 @@ pub(super) fn commit_numbered(store: &mut WalStore, range: std::ops::Range<u32>)
             store
                 .commit(&[put(&format!("key{i}"), &format!("value{i}"))])
                 .expect("commit");
-            store.stats().log_bytes
+            store.wal_stats().log_bytes
         })
         .collect()
 }
