@@ -519,6 +519,7 @@ fn core_loop(
             .collect();
         group_commit(&mut core, store.as_mut(), jobs, now, stats, verifier)?;
         publish(stats, &core, committed, now);
+        publish_store(stats, &store.stats());
         let gc = core.gc_round();
         if gc > pruned_at {
             verifier.cache().prune_below(gc);
@@ -622,6 +623,20 @@ fn publish(stats: &ServerStats, core: &Core, committed_before: u64, now: Millis)
         .mempool
         .store(core.mempool_len() as u64, Ordering::Relaxed);
     record_counters(stats, core, committed_before, now);
+}
+
+/// Copies the store's counters into `stats`.
+fn publish_store(stats: &ServerStats, s: &sleepyseal_core::store::StoreStats) {
+    stats
+        .store_log_bytes
+        .store(s.log_bytes_appended, Ordering::Relaxed);
+    stats
+        .store_segment_bytes
+        .store(s.segment_bytes_appended, Ordering::Relaxed);
+    stats.store_syncs.store(s.syncs, Ordering::Relaxed);
+    stats
+        .store_compaction_bytes
+        .store(s.compaction_bytes_written, Ordering::Relaxed);
 }
 
 /// Copies the core's counters into `stats` and records the consensus latency of the entries

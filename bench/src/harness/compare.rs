@@ -60,6 +60,11 @@ const FIGURES: &[(&str, &str, Option<bool>)] = &[
         Some(false),
     ),
     (
+        "store commits/s per core",
+        "/data_path/store_commits_per_s_per_core",
+        None,
+    ),
+    (
         "fsyncs/s per core",
         "/data_path/fsyncs_per_s_per_core",
         None,

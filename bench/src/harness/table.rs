@@ -134,9 +134,9 @@ fn data_path(t: &mut String, d: &DataPath) {
         t,
         "storage writes",
         format!(
-            "{:.0} B per tx per core ({:.2} × the payload), {} fsyncs/s per core",
+            "payload written {} × per core; {:.0} B on disk per tx per core; {} fsyncs/s per core",
+            or_na(d.payload_writes_per_core, ""),
             d.disk_bytes_per_tx_per_core,
-            d.payload_writes_per_core,
             or_na(d.fsyncs_per_s_per_core, "")
         ),
     );

@@ -30,6 +30,14 @@ pub struct ServerStats {
     /// Payload bytes (own payloads in summaries, fetched and committed payloads, transaction
     /// prefixes) in replies written to the network.
     pub payload_bytes_sent: AtomicCounter,
+    /// Bytes the store appended to its metadata log.
+    pub store_log_bytes: AtomicCounter,
+    /// Bytes the store appended to its payload segments (each payload once).
+    pub store_segment_bytes: AtomicCounter,
+    /// The store's `fsync`/`fdatasync` calls.
+    pub store_syncs: AtomicCounter,
+    /// Bytes the store's compactions wrote.
+    pub store_compaction_bytes: AtomicCounter,
     /// Group commits.
     pub group_commits: AtomicUsize,
     /// Requests in those group commits.
@@ -78,6 +86,10 @@ impl Default for ServerStats {
             malformed: AtomicCounter::default(),
             payload_bytes_received: AtomicCounter::default(),
             payload_bytes_sent: AtomicCounter::default(),
+            store_log_bytes: AtomicCounter::default(),
+            store_segment_bytes: AtomicCounter::default(),
+            store_syncs: AtomicCounter::default(),
+            store_compaction_bytes: AtomicCounter::default(),
             group_commits: AtomicUsize::new(0),
             grouped_requests: AtomicUsize::new(0),
             verify_batches: AtomicUsize::new(0),
@@ -159,6 +171,26 @@ impl ServerStats {
             "payload_bytes_sent",
             "Payload bytes in replies written to the network (own, fetched and committed payloads, transaction prefixes)",
             self.payload_bytes_sent.clone(),
+        );
+        r.register(
+            "store_log_bytes",
+            "Bytes the store appended to its metadata log",
+            self.store_log_bytes.clone(),
+        );
+        r.register(
+            "store_segment_bytes",
+            "Bytes the store appended to its payload segments",
+            self.store_segment_bytes.clone(),
+        );
+        r.register(
+            "store_syncs",
+            "The store's fsync and fdatasync calls",
+            self.store_syncs.clone(),
+        );
+        r.register(
+            "store_compaction_bytes",
+            "Bytes the store's compactions wrote",
+            self.store_compaction_bytes.clone(),
         );
         r.register(
             "verify_seconds",
@@ -287,6 +319,10 @@ mod tests {
         "sleepyseal_core_malformed_requests_total counter Requests that did not decode or were too large.",
         "sleepyseal_core_payload_bytes_received_total counter Payload bytes in requests that came over the network (transactions, carried payloads).",
         "sleepyseal_core_payload_bytes_sent_total counter Payload bytes in replies written to the network (own, fetched and committed payloads, transaction prefixes).",
+        "sleepyseal_core_store_log_bytes_total counter Bytes the store appended to its metadata log.",
+        "sleepyseal_core_store_segment_bytes_total counter Bytes the store appended to its payload segments.",
+        "sleepyseal_core_store_syncs_total counter The store's fsync and fdatasync calls.",
+        "sleepyseal_core_store_compaction_bytes_total counter Bytes the store's compactions wrote.",
         "sleepyseal_core_verify_seconds histogram Time to verify one batch of requests.",
         "sleepyseal_core_verify_batch_requests histogram Requests verified together in one batch.",
         "sleepyseal_core_store_commit_seconds histogram Write and fsync of one group commit.",

@@ -18,6 +18,10 @@ pub struct CoreFlow {
     pub payload_bytes_sent: f64,
     /// Store commits (each one synced write).
     pub store_commits: f64,
+    /// Bytes the stores appended to their payload segments.
+    pub segment_bytes: f64,
+    /// The stores' fsync calls.
+    pub syncs: f64,
 }
 
 impl CoreFlow {
@@ -33,6 +37,19 @@ impl CoreFlow {
             payload_bytes_received: sum("sleepyseal_core_payload_bytes_received_total"),
             payload_bytes_sent: sum("sleepyseal_core_payload_bytes_sent_total"),
             store_commits: sum("sleepyseal_core_store_commit_seconds_count"),
+            segment_bytes: sum("sleepyseal_core_store_segment_bytes_total"),
+            syncs: sum("sleepyseal_core_store_syncs_total"),
+        }
+    }
+
+    /// The growth since `earlier`.
+    fn since(&self, earlier: &CoreFlow) -> CoreFlow {
+        CoreFlow {
+            payload_bytes_received: self.payload_bytes_received - earlier.payload_bytes_received,
+            payload_bytes_sent: self.payload_bytes_sent - earlier.payload_bytes_sent,
+            store_commits: self.store_commits - earlier.store_commits,
+            segment_bytes: self.segment_bytes - earlier.segment_bytes,
+            syncs: self.syncs - earlier.syncs,
         }
     }
 }
@@ -44,14 +61,17 @@ pub struct DataPath {
     /// how many times each payload crossed the network (client → core, driver → cores, core →
     /// driver, core → reader). `None` without the cores' metrics.
     pub payload_transfers_per_tx: Option<f64>,
-    /// Bytes each core wrote to storage per committed transaction (everything: payloads, log
-    /// records, compaction).
+    /// Bytes each core caused to be written to storage per committed transaction (`/proc`'s
+    /// `write_bytes`: payloads, log records, compaction, whole pages at each sync).
     pub disk_bytes_per_tx_per_core: f64,
-    /// Bytes each core wrote to storage per committed payload byte: about 1 when each payload is
-    /// written once (log metadata adds a little).
-    pub payload_writes_per_core: f64,
-    /// Synced store commits per second, per core. `None` without the cores' metrics.
+    /// Payload segment bytes each core's store appended per committed payload byte: 1 when each
+    /// payload is written once. `None` without the cores' metrics.
+    pub payload_writes_per_core: Option<f64>,
+    /// The stores' fsync calls per second, per core. `None` without the cores' metrics.
     pub fsyncs_per_s_per_core: Option<f64>,
+    /// Group commits that wrote something, per second, per core. `None` without the cores'
+    /// metrics.
+    pub store_commits_per_s_per_core: Option<f64>,
     /// Read- and write-family system calls of cores and drivers per committed transaction
     /// (`/proc`'s `syscr` + `syscw`: not `sendmsg`/`recvmsg`).
     pub rw_syscalls_per_tx: f64,
@@ -98,20 +118,19 @@ pub fn data_path(
     let core = grown(Kind::Core);
     let mut system = core.clone();
     system.add(&grown(Kind::Driver));
-    let per_core = core.disk_write_bytes as f64 / cores.max(1) as f64;
+    let cores = cores.max(1) as f64;
     let flow = match (samples.flow_start, samples.flow_end) {
-        (Some(a), Some(b)) => Some((
-            b.payload_bytes_received - a.payload_bytes_received + b.payload_bytes_sent
-                - a.payload_bytes_sent,
-            b.store_commits - a.store_commits,
-        )),
+        (Some(a), Some(b)) => Some(b.since(&a)),
         _ => None,
     };
+    let per_core_s = |x: f64| x / window_s / cores;
     Some(DataPath {
-        payload_transfers_per_tx: flow.map(|(moved, _)| moved / bytes),
-        disk_bytes_per_tx_per_core: per_core / txs,
-        payload_writes_per_core: per_core / bytes,
-        fsyncs_per_s_per_core: flow.map(|(_, commits)| commits / window_s / cores.max(1) as f64),
+        payload_transfers_per_tx: flow
+            .map(|f| (f.payload_bytes_received + f.payload_bytes_sent) / bytes),
+        disk_bytes_per_tx_per_core: core.disk_write_bytes as f64 / cores / txs,
+        payload_writes_per_core: flow.map(|f| f.segment_bytes / cores / bytes),
+        fsyncs_per_s_per_core: flow.map(|f| per_core_s(f.syncs)),
+        store_commits_per_s_per_core: flow.map(|f| per_core_s(f.store_commits)),
         rw_syscalls_per_tx: (system.read_syscalls + system.write_syscalls) as f64 / txs,
         context_switches_per_tx: system.context_switches as f64 / txs,
         threads: threads(samples, txs, window_s, &grown),

@@ -564,24 +564,28 @@ mod tests {
                     payload_bytes_received: 1_000.0,
                     payload_bytes_sent: 0.0,
                     store_commits: 10.0,
+                    segment_bytes: 100.0,
+                    syncs: 20.0,
                 }),
                 flow_end: Some(CoreFlow {
                     payload_bytes_received: 1_768.0,
                     payload_bytes_sent: 256.0,
                     store_commits: 90.0,
+                    segment_bytes: 1_124.0,
+                    syncs: 180.0,
                 }),
             },
         );
         // 256 payload bytes committed in the window (4 transactions, 10 s, 4 cores): 1,024
-        // payload bytes moved is 4 transfers; 1,024 bytes written is 256 per core, once the
-        // payload; 80 commits in 10 s over 4 cores.
+        // payload bytes moved is 4 transfers; 1,024 segment bytes is 256 per core, once the
+        // payload; 1,024 bytes on disk is 64 per transaction per core; 80 commits and 160
+        // syncs in 10 s over 4 cores.
         let d = r.data_path.as_ref().expect("sampled");
         assert_eq!(d.payload_transfers_per_tx, Some(4.0));
-        assert_eq!(
-            (d.disk_bytes_per_tx_per_core, d.payload_writes_per_core),
-            (64.0, 1.0)
-        );
-        assert_eq!(d.fsyncs_per_s_per_core, Some(2.0));
+        assert_eq!(d.payload_writes_per_core, Some(1.0));
+        assert_eq!(d.disk_bytes_per_tx_per_core, 64.0);
+        assert_eq!(d.store_commits_per_s_per_core, Some(2.0));
+        assert_eq!(d.fsyncs_per_s_per_core, Some(4.0));
         assert_eq!(
             (d.context_switches_per_tx, d.rw_syscalls_per_tx),
             (10.0, 2.0)
