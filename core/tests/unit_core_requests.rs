@@ -455,3 +455,67 @@ fn own_payload_survives_a_gc_jump_beyond_retention() {
     pending.sort();
     assert_eq!(pending, submitted);
 }
+
+/// With a backlog, the own header's batch grows past the batch size (to the backlog's share of
+/// two headers, up to the largest batch); a backlog beyond four largest batches is refused
+/// with `Busy`, never queued.
+#[test]
+fn the_batch_grows_with_the_backlog_and_admission_is_bounded() {
+    let config = CoreConfig {
+        batch_size_bytes: 1_000,
+        max_batch_size_bytes: 4_000,
+        ..CoreConfig::default()
+    };
+    let verifier = Verifier::new(committee(4), VerifierConfig::default());
+    let handle = |core: &mut Core, store: &mut MemStore, body: RequestBody| {
+        let request = Request {
+            instance: instance(),
+            body,
+        };
+        let (response, batch) = core.handle(Millis(1), verifier.verify(request).unwrap());
+        store.commit(&[batch]).unwrap();
+        response
+    };
+    let submit = |n: usize| RequestBody::Submit {
+        transactions: (0..n).map(|i| Bytes::from(vec![i as u8; 96])).collect(),
+    };
+    // Transactions of 96 bytes: the backlog counts their bytes, a batch also their 4-byte
+    // length prefixes (100 B each).
+    let own_payload_len = |backlog: usize| {
+        let (mut core, mut store) = core_with(1, config.clone());
+        let accepted = handle(&mut core, &mut store, submit(backlog));
+        assert_eq!(
+            accepted,
+            Response::Submitted {
+                accepted: backlog as u32
+            }
+        );
+        let Response::Summary(s) = handle(
+            &mut core,
+            &mut store,
+            RequestBody::GetState {
+                with_payload: false,
+            },
+        ) else {
+            panic!("no summary")
+        };
+        s.own_header.expect("round 1 built").header.payload().len as usize
+    };
+    assert_eq!(own_payload_len(5), 500, "a small backlog goes whole");
+    assert_eq!(
+        own_payload_len(30),
+        1_400,
+        "2,880 B: half of it, above the batch size"
+    );
+    assert_eq!(own_payload_len(150), 4_000, "14,400 B: the largest batch");
+    // Admission: at most 4 largest batches (16,000 B) queued.
+    let (mut core, mut store) = core_with(1, config.clone());
+    let busy = handle(&mut core, &mut store, submit(167));
+    assert_eq!(busy, Response::Error(CoreError::Busy));
+    assert_eq!(
+        handle(&mut core, &mut store, submit(166)),
+        Response::Submitted { accepted: 166 }
+    );
+    let more = handle(&mut core, &mut store, submit(1));
+    assert_eq!(more, Response::Error(CoreError::Busy));
+}

@@ -47,6 +47,15 @@ pub const DEFAULT_MEMPOOL_BYTES: usize = 256 << 20;
 pub const DEFAULT_MEMPOOL_TRANSACTIONS: usize = 1_000_000;
 /// Default committed entries retained for clients.
 pub const DEFAULT_COMMITTED_WINDOW_ENTRIES: usize = 200_000;
+/// Default of [`CoreConfig::max_batch_size_bytes`]: four default batches.
+pub const DEFAULT_MAX_BATCH_SIZE_BYTES: usize = 4 * DEFAULT_BATCH_SIZE_BYTES;
+/// A backlog is proposed within about this many own headers: the batch grows to the backlog
+/// divided by it (up to [`CoreConfig::max_batch_size_bytes`]).
+pub const PACING_ROUNDS: usize = 2;
+/// A core admits transactions while its backlog stays within what it can propose in this many
+/// own headers of the largest batch; beyond, a `Submit` gets `Busy` (overload sheds load at the
+/// edge instead of growing a backlog that every round then drags along).
+pub const ADMISSION_ROUNDS: usize = 4;
 /// Default payload bytes of committed entries retained for clients.
 pub const DEFAULT_COMMITTED_WINDOW_BYTES: usize = 32 << 20;
 
@@ -57,8 +66,13 @@ pub struct CoreConfig {
     pub gc_depth: u64,
     /// Rounds below gc_round still served to lagging cores (≥ gc_depth recommended).
     pub retention_rounds: u64,
-    /// Payload bytes per own header.
+    /// Payload bytes per own header at moderate load: a header takes what the mempool holds, up
+    /// to this.
     pub batch_size_bytes: usize,
+    /// Largest payload of an own header: with a backlog of more than [`PACING_ROUNDS`] batches,
+    /// the batch grows up to this, so throughput at saturation does not depend on tuning
+    /// `batch_size_bytes`. The backlog admitted is [`ADMISSION_ROUNDS`] of these.
+    pub max_batch_size_bytes: usize,
     /// How long a core may answer `NotReady` while its mempool holds less than a batch.
     pub max_batch_delay_ms: u64,
     /// How long a core may answer `NotReady`, after it holds a quorum of a round, while a
@@ -87,6 +101,7 @@ impl Default for CoreConfig {
             gc_depth: DEFAULT_GC_DEPTH,
             retention_rounds: DEFAULT_GC_DEPTH,
             batch_size_bytes: DEFAULT_BATCH_SIZE_BYTES,
+            max_batch_size_bytes: DEFAULT_MAX_BATCH_SIZE_BYTES,
             max_batch_delay_ms: 0,
             straggler_wait_ms: DEFAULT_STRAGGLER_WAIT_MS,
             leader_timeout_ms: DEFAULT_LEADER_TIMEOUT_MS,

@@ -17,7 +17,7 @@
 
 use bytes::Bytes;
 
-use super::{Core, StoredPayload, Tx};
+use super::{Core, StoredPayload, Tx, ADMISSION_ROUNDS, PACING_ROUNDS};
 use crate::error::CoreError;
 use crate::mempool::EntryRange;
 use crate::messages::Payload;
@@ -26,9 +26,15 @@ use crate::store::{keys, Slice, WriteBatch};
 use crate::types::{Digest, Round};
 
 impl Core {
-    /// Queues transactions durably, or refuses them all with `Busy`.
+    /// Queues transactions durably, or refuses them all with `Busy`: when the mempool is full,
+    /// or when the backlog would exceed what the core can propose in [`ADMISSION_ROUNDS`] own
+    /// headers of the largest batch.
     pub(super) fn on_submit(&mut self, transactions: Vec<Bytes>, tx: &mut Tx) -> Response {
-        if !self.mempool.has_room_for(&transactions) {
+        let bytes: usize = transactions.iter().map(Bytes::len).sum();
+        let admitted = ADMISSION_ROUNDS * self.max_batch_bytes();
+        if !self.mempool.has_room_for(&transactions)
+            || self.mempool.queued_bytes() + bytes > admitted
+        {
             return Response::Error(CoreError::Busy);
         }
         let accepted = u32::try_from(transactions.len()).expect("bounded by the decoder");
@@ -44,7 +50,7 @@ impl Core {
     /// Takes the next batch of the mempool as the payload of the own header of `round`; stores
     /// it (as slices of its entries) and what is left of those entries in `tx`.
     pub(super) fn take_own_payload(&mut self, round: Round, tx: &mut Tx) -> Payload {
-        let batch = self.mempool.take_batch(self.config.batch_size_bytes);
+        let batch = self.mempool.take_batch(self.next_batch_bytes());
         let payload = Payload::from_transactions(batch.transactions.iter().map(|t| &t.bytes[..]));
         let slices = batch.ranges.iter().map(entry_slice).collect();
         // The payload first: its slices resolve against the entries before they change.
@@ -57,6 +63,22 @@ impl Core {
                 .put_slices(keys::pending(rest.entry), vec![entry_slice(&rest)]);
         }
         payload
+    }
+
+    /// Payload bytes the next own header takes at most: the batch size, or with a backlog of more
+    /// than [`PACING_ROUNDS`] batches the backlog's share of that many headers, up to the
+    /// largest batch.
+    pub(super) fn next_batch_bytes(&self) -> usize {
+        let base = self.config.batch_size_bytes.max(1);
+        (self.mempool.queued_bytes() / PACING_ROUNDS).clamp(base, self.max_batch_bytes())
+    }
+
+    /// The largest batch (never below the batch size).
+    fn max_batch_bytes(&self) -> usize {
+        self.config
+            .max_batch_size_bytes
+            .max(self.config.batch_size_bytes)
+            .max(1)
     }
 
     /// Queues the transactions of an own header that can no longer commit again, as one entry
