@@ -55,6 +55,10 @@ pub struct LocalArgs {
     /// Payload bytes per header (`sleepyseal core --batch-size`).
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE_BYTES)]
     pub batch_size: usize,
+    /// Largest payload bytes per header, reached with a backlog (`sleepyseal core
+    /// --max-batch-size`; at least --batch-size).
+    #[arg(long, default_value_t = CoreConfig::default().max_batch_size_bytes)]
+    pub max_batch_size: usize,
     /// How long (ms) a core may wait for a full batch (`sleepyseal core --max-batch-delay-ms`).
     #[arg(long, default_value_t = CoreConfig::default().max_batch_delay_ms)]
     pub max_batch_delay_ms: u64,
@@ -125,6 +129,7 @@ impl LocalArgs {
     pub fn node_flags(&self) -> NodeFlags {
         NodeFlags {
             batch_size: self.batch_size,
+            max_batch_size: self.max_batch_size.max(self.batch_size),
             max_batch_delay_ms: self.max_batch_delay_ms,
             straggler_wait_ms: self.straggler_wait_ms,
             verify_batch: self.verify_batch,

@@ -33,8 +33,8 @@ fn header(t: &mut String, r: &Report) {
         c.cores, c.crash, c.drivers, thousands(c.rate as f64), c.tx_size, c.duration_s, c.warmup_s
     ));
     t.push_str(&format!(
-        " batch {} B, max batch delay {} ms, straggler wait {} ms, verify batch {} × {} threads, pipeline {}, gc depth {}, leader timeout {} ms\n",
-        c.batch_size, c.max_batch_delay_ms, c.straggler_wait_ms, c.verify_batch, c.verify_threads, c.pipeline_depth, c.gc_depth, c.leader_timeout_ms
+        " batch {} B (up to {} B), max batch delay {} ms, straggler wait {} ms, verify batch {} × {} threads, pipeline {}, gc depth {}, leader timeout {} ms\n",
+        c.batch_size, c.max_batch_size, c.max_batch_delay_ms, c.straggler_wait_ms, c.verify_batch, c.verify_threads, c.pipeline_depth, c.gc_depth, c.leader_timeout_ms
     ));
     if let Some(wan) = &c.wan {
         t.push_str(&format!(" WAN emulated: {wan}\n"));

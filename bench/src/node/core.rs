@@ -37,9 +37,14 @@ pub struct CoreArgs {
     /// Directory of this core's durable store (created if missing; locked while running).
     #[arg(long)]
     store: PathBuf,
-    /// Payload bytes per header: the core proposes when its mempool holds this much.
+    /// Payload bytes per header at moderate load: the core proposes when its mempool holds this
+    /// much (or what it holds when a round is ready).
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE_BYTES)]
     batch_size: usize,
+    /// Largest payload per header: with a backlog, the batch grows up to this (half the backlog
+    /// per header), and a backlog beyond four of these is refused with Busy.
+    #[arg(long, default_value_t = CoreConfig::default().max_batch_size_bytes)]
+    max_batch_size: usize,
     /// How long (ms) the core may wait for a full batch before proposing a smaller one.
     #[arg(long, default_value_t = CoreConfig::default().max_batch_delay_ms)]
     max_batch_delay_ms: u64,
@@ -104,6 +109,7 @@ impl CoreArgs {
             gc_depth: self.gc_depth,
             retention_rounds: self.retention_rounds.unwrap_or(self.gc_depth),
             batch_size_bytes: self.batch_size,
+            max_batch_size_bytes: self.max_batch_size,
             max_batch_delay_ms: self.max_batch_delay_ms,
             straggler_wait_ms: self.straggler_wait_ms,
             leader_timeout_ms: self.leader_timeout_ms,
@@ -131,6 +137,12 @@ impl CoreArgs {
 pub fn core(args: CoreArgs) -> anyhow::Result<()> {
     if args.batch_size == 0 || args.batch_size > MAX_PAYLOAD_BYTES {
         bail!("--batch-size must be in 1..={MAX_PAYLOAD_BYTES}");
+    }
+    if args.max_batch_size < args.batch_size || args.max_batch_size > MAX_PAYLOAD_BYTES {
+        bail!(
+            "--max-batch-size must be in --batch-size ({})..={MAX_PAYLOAD_BYTES}",
+            args.batch_size
+        );
     }
     let testbed = sleepyseal_net::load_testbed(&args.committee)?;
     let keys = sleepyseal_net::load_keys(&args.key, &testbed)?;

@@ -492,6 +492,7 @@ pub fn run_config(args: &LocalArgs, rate: u64, watched: AuthorityIndex) -> RunCo
         duration_s: args.duration,
         warmup_s: args.warmup,
         batch_size: args.batch_size,
+        max_batch_size: args.max_batch_size.max(args.batch_size),
         max_batch_delay_ms: args.max_batch_delay_ms,
         straggler_wait_ms: args.straggler_wait_ms,
         verify_batch: args.verify_batch,

@@ -46,6 +46,9 @@ pub struct RunConfig {
     pub warmup_s: u64,
     /// Payload bytes per header.
     pub batch_size: usize,
+    /// `--max-batch-size`.
+    #[serde(default)]
+    pub max_batch_size: usize,
     /// Most wait for a full batch (ms).
     pub max_batch_delay_ms: u64,
     /// Most wait for a live straggler's certificate (ms).
@@ -530,6 +533,7 @@ mod tests {
             duration_s: 10,
             warmup_s: 2,
             batch_size: 1,
+            max_batch_size: 1,
             max_batch_delay_ms: 0,
             straggler_wait_ms: 0,
             verify_batch: 1,

@@ -24,6 +24,8 @@ use super::wan;
 pub struct NodeFlags {
     /// `core --batch-size`.
     pub batch_size: usize,
+    /// `core --max-batch-size`.
+    pub max_batch_size: usize,
     /// `core --max-batch-delay-ms`.
     pub max_batch_delay_ms: u64,
     /// `core --straggler-wait-ms`.
@@ -45,6 +47,7 @@ impl NodeFlags {
     pub fn core_flags(&self) -> Vec<String> {
         vec![
             format!("--batch-size={}", self.batch_size),
+            format!("--max-batch-size={}", self.max_batch_size),
             format!("--max-batch-delay-ms={}", self.max_batch_delay_ms),
             format!("--straggler-wait-ms={}", self.straggler_wait_ms),
             format!("--verify-batch={}", self.verify_batch),
