@@ -6,11 +6,14 @@ use std::collections::HashSet;
 use sleepyseal_core::protocol::{Request, RequestBody, Summary};
 use sleepyseal_core::{AuthorityIndex, Certificate, Digest, Millis, Payload, Round, SignedHeader};
 
+use super::carriage::Carry;
 use super::{DriverState, InFlight, Outgoing, Purpose};
 
 impl DriverState {
     /// Requests to send now: up to `pipeline_depth` in flight per core.
     pub fn poll(&mut self, now: Millis) -> Vec<Outgoing> {
+        self.now = self.now.max(now);
+        self.update_covering();
         let mut out = Vec::new();
         for index in 0..self.cores.len() {
             let core = AuthorityIndex(index as u16);
@@ -38,6 +41,15 @@ impl DriverState {
         out
     }
 
+    /// Polls `core` at the next [`DriverState::poll`] if nothing is in flight to it, whatever
+    /// its poll interval or hint: the runner calls it when it learns that the core's state
+    /// changed (a home core in the same process tells when its round moves).
+    pub fn poll_soon(&mut self, core: AuthorityIndex) {
+        if let Some(view) = self.cores.get_mut(core.as_usize()) {
+            view.next_poll = Millis::default();
+        }
+    }
+
     /// The one request for a core with nothing in flight, if any.
     fn poll_idle(&mut self, now: Millis, core: AuthorityIndex, out: &mut Vec<Outgoing>) {
         let index = core.as_usize();
@@ -47,13 +59,14 @@ impl DriverState {
             out.push(self.send(now, target, body, purpose));
         } else if now >= self.cores[index].next_poll {
             self.cores[index].next_poll = Millis(now.0 + self.config.poll_interval_ms);
-            // `next_request` already asked for a missing own payload, so none is missing here.
+            // `next_request` already asked for an own payload it wants, so none is wanted here;
+            // but a home core reached without a network hop hands its next payload over as a
+            // shared buffer, which saves a second request for each new header.
+            let with_payload = self.config.home_is_local && self.config.home_core == Some(core);
             out.push(self.send(
                 now,
                 core,
-                RequestBody::GetState {
-                    with_payload: false,
-                },
+                RequestBody::GetState { with_payload },
                 Purpose::Own,
             ));
         }
@@ -106,14 +119,11 @@ impl DriverState {
             return self.pipelined_request(core, &pending);
         }
         let Some(s) = &view.summary else {
-            return Some((
-                core,
-                RequestBody::GetState { with_payload: true },
-                Purpose::Own,
-            ));
+            let with_payload = self.carries_eagerly(core);
+            return Some((core, RequestBody::GetState { with_payload }, Purpose::Own));
         };
         // Without the payload of the core's newest header, no other core can vote on it.
-        if self.lacks_own_payload(core) {
+        if self.wants_own_payload(core) {
             return Some((
                 core,
                 RequestBody::GetState { with_payload: true },
@@ -212,6 +222,7 @@ impl DriverState {
             core,
             certificates.iter().chain(&parents).map(|c| &c.header),
             pending,
+            Carry::AsPolicy,
         );
         Some(RequestBody::CertBundle {
             round,
@@ -248,11 +259,7 @@ impl DriverState {
                         let d = h.header.digest();
                         !done.contains(&d) && !pending.contains(&d)
                     })
-                    .filter(|h| {
-                        h.header.author() == core
-                            || h.header.payload().len == 0
-                            || self.payloads.contains_key(&h.header.payload().digest)
-                    })
+                    .filter(|h| self.offers(core, &h.header))
                     .cloned()
                     .collect();
                 (!headers.is_empty()).then_some((*round, headers))
@@ -262,7 +269,12 @@ impl DriverState {
         } else {
             Vec::new()
         };
-        let payloads = self.payloads_of(core, headers.iter().map(|h| &h.header), pending);
+        let payloads = self.payloads_of(
+            core,
+            headers.iter().map(|h| &h.header),
+            pending,
+            Carry::AsPolicy,
+        );
         Some(RequestBody::HeaderBundle {
             round,
             headers,
