@@ -10,6 +10,9 @@
 //! ```
 //! Every queue is bounded; a full queue answers `Busy` at once. A store failure stops the core
 //! (crash-stop): replies of the failed group are never sent, and a restart recovers from disk.
+//!
+//! A driver in the same process reaches the core through [`CoreServer::local_link`] ([`local`]):
+//! the same verify queue, verification, core thread and group commit, without the network hop.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,8 +32,12 @@ use tokio::sync::oneshot;
 use crate::limits::NetLimits;
 use crate::wan::Wan;
 
+mod local;
 mod stats;
+pub use local::{LocalLink, LocalLinkError};
 pub use stats::ServerStats;
+
+use local::{QueueSlot, ReplyTo};
 
 /// Settings of the pipeline behind the endpoint.
 #[derive(Clone, Debug)]
@@ -82,16 +89,14 @@ pub enum ServerError {
     CorePanicked(String),
 }
 
-type Reply = oneshot::Sender<Vec<Bytes>>;
-
 struct VerifyJob {
     request: Request,
-    reply: Reply,
+    reply: ReplyTo,
 }
 
 struct CoreJob {
     request: Verified<CheckedRequest>,
-    reply: Reply,
+    reply: ReplyTo,
 }
 
 /// A running core server.
@@ -99,6 +104,10 @@ pub struct CoreServer {
     endpoint: quinn::Endpoint,
     stats: Arc<ServerStats>,
     verify_tx: Option<SyncSender<VerifyJob>>,
+    /// The verify queue as [`LocalLink`]s reach it (emptied at shutdown).
+    local: QueueSlot,
+    /// Transport limits (the link checks the request size against them).
+    limits: crate::limits::NetLimits,
     verify_thread: Option<JoinHandle<()>>,
     core_thread: Option<JoinHandle<Result<(), ServerError>>>,
     stopping: Arc<AtomicBool>,
@@ -155,6 +164,8 @@ impl CoreServer {
         Ok(CoreServer {
             endpoint,
             stats,
+            local: Arc::new(std::sync::Mutex::new(Some(verify_tx.clone()))),
+            limits: options.limits.clone(),
             verify_tx: Some(verify_tx),
             verify_thread: Some(verify_thread),
             core_thread: Some(core_thread),
@@ -172,6 +183,16 @@ impl CoreServer {
         &self.stats
     }
 
+    /// A link that feeds requests into this server's verify queue without a network hop, for a
+    /// driver in the same process (see [`LocalLink`]).
+    pub fn local_link(&self) -> LocalLink {
+        LocalLink::new(
+            self.local.clone(),
+            self.stats.clone(),
+            self.limits.max_request_bytes,
+        )
+    }
+
     /// Whether the core thread stopped (store failure).
     pub fn core_stopped(&self) -> bool {
         self.core_thread.as_ref().is_none_or(|t| t.is_finished())
@@ -184,6 +205,7 @@ impl CoreServer {
         self.endpoint
             .close(quinn::VarInt::from_u32(0), b"shutting down");
         self.verify_tx = None;
+        *self.local.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let verify = self.verify_thread.take();
         let core = self.core_thread.take();
         tokio::task::spawn_blocking(move || {
@@ -278,7 +300,11 @@ async fn serve_stream(
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
             stats.verify_queue.fetch_add(1, Ordering::Relaxed);
-            match verify_tx.try_send(VerifyJob { request, reply }) {
+            let job = VerifyJob {
+                request,
+                reply: ReplyTo::Stream(reply),
+            };
+            match verify_tx.try_send(job) {
                 Ok(()) => match answer.await {
                     Ok(chunks) => chunks,
                     // The core stopped before answering (shutdown or store failure).
@@ -335,7 +361,7 @@ fn verify_loop(
             .verify_queue
             .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         stats.verify_batch_requests.observe(jobs.len() as f64);
-        let (requests, replies): (Vec<Request>, Vec<Reply>) =
+        let (requests, replies): (Vec<Request>, Vec<ReplyTo>) =
             jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
         let started = Instant::now();
         let results = pool.install(|| verifier.verify_many(requests));
@@ -350,13 +376,11 @@ fn verify_loop(
                     }
                     Err(TrySendError::Full(job)) => {
                         stats.busy.fetch_add(1, Ordering::Relaxed);
-                        let _ = job.reply.send(Response::Error(CoreError::Busy).to_chunks());
+                        job.reply.send(Response::Error(CoreError::Busy));
                     }
                     Err(TrySendError::Disconnected(_)) => return,
                 },
-                Err(error) => {
-                    let _ = reply.send(Response::Error(error).to_chunks());
-                }
+                Err(error) => reply.send(Response::Error(error)),
             }
         }
     }
@@ -432,7 +456,7 @@ fn core_loop(
             // would leave before its write is durable.
             let (response, batch) = core.handle(now, job.request);
             assert!(batch.is_empty(), "a held long-poll read wrote to the store");
-            let _ = job.reply.send(response.to_chunks());
+            job.reply.send(response);
         }
         stats
             .parked
@@ -479,7 +503,7 @@ fn group_commit(
         if !batch.is_empty() {
             batches.push(batch);
         }
-        replies.push((job.reply, response.to_chunks()));
+        replies.push((job.reply, response));
     }
     if !batches.is_empty() {
         let started = Instant::now();
@@ -493,15 +517,19 @@ fn group_commit(
     stats
         .grouped_requests
         .fetch_add(replies.len(), Ordering::Relaxed);
-    for (reply, chunks) in replies {
-        let _ = reply.send(chunks);
+    for (reply, response) in replies {
+        reply.send(response);
     }
     Ok(())
 }
 
 /// Copies the core's round, commit state, mempool and counters into `stats` after a group.
 fn publish(stats: &ServerStats, core: &Core, committed_before: u64, now: Millis) {
-    stats.round.store(core.round().0, Ordering::Relaxed);
+    let round = core.round().0;
+    stats.round.store(round, Ordering::Relaxed);
+    stats
+        .round_changes
+        .send_if_modified(|r| std::mem::replace(r, round) != round);
     let consensus = core.consensus();
     stats
         .last_committed_round

@@ -60,6 +60,9 @@ pub struct ServerStats {
     pub consensus_latency_seconds: Histogram,
     /// The core's own counters, copied after each group commit.
     pub core_counters: Arc<Mutex<CoreCounters>>,
+    /// The core's round again, for those in the process that wait for it to move (a home
+    /// driver: [`LocalLink::round_changes`](super::LocalLink::round_changes)). Not a metric.
+    pub round_changes: tokio::sync::watch::Sender<u64>,
     /// Every served metric, registered once.
     registry: Registry,
 }
@@ -88,6 +91,7 @@ impl Default for ServerStats {
             group_requests: histogram(COUNT_BUCKETS),
             consensus_latency_seconds: histogram(SECONDS_BUCKETS),
             core_counters: Arc::default(),
+            round_changes: tokio::sync::watch::Sender::new(0),
             registry: Registry::with_prefix("sleepyseal_core"),
         };
         stats.register();

@@ -1,0 +1,205 @@
+//! The in-process link to a core server (PROTOCOL.md §7, "Who carries payloads"): a driver
+//! beside its home core, in the same process, reaches it without a network hop.
+//!
+//! A request on the link goes where a QUIC request goes once decoded: into the same bounded
+//! verify queue (a full queue answers `Busy` at once), through the same verification (the
+//! driver holds no key), to the core thread and its group commit. Only the transport is
+//! skipped, and with it two encodings: the request is handed over as the driver built it, and
+//! the reply comes back as the core thread made it, never encoded (the QUIC path encodes it
+//! into chunks for the stream). The decoder's count and size limits, which a request on the
+//! link never meets, are checked here instead.
+//!
+//! The link never keeps the server alive: it reaches the verify queue through a slot that
+//! [`CoreServer::shutdown`](super::CoreServer::shutdown) empties, after which every request
+//! fails with [`LocalLinkError::Stopped`].
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sleepyseal_core::codec::Encode;
+use sleepyseal_core::limits::{
+    MAX_CERTS_PER_REQUEST, MAX_COMMITTEE_SIZE, MAX_DIGESTS_PER_MESSAGE, MAX_HEADERS_PER_REQUEST,
+    MAX_PAYLOADS_PER_REQUEST, MAX_TRANSACTIONS_PER_SUBMIT, MAX_TRANSACTION_BYTES,
+};
+use sleepyseal_core::protocol::{Request, RequestBody, Response};
+use sleepyseal_core::{CoreError, Payload};
+use tokio::sync::{oneshot, watch};
+
+use super::{ServerStats, VerifyJob};
+
+/// Where the reply to a request goes: encoded for a QUIC stream, or as is over the link.
+pub(super) enum ReplyTo {
+    /// A QUIC stream: the chunks of the encoded response.
+    Stream(oneshot::Sender<Vec<Bytes>>),
+    /// The in-process link: the response itself.
+    Local(oneshot::Sender<Response>),
+}
+
+impl ReplyTo {
+    /// Sends `response` (a requester that went away is no error).
+    pub(super) fn send(self, response: Response) {
+        match self {
+            ReplyTo::Stream(tx) => {
+                let _ = tx.send(response.to_chunks());
+            }
+            ReplyTo::Local(tx) => {
+                let _ = tx.send(response);
+            }
+        }
+    }
+}
+
+/// The verify queue as the link sees it: emptied when the server shuts down.
+pub(super) type QueueSlot = Arc<Mutex<Option<SyncSender<VerifyJob>>>>;
+
+/// Why a request on the link got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalLinkError {
+    /// The server shut down or its core stopped (before or while the request was handled).
+    #[error("the core server stopped")]
+    Stopped,
+    /// The request exceeds a limit the decoder of a QUIC request enforces.
+    #[error("request over the limit: {0}")]
+    OverLimit(String),
+}
+
+/// A handle that feeds requests into a running core server without a network hop; see the
+/// module doc. Cheap to clone.
+#[derive(Clone)]
+pub struct LocalLink {
+    queue: QueueSlot,
+    stats: Arc<ServerStats>,
+    max_request_bytes: usize,
+}
+
+impl std::fmt::Debug for LocalLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLink").finish_non_exhaustive()
+    }
+}
+
+impl LocalLink {
+    pub(super) fn new(
+        queue: QueueSlot,
+        stats: Arc<ServerStats>,
+        max_request_bytes: usize,
+    ) -> LocalLink {
+        LocalLink {
+            queue,
+            stats,
+            max_request_bytes,
+        }
+    }
+
+    /// Sends `request` through the server's verify queue and core thread; the response, or
+    /// `Busy` at once when the verify queue is full.
+    pub async fn request(&self, request: Request) -> Result<Response, LocalLinkError> {
+        check_limits(&request.body, self.max_request_bytes)?;
+        let (reply, answer) = oneshot::channel();
+        let job = VerifyJob {
+            request,
+            reply: ReplyTo::Local(reply),
+        };
+        self.stats.verify_queue.fetch_add(1, Ordering::Relaxed);
+        // A holder that panicked cannot have left the slot half-written: ignore the poison, so
+        // that a panicking driver never stops the core.
+        let sent = match self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            Some(queue) => queue.try_send(job),
+            None => Err(TrySendError::Disconnected(job)),
+        };
+        let response = match sent {
+            Ok(()) => answer.await.map_err(|_| LocalLinkError::Stopped)?,
+            Err(TrySendError::Full(_)) => {
+                self.stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                Response::Error(CoreError::Busy)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
+                return Err(LocalLinkError::Stopped);
+            }
+        };
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(response)
+    }
+
+    /// The core's round, changed after every group commit that moved it: a driver in the same
+    /// process polls its home core at once instead of at its next poll.
+    pub fn round_changes(&self) -> watch::Receiver<u64> {
+        self.stats.round_changes.subscribe()
+    }
+}
+
+/// The limits a decoder enforces on a request from the network: item counts and, for the
+/// bytes a request can carry in bulk (payloads, transactions), the request size limit.
+fn check_limits(body: &RequestBody, max_request_bytes: usize) -> Result<(), LocalLinkError> {
+    let over = |what: &str, n: usize, max: usize| {
+        if n > max {
+            Err(LocalLinkError::OverLimit(format!(
+                "{n} {what}, at most {max}"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let payload_bytes = |p: &[Payload]| p.iter().map(Payload::len).sum::<usize>();
+    let bulk = match body {
+        RequestBody::HeaderBundle {
+            headers,
+            parents,
+            payloads,
+            ..
+        } => {
+            over("headers", headers.len(), MAX_HEADERS_PER_REQUEST)?;
+            over("parents", parents.len(), MAX_CERTS_PER_REQUEST)?;
+            over("payloads", payloads.len(), MAX_PAYLOADS_PER_REQUEST)?;
+            payload_bytes(payloads)
+        }
+        RequestBody::CertBundle {
+            certificates,
+            parents,
+            payloads,
+            ..
+        } => {
+            over("certificates", certificates.len(), MAX_CERTS_PER_REQUEST)?;
+            over("parents", parents.len(), MAX_CERTS_PER_REQUEST)?;
+            over("payloads", payloads.len(), MAX_PAYLOADS_PER_REQUEST)?;
+            payload_bytes(payloads)
+        }
+        RequestBody::Sync {
+            certificates,
+            payloads,
+        } => {
+            over("certificates", certificates.len(), MAX_CERTS_PER_REQUEST)?;
+            over("payloads", payloads.len(), MAX_PAYLOADS_PER_REQUEST)?;
+            payload_bytes(payloads)
+        }
+        RequestBody::Fetch { after, .. } => {
+            over("fetch bounds", after.len(), MAX_COMMITTEE_SIZE)?;
+            0
+        }
+        RequestBody::Submit { transactions } => {
+            over(
+                "transactions",
+                transactions.len(),
+                MAX_TRANSACTIONS_PER_SUBMIT,
+            )?;
+            let longest = transactions.iter().map(Bytes::len).max().unwrap_or(0);
+            over("bytes in a transaction", longest, MAX_TRANSACTION_BYTES)?;
+            transactions.iter().map(Bytes::len).sum()
+        }
+        RequestBody::FetchPayloads { digests } => {
+            over("digests", digests.len(), MAX_DIGESTS_PER_MESSAGE)?;
+            0
+        }
+        RequestBody::GetState { .. } | RequestBody::ReadCommitted { .. } => 0,
+    };
+    over("bytes carried", bulk, max_request_bytes)
+}
