@@ -20,7 +20,7 @@ pub struct CompareArgs {
 const FIGURES: &[(&str, &str, Option<bool>)] = &[
     ("input rate (tx/s)", "/config/rate", None),
     ("cores", "/config/cores", None),
-    ("drivers", "/config/drivers", None),
+    ("standalone drivers", "/config/drivers", None),
     ("consensus TPS", "/consensus_tps", Some(true)),
     (
         "consensus latency (ms)",
