@@ -34,10 +34,10 @@ use crate::wan::Wan;
 
 mod local;
 mod stats;
-pub use local::{LocalLink, LocalLinkError};
+pub use local::{LocalLink, LocalLinkError, OwnHeader};
 pub use stats::ServerStats;
 
-use local::{QueueSlot, ReplyTo};
+use local::{publish_own_header, QueueSlot, ReplyTo};
 
 /// Settings of the pipeline behind the endpoint.
 #[derive(Clone, Debug)]
@@ -518,6 +518,8 @@ fn group_commit(
         .grouped_requests
         .fetch_add(replies.len(), Ordering::Relaxed);
     for (reply, response) in replies {
+        // Published once the group is durable, like the replies: the header is signed.
+        publish_own_header(stats, &response);
         reply.send(response);
     }
     Ok(())
@@ -525,11 +527,7 @@ fn group_commit(
 
 /// Copies the core's round, commit state, mempool and counters into `stats` after a group.
 fn publish(stats: &ServerStats, core: &Core, committed_before: u64, now: Millis) {
-    let round = core.round().0;
-    stats.round.store(round, Ordering::Relaxed);
-    stats
-        .round_changes
-        .send_if_modified(|r| std::mem::replace(r, round) != round);
+    stats.round.store(core.round().0, Ordering::Relaxed);
     let consensus = core.consensus();
     stats
         .last_committed_round

@@ -57,7 +57,7 @@ async fn requests_on_the_link_are_verified_handled_and_answered_typed() {
     let (server, committee) = serve_core_0("typed", ServerOptions::default());
     let link = server.local_link();
     let instance = committee.instance();
-    let mut rounds = link.round_changes();
+    let mut headers = link.own_headers();
     let request = |body| Request { instance, body };
     let submit = RequestBody::Submit {
         transactions: vec![Bytes::from_static(b"tx on the link")],
@@ -76,11 +76,13 @@ async fn requests_on_the_link_are_verified_handled_and_answered_typed() {
         Round(1),
         "round 1 proposed on the first poll"
     );
-    let payload = summary.own_payload.expect("the payload, as asked");
+    let payload = summary.own_payload.clone().expect("the payload, as asked");
     assert_eq!(payload.transactions().unwrap().len(), 1);
-    // The round moved, and the link tells.
-    rounds.changed().await.unwrap();
-    assert_eq!(*rounds.borrow_and_update(), 1);
+    // The core built its round-1 header, and the link hands it over with its payload.
+    headers.changed().await.unwrap();
+    let own = headers.borrow_and_update().clone().expect("an own header");
+    assert_eq!(own.header.header.round(), Round(1));
+    assert_eq!(own.payload, Some(payload.clone()));
     // The same verification as a QUIC request: a header signed by the wrong key is refused.
     let genesis: Vec<ParentRef> = committee
         .indices()

@@ -24,7 +24,7 @@ use sleepyseal_core::limits::{
     MAX_PAYLOADS_PER_REQUEST, MAX_TRANSACTIONS_PER_SUBMIT, MAX_TRANSACTION_BYTES,
 };
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
-use sleepyseal_core::{CoreError, Payload};
+use sleepyseal_core::{CoreError, Payload, SignedHeader};
 use tokio::sync::{oneshot, watch};
 
 use super::{ServerStats, VerifyJob};
@@ -130,11 +130,52 @@ impl LocalLink {
         Ok(response)
     }
 
-    /// The core's round, changed after every group commit that moved it: a driver in the same
-    /// process polls its home core at once instead of at its next poll.
-    pub fn round_changes(&self) -> watch::Receiver<u64> {
-        self.stats.round_changes.subscribe()
+    /// The newest own header the core built, with its payload, as soon as the group commit
+    /// that built it is durable, whichever request built it: a driver in the same process
+    /// carries it at once instead of polling for it (a request from another driver that makes
+    /// the core advance gets the new header in its reply, and only that driver).
+    pub fn own_headers(&self) -> watch::Receiver<Option<OwnHeader>> {
+        self.stats.own_headers.subscribe()
     }
+}
+
+/// A core's own header as it built it, with its payload (none if empty).
+#[derive(Clone, Debug)]
+pub struct OwnHeader {
+    /// The header, signed by the core.
+    pub header: SignedHeader,
+    /// Its payload (`None` for an empty payload, which no core stores).
+    pub payload: Option<Payload>,
+}
+
+/// Publishes the own header a reply carries if it is newer than the one published: every reply
+/// of a request that made the core build its header carries it with its payload.
+pub(super) fn publish_own_header(stats: &ServerStats, response: &Response) {
+    let summary = match response {
+        Response::Summary(s) => s,
+        Response::Votes { summary, .. } => summary,
+        _ => return,
+    };
+    let Some(header) = &summary.own_header else {
+        return;
+    };
+    let payload = &summary.own_payload;
+    if payload.is_none() && header.header.payload().len > 0 {
+        return;
+    }
+    let round = header.header.round();
+    stats.own_headers.send_if_modified(|published| {
+        let newer = published
+            .as_ref()
+            .is_none_or(|p| p.header.header.round() < round);
+        if newer {
+            *published = Some(OwnHeader {
+                header: header.clone(),
+                payload: payload.clone(),
+            });
+        }
+        newer
+    });
 }
 
 /// The limits a decoder enforces on a request from the network: item counts and, for the

@@ -60,9 +60,9 @@ pub struct ServerStats {
     pub consensus_latency_seconds: Histogram,
     /// The core's own counters, copied after each group commit.
     pub core_counters: Arc<Mutex<CoreCounters>>,
-    /// The core's round again, for those in the process that wait for it to move (a home
-    /// driver: [`LocalLink::round_changes`](super::LocalLink::round_changes)). Not a metric.
-    pub round_changes: tokio::sync::watch::Sender<u64>,
+    /// The newest own header the core built (with its payload), for a driver in the process
+    /// ([`LocalLink::own_headers`](super::LocalLink::own_headers)). Not a metric.
+    pub own_headers: tokio::sync::watch::Sender<Option<super::OwnHeader>>,
     /// Every served metric, registered once.
     registry: Registry,
 }
@@ -91,7 +91,7 @@ impl Default for ServerStats {
             group_requests: histogram(COUNT_BUCKETS),
             consensus_latency_seconds: histogram(SECONDS_BUCKETS),
             core_counters: Arc::default(),
-            round_changes: tokio::sync::watch::Sender::new(0),
+            own_headers: tokio::sync::watch::Sender::new(None),
             registry: Registry::with_prefix("sleepyseal_core"),
         };
         stats.register();
