@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sleepyseal_core::protocol::{Request, Response};
 use sleepyseal_core::AuthorityIndex;
-use sleepyseal_net::server::{LocalLink, LocalLinkError};
+use sleepyseal_net::server::{LocalLink, LocalLinkError, OwnHeader};
 use sleepyseal_net::{ClientError, Clients, CoreClient};
 use tokio::sync::watch;
 
@@ -92,11 +92,11 @@ impl Links {
         &self.links[index.as_usize()]
     }
 
-    /// The core reached in process and the changes of its round, if any.
-    pub fn local_rounds(&self) -> Option<(AuthorityIndex, watch::Receiver<u64>)> {
+    /// The core reached in process and the own headers it builds, if any.
+    pub fn local_headers(&self) -> Option<(AuthorityIndex, watch::Receiver<Option<OwnHeader>>)> {
         let home = self.local?;
         match &self.links[home.as_usize()] {
-            Link::Local(link) => Some((home, link.round_changes())),
+            Link::Local(link) => Some((home, link.own_headers())),
             Link::Quic(_) => None,
         }
     }

@@ -8,7 +8,7 @@
 //!
 //! Requests are written as the chunks of their encoding, so payloads taken from one core's reply
 //! go to the other cores without being copied or re-encoded. A home core in the same process
-//! tells when its round moves, and is polled at once then.
+//! hands over each own header it builds (with its payload) as soon as it is durable.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use sleepyseal_core::protocol::{RequestBody, Response};
 use sleepyseal_core::{AuthorityIndex, Committee, Millis};
 use sleepyseal_net::client::ClientSetupError;
 use sleepyseal_net::metrics::{self, histogram, AtomicCounter, AtomicGauge, SECONDS_BUCKETS};
+use sleepyseal_net::server::OwnHeader;
 use sleepyseal_net::{ClientOptions, Clients, NetLimits, Testbed};
 use tokio::sync::{mpsc, watch};
 
@@ -181,7 +182,7 @@ pub async fn run(
     let timeout = Duration::from_millis(options.driver.request_timeout_ms);
     let mut tick = tokio::time::interval(options.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut local_rounds = links.local_rounds();
+    let mut local_headers = links.local_headers();
     loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -195,7 +196,9 @@ pub async fn run(
                     apply(&mut state, now(), more, &stats);
                 }
             }
-            moved = round_moved(&mut local_rounds) => state.poll_soon(moved),
+            (core, own) = next_own_header(&mut local_headers) => {
+                state.on_own_header(now(), core, own.header, own.payload);
+            }
             _ = tick.tick() => {}
         }
         for Outgoing { id, core, request } in state.poll(now()) {
@@ -242,11 +245,15 @@ async fn exchange(
     }
 }
 
-/// The next core (reached in process) whose round moved; never, without one.
-async fn round_moved(local: &mut Option<(AuthorityIndex, watch::Receiver<u64>)>) -> AuthorityIndex {
-    if let Some((core, rounds)) = local {
-        if rounds.changed().await.is_ok() {
-            return *core;
+/// The next own header of the core reached in process; never, without one.
+async fn next_own_header(
+    local: &mut Option<(AuthorityIndex, watch::Receiver<Option<OwnHeader>>)>,
+) -> (AuthorityIndex, OwnHeader) {
+    if let Some((core, headers)) = local {
+        while headers.changed().await.is_ok() {
+            if let Some(own) = headers.borrow_and_update().clone() {
+                return (*core, own);
+            }
         }
     }
     // No such core, or its server is gone: nothing more to wait for.

@@ -28,6 +28,8 @@ struct Sent {
     payloads: Vec<Digest>,
     /// The payloads the core listed as missing in the last summary this driver got from it.
     listed_missing: Vec<Digest>,
+    /// Authors of the certificates (and parents) of a certificate bundle.
+    cert_authors: Vec<AuthorityIndex>,
 }
 
 /// Real cores and drivers (some dead), every request handled at once, time in steps.
@@ -101,6 +103,7 @@ impl Net {
                     ),
                     payloads: carried(&out.request.body),
                     listed_missing: self.missing.get(&(d, core)).cloned().unwrap_or_default(),
+                    cert_authors: cert_authors(&out.request.body),
                 });
                 let driver = self.drivers[d].as_mut().expect("alive");
                 if self.cut.contains(&(d, core)) {
@@ -200,6 +203,21 @@ fn summary_of(response: &Response) -> Option<&Summary> {
         Response::Summary(s) => Some(s),
         Response::Votes { summary, .. } => Some(summary),
         _ => None,
+    }
+}
+
+fn cert_authors(body: &RequestBody) -> Vec<AuthorityIndex> {
+    match body {
+        RequestBody::CertBundle {
+            certificates,
+            parents,
+            ..
+        } => certificates
+            .iter()
+            .chain(parents)
+            .map(|c| c.author())
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -371,4 +389,83 @@ fn covers_end_once_the_home_driver_is_back() {
     );
     assert_eq!(covering(&net), 0);
     assert!(net.committed_of(0, 3) > 0);
+}
+
+/// Certificates follow their payloads: with a grace period that never ends, every certificate
+/// bundle a home driver sends carries only its home core's certificates, and each core still
+/// gets every certificate it needs from that certificate's home driver.
+#[test]
+fn certificate_bundles_carry_the_home_cores_certificates() {
+    let homes = [Some(0), Some(1), Some(2), Some(3)];
+    let mut net = Net::new(4, &homes, &[true; 4], u64::MAX / 4);
+    let mut foreign = Vec::new();
+    for _ in 0..2_000 {
+        let before = net.sent.len();
+        net.step();
+        foreign.extend(net.sent[before..].iter().filter_map(|s| {
+            let authors = &s.cert_authors;
+            let home = net.homes[s.driver];
+            authors
+                .iter()
+                .any(|a| Some(*a) != home)
+                .then(|| format!("driver {} sent certificates of {authors:?}", s.driver))
+        }));
+        if net.cores.cores.iter().all(|(c, _)| c.round().0 >= 20) {
+            break;
+        }
+    }
+    assert!(net.cores.top_round() >= 20, "no progress");
+    assert_eq!(foreign, Vec::<String>::new());
+}
+
+/// A home core in the same process hands over each header it builds: the driver offers it to
+/// the other cores with its payload at its next poll, without asking its core first.
+#[test]
+fn an_own_header_handed_over_is_carried_at_once() {
+    let mut cores = Cores::new(4);
+    let now = Millis(10);
+    let tx = RequestBody::Submit {
+        transactions: vec![Bytes::from_static(b"handed over")],
+    };
+    cores.handle(now, AuthorityIndex(0), tx);
+    let config = DriverConfig {
+        home_core: Some(AuthorityIndex(0)),
+        home_is_local: true,
+        ..DriverConfig::default()
+    };
+    let mut driver = DriverState::new(cores.committee.clone(), config, 0);
+    for i in 1..4u16 {
+        let body = RequestBody::GetState {
+            with_payload: false,
+        };
+        let summary = cores.handle(now, AuthorityIndex(i), body);
+        driver.on_response(now, u64::MAX, AuthorityIndex(i), summary);
+    }
+    let body = RequestBody::GetState { with_payload: true };
+    let Response::Summary(own) = cores.handle(now, AuthorityIndex(0), body) else {
+        panic!("a summary")
+    };
+    let header = own.own_header.clone().expect("core 0 proposed");
+    let payload = own.own_payload.clone().expect("with its payload");
+    driver.on_own_header(
+        now,
+        AuthorityIndex(0),
+        header.clone(),
+        Some(payload.clone()),
+    );
+    let sent = driver.poll(now);
+    for i in 1..4u16 {
+        let bundle = sent
+            .iter()
+            .find(|o| o.core == AuthorityIndex(i))
+            .map(|o| &o.request.body);
+        let Some(RequestBody::HeaderBundle {
+            headers, payloads, ..
+        }) = bundle
+        else {
+            panic!("no header bundle for core {i}: {bundle:?}")
+        };
+        assert!(headers.contains(&header), "core {i}: {headers:?}");
+        assert_eq!(payloads, &vec![payload.clone()], "core {i}");
+    }
 }

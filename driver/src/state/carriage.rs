@@ -12,15 +12,23 @@
 //!   first seeing it is carried to T, with its payload (pulled from A's summary).
 //! - **cover**: when headers of A, fresh when first seen (no older than the round before the
 //!   newest), passed the grace period with no vote from any other core and no core reports a
-//!   certificate of A at their round or later, nobody carries A's payloads (A's home driver is dead, or there is none). The driver then
-//!   carries A's payloads eagerly, like its home core's, for [`COVER_GRACES`] grace periods; after
-//!   that it waits for A's home driver again, and covers again if A's headers first seen since
-//!   still go uncarried. Grace alone would not keep A live: A advances a round every few tens of
-//!   ms on a LAN, so by the time a header of A passed the grace period the other cores built on
-//!   a quorum without it, and its late certificate is an orphan. Covering drivers fall out of
-//!   step (each covers from its own first sight), so one usually still covers while another
-//!   waits: a dead home driver costs a few orphaned headers per cover period, whose
-//!   transactions are proposed again, never lost.
+//!   certificate of A at their round or later, nobody carries A's payloads (A's home driver is
+//!   dead, or there is none). The driver then carries A's payloads eagerly, like its home
+//!   core's, for [`COVER_GRACES`] grace periods; after that it waits for A's home driver again,
+//!   and covers again if A's headers first seen since still go uncarried. Grace alone would not
+//!   keep A live: A advances a round every few tens of ms on a LAN, so by the time a header of A
+//!   passed the grace period the other cores built on a quorum without it, and its late
+//!   certificate is an orphan. Covering drivers fall out of step (each covers from its own first
+//!   sight), so one usually still covers while another waits: a dead home driver costs a few
+//!   orphaned headers per cover period, whose transactions are proposed again, never lost.
+//! - **certificates** follow their payloads: a certificate bundle carries at once the
+//!   certificates of the authors whose payloads the driver carries eagerly, and any other once
+//!   the driver has held it for the grace period and the core still seems to lack it (its own
+//!   home driver brings it first). Each home driver spreads its core's certificates; n drivers
+//!   all sending every certificate they learn made each core handle twice the requests. The
+//!   parents of a header bundle all go: a core needs them to vote.
+//! - **catch-up**: a lagging core lacks every payload of the history it is sent (`Sync`), so
+//!   catch-up carries every payload the driver holds, whatever its author.
 //!
 //! **Headers of other authors.** The vote rule refuses a header whose payload the core lacks
 //! (`MissingPayload`), so a driver never offers a core a header whose payload it would not carry:
@@ -30,7 +38,7 @@
 //! every header and every vote from summaries, so it assembles certificates and carries them
 //! (certificates are small) whoever carried the payloads.
 
-use sleepyseal_core::{AuthorityIndex, Digest, Header, Millis, Round};
+use sleepyseal_core::{AuthorityIndex, Certificate, Digest, Header, Millis, Round};
 
 use super::{DriverState, Seen};
 
@@ -76,6 +84,15 @@ impl DriverState {
                 .header_seen
                 .get(&header.digest())
                 .is_some_and(|seen| self.now.since(seen.at) >= self.config.payload_grace_ms)
+    }
+
+    /// Whether a certificate bundle may carry `c` now (module doc).
+    pub(super) fn bundles_certificate(&self, c: &Certificate) -> bool {
+        self.eager(&c.header)
+            || self
+                .cert_seen
+                .get(&c.digest())
+                .is_none_or(|seen| self.now.since(*seen) >= self.config.payload_grace_ms)
     }
 
     /// Whether a request to `core` may carry `header`'s payload under `carry` (whether the

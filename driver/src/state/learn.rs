@@ -52,6 +52,29 @@ impl DriverState {
         }
     }
 
+    /// `core`'s newest own header and its payload (`None` if empty), learned other than from a
+    /// reply: a home core in the same process hands over each header it builds, so that its
+    /// driver carries it at once (the reply that carried it went to whichever driver made the
+    /// core advance).
+    pub fn on_own_header(
+        &mut self,
+        now: Millis,
+        core: AuthorityIndex,
+        header: SignedHeader,
+        payload: Option<Payload>,
+    ) {
+        self.now = self.now.max(now);
+        if header.header.author() != core || !self.committee.contains(core) {
+            return;
+        }
+        if let Some(p) = payload {
+            if p.digest() == header.header.payload().digest {
+                self.learn_payload(p, header.header.round());
+            }
+        }
+        self.learn_header(header);
+    }
+
     /// Takes request `id` out of flight: the index of the core whose slot it held and what it
     /// was for (none for an unknown id). That core's failure count restarts.
     fn answered(&mut self, id: u64) -> (Option<usize>, Option<Purpose>) {
@@ -185,7 +208,13 @@ impl DriverState {
         } else {
             self.config.request_timeout_ms
         };
+        let interval = self.poll_interval_of(from);
         let view = &mut self.cores[from.as_usize()];
+        if self.config.home_core.is_some() {
+            // A fresh summary is as good as a poll: n home drivers polling every core would
+            // double what each core handles.
+            view.next_poll = view.next_poll.max(Millis(now.0 + interval));
+        }
         match summary.status {
             Status::NotReady { retry_after_ms } => {
                 view.next_poll = Millis(now.0 + retry_after_ms.min(cap));
@@ -296,11 +325,12 @@ impl DriverState {
         if c.round() == Round::GENESIS || !self.committee.contains(c.author()) {
             return;
         }
-        self.certificates
-            .entry(c.round())
-            .or_default()
-            .entry(c.author())
-            .or_insert(c);
+        let digest = c.digest();
+        let slot = self.certificates.entry(c.round()).or_default();
+        if let std::collections::btree_map::Entry::Vacant(e) = slot.entry(c.author()) {
+            e.insert(c);
+            self.cert_seen.insert(digest, self.now);
+        }
     }
 
     /// Drops soft state far below the newest round.
@@ -336,6 +366,12 @@ impl DriverState {
             .collect();
         self.votes.retain(|d, _| live.contains(d));
         self.header_seen.retain(|d, _| live.contains(d));
+        let kept: HashSet<Digest> = self
+            .certificates
+            .values()
+            .flat_map(|m| m.values().map(Certificate::digest))
+            .collect();
+        self.cert_seen.retain(|d, _| kept.contains(d));
         self.payloads.retain(|r| r >= floor || r == Round::GENESIS);
         if self.payloads.len() > payload_cap {
             self.payloads.retain(|r| r >= floor);

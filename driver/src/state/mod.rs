@@ -34,6 +34,7 @@ mod payloads;
 use cache::PayloadCache;
 pub use carriage::{COVER_GRACES, UNCARRIED_HEADERS};
 use catch_up::CatchUp;
+pub use choose::FOREIGN_POLL_FACTOR;
 
 /// Default of [`DriverConfig::request_timeout_ms`].
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 1_000;
@@ -212,6 +213,8 @@ pub struct DriverState {
     payloads: PayloadCache,
     /// When the driver first saw each header it keeps (the grace period runs from then).
     header_seen: HashMap<Digest, Seen>,
+    /// When the driver assembled or learned each certificate it keeps.
+    cert_seen: HashMap<Digest, Millis>,
     /// Per author: until when this driver carries its payloads eagerly although it is not its
     /// home core, because its headers went uncarried (see `carriage`); 0 if never.
     covered_until: Vec<Millis>,
@@ -242,6 +245,7 @@ impl DriverState {
             votes: HashMap::new(),
             certificates: BTreeMap::new(),
             header_seen: HashMap::new(),
+            cert_seen: HashMap::new(),
             next_cover_check: Millis::default(),
             now: Millis::default(),
             payloads_asked: HashMap::new(),
