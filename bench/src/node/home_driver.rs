@@ -69,7 +69,10 @@ impl HomeDriver {
         };
         let thread = std::thread::Builder::new()
             .name("home-driver".into())
-            .spawn(move || supervise(&setup, stop_rx))
+            .spawn(move || {
+                let stats = setup.stats.clone();
+                supervise(&stats, &stop_rx, |stop| incarnation(&setup, stop));
+            })
             .context("spawn the home-driver thread")?;
         Ok(HomeDriver {
             stop,
@@ -93,13 +96,17 @@ impl HomeDriver {
     }
 }
 
-/// Runs the driver until stopped, restarting it with fresh state after a panic or a failed
-/// start (with a capped, doubling back-off).
-fn supervise(setup: &Setup, stop: watch::Receiver<bool>) {
+/// Runs `incarnation` (one life of the driver) until `stop` turns true, again after a panic or
+/// a failure to start (with a capped, doubling back-off), counting restarts in `stats`.
+fn supervise(
+    stats: &RunnerStats,
+    stop: &watch::Receiver<bool>,
+    mut incarnation: impl FnMut(watch::Receiver<bool>) -> anyhow::Result<()>,
+) {
     let mut backoff = RESTART_BACKOFF_MIN;
     while !*stop.borrow() {
         let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| incarnation(setup, stop.clone())));
+        let outcome = catch_unwind(AssertUnwindSafe(|| incarnation(stop.clone())));
         let why = match outcome {
             Ok(Ok(())) => return,
             Ok(Err(error)) => format!("{error:#}"),
@@ -112,11 +119,11 @@ fn supervise(setup: &Setup, stop: watch::Receiver<bool>) {
         if started.elapsed() >= RESTART_BACKOFF_RESET {
             backoff = RESTART_BACKOFF_MIN;
         }
-        setup.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        stats.restarts.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             "home driver stopped ({why}); restarting it with fresh state in {backoff:?}"
         );
-        sleep_unless_stopped(backoff, &stop);
+        sleep_unless_stopped(backoff, stop);
         backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
     }
 }
@@ -148,5 +155,49 @@ fn sleep_unless_stopped(wait: Duration, stop: &watch::Receiver<bool>) {
         std::thread::sleep(
             Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver that panics (or fails to start) is restarted with a fresh incarnation, each
+    /// counted; one that returns (it was stopped) is not.
+    #[test]
+    fn panics_are_caught_and_the_driver_restarted() {
+        let stats = RunnerStats::default();
+        let (_stop_tx, stop) = watch::channel(false);
+        let mut lives = 0;
+        let started = Instant::now();
+        supervise(&stats, &stop, |_| {
+            lives += 1;
+            match lives {
+                1 => panic!("a broken invariant"),
+                2 => anyhow::bail!("no endpoint"),
+                _ => Ok(()),
+            }
+        });
+        assert_eq!(lives, 3);
+        assert_eq!(stats.restarts.load(Ordering::Relaxed), 2);
+        let waited = started.elapsed();
+        assert!(
+            waited >= RESTART_BACKOFF_MIN * 3,
+            "backed off {waited:?} (100 ms, then 200 ms)"
+        );
+    }
+
+    /// A stop during the back-off ends the supervisor without another life.
+    #[test]
+    fn a_stop_during_the_backoff_ends_it() {
+        let stats = RunnerStats::default();
+        let (stop_tx, stop) = watch::channel(false);
+        let mut lives = 0;
+        supervise(&stats, &stop, |_| {
+            lives += 1;
+            let _ = stop_tx.send(true);
+            panic!("and stopped meanwhile");
+        });
+        assert_eq!(lives, 1);
     }
 }
