@@ -142,8 +142,18 @@ fn default_figures_at_a_light_load() {
             .expect("committed certificates metric");
         assert!(committed > 0, "core {i} committed nothing");
     }
-    let driver = std::fs::read_to_string(dir.join("metrics/driver-0.prom")).unwrap();
-    assert!(driver.contains("sleepyseal_driver_request_seconds_count"));
+    // Each core's home driver runs in its process and is served with its metrics; no standalone
+    // driver runs by default.
+    let core0 = std::fs::read_to_string(dir.join("metrics/core-0.prom")).unwrap();
+    let requests = core0
+        .lines()
+        .find_map(|l| l.strip_prefix("sleepyseal_driver_requests_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the home driver's request count");
+    assert!(requests > 0.0, "the home driver sent nothing");
+    assert!(!dir.join("metrics/driver-0.prom").exists());
+    assert_eq!(r["config"]["drivers"], 0, "{r}");
+    assert_eq!(r["config"]["home_drivers"], true, "{r}");
     // The testbed (keys, stores) is removed; no process is left.
     assert!(!dir.join("testbed").exists());
     assert_no_process_left(&dir);

@@ -1,4 +1,5 @@
-//! The driver process: [`DriverState`] driven over QUIC.
+//! The driver process: [`DriverState`] driven over QUIC, and for a home core in the same
+//! process over its in-process link ([`Links`]).
 //!
 //! Every core is talked to concurrently and independently: a slow or dead core never holds up the
 //! others (its request times out, the driver backs off and retries with a capped delay, and the
@@ -6,7 +7,8 @@
 //! time and start another; the new one rebuilds its soft state from the cores' summaries.
 //!
 //! Requests are written as the chunks of their encoding, so payloads taken from one core's reply
-//! go to the other cores without being copied or re-encoded.
+//! go to the other cores without being copied or re-encoded. A home core in the same process
+//! hands over each own header it builds (with its payload) as soon as it is durable.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,9 +20,11 @@ use sleepyseal_core::protocol::{RequestBody, Response};
 use sleepyseal_core::{AuthorityIndex, Committee, Millis};
 use sleepyseal_net::client::ClientSetupError;
 use sleepyseal_net::metrics::{self, histogram, AtomicCounter, AtomicGauge, SECONDS_BUCKETS};
-use sleepyseal_net::{ClientError, ClientOptions, Clients, NetLimits, Testbed};
+use sleepyseal_net::server::OwnHeader;
+use sleepyseal_net::{ClientOptions, Clients, NetLimits, Testbed};
 use tokio::sync::{mpsc, watch};
 
+use crate::link::{Link, LinkError, Links};
 use crate::state::{DriverConfig, DriverState, Outgoing};
 
 /// Settings of a driver process.
@@ -72,6 +76,10 @@ pub struct RunnerStats {
     pub certificates: AtomicGauge,
     /// Requests sent and not answered yet.
     pub in_flight: AtomicGauge,
+    /// Bytes of the payloads the driver holds.
+    pub payload_cache_bytes: AtomicGauge,
+    /// Restarts after a panic (a driver inside a core process is restarted, fresh).
+    pub restarts: AtomicCounter,
     /// Round trip of each answered request.
     pub request_seconds: Histogram,
     /// Every served metric, registered once.
@@ -87,6 +95,8 @@ impl Default for RunnerStats {
             top_round: AtomicGauge::default(),
             certificates: AtomicGauge::default(),
             in_flight: AtomicGauge::default(),
+            payload_cache_bytes: AtomicGauge::default(),
+            restarts: AtomicCounter::default(),
             request_seconds: histogram(SECONDS_BUCKETS),
             registry: Registry::with_prefix("sleepyseal_driver"),
         };
@@ -127,6 +137,16 @@ impl RunnerStats {
             self.in_flight.clone(),
         );
         r.register(
+            "payload_cache_bytes",
+            "Bytes of the payloads the driver holds",
+            self.payload_cache_bytes.clone(),
+        );
+        r.register(
+            "restarts",
+            "Restarts after a panic, with fresh state",
+            self.restarts.clone(),
+        );
+        r.register(
             "request_seconds",
             "Round trip of one request to a core",
             self.request_seconds.clone(),
@@ -138,13 +158,13 @@ struct Done {
     id: u64,
     core: AuthorityIndex,
     body: RequestBody,
-    result: Result<Response, ClientError>,
+    result: Result<Response, LinkError>,
 }
 
-/// Drives the cores until `stop` turns true.
+/// Drives the cores, reached through `links`, until `stop` turns true.
 pub async fn run(
     committee: Arc<Committee>,
-    clients: Arc<Clients>,
+    links: Arc<Links>,
     options: RunnerOptions,
     stats: Arc<RunnerStats>,
     mut stop: watch::Receiver<bool>,
@@ -162,6 +182,7 @@ pub async fn run(
     let timeout = Duration::from_millis(options.driver.request_timeout_ms);
     let mut tick = tokio::time::interval(options.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut local_headers = links.local_headers();
     loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -175,16 +196,19 @@ pub async fn run(
                     apply(&mut state, now(), more, &stats);
                 }
             }
+            (core, own) = next_own_header(&mut local_headers) => {
+                state.on_own_header(now(), core, own.header, own.payload);
+            }
             _ = tick.tick() => {}
         }
         for Outgoing { id, core, request } in state.poll(now()) {
             stats.requests.fetch_add(1, Ordering::Relaxed);
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            let client = clients.core(core).clone();
+            let link = links.link(core).clone();
             let (done_tx, stats) = (done_tx.clone(), stats.clone());
             tokio::spawn(async move {
                 let sent = Instant::now();
-                let result = client.request(&request, timeout).await;
+                let (body, result) = exchange(&link, request, timeout).await;
                 if result.is_ok() {
                     stats.request_seconds.observe(sent.elapsed().as_secs_f64());
                 }
@@ -192,18 +216,62 @@ pub async fn run(
                 let _ = done_tx.send(Done {
                     id,
                     core,
-                    body: request.body,
+                    body,
                     result,
                 });
             });
         }
-        stats
-            .top_round
-            .store(state.top_round().0, Ordering::Relaxed);
-        stats
-            .certificates
-            .store(state.certificate_count() as u64, Ordering::Relaxed);
+        publish(&state, &stats);
     }
+}
+
+/// Sends `request` on `link`; its body (what it delivered, once answered) and the result.
+async fn exchange(
+    link: &Link,
+    request: sleepyseal_core::Request,
+    timeout: Duration,
+) -> (RequestBody, Result<Response, LinkError>) {
+    match link {
+        Link::Quic(client) => {
+            let result = client.request(&request, timeout).await;
+            (request.body, result.map_err(LinkError::from))
+        }
+        // The in-process link takes the request itself (no encoding): keep a copy of the body,
+        // whose payloads are shared buffers.
+        Link::Local(_) => {
+            let body = request.body.clone();
+            (body, link.request(request, timeout).await)
+        }
+    }
+}
+
+/// The next own header of the core reached in process; never, without one.
+async fn next_own_header(
+    local: &mut Option<(AuthorityIndex, watch::Receiver<Option<OwnHeader>>)>,
+) -> (AuthorityIndex, OwnHeader) {
+    if let Some((core, headers)) = local {
+        while headers.changed().await.is_ok() {
+            if let Some(own) = headers.borrow_and_update().clone() {
+                return (*core, own);
+            }
+        }
+    }
+    // No such core, or its server is gone: nothing more to wait for.
+    *local = None;
+    std::future::pending().await
+}
+
+/// Copies the driver's figures into `stats`.
+fn publish(state: &DriverState, stats: &RunnerStats) {
+    stats
+        .top_round
+        .store(state.top_round().0, Ordering::Relaxed);
+    stats
+        .certificates
+        .store(state.certificate_count() as u64, Ordering::Relaxed);
+    stats
+        .payload_cache_bytes
+        .store(state.cached_payload_bytes() as u64, Ordering::Relaxed);
 }
 
 fn apply(state: &mut DriverState, now: Millis, done: Done, stats: &RunnerStats) {
@@ -253,6 +321,10 @@ mod tests {
                 "# TYPE sleepyseal_driver_certificates gauge",
                 "# HELP sleepyseal_driver_in_flight_requests Requests sent and not answered yet.",
                 "# TYPE sleepyseal_driver_in_flight_requests gauge",
+                "# HELP sleepyseal_driver_payload_cache_bytes Bytes of the payloads the driver holds.",
+                "# TYPE sleepyseal_driver_payload_cache_bytes gauge",
+                "# HELP sleepyseal_driver_restarts_total Restarts after a panic, with fresh state.",
+                "# TYPE sleepyseal_driver_restarts_total counter",
                 "# HELP sleepyseal_driver_request_seconds Round trip of one request to a core.",
                 "# TYPE sleepyseal_driver_request_seconds histogram",
             ]

@@ -1,61 +1,13 @@
 //! Unit tier: `DriverState` against real cores, request by request: what a driver sends after what a
 //! core answers.
 
-use std::sync::Arc;
+mod support;
 
 use bytes::Bytes;
-use sleepyseal_core::committee::default_schedule;
-use sleepyseal_core::protocol::{Request, RequestBody, Response};
-use sleepyseal_core::testkit::committee;
-use sleepyseal_core::verify::VerifierConfig;
-use sleepyseal_core::{
-    AuthorityIndex, Committee, Core, CoreConfig, CoreError, KeyPair, MemStore, Millis, Payload,
-    Store, Verifier,
-};
+use sleepyseal_core::protocol::{RequestBody, Response};
+use sleepyseal_core::{AuthorityIndex, CoreError, Millis, Payload};
 use sleepyseal_driver::state::{DriverConfig, DriverState, Outgoing};
-
-struct Cores {
-    committee: Arc<Committee>,
-    verifier: Verifier,
-    cores: Vec<(Core, MemStore)>,
-}
-
-impl Cores {
-    fn new(n: usize) -> Cores {
-        let committee = committee(n);
-        let cores = (0..n as u16)
-            .map(|i| {
-                let mut store = MemStore::new();
-                let core = Core::recover(
-                    committee.clone(),
-                    default_schedule(&committee),
-                    KeyPair::deterministic(0, i),
-                    CoreConfig::default(),
-                    store.load().unwrap(),
-                )
-                .unwrap();
-                (core, store)
-            })
-            .collect();
-        Cores {
-            verifier: Verifier::new(committee.clone(), VerifierConfig::default()),
-            committee,
-            cores,
-        }
-    }
-
-    fn handle(&mut self, now: Millis, core: AuthorityIndex, body: RequestBody) -> Response {
-        let request = Request {
-            instance: self.committee.instance(),
-            body,
-        };
-        let verified = self.verifier.verify(request).expect("well-formed request");
-        let (core, store) = &mut self.cores[core.as_usize()];
-        let (response, batch) = core.handle(now, verified);
-        store.commit(&[batch]).unwrap();
-        response
-    }
-}
+use support::Cores;
 
 fn header_bundle_payloads(out: &Outgoing) -> Option<Vec<Payload>> {
     match &out.request.body {

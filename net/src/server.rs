@@ -10,6 +10,9 @@
 //! ```
 //! Every queue is bounded; a full queue answers `Busy` at once. A store failure stops the core
 //! (crash-stop): replies of the failed group are never sent, and a restart recovers from disk.
+//!
+//! A driver in the same process reaches the core through [`CoreServer::local_link`] ([`local`]):
+//! the same verify queue, verification, core thread and group commit, without the network hop.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +33,12 @@ use crate::limits::NetLimits;
 use crate::message::{read_message, ReadError};
 use crate::wan::Wan;
 
+mod local;
 mod stats;
+pub use local::{LocalLink, LocalLinkError, OwnHeader};
 pub use stats::ServerStats;
+
+use local::{publish_own_header, QueueSlot, ReplyTo};
 
 /// Settings of the pipeline behind the endpoint.
 #[derive(Clone, Debug)]
@@ -85,13 +92,13 @@ pub enum ServerError {
 
 /// A reply on its way back to the stream that asked: its encoding as chunks, and the payload
 /// bytes in it (counted where they go out to the network).
-struct Answer {
+pub(super) struct Answer {
     chunks: Vec<Bytes>,
     payload_bytes: usize,
 }
 
 impl Answer {
-    fn of(response: &Response) -> Answer {
+    pub(super) fn of(response: &Response) -> Answer {
         Answer {
             chunks: response.to_chunks(),
             payload_bytes: response.payload_bytes(),
@@ -99,16 +106,14 @@ impl Answer {
     }
 }
 
-type Reply = oneshot::Sender<Answer>;
-
 struct VerifyJob {
     request: Request,
-    reply: Reply,
+    reply: ReplyTo,
 }
 
 struct CoreJob {
     request: Verified<CheckedRequest>,
-    reply: Reply,
+    reply: ReplyTo,
 }
 
 /// A running core server.
@@ -116,6 +121,10 @@ pub struct CoreServer {
     endpoint: quinn::Endpoint,
     stats: Arc<ServerStats>,
     verify_tx: Option<SyncSender<VerifyJob>>,
+    /// The verify queue as [`LocalLink`]s reach it (emptied at shutdown).
+    local: QueueSlot,
+    /// Transport limits (the link checks the request size against them).
+    limits: crate::limits::NetLimits,
     verify_thread: Option<JoinHandle<()>>,
     core_thread: Option<JoinHandle<Result<(), ServerError>>>,
     stopping: Arc<AtomicBool>,
@@ -177,6 +186,8 @@ impl CoreServer {
         Ok(CoreServer {
             endpoint,
             stats,
+            local: Arc::new(std::sync::Mutex::new(Some(verify_tx.clone()))),
+            limits: options.limits.clone(),
             verify_tx: Some(verify_tx),
             verify_thread: Some(verify_thread),
             core_thread: Some(core_thread),
@@ -194,6 +205,16 @@ impl CoreServer {
         &self.stats
     }
 
+    /// A link that feeds requests into this server's verify queue without a network hop, for a
+    /// driver in the same process (see [`LocalLink`]).
+    pub fn local_link(&self) -> LocalLink {
+        LocalLink::new(
+            self.local.clone(),
+            self.stats.clone(),
+            self.limits.max_request_bytes,
+        )
+    }
+
     /// Whether the core thread stopped (store failure).
     pub fn core_stopped(&self) -> bool {
         self.core_thread.as_ref().is_none_or(|t| t.is_finished())
@@ -206,6 +227,7 @@ impl CoreServer {
         self.endpoint
             .close(quinn::VarInt::from_u32(0), b"shutting down");
         self.verify_tx = None;
+        *self.local.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let verify = self.verify_thread.take();
         let core = self.core_thread.take();
         tokio::task::spawn_blocking(move || {
@@ -251,7 +273,11 @@ impl Intake {
         let stats = &self.stats;
         if carries_signatures(&request.body) {
             stats.verify_queue.fetch_add(1, Ordering::Relaxed);
-            return match self.verify_tx.try_send(VerifyJob { request, reply }) {
+            let job = VerifyJob {
+                request,
+                reply: ReplyTo::Stream(reply),
+            };
+            return match self.verify_tx.try_send(job) {
                 Ok(()) => Entered::Queued(answer),
                 Err(e) => {
                     stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
@@ -264,7 +290,11 @@ impl Intake {
             Err(error) => return Entered::Answered(Answer::of(&Response::Error(error))),
         };
         stats.core_queue.fetch_add(1, Ordering::Relaxed);
-        match self.core_tx.try_send(CoreJob { request, reply }) {
+        let job = CoreJob {
+            request,
+            reply: ReplyTo::Stream(reply),
+        };
+        match self.core_tx.try_send(job) {
             Ok(()) => Entered::Queued(answer),
             Err(e) => {
                 stats.core_queue.fetch_sub(1, Ordering::Relaxed);
@@ -425,7 +455,7 @@ fn verify_loop(
             .verify_queue
             .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         stats.verify_batch_requests.observe(jobs.len() as f64);
-        let (requests, replies): (Vec<Request>, Vec<Reply>) =
+        let (requests, replies): (Vec<Request>, Vec<ReplyTo>) =
             jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
         let started = Instant::now();
         // A batch that fits one chunk is checked on this thread: handing it to the pool costs a
@@ -447,15 +477,11 @@ fn verify_loop(
                     }
                     Err(TrySendError::Full(job)) => {
                         stats.busy.fetch_add(1, Ordering::Relaxed);
-                        let _ = job
-                            .reply
-                            .send(Answer::of(&Response::Error(CoreError::Busy)));
+                        job.reply.send(Response::Error(CoreError::Busy));
                     }
                     Err(TrySendError::Disconnected(_)) => return,
                 },
-                Err(error) => {
-                    let _ = reply.send(Answer::of(&Response::Error(error)));
-                }
+                Err(error) => reply.send(Response::Error(error)),
             }
         }
     }
@@ -532,7 +558,7 @@ fn core_loop(
             // would leave before its write is durable.
             let (response, batch) = core.handle(now, job.request);
             assert!(batch.is_empty(), "a held long-poll read wrote to the store");
-            let _ = job.reply.send(Answer::of(&response));
+            job.reply.send(response);
         }
         stats
             .parked
@@ -589,7 +615,7 @@ fn group_commit(
         if !batch.is_empty() {
             batches.push(batch);
         }
-        replies.push((job.reply, Answer::of(&response)));
+        replies.push((job.reply, response));
     }
     if !batches.is_empty() {
         let started = Instant::now();
@@ -603,8 +629,10 @@ fn group_commit(
     stats
         .grouped_requests
         .fetch_add(replies.len(), Ordering::Relaxed);
-    for (reply, answer) in replies {
-        let _ = reply.send(answer);
+    for (reply, response) in replies {
+        // Published once the group is durable, like the replies: the header is signed.
+        publish_own_header(stats, &response);
+        reply.send(response);
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //!
 //! The deterministic simulator: n real cores and m real drivers exchanging real encoded requests
 //! through a seeded network with latency, loss, duplication, reordering and link cuts; core
-//! crash/restart with loss of unsynced writes; driver crash/restart. The invariant checkers of
+//! crash/restart with loss of unsynced writes; driver crash/restart; home-core drivers, some of
+//! them dead. The invariant checkers of
 //! PROTOCOL.md §9 run after every step. Everything is a function of the seed: a failing seed
 //! replays exactly (`sleepyseal-sim --seed N --seeds 1`).
 //!
@@ -31,7 +32,7 @@ mod world;
 pub use check::{Checker, Violation};
 pub use planted::{HashOrderedLeaders, Mutant};
 pub use rng::SimRng;
-pub use world::{run, SimConfig, SimDebug, SimReport};
+pub use world::{run, HomeDrivers, SimConfig, SimDebug, SimReport, SIM_PAYLOAD_GRACE_MS};
 
 /// What the Byzantine part of a run does. Core behaviours apply to the first `byzantine`
 /// authorities after the twins (their keys are counted as Byzantine by the checkers); `Twin` and

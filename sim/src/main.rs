@@ -13,7 +13,7 @@ use clap::Parser;
 use serde::Serialize;
 use sleepyseal_core::committee::thresholds;
 use sleepyseal_core::Stake;
-use sleepyseal_sim::{run, Behaviour, SimConfig, SimDebug, SimReport};
+use sleepyseal_sim::{run, Behaviour, HomeDrivers, SimConfig, SimDebug, SimReport};
 
 /// Rounds a campaign seed runs to by default: more than a test's [`SimConfig::default`] (30), so
 /// that campaigns cross more garbage-collection cycles per seed.
@@ -30,9 +30,18 @@ struct SimArgs {
     /// Stake per core, comma separated (default: 1 each).
     #[arg(long, value_delimiter = ',')]
     stakes: Option<Vec<u64>>,
-    /// Honest drivers.
+    /// Honest drivers without a home core (0 is allowed with --home-drivers).
     #[arg(long, default_value_t = SimConfig::default().drivers)]
     drivers: usize,
+    /// Add a home-core driver per core (PROTOCOL.md §7), --dead-home-drivers of them dead. The
+    /// home-core campaign: `--home-drivers --drivers 0`, where liveness of a core whose home
+    /// driver is dead comes from the others' on-demand carriage.
+    #[arg(long)]
+    home_drivers: bool,
+    /// With --home-drivers: home drivers that never start or crash for good mid-run (drawn from
+    /// the seed; at most all but one).
+    #[arg(long, default_value_t = 1, requires = "home_drivers")]
+    dead_home_drivers: usize,
     /// Number of seeds to run.
     #[arg(long, default_value_t = 100)]
     seeds: u64,
@@ -153,6 +162,9 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         cores: args.cores,
         stakes: args.stakes.clone(),
         drivers: args.drivers,
+        home_drivers: args.home_drivers.then_some(HomeDrivers {
+            dead: args.dead_home_drivers,
+        }),
         seed,
         rounds: args.rounds,
         max_time_ms: args.max_time_ms,
@@ -190,8 +202,11 @@ fn validate(args: &SimArgs) -> anyhow::Result<()> {
     if args.cores == 0 || args.cores > 64 {
         bail!("--cores must be in 1..=64");
     }
-    if args.drivers == 0 {
-        bail!("--drivers must be at least 1 (liveness needs an honest driver)");
+    if args.drivers == 0 && !args.home_drivers {
+        bail!("--drivers must be at least 1 without --home-drivers (liveness needs a driver)");
+    }
+    if args.home_drivers && args.dead_home_drivers >= args.cores && args.drivers == 0 {
+        bail!("--dead-home-drivers must leave a live driver (at most --cores − 1)");
     }
     let stakes = args.stakes.clone().unwrap_or_else(|| vec![1; args.cores]);
     if stakes.len() != args.cores || stakes.contains(&0) {
@@ -401,8 +416,13 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
 }
 
 fn print_readable(args: &SimArgs, s: &Summary) {
+    let homes = if args.home_drivers {
+        format!(" + home drivers ({} dead)", args.dead_home_drivers)
+    } else {
+        String::new()
+    };
     println!(
-        "sleepyseal-sim: {} cores, {} drivers, crash {}, restart {}, seeds {}..{}",
+        "sleepyseal-sim: {} cores, {} drivers{homes}, crash {}, restart {}, seeds {}..{}",
         args.cores,
         args.drivers,
         args.crash,

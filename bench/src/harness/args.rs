@@ -24,9 +24,15 @@ pub struct LocalArgs {
     /// Number of cores (validators).
     #[arg(long, default_value_t = DEFAULT_CORES)]
     pub cores: usize,
-    /// Number of drivers.
-    #[arg(long, default_value_t = 1)]
+    /// Standalone driver processes, beside the driver each core runs in its own process (its
+    /// home driver, DESIGN.md "Deployment shape"). A standalone driver has no home core: it
+    /// carries every payload eagerly.
+    #[arg(long, default_value_t = 0)]
     pub drivers: usize,
+    /// Run the cores without their in-process home drivers (then --drivers must be at least 1):
+    /// the shape before home drivers, for comparisons.
+    #[arg(long)]
+    pub no_home_drivers: bool,
     /// Stake per core, comma separated (default: 1 each).
     #[arg(long, value_delimiter = ',')]
     pub stakes: Option<Vec<u64>>,
@@ -72,7 +78,8 @@ pub struct LocalArgs {
     /// Signature verification threads per core.
     #[arg(long, default_value_t = ServerOptions::default().verify_threads)]
     pub verify_threads: usize,
-    /// Requests in flight per core per driver (`sleepyseal driver --pipeline-depth`).
+    /// Requests in flight per core per driver (`sleepyseal driver --pipeline-depth`, `sleepyseal
+    /// core --home-driver-pipeline-depth`).
     #[arg(long, default_value_t = DriverConfig::default().pipeline_depth)]
     pub pipeline_depth: usize,
     /// Rounds of the DAG kept below the last committed leader.
@@ -105,10 +112,12 @@ pub struct LocalArgs {
     #[arg(long)]
     pub json: bool,
     /// Instead of a benchmark, a chaos run with a workload check: kill -9 and restart each core,
-    /// SIGSTOP a core for 10 s, kill a driver, restart every core in turn; then compare every
-    /// core's committed sequence and check each acknowledged transaction committed exactly once.
-    /// Uses --cores (≥ 4), --drivers (at least 2), --rate and --tx-size (e.g. --rate 2000
-    /// --tx-size 64).
+    /// SIGSTOP a core for 10 s, kill a standalone driver, restart every core in turn; then
+    /// compare every core's committed sequence and check each acknowledged transaction committed
+    /// exactly once. The last core runs without its home driver (its payloads travel only by
+    /// the other drivers' on-demand carriage); the standalone drivers (--drivers, at least 2)
+    /// have home cores. Uses --cores (≥ 4), --rate and --tx-size (e.g. --rate 2000 --tx-size
+    /// 64).
     #[arg(long)]
     pub chaos: bool,
     /// Emulate a wide-area network: a profile file, or the name of one in deploy/wan/
@@ -137,6 +146,7 @@ impl LocalArgs {
             gc_depth: self.gc_depth,
             leader_timeout_ms: self.leader_timeout,
             pipeline_depth: self.pipeline_depth,
+            home_drivers: !self.no_home_drivers,
         }
     }
 
@@ -145,8 +155,8 @@ impl LocalArgs {
         if self.cores == 0 || self.cores > 100 {
             bail!("--cores must be in 1..=100");
         }
-        if self.drivers == 0 {
-            bail!("--drivers must be at least 1");
+        if self.drivers == 0 && self.no_home_drivers {
+            bail!("--no-home-drivers needs --drivers 1 or more (liveness needs a driver)");
         }
         if let Some(stakes) = &self.stakes {
             if stakes.len() != self.cores {

@@ -21,7 +21,7 @@ const FIGURES: &[(&str, &str, Option<bool>)] = &[
     ("input rate (tx/s)", "/config/rate", None),
     ("offered (tx/s)", "/offered_tps", None),
     ("cores", "/config/cores", None),
-    ("drivers", "/config/drivers", None),
+    ("standalone drivers", "/config/drivers", None),
     ("consensus TPS", "/consensus_tps", Some(true)),
     (
         "consensus latency (ms)",

@@ -54,8 +54,11 @@ fn throughput_chart(area: &Area, r: &Report) -> anyhow::Result<()> {
         .fold(c.rate as f64, f64::max)
         * 1.15;
     let caption = format!(
-        "{} cores, {} driver(s), {} tx/s x {} B: committed throughput",
-        c.cores, c.drivers, c.rate, c.tx_size
+        "{} cores, {}, {} tx/s x {} B: committed throughput",
+        c.cores,
+        c.drivers_label(),
+        c.rate,
+        c.tx_size
     );
     let mut chart = per_second_chart(area, caption, seconds, max_tps, "tx/s")?;
     chart
@@ -156,8 +159,10 @@ pub fn sweep(path: &Path, reports: &[Report]) -> anyhow::Result<()> {
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
-                "{} cores, {} driver(s), {} B transactions: latency against throughput",
-                c.cores, c.drivers, c.tx_size
+                "{} cores, {}, {} B transactions: latency against throughput",
+                c.cores,
+                c.drivers_label(),
+                c.tx_size
             ),
             ("sans-serif", 18),
         )

@@ -28,9 +28,19 @@ pub fn table(r: &Report) -> String {
 fn header(t: &mut String, r: &Report) {
     let c = &r.config;
     t.push_str(&format!(
-        "\n sleepyseal {}: {} cores ({} crashed), {} driver(s), {} tx/s × {} B, {} s after {} s warm-up\n",
-        if r.cluster.is_some() { "cluster" } else { "local" },
-        c.cores, c.crash, c.drivers, thousands(c.rate as f64), c.tx_size, c.duration_s, c.warmup_s
+        "\n sleepyseal {}: {} cores ({} crashed), {}, {} tx/s × {} B, {} s after {} s warm-up\n",
+        if r.cluster.is_some() {
+            "cluster"
+        } else {
+            "local"
+        },
+        c.cores,
+        c.crash,
+        c.drivers_label(),
+        thousands(c.rate as f64),
+        c.tx_size,
+        c.duration_s,
+        c.warmup_s
     ));
     t.push_str(&format!(
         " batch {} B (up to {} B), max batch delay {} ms, straggler wait {} ms, verify batch {} × {} threads, pipeline {}, gc depth {}, leader timeout {} ms\n",

@@ -1,4 +1,5 @@
-//! `sleepyseal core`: one core, a QUIC server that only answers, until Ctrl-C or SIGTERM.
+//! `sleepyseal core`: one core, a QUIC server that only answers, until Ctrl-C or SIGTERM; with
+//! `--home-driver`, the driver whose home core it is runs in the same process ([`HomeDriver`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,9 +19,12 @@ use sleepyseal_core::store::wal::WalStore;
 use sleepyseal_core::store::{StoreError, StoreStats};
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{Core, CoreConfig, KeyPair, Store, Verifier, WriteBatch};
+use sleepyseal_driver::runner::{RunnerOptions, RunnerStats};
 use sleepyseal_net::server::{ServerOptions, ServerStats};
-use sleepyseal_net::{CoreServer, NetLimits, Testbed};
+use sleepyseal_net::{ClientOptions, CoreServer, NetLimits, Testbed};
 
+use super::driver::HomeDriverFlags;
+use super::home_driver::HomeDriver;
 use super::lifetime::Lifetime;
 use super::network::WanFlags;
 use super::{runtime, serve_metrics, tick_until_stopped, DEFAULT_COMMITTEE, DEFAULT_LOG_EVERY_S};
@@ -97,6 +101,14 @@ pub struct CoreArgs {
     /// NAT listens on its private address, e.g. 0.0.0.0:PORT).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Run a driver whose home core is this core inside this process (DESIGN.md "Deployment
+    /// shape"): thread `home-driver` with its own runtime, this core reached without a network
+    /// hop, every other core over QUIC; restarted fresh if it panics. Its metrics are served
+    /// with the core's.
+    #[arg(long)]
+    home_driver: bool,
+    #[command(flatten)]
+    home: HomeDriverFlags,
     #[command(flatten)]
     lifetime: Lifetime,
     #[command(flatten)]
@@ -171,12 +183,19 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         keys.tls_key,
         &limits,
     )?;
+    let home = args
+        .home_driver
+        .then(|| home_options(&args, address))
+        .transpose()?;
     let lifetime = args.lifetime.clone();
     lifetime.recorded(|| {
         runtime("core")?.block_on(async move {
             let store = Box::new(LoggedStore(store));
             let server = CoreServer::start(address, quic, core, store, verifier, options)?;
-            serve(server, &args).await
+            let home = home
+                .map(|o| HomeDriver::start(testbed, index, server.local_link(), o))
+                .transpose()?;
+            serve(server, home, &args).await
         })
     })
 }
@@ -204,6 +223,20 @@ impl Drop for LoggedStore {
             self.0.wal_stats()
         );
     }
+}
+
+/// The settings of the home driver: its tuning flags, and a QUIC endpoint beside the core's
+/// (its address, its WAN region).
+fn home_options(args: &CoreArgs, address: SocketAddr) -> anyhow::Result<RunnerOptions> {
+    let ip = address.ip();
+    Ok(RunnerOptions {
+        driver: args.home.config(None),
+        client: ClientOptions {
+            bind_ip: (!ip.is_unspecified()).then_some(ip),
+            wan: args.wan.load()?,
+        },
+        ..RunnerOptions::default()
+    })
 }
 
 /// Opens the store and rebuilds the core from it.
@@ -234,24 +267,39 @@ fn recover(
     Ok((core, store))
 }
 
-/// Serves metrics and logs progress until a signal or the core thread stops, then shuts the
-/// server down cleanly.
-async fn serve(server: CoreServer, args: &CoreArgs) -> anyhow::Result<()> {
+/// Serves metrics (the home driver's with the core's) and logs progress until a signal or the
+/// core thread stops, then stops the home driver and shuts the server down cleanly.
+async fn serve(
+    server: CoreServer,
+    home: Option<HomeDriver>,
+    args: &CoreArgs,
+) -> anyhow::Result<()> {
     let stats = server.stats().clone();
+    let driver = home.as_ref().map(|h| h.stats().clone());
     if let Some(addr) = args.metrics_addr {
-        let stats = stats.clone();
-        serve_metrics(addr, Arc::new(move || stats.exposition())).await?;
+        let (stats, driver) = (stats.clone(), driver.clone());
+        let render = move || {
+            let mut text = stats.exposition();
+            if let Some(d) = &driver {
+                text.push_str(&d.exposition());
+            }
+            text
+        };
+        serve_metrics(addr, Arc::new(render)).await?;
     }
     tick_until_stopped(args.log_every_s, args.lifetime.remaining(), || {
         let running = !server.core_stopped();
         if running {
-            log_progress(&stats);
+            log_progress(&stats, driver.as_deref());
         }
         running
     })
     .await;
     let stopped = server.core_stopped();
     tracing::info!("shutting down");
+    if let Some(home) = home {
+        tokio::task::spawn_blocking(move || home.stop()).await?;
+    }
     server.shutdown().await?;
     if stopped {
         bail!("the core thread stopped before shutdown");
@@ -260,7 +308,17 @@ async fn serve(server: CoreServer, args: &CoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log_progress(stats: &ServerStats) {
+fn log_progress(stats: &ServerStats, driver: Option<&RunnerStats>) {
+    if let Some(d) = driver {
+        tracing::info!(
+            "home driver: requests {} failures {} busy {} restarts {} payload cache {} B",
+            d.requests.load(Ordering::Relaxed),
+            d.failures.load(Ordering::Relaxed),
+            d.busy.load(Ordering::Relaxed),
+            d.restarts.load(Ordering::Relaxed),
+            d.payload_cache_bytes.load(Ordering::Relaxed),
+        );
+    }
     tracing::info!(
         "round {} committed round {} index {} mempool {} requests {} busy {} connections {} groups {}",
         stats.round.load(Ordering::Relaxed),

@@ -1,5 +1,5 @@
 //! The processes of a testbed, one command each: `sleepyseal genesis` ([`genesis`]), `core`
-//! ([`core`]), `driver` ([`driver`]), `load` ([`load`]) and `watch` ([`watch`]). [`transaction`]
+//! ([`core`], with its in-process [`home_driver`]), `driver` ([`driver`]), `load` ([`load`]) and `watch` ([`watch`]). [`transaction`]
 //! is the format of load transactions, which the harness reads back from the commit stream.
 //!
 //! Every default a flag shares with a library comes from that library (`CoreConfig`,
@@ -9,6 +9,7 @@
 pub mod core;
 pub mod driver;
 pub mod genesis;
+pub mod home_driver;
 pub mod lifetime;
 pub mod load;
 pub mod network;

@@ -7,6 +7,7 @@ use sleepyseal_core::limits::MAX_CERTS_PER_REQUEST;
 use sleepyseal_core::protocol::{RequestBody, Summary};
 use sleepyseal_core::{AuthorityIndex, Certificate, Digest, Payload, Round};
 
+use super::carriage::Carry;
 use super::payloads::PayloadBudget;
 use super::{DriverState, Purpose};
 
@@ -212,7 +213,7 @@ impl DriverState {
             .take(self.batch_limit(from_floor))
         {
             let cost = || {
-                self.carried_payload(core, &c.header, pending)
+                self.carried_payload(core, &c.header, pending, Carry::Everything)
                     .map_or(0, Payload::len)
             };
             if !from_floor && !budget.take(cost()) {
@@ -223,7 +224,12 @@ impl DriverState {
         if certificates.is_empty() {
             return None;
         }
-        let payloads = self.payloads_of(core, certificates.iter().map(|c| &c.header), pending);
+        let payloads = self.payloads_of(
+            core,
+            certificates.iter().map(|c| &c.header),
+            pending,
+            Carry::Everything,
+        );
         Some(RequestBody::Sync {
             certificates,
             payloads,

@@ -6,11 +6,18 @@ use std::collections::HashSet;
 use sleepyseal_core::protocol::{Request, RequestBody, Summary};
 use sleepyseal_core::{AuthorityIndex, Certificate, Digest, Millis, Payload, Round, SignedHeader};
 
+use super::carriage::Carry;
 use super::{DriverState, InFlight, Outgoing, Purpose};
+
+/// How many poll intervals a driver with a home core waits between idle polls of another core
+/// (see [`DriverState::poll_interval_of`]).
+pub const FOREIGN_POLL_FACTOR: u64 = 4;
 
 impl DriverState {
     /// Requests to send now: up to `pipeline_depth` in flight per core.
     pub fn poll(&mut self, now: Millis) -> Vec<Outgoing> {
+        self.now = self.now.max(now);
+        self.update_covering();
         let mut out = Vec::new();
         for index in 0..self.cores.len() {
             let core = AuthorityIndex(index as u16);
@@ -38,6 +45,30 @@ impl DriverState {
         out
     }
 
+    /// How often `core` is polled when idle: every poll interval, but with a home core, another
+    /// core only every [`FOREIGN_POLL_FACTOR`] of them. A home driver needs another core's
+    /// summary for its missing payloads, its round and the certificates it lacks, which the
+    /// replies to its bundles bring anyway; and with one home driver per core, polling every
+    /// core as often as one driver did made each core answer n times the polls.
+    pub(super) fn poll_interval_of(&self, core: AuthorityIndex) -> u64 {
+        match self.config.home_core {
+            Some(home) if home != core => self
+                .config
+                .poll_interval_ms
+                .saturating_mul(FOREIGN_POLL_FACTOR),
+            _ => self.config.poll_interval_ms,
+        }
+    }
+
+    /// Polls `core` at the next [`DriverState::poll`] if nothing is in flight to it, whatever
+    /// its poll interval or hint: the runner calls it when it learns that the core's state
+    /// changed (a home core in the same process tells when its round moves).
+    pub fn poll_soon(&mut self, core: AuthorityIndex) {
+        if let Some(view) = self.cores.get_mut(core.as_usize()) {
+            view.next_poll = Millis::default();
+        }
+    }
+
     /// The one request for a core with nothing in flight, if any.
     fn poll_idle(&mut self, now: Millis, core: AuthorityIndex, out: &mut Vec<Outgoing>) {
         let index = core.as_usize();
@@ -46,14 +77,15 @@ impl DriverState {
         } else if let Some((target, body, purpose)) = self.next_request(core) {
             out.push(self.send(now, target, body, purpose));
         } else if now >= self.cores[index].next_poll {
-            self.cores[index].next_poll = Millis(now.0 + self.config.poll_interval_ms);
-            // `next_request` already asked for a missing own payload, so none is missing here.
+            self.cores[index].next_poll = Millis(now.0 + self.poll_interval_of(core));
+            // `next_request` already asked for an own payload it wants, so none is wanted here;
+            // but a home core reached without a network hop hands its next payload over as a
+            // shared buffer, which saves a second request for each new header.
+            let with_payload = self.config.home_is_local && self.config.home_core == Some(core);
             out.push(self.send(
                 now,
                 core,
-                RequestBody::GetState {
-                    with_payload: false,
-                },
+                RequestBody::GetState { with_payload },
                 Purpose::Own,
             ));
         }
@@ -106,14 +138,11 @@ impl DriverState {
             return self.pipelined_request(core, &pending);
         }
         let Some(s) = &view.summary else {
-            return Some((
-                core,
-                RequestBody::GetState { with_payload: true },
-                Purpose::Own,
-            ));
+            let with_payload = self.carries_eagerly(core);
+            return Some((core, RequestBody::GetState { with_payload }, Purpose::Own));
         };
         // Without the payload of the core's newest header, no other core can vote on it.
-        if self.lacks_own_payload(core) {
+        if self.wants_own_payload(core) {
             return Some((
                 core,
                 RequestBody::GetState { with_payload: true },
@@ -172,19 +201,22 @@ impl DriverState {
                     || s.certificates.iter().any(|r| r.digest == c.digest()))
     }
 
-    /// Certificates of `round` the core lacks.
+    /// Certificates of `round` the core lacks; with `Carry::AsPolicy`, only those the policy
+    /// lets a certificate bundle carry now (see `carriage`).
     fn lacking(
         &self,
         core: AuthorityIndex,
         s: &Summary,
         round: Round,
         pending: &HashSet<Digest>,
+        carry: Carry,
     ) -> Vec<Certificate> {
         self.certificates
             .get(&round)
             .into_iter()
             .flat_map(|m| m.values())
             .filter(|c| !self.core_holds(core, s, c, pending))
+            .filter(|c| carry == Carry::Everything || self.bundles_certificate(c))
             .cloned()
             .collect()
     }
@@ -201,10 +233,10 @@ impl DriverState {
             .certificates
             .range(low..)
             .rev()
-            .map(|(r, _)| (*r, self.lacking(core, s, *r, pending)))
+            .map(|(r, _)| (*r, self.lacking(core, s, *r, pending, Carry::AsPolicy)))
             .find(|(_, lacking)| !lacking.is_empty())?;
         let parents = if round > Round(1) {
-            self.lacking(core, s, round.prev(), pending)
+            self.lacking(core, s, round.prev(), pending, Carry::AsPolicy)
         } else {
             Vec::new()
         };
@@ -212,6 +244,7 @@ impl DriverState {
             core,
             certificates.iter().chain(&parents).map(|c| &c.header),
             pending,
+            Carry::AsPolicy,
         );
         Some(RequestBody::CertBundle {
             round,
@@ -248,21 +281,24 @@ impl DriverState {
                         let d = h.header.digest();
                         !done.contains(&d) && !pending.contains(&d)
                     })
-                    .filter(|h| {
-                        h.header.author() == core
-                            || h.header.payload().len == 0
-                            || self.payloads.contains_key(&h.header.payload().digest)
-                    })
+                    .filter(|h| self.offers(core, &h.header))
                     .cloned()
                     .collect();
                 (!headers.is_empty()).then_some((*round, headers))
             })?;
+        // The parents a vote needs, all of them: a header refused for a missing parent costs
+        // more than a certificate sent twice.
         let parents = if round > Round(1) {
-            self.lacking(core, s, round.prev(), pending)
+            self.lacking(core, s, round.prev(), pending, Carry::Everything)
         } else {
             Vec::new()
         };
-        let payloads = self.payloads_of(core, headers.iter().map(|h| &h.header), pending);
+        let payloads = self.payloads_of(
+            core,
+            headers.iter().map(|h| &h.header),
+            pending,
+            Carry::AsPolicy,
+        );
         Some(RequestBody::HeaderBundle {
             round,
             headers,

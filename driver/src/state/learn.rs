@@ -10,7 +10,7 @@ use sleepyseal_core::{
     AuthorityIndex, Certificate, CoreError, Digest, Millis, Payload, Round, SignedHeader, Vote,
 };
 
-use super::{DriverConfig, DriverState, Purpose};
+use super::{DriverConfig, DriverState, Purpose, Seen};
 
 impl DriverState {
     /// A request failed in transport (connection lost, undecodable reply): forget it, back off.
@@ -29,6 +29,7 @@ impl DriverState {
     /// Takes in a reply from `from`. Replies to unknown ids (old incarnations, duplicates) only
     /// contribute what they carry.
     pub fn on_response(&mut self, now: Millis, id: u64, from: AuthorityIndex, response: Response) {
+        self.now = self.now.max(now);
         let (slot, purpose) = self.answered(id);
         match response {
             Response::Summary(summary) => self.learn_summary(now, from, *summary),
@@ -49,6 +50,29 @@ impl DriverState {
             }
             Response::Submitted { .. } | Response::Committed { .. } => {}
         }
+    }
+
+    /// `core`'s newest own header and its payload (`None` if empty), learned other than from a
+    /// reply: a home core in the same process hands over each header it builds, so that its
+    /// driver carries it at once (the reply that carried it went to whichever driver made the
+    /// core advance).
+    pub fn on_own_header(
+        &mut self,
+        now: Millis,
+        core: AuthorityIndex,
+        header: SignedHeader,
+        payload: Option<Payload>,
+    ) {
+        self.now = self.now.max(now);
+        if header.header.author() != core || !self.committee.contains(core) {
+            return;
+        }
+        if let Some(p) = payload {
+            if p.digest() == header.header.payload().digest {
+                self.learn_payload(p, header.header.round());
+            }
+        }
+        self.learn_header(header);
     }
 
     /// Takes request `id` out of flight: the index of the core whose slot it held and what it
@@ -177,10 +201,23 @@ impl DriverState {
         for vote in &summary.votes {
             self.learn_vote(from, *vote);
         }
+        // The home core's new header waits for nobody else (other drivers leave it to this
+        // one): its hint is capped at the poll interval.
+        let cap = if self.config.home_core == Some(from) {
+            self.config.poll_interval_ms
+        } else {
+            self.config.request_timeout_ms
+        };
+        let interval = self.poll_interval_of(from);
         let view = &mut self.cores[from.as_usize()];
+        if self.config.home_core.is_some() {
+            // A fresh summary is as good as a poll: n home drivers polling every core would
+            // double what each core handles.
+            view.next_poll = view.next_poll.max(Millis(now.0 + interval));
+        }
         match summary.status {
             Status::NotReady { retry_after_ms } => {
-                view.next_poll = Millis(now.0 + retry_after_ms.min(self.config.request_timeout_ms));
+                view.next_poll = Millis(now.0 + retry_after_ms.min(cap));
             }
             Status::Missing { .. } => {
                 // What was sent did not all go in: stop assuming it did, and escalate catch-up.
@@ -206,6 +243,7 @@ impl DriverState {
             return;
         }
         let digest = signed.header.digest();
+        let now = self.now;
         let slot = self
             .headers
             .entry(signed.header.round())
@@ -214,18 +252,22 @@ impl DriverState {
             .or_default();
         if slot.iter().all(|h| h.header.digest() != digest) && slot.len() < 2 {
             let author_vote = signed.author_vote();
+            let seen = Seen {
+                at: now,
+                author: signed.header.author(),
+                round: signed.header.round(),
+                payload: signed.header.payload().len > 0,
+                fresh: signed.header.round().next() >= self.top,
+            };
             slot.push(signed);
+            self.header_seen.insert(digest, seen);
             self.learn_vote(author_vote.voter, author_vote);
         }
     }
 
     /// Keeps a payload, remembering the newest round that referenced it (pruning goes by it).
     fn learn_payload(&mut self, payload: Payload, round: Round) {
-        let entry = self
-            .payloads
-            .entry(payload.digest())
-            .or_insert((payload, round));
-        entry.1 = entry.1.max(round);
+        self.payloads.insert(payload, round);
     }
 
     /// Keeps a vote if it verifies and its header is known; assembles a certificate at quorum.
@@ -283,11 +325,12 @@ impl DriverState {
         if c.round() == Round::GENESIS || !self.committee.contains(c.author()) {
             return;
         }
-        self.certificates
-            .entry(c.round())
-            .or_default()
-            .entry(c.author())
-            .or_insert(c);
+        let digest = c.digest();
+        let slot = self.certificates.entry(c.round()).or_default();
+        if let std::collections::btree_map::Entry::Vacant(e) = slot.entry(c.author()) {
+            e.insert(c);
+            self.cert_seen.insert(digest, self.now);
+        }
     }
 
     /// Drops soft state far below the newest round.
@@ -311,7 +354,7 @@ impl DriverState {
         }
     }
 
-    /// Drops headers, certificates, votes and payloads below `floor`.
+    /// Drops headers (and when they were seen), certificates, votes and payloads below `floor`.
     fn sweep_below(&mut self, floor: Round, payload_cap: usize) {
         self.headers = self.headers.split_off(&floor);
         self.certificates = self.certificates.split_off(&floor);
@@ -322,10 +365,16 @@ impl DriverState {
             .map(|h| h.header.digest())
             .collect();
         self.votes.retain(|d, _| live.contains(d));
-        self.payloads
-            .retain(|_, (_, r)| *r >= floor || *r == Round::GENESIS);
+        self.header_seen.retain(|d, _| live.contains(d));
+        let kept: HashSet<Digest> = self
+            .certificates
+            .values()
+            .flat_map(|m| m.values().map(Certificate::digest))
+            .collect();
+        self.cert_seen.retain(|d, _| kept.contains(d));
+        self.payloads.retain(|r| r >= floor || r == Round::GENESIS);
         if self.payloads.len() > payload_cap {
-            self.payloads.retain(|_, (_, r)| *r >= floor);
+            self.payloads.retain(|r| r >= floor);
         }
     }
 }

@@ -12,22 +12,29 @@
 //! summaries into the soft cache, votes into certificates, pruning), `choose` (the requests per
 //! core: polls, pipelining, certificate and header bundles), `catch_up` (lag, the escalation of
 //! `Sync` and `Fetch` for a core that misses history), `payloads` (which payloads a request
-//! carries, within one budget, and fetching those the driver lacks).
+//! carries, within one budget, and fetching those the driver lacks), `carriage` (who carries which
+//! payload: the home-core policy of PROTOCOL.md §7), `cache` (the payload cache and its byte
+//! bound).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use sleepyseal_core::protocol::{Request, RequestBody, Summary};
 use sleepyseal_core::{
-    AuthorityIndex, Certificate, Committee, Digest, Millis, Payload, Round, SignedHeader, Vote,
+    AuthorityIndex, Certificate, Committee, Digest, Millis, Round, SignedHeader, Vote,
 };
 
+mod cache;
+mod carriage;
 mod catch_up;
 mod choose;
 mod learn;
 mod payloads;
 
+use cache::PayloadCache;
+pub use carriage::{COVER_GRACES, UNCARRIED_HEADERS};
 use catch_up::CatchUp;
+pub use choose::FOREIGN_POLL_FACTOR;
 
 /// Default of [`DriverConfig::request_timeout_ms`].
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 1_000;
@@ -43,6 +50,18 @@ pub const DEFAULT_KEEP_ROUNDS: u64 = 120;
 pub const DEFAULT_PIPELINE_DEPTH: usize = 2;
 /// Default of [`DriverConfig::max_payload_bytes`]: half the cores' default request limit.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 << 20;
+/// Default of [`DriverConfig::payload_grace_ms`]: 300 ms. A home driver sends its core's header
+/// the moment it sees it; another driver sees that header one poll later and the votes it drew
+/// one request to each voter later. On the widest WAN profile (`deploy/wan/multi-region.toml`:
+/// 108 ms one way, 216 ms round trip) with a 20 ms poll interval and a few ms of group commit,
+/// a home driver's delivery shows within about 250 ms of the header's first sight, so 300 ms is
+/// just beyond what a live home driver needs and short against the cores' leader timeout
+/// (200 ms) plus a round or two: a core whose home driver is dead gets its headers certified
+/// within about half a second. On loopback it only matters when a home driver is dead.
+pub const DEFAULT_PAYLOAD_GRACE_MS: u64 = 300;
+/// Default of [`DriverConfig::payload_cache_bytes`]: 256 MiB, about ten seconds of one home
+/// core's payloads at 25 MB/s (200,000 tx/s of 512 bytes over 4 cores).
+pub const DEFAULT_PAYLOAD_CACHE_BYTES: usize = 256 << 20;
 
 /// Settings of a driver.
 #[derive(Clone, Debug)]
@@ -67,6 +86,21 @@ pub struct DriverConfig {
     /// core whose catch-up exceeded it would never catch up. What is left out rides with later
     /// requests, or the core lists it as missing and it is carried then.
     pub max_payload_bytes: usize,
+    /// The driver's home core (PROTOCOL.md §7, "Who carries payloads"): it pulls and carries
+    /// this core's payloads eagerly, and any other payload only on demand (a core lists it as
+    /// missing) or after [`DriverConfig::payload_grace_ms`]. `None`: every payload eagerly.
+    pub home_core: Option<AuthorityIndex>,
+    /// The home core is reached without a network hop (in the same process): every poll of it
+    /// asks for its newest payload, which then costs a shared buffer, not a transfer.
+    pub home_is_local: bool,
+    /// How long a header of another author may wait, after this driver first saw it, for its
+    /// payload to reach a core (the core votes on it) before this driver carries it there
+    /// itself. Only used with a home core.
+    pub payload_grace_ms: u64,
+    /// Hard bound on the bytes of payloads the driver keeps (at least twice the largest
+    /// payload): beyond it the oldest learned are dropped, and pulled again if a core still
+    /// needs them. It bounds the memory of a driver inside a core process.
+    pub payload_cache_bytes: usize,
 }
 
 impl Default for DriverConfig {
@@ -79,6 +113,10 @@ impl Default for DriverConfig {
             keep_rounds: DEFAULT_KEEP_ROUNDS,
             pipeline_depth: DEFAULT_PIPELINE_DEPTH,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            home_core: None,
+            home_is_local: false,
+            payload_grace_ms: DEFAULT_PAYLOAD_GRACE_MS,
+            payload_cache_bytes: DEFAULT_PAYLOAD_CACHE_BYTES,
         }
     }
 }
@@ -118,6 +156,22 @@ struct InFlight {
     items: Vec<Digest>,
 }
 
+/// A header the driver keeps, as the home-core policy looks at it (see `carriage`).
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    /// When the driver first saw it.
+    at: Millis,
+    /// Its author.
+    author: AuthorityIndex,
+    /// Its round.
+    round: Round,
+    /// Whether its payload is not empty.
+    payload: bool,
+    /// Whether it was of the newest round or the one before ([`DriverState::top_round`]) when
+    /// first seen: a header any driver would still offer.
+    fresh: bool,
+}
+
 /// What the driver knows of one core.
 #[derive(Clone, Debug, Default)]
 struct CoreView {
@@ -155,8 +209,19 @@ pub struct DriverState {
     votes: HashMap<Digest, BTreeMap<AuthorityIndex, Vote>>,
     /// Certificates by round and author.
     certificates: BTreeMap<Round, BTreeMap<AuthorityIndex, Certificate>>,
-    /// Payloads by digest, with the round that last referenced them.
-    payloads: HashMap<Digest, (Payload, Round)>,
+    /// Payloads by digest, with the round that last referenced them, within a byte bound.
+    payloads: PayloadCache,
+    /// When the driver first saw each header it keeps (the grace period runs from then).
+    header_seen: HashMap<Digest, Seen>,
+    /// When the driver assembled or learned each certificate it keeps.
+    cert_seen: HashMap<Digest, Millis>,
+    /// Per author: until when this driver carries its payloads eagerly although it is not its
+    /// home core, because its headers went uncarried (see `carriage`); 0 if never.
+    covered_until: Vec<Millis>,
+    /// No look for uncarried authors before this time (see `carriage`).
+    next_cover_check: Millis,
+    /// The latest time the driver was told (by `poll` or a reply).
+    now: Millis,
     /// Payloads asked of other cores with `FetchPayloads`: when, and how many times.
     payloads_asked: HashMap<Digest, (Millis, u32)>,
     /// The floor of the last full prune: soft state is only swept again once it rises.
@@ -172,12 +237,17 @@ impl DriverState {
     pub fn new(committee: Arc<Committee>, config: DriverConfig, id_base: u64) -> DriverState {
         DriverState {
             cores: vec![CoreView::default(); committee.size()],
+            payloads: PayloadCache::new(config.payload_cache_bytes),
+            covered_until: vec![Millis::default(); committee.size()],
             committee,
             config,
             headers: BTreeMap::new(),
             votes: HashMap::new(),
             certificates: BTreeMap::new(),
-            payloads: HashMap::new(),
+            header_seen: HashMap::new(),
+            cert_seen: HashMap::new(),
+            next_cover_check: Millis::default(),
+            now: Millis::default(),
             payloads_asked: HashMap::new(),
             pruned_floor: None,
             top: Round::default(),
@@ -247,6 +317,17 @@ impl DriverState {
     /// Certificates the driver has assembled or learned.
     pub fn certificate_count(&self) -> usize {
         self.certificates.values().map(BTreeMap::len).sum()
+    }
+
+    /// Bytes of the payloads the driver holds (at most [`DriverConfig::payload_cache_bytes`]).
+    pub fn cached_payload_bytes(&self) -> usize {
+        self.payloads.bytes()
+    }
+
+    /// Whether the driver carries `author`'s payloads eagerly now: it has no home core, `author`
+    /// is its home core, or nobody else carries them (see the `carriage` module).
+    pub fn carries_eagerly(&self, author: AuthorityIndex) -> bool {
+        self.config.home_core.is_none_or(|h| h == author) || self.covers(author)
     }
 }
 

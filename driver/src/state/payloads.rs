@@ -7,21 +7,10 @@ use sleepyseal_core::limits::MAX_PAYLOADS_PER_REQUEST;
 use sleepyseal_core::protocol::{RequestBody, Summary};
 use sleepyseal_core::{AuthorityIndex, Digest, Header, Millis, Payload};
 
+use super::carriage::Carry;
 use super::DriverState;
 
 impl DriverState {
-    /// Whether the driver lacks the (non-empty) payload of `core`'s latest own header.
-    pub(super) fn lacks_own_payload(&self, core: AuthorityIndex) -> bool {
-        self.cores[core.as_usize()]
-            .summary
-            .as_ref()
-            .and_then(|s| s.own_header.as_ref())
-            .is_some_and(|h| {
-                h.header.payload().len > 0
-                    && !self.payloads.contains_key(&h.header.payload().digest)
-            })
-    }
-
     /// Payloads the core listed as missing that the driver has.
     pub(super) fn payloads_for(&self, core: AuthorityIndex, s: &Summary) -> Option<RequestBody> {
         let sent = &self.cores[core.as_usize()].sent;
@@ -29,7 +18,7 @@ impl DriverState {
             s.missing_payloads
                 .iter()
                 .filter(|d| !sent.contains(d))
-                .filter_map(|d| self.payloads.get(d).map(|(p, _)| p)),
+                .filter_map(|d| self.payloads.get(d)),
         );
         (!payloads.is_empty()).then_some(RequestBody::Sync {
             certificates: Vec::new(),
@@ -37,28 +26,32 @@ impl DriverState {
         })
     }
 
-    /// Payloads of `headers` not authored by `core`, where the driver has them.
+    /// Payloads of `headers` not authored by `core`, where the driver has them and `carry` lets
+    /// it carry them.
     pub(super) fn payloads_of<'a, I: Iterator<Item = &'a Header>>(
         &self,
         core: AuthorityIndex,
         headers: I,
         pending: &HashSet<Digest>,
+        carry: Carry,
     ) -> Vec<Payload> {
         let mut seen = HashSet::new();
         self.within_budget(
             headers
-                .filter_map(|h| self.carried_payload(core, h, pending))
+                .filter_map(|h| self.carried_payload(core, h, pending, carry))
                 .filter(|p| seen.insert(p.digest())),
         )
     }
 
     /// The payload of `header` a request to `core` would carry: one the driver holds, not empty,
-    /// not the core's own, not already delivered or on its way.
+    /// not the core's own, not already delivered or on its way, and one `carry` lets it carry
+    /// (see `carriage`).
     pub(super) fn carried_payload(
         &self,
         core: AuthorityIndex,
         header: &Header,
         pending: &HashSet<Digest>,
+        carry: Carry,
     ) -> Option<&Payload> {
         let d = header.payload().digest;
         if header.author() == core
@@ -69,8 +62,8 @@ impl DriverState {
         }
         self.payloads
             .get(&d)
-            .map(|(p, _)| p)
             .filter(|p| !p.is_empty())
+            .filter(|_| self.carries_to(core, header, carry))
     }
 
     /// The leading `payloads` that fit one request: at most [`MAX_PAYLOADS_PER_REQUEST`] and,
@@ -103,7 +96,7 @@ impl DriverState {
         let wanted: Vec<Digest> = s
             .missing_payloads
             .iter()
-            .filter(|d| !self.payloads.contains_key(*d))
+            .filter(|d| !self.payloads.contains(d))
             .filter(|d| {
                 self.payloads_asked
                     .get(*d)

@@ -74,6 +74,9 @@ pub struct ServerStats {
     pub consensus_latency_seconds: Histogram,
     /// The core's own counters, copied after each group commit.
     pub core_counters: Arc<Mutex<CoreCounters>>,
+    /// The newest own header the core built (with its payload), for a driver in the process
+    /// ([`LocalLink::own_headers`](super::LocalLink::own_headers)). Not a metric.
+    pub own_headers: tokio::sync::watch::Sender<Option<super::OwnHeader>>,
     /// Every served metric, registered once.
     registry: Registry,
 }
@@ -108,6 +111,7 @@ impl Default for ServerStats {
             group_requests: histogram(COUNT_BUCKETS),
             consensus_latency_seconds: histogram(SECONDS_BUCKETS),
             core_counters: Arc::default(),
+            own_headers: tokio::sync::watch::Sender::new(None),
             registry: Registry::with_prefix("sleepyseal_core"),
         };
         stats.register();

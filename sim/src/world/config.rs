@@ -13,8 +13,11 @@ pub struct SimConfig {
     pub cores: usize,
     /// Stake per validator (default: 1 each).
     pub stakes: Option<Vec<u64>>,
-    /// Drivers (all honest).
+    /// Drivers without a home core (all honest).
     pub drivers: usize,
+    /// Home-core drivers (PROTOCOL.md §7): one per core besides the `drivers` above, some of
+    /// them dead. `None`: none.
+    pub home_drivers: Option<HomeDrivers>,
     /// The seed.
     pub seed: u64,
     /// Stop once every live honest core committed a leader at or above this round.
@@ -62,6 +65,21 @@ pub struct SimConfig {
     pub debug: SimDebug,
 }
 
+/// The home-core drivers of a run: one per core, its home core that core. Which are dead, and
+/// whether each never started or crashed for good mid-run, is drawn from the seed. The payloads
+/// of a core whose home driver is dead travel only by the other drivers' on-demand carriage
+/// (after the grace period, or when a core lists them missing).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HomeDrivers {
+    /// Home drivers that are dead (never started or crashed for good).
+    pub dead: usize,
+}
+
+/// The grace period of the simulator's home drivers: the simulated network has 1–15 ms one-way
+/// latency and drivers poll every [`SIM_POLL_INTERVAL_MS`], so a live home driver's delivery
+/// shows within about 70 ms; the ratio to [`SIM_TIMEOUT_MS`] is about that of the defaults.
+pub const SIM_PAYLOAD_GRACE_MS: u64 = 100;
+
 /// Debugging output of one run, chosen on the command line (`--debug-dump`,
 /// `--trace-instance`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -88,6 +106,7 @@ impl Default for SimConfig {
             cores: 4,
             stakes: None,
             drivers: 2,
+            home_drivers: None,
             seed: 0,
             rounds: 30,
             max_time_ms: 120_000,
@@ -116,6 +135,7 @@ impl Default for SimConfig {
             driver: DriverConfig {
                 request_timeout_ms: SIM_TIMEOUT_MS,
                 poll_interval_ms: SIM_POLL_INTERVAL_MS,
+                payload_grace_ms: SIM_PAYLOAD_GRACE_MS,
                 ..DriverConfig::default()
             },
             debug: SimDebug::default(),

@@ -43,10 +43,10 @@ pub(super) enum Event {
     },
     /// A crashed core restarts.
     Restart { instance: usize },
-    /// A driver crashes.
+    /// A driver crashes (for good without a restart time).
     DriverCrash {
         driver: usize,
-        restart_after_ms: u64,
+        restart_after_ms: Option<u64>,
     },
     /// A crashed driver restarts.
     DriverRestart { driver: usize },

@@ -1,12 +1,13 @@
-//! Faults: core crashes (for good, or restarted from the store), a driver crash, link cuts, all
-//! drawn from the run's generator before the run starts; and the Twins scenario, whose phases
+//! Faults: core crashes (for good, or restarted from the store), a driver crash, dead home
+//! drivers (never started, or crashed for good), link cuts, all drawn from the run's generator
+//! before the run starts; and the Twins scenario, whose phases
 //! decide which instance of each authority every driver reaches.
 
 use sleepyseal_core::AuthorityIndex;
 use sleepyseal_driver::state::DriverState;
 
 use super::events::Event;
-use super::{driver_config, World};
+use super::World;
 use crate::rng::SimRng;
 
 /// Length of the generated part of a Twins scenario; after it every link heals (liveness is
@@ -84,8 +85,9 @@ impl World {
         let mut candidates = self.honest_instances();
         self.schedule_crashes(span, &mut candidates);
         self.schedule_restarts(span, &mut candidates);
-        if self.config.driver_crash && self.config.drivers > 0 {
-            self.schedule_driver_crash(span);
+        let dead_homes = self.schedule_dead_home_drivers(span);
+        if self.config.driver_crash {
+            self.schedule_driver_crash(span, &dead_homes);
         }
         if self.config.partitions {
             self.schedule_cuts(span);
@@ -126,18 +128,54 @@ impl World {
         }
     }
 
-    /// One honest driver killed and restarted (it loses its whole state).
-    fn schedule_driver_crash(&mut self, span: u64) {
-        let driver = self.rng.index(self.config.drivers);
+    /// One honest driver killed and restarted (it loses its whole state): one without a home
+    /// core if there is any, else a live home driver.
+    fn schedule_driver_crash(&mut self, span: u64, dead_homes: &[usize]) {
+        let candidates: Vec<usize> = if self.config.drivers > 0 {
+            (0..self.config.drivers).collect()
+        } else {
+            (self.first_home_driver()..self.drivers.len())
+                .filter(|d| !dead_homes.contains(d))
+                .collect()
+        };
+        if candidates.is_empty() {
+            return;
+        }
+        let driver = candidates[self.rng.index(candidates.len())];
         let when = self.rng.range(span / 8, span / 2);
         let down = self.rng.range(20, 400);
         self.at(
             when,
             Event::DriverCrash {
                 driver,
-                restart_after_ms: down,
+                restart_after_ms: Some(down),
             },
         );
+    }
+
+    /// The dead home drivers of the run (`HomeDrivers::dead` of them, at most all but one):
+    /// each either never starts or crashes for good within the span. Returns their indices.
+    fn schedule_dead_home_drivers(&mut self, span: u64) -> Vec<usize> {
+        let Some(homes) = self.config.home_drivers else {
+            return Vec::new();
+        };
+        let mut alive: Vec<usize> = (self.first_home_driver()..self.drivers.len()).collect();
+        let mut dead = Vec::new();
+        for _ in 0..homes.dead.min(alive.len().saturating_sub(1)) {
+            let driver = alive.remove(self.rng.index(alive.len()));
+            dead.push(driver);
+            if self.rng.chance(500) {
+                self.drivers[driver].state = None;
+            } else {
+                let when = self.rng.range(0, span);
+                let event = Event::DriverCrash {
+                    driver,
+                    restart_after_ms: None,
+                };
+                self.at(when, event);
+            }
+        }
+        dead
     }
 
     /// Random driver–instance links cut for a while, one every 300–1,500 ms.
@@ -177,11 +215,14 @@ impl World {
         self.check_instance(instance);
     }
 
-    /// A driver process stops: its state and requests in flight are lost.
-    pub(super) fn crash_driver(&mut self, driver: usize, restart_after_ms: u64) {
+    /// A driver process stops: its state and requests in flight are lost. It restarts after
+    /// `restart_after_ms`, or never.
+    pub(super) fn crash_driver(&mut self, driver: usize, restart_after_ms: Option<u64>) {
         self.drivers[driver].state = None;
         self.drivers[driver].in_flight.clear();
-        self.at(restart_after_ms, Event::DriverRestart { driver });
+        if let Some(down) = restart_after_ms {
+            self.at(down, Event::DriverRestart { driver });
+        }
     }
 
     /// A crashed driver starts again, empty, with request ids of a new incarnation.
@@ -191,7 +232,7 @@ impl World {
         let base = ((driver as u64) << 48) | (d.incarnation << 40);
         d.state = Some(DriverState::new(
             self.committee.clone(),
-            driver_config(&self.config.driver, d.behaviour),
+            d.config.clone(),
             base,
         ));
     }

@@ -37,7 +37,7 @@ use crate::check::Checker;
 use crate::node::SimCore;
 use crate::rng::SimRng;
 use crate::Behaviour;
-pub use config::{SimConfig, SimDebug, SimReport};
+pub use config::{HomeDrivers, SimConfig, SimDebug, SimReport, SIM_PAYLOAD_GRACE_MS};
 use events::Event;
 use faults::Phase;
 
@@ -46,8 +46,10 @@ const CLIENT: usize = usize::MAX;
 
 /// A simulated driver process.
 struct SimDriver {
-    /// The driver's state, `None` while crashed.
+    /// The driver's state, `None` while crashed (or never started).
     state: Option<DriverState>,
+    /// Its settings (a restart starts from them again).
+    config: DriverConfig,
     /// Restarts so far (part of its request ids, so a restarted driver's ids are new).
     incarnation: u64,
     /// Requests sent and not answered, by id (what a reply is marked delivered against).
@@ -84,7 +86,8 @@ struct World {
     instances: Vec<SimCore>,
     /// Authority of each instance.
     authority_of: Vec<AuthorityIndex>,
-    /// Honest drivers, then hostile ones, then the forger.
+    /// Honest drivers, then hostile ones, then the forger, then the home drivers (one per
+    /// authority, in authority order).
     drivers: Vec<SimDriver>,
     /// Cut (driver, instance) links.
     cut: HashSet<(usize, usize)>,
@@ -129,6 +132,16 @@ pub fn run(config: SimConfig) -> SimReport {
 }
 
 impl World {
+    /// Index of the first home driver in `drivers` (its length if there are none).
+    fn first_home_driver(&self) -> usize {
+        let homes = if self.config.home_drivers.is_some() {
+            self.committee.size()
+        } else {
+            0
+        };
+        self.drivers.len() - homes
+    }
+
     /// Honest authorities' primary instances, the ones liveness is judged on.
     fn honest_instances(&self) -> Vec<usize> {
         (self.config.twins + self.config.byzantine..self.committee.size()).collect()

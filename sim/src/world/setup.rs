@@ -217,14 +217,20 @@ fn build_checker(
     Checker::new(committee.clone(), schedule.clone(), byzantine, instances)
 }
 
-/// The honest drivers, then the hostile ones, then the forger.
+/// The honest drivers, then the hostile ones, then the forger, then one home driver per
+/// authority (home core: that authority).
 fn build_drivers(
     config: &SimConfig,
     committee: &Arc<Committee>,
     hostile: &HostileDrivers,
 ) -> Vec<SimDriver> {
-    let total = config.drivers + hostile.count + usize::from(config.forger);
-    (0..total)
+    let plain = config.drivers + hostile.count + usize::from(config.forger);
+    let homes = if config.home_drivers.is_some() {
+        committee.size()
+    } else {
+        0
+    };
+    (0..plain + homes)
         .map(|d| {
             let is_hostile = d >= config.drivers && d < config.drivers + hostile.count;
             let behaviour = if is_hostile {
@@ -232,15 +238,20 @@ fn build_drivers(
             } else {
                 Behaviour::Honest
             };
+            let mut driver = driver_config(&config.driver, behaviour);
+            if d >= plain {
+                driver.home_core = Some(AuthorityIndex((d - plain) as u16));
+            }
             SimDriver {
                 state: Some(DriverState::new(
                     committee.clone(),
-                    driver_config(&config.driver, behaviour),
+                    driver.clone(),
                     (d as u64) << 48,
                 )),
+                config: driver,
                 incarnation: 0,
                 in_flight: HashMap::new(),
-                forger: d >= config.drivers + hostile.count,
+                forger: config.forger && d == config.drivers + hostile.count,
                 behaviour,
                 history: VecDeque::new(),
                 held: Vec::new(),

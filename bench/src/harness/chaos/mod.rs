@@ -1,10 +1,16 @@
 //! `sleepyseal local --chaos`: real-process perturbation with a workload check.
 //!
-//! Four cores (or `--cores`), at least two drivers and a load client run on 127.0.0.1 while the
-//! harness, in turn: kills each core with SIGKILL and restarts it from its store; freezes a core
-//! with SIGSTOP for 10 s and thaws it; kills a driver mid-run and starts a new one; restarts every
-//! core one after another (SIGTERM, then start again). After each perturbation of a core it times
-//! how long that core takes to get back within 2 rounds of the others.
+//! Four cores (or `--cores`), at least two standalone drivers and a load client run on 127.0.0.1
+//! while the harness, in turn: kills each core with SIGKILL and restarts it from its store;
+//! freezes a core with SIGSTOP for 10 s and thaws it; kills a standalone driver mid-run and
+//! starts a new one; restarts every core one after another (SIGTERM, then start again). After
+//! each perturbation of a core it times how long that core takes to get back within 2 rounds of
+//! the others.
+//!
+//! Every core but the last runs its home driver in its process (unless `--no-home-drivers`), and
+//! standalone driver j has home core j: the last core's payloads travel only by the other
+//! drivers' on-demand carriage (PROTOCOL.md §7), so a chaos run also checks liveness without a
+//! home driver. Killing a core kills its home driver with it.
 //!
 //! Throughout, one follower per core records its committed sequence (entries and transactions)
 //! and a poller records every own header each core reports ([`collect`]). At the end the harness
@@ -97,8 +103,8 @@ struct Chaos<'a> {
 }
 
 impl<'a> Chaos<'a> {
-    /// Writes the testbed, starts every core, waits until they answer, starts the drivers (at
-    /// least two, so commits go on while one is down).
+    /// Writes the testbed, starts every core, waits until they answer, starts the standalone
+    /// drivers (at least two, so commits go on while one is down, even without home drivers).
     fn start(rt: &'a Runtime, args: &'a LocalArgs, out: &Path) -> anyhow::Result<Chaos<'a>> {
         let n = args.cores;
         let drivers = args.drivers.max(2);
@@ -112,6 +118,7 @@ impl<'a> Chaos<'a> {
         let spec = Spec {
             cores: n,
             drivers,
+            bare_cores: vec![n - 1],
             stakes: args.stakes.clone(),
             base_port: args.base_port,
             seed: 7,
@@ -135,7 +142,7 @@ impl<'a> Chaos<'a> {
             wait_ready(rt, &clients, instance, i, deadline, || None)?;
         }
         let drivers: Vec<Proc> = (0..drivers)
-            .map(|j| bed.start_driver(j))
+            .map(|j| bed.start_driver(j, Some(j % n)))
             .collect::<Result<_, _>>()?;
         Ok(Chaos {
             rt,
@@ -196,7 +203,8 @@ impl<'a> Chaos<'a> {
         Ok(())
     }
 
-    /// Kill a driver mid-run; commits must go on (the other driver) and a new one joins.
+    /// Kill a standalone driver mid-run; commits must go on (the other drivers) and a new one
+    /// joins.
     fn kill_a_driver(&mut self, steps: &mut Vec<Step>) -> anyhow::Result<()> {
         let before = self.max_committed_round();
         self.drivers[0].kill();
@@ -209,10 +217,10 @@ impl<'a> Chaos<'a> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let what = "driver 0: SIGKILL (commits advance 4 rounds on the other driver)".to_string();
+        let what = "driver 0: SIGKILL (commits advance 4 rounds on the other drivers)".to_string();
         record(steps, what, resumed);
         std::thread::sleep(Duration::from_secs(2));
-        self.drivers[0] = self.bed.start_driver(0)?;
+        self.drivers[0] = self.bed.start_driver(0, Some(0))?;
         Ok(())
     }
 

@@ -1,8 +1,10 @@
 //! The hosts of a cluster run, from a plain Ansible inventory as `ansible-inventory --list`
 //! prints it (so every inventory format Ansible reads works, and nothing here parses YAML).
 //!
-//! Groups: `cores` (one core each, in inventory order: the first is core 0), `drivers` (default:
-//! the core hosts) and `loads` (a load client and an observer each). A host may be in several.
+//! Groups: `cores` (one core each, in inventory order: the first is core 0; each core runs its
+//! home driver in its own process), `drivers` (hosts that run a standalone driver as well, with
+//! the home core of the core on the same host if there is one; default: none) and `loads` (a
+//! load client and an observer each). A host may be in several.
 //! Host variables read: `ansible_host` (the address others reach it at, else its name),
 //! `advertise` (overrides that address in the committee: `ADDR` or `ADDR:PORT`), `listen` (what
 //! its core binds, for a host behind NAT: `IP` or `IP:PORT`) and `region` (its WAN region).
@@ -32,7 +34,7 @@ pub struct Inventory {
     pub hosts: Vec<Host>,
     /// Indices into `hosts`: core i runs on `hosts[cores[i]]`.
     pub cores: Vec<usize>,
-    /// Hosts that run drivers (the core hosts unless the `drivers` group names some).
+    /// Hosts that run standalone drivers (group `drivers`; may be empty).
     pub drivers: Vec<usize>,
     /// Hosts that run a load client and an observer.
     pub loads: Vec<usize>,
@@ -117,11 +119,7 @@ impl Inventory {
             bail!("two hosts of group `cores` have the same address");
         }
         Ok(Inventory {
-            drivers: if drivers.is_empty() {
-                cores.clone()
-            } else {
-                drivers
-            },
+            drivers,
             hosts,
             cores,
             loads,
@@ -212,11 +210,7 @@ mod tests {
             ix.iter().map(|i| inv.hosts[*i].name.as_str()).collect()
         };
         assert_eq!(names(&inv.cores), ["a", "b", "c"]);
-        assert_eq!(
-            names(&inv.drivers),
-            ["a", "b", "c"],
-            "drivers default to core hosts"
-        );
+        assert!(inv.drivers.is_empty(), "no standalone drivers by default");
         assert_eq!(names(&inv.loads), ["c", "l"]);
         let c = &inv.hosts[inv.cores[2]];
         assert_eq!(c.address, "203.0.113.9", "advertise wins over ansible_host");

@@ -37,8 +37,10 @@ use crate::node::transaction::unix_micros;
 /// Flags of `sleepyseal cluster`: every flag of `local`, and where the hosts are.
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// Ansible inventory (YAML or INI) with groups `cores`, `drivers` (default: the core hosts)
-    /// and `loads`; optional host variables `region`, `listen`, `advertise`.
+    /// Ansible inventory (YAML or INI) with groups `cores` (each core runs its home driver in its
+    /// process), `drivers` (hosts that also run a standalone driver, with the home core of the
+    /// core on the same host; default: none) and `loads`; optional host variables `region`,
+    /// `listen`, `advertise`.
     #[arg(long)]
     pub inventory: PathBuf,
     /// The IP cores listen on when their host names none (`listen` host variable): e.g.
@@ -130,7 +132,8 @@ pub fn main(mut args: ClusterArgs, given: Given) -> anyhow::Result<()> {
     })
 }
 
-/// Cores from the inventory; by default a driver per core host and a load client per load host.
+/// Cores from the inventory; by default a standalone driver per host of group `drivers` (none
+/// if it is empty: each core's home driver runs in its process) and a load client per load host.
 fn resolve_counts(
     args: &mut ClusterArgs,
     given: Given,

@@ -93,7 +93,8 @@ pub struct PlanInput<'a> {
     pub regions: Option<&'a [String]>,
     /// When things happen.
     pub schedule: Schedule,
-    /// Drivers to run (spread over the driver hosts).
+    /// Standalone drivers to run (spread over the `drivers` hosts, or the core hosts if the
+    /// inventory names none), beside the home driver each core runs in its own process.
     pub drivers: usize,
     /// Load clients to run (spread over the load hosts, at least one each).
     pub clients: usize,
@@ -124,9 +125,14 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             p.processes.push(perf(input, i));
         }
     }
+    let driver_hosts = if inv.drivers.is_empty() {
+        &inv.cores
+    } else {
+        &inv.drivers
+    };
     for j in 0..input.drivers {
-        let h = inv.drivers[j % inv.drivers.len()];
-        let on_host = j / inv.drivers.len();
+        let h = driver_hosts[j % driver_hosts.len()];
+        let on_host = j / driver_hosts.len();
         let p = plan.entry(inv.hosts[h].name.clone()).or_default();
         p.processes.push(driver(input, j, h, on_host));
     }
@@ -202,7 +208,9 @@ fn driver(input: &PlanInput<'_>, j: usize, h: usize, on_host: usize) -> Process 
     );
     let mut argv = vec!["driver".to_string()];
     argv.extend(common(input, &name, h, input.schedule.hard_stop_us));
-    argv.push(format!("--pipeline-depth={}", input.args.pipeline_depth));
+    // Beside a core, a standalone driver takes it as its home core.
+    let home = input.inventory.core_on(h);
+    argv.extend(input.args.node_flags().driver_flags(home));
     argv.push(format!("--metrics-addr={metrics}"));
     Process {
         metrics: Some(metrics),
@@ -308,7 +316,6 @@ fn process(name: String, kind: &'static str, argv: Vec<String>, wait_exit: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::cluster::inventory::Inventory;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -329,14 +336,23 @@ mod tests {
     }
 
     fn plan_of(args: &LocalArgs, clients: usize, flamegraph: bool) -> Plan {
-        let inv = inventory();
+        plan_with(&inventory(), args, clients, 3, flamegraph)
+    }
+
+    fn plan_with(
+        inv: &Inventory,
+        args: &LocalArgs,
+        clients: usize,
+        drivers: usize,
+        flamegraph: bool,
+    ) -> Plan {
         let schedule = Schedule::new(args, 1_000_000_000, 20);
         build(&PlanInput {
             args,
-            inventory: &inv,
+            inventory: inv,
             regions: None,
             schedule,
-            drivers: 3,
+            drivers,
             clients,
             rate: 1_001,
             flamegraph,
@@ -352,17 +368,30 @@ mod tests {
     }
 
     #[test]
-    fn each_core_host_gets_its_core_its_key_and_a_driver_beside_it() {
+    fn each_core_host_gets_its_core_with_its_home_driver_and_its_key() {
         let args = Cli::parse_from(["x", "--warmup=2", "--duration=10"]).local;
-        let plan = plan_of(&args, 2, false);
+        let plan = plan_with(&inventory(), &args, 2, 0, false);
         assert_eq!(plan.len(), 4);
         for (i, host) in ["h1", "h2", "h3"].iter().enumerate() {
             let p = &plan[*host];
             assert_eq!(p.keys, vec![format!("core-{i}.key")], "only its own key");
             let kinds: Vec<&str> = p.processes.iter().map(|p| p.kind).collect();
-            assert_eq!(&kinds[..2], ["core", "driver"]);
-            assert!(p.processes[0].ready.is_some() && p.processes[0].metrics.is_some());
+            assert!(
+                !kinds.contains(&"driver"),
+                "no standalone driver by default"
+            );
+            let core = &p.processes[0];
+            assert_eq!(core.kind, "core");
+            assert!(core.ready.is_some() && core.metrics.is_some());
+            assert!(core.argv.iter().any(|a| a == "--home-driver"), "{core:?}");
+            assert_eq!(flag(core, "--home-driver-pipeline-depth"), Some("2"));
         }
+        let no_home = Cli::parse_from(["x", "--no-home-drivers", "--drivers=1"]).local;
+        let plan = plan_with(&inventory(), &no_home, 2, 1, false);
+        assert!(!plan["h1"].processes[0]
+            .argv
+            .iter()
+            .any(|a| a == "--home-driver"));
         assert!(plan["l1"].keys.is_empty());
         let listen = |h: &str| flag(&plan[h].processes[0], "--listen").map(str::to_string);
         assert_eq!(listen("h3").as_deref(), Some("0.0.0.0:7300"));
@@ -416,5 +445,32 @@ mod tests {
             assert!(stop >= s.load_end_us && stop <= s.hard_stop_us, "{p:?}");
             assert_eq!(flag(p, "--usage-window-us"), Some("1022000000,1032000000"));
         }
+    }
+
+    #[test]
+    fn standalone_drivers_go_to_the_drivers_group_with_the_home_core_beside_them() {
+        let inv = Inventory::from_list_json(
+            r#"{"_meta": {"hostvars": {}},
+               "cores": {"hosts": ["h1", "h2"]}, "drivers": {"hosts": ["h2", "d1"]},
+               "loads": {"hosts": ["h1"]}}"#,
+        )
+        .unwrap();
+        let args = Cli::parse_from(["x"]).local;
+        let plan = plan_with(&inv, &args, 1, 3, false);
+        let drivers = |h: &str| -> Vec<&Process> {
+            plan.get(h)
+                .map(|p| p.processes.iter().filter(|p| p.kind == "driver").collect())
+                .unwrap_or_default()
+        };
+        assert!(drivers("h1").is_empty(), "h1 is not in group drivers");
+        let (on_h2, on_d1) = (drivers("h2"), drivers("d1"));
+        assert_eq!((on_h2.len(), on_d1.len()), (2, 1), "spread over the group");
+        for d in &on_h2 {
+            assert_eq!(flag(d, "--home-core"), Some("1"), "the core on its host");
+            assert_eq!(flag(d, "--pipeline-depth"), Some("2"));
+        }
+        assert_eq!(flag(on_d1[0], "--home-core"), None, "no core on its host");
+        let metrics: Vec<_> = on_h2.iter().map(|d| d.metrics.clone()).collect();
+        assert_ne!(metrics[0], metrics[1], "two drivers on one host, two ports");
     }
 }

@@ -218,8 +218,9 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    /// Writes the testbed, starts the cores (all but those crashed from the start), waits until
-    /// every started core answers, then starts the drivers.
+    /// Writes the testbed, starts the cores (all but those crashed from the start; each with its
+    /// home driver unless `--no-home-drivers`), waits until every started core answers, then
+    /// starts the standalone drivers.
     fn start(
         rt: &'a Runtime,
         args: &'a LocalArgs,
@@ -230,6 +231,7 @@ impl<'a> Run<'a> {
         let spec = Spec {
             cores: n,
             drivers: args.drivers,
+            bare_cores: Vec::new(),
             stakes: args.stakes.clone(),
             base_port: args.base_port,
             seed: rate,
@@ -262,7 +264,7 @@ impl<'a> Run<'a> {
         };
         run.wait_until_cores_answer()?;
         for j in 0..args.drivers {
-            run.procs.drivers.push(run.bed.start_driver(j)?);
+            run.procs.drivers.push(run.bed.start_driver(j, None)?);
         }
         Ok(run)
     }
@@ -486,6 +488,7 @@ pub fn run_config(args: &LocalArgs, rate: u64, watched: AuthorityIndex) -> RunCo
     RunConfig {
         cores: args.cores,
         drivers: args.drivers,
+        home_drivers: !args.no_home_drivers,
         clients: args.clients,
         rate,
         tx_size: args.tx_size,

@@ -32,8 +32,10 @@ pub use data_path::{CoreFlow, DataPath};
 pub struct RunConfig {
     /// Cores.
     pub cores: usize,
-    /// Drivers.
+    /// Standalone driver processes (beside the home drivers, if any).
     pub drivers: usize,
+    /// Whether each core ran its home driver in its own process (`core --home-driver`).
+    pub home_drivers: bool,
     /// Load client processes.
     pub clients: usize,
     /// Input rate (tx/s).
@@ -74,6 +76,21 @@ pub struct RunConfig {
     /// The value of the swept flag, in a run of a `--sweep`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<crate::harness::sweep::SweepPoint>,
+}
+
+impl RunConfig {
+    /// The drivers of the run in words, for summaries and plot captions.
+    pub fn drivers_label(&self) -> String {
+        let standalone = match self.drivers {
+            1 => "1 standalone driver".to_string(),
+            n => format!("{n} standalone drivers"),
+        };
+        if self.home_drivers {
+            format!("home drivers + {standalone}")
+        } else {
+            standalone
+        }
+    }
 }
 
 /// Totals over the cores' final metrics (the whole run, warm-up included).
@@ -527,6 +544,7 @@ mod tests {
         let config = RunConfig {
             cores: 4,
             drivers: 1,
+            home_drivers: true,
             clients: 1,
             rate: 1,
             tx_size: 64,

@@ -1,5 +1,6 @@
-//! A run's testbed on 127.0.0.1: its ports, its genesis, and its processes (cores, drivers, load
-//! clients) started from this same binary, with their readiness and their metrics. Every harness
+//! A run's testbed on 127.0.0.1: its ports, its genesis, and its processes (cores with their
+//! home drivers, standalone drivers, load clients) started from this same binary, with their
+//! readiness and their metrics. Every harness
 //! (`local`, `chaos`, and later a cluster harness) builds on it; it knows none of them.
 //!
 //! Ports: core i serves QUIC on base + i and metrics on base + 1000 + i; driver j serves metrics
@@ -38,14 +39,16 @@ pub struct NodeFlags {
     pub gc_depth: u64,
     /// `core --leader-timeout-ms` and `--vote-timeout-ms`.
     pub leader_timeout_ms: u64,
-    /// `driver --pipeline-depth`.
+    /// `driver --pipeline-depth` and `core --home-driver-pipeline-depth`.
     pub pipeline_depth: usize,
+    /// `core --home-driver`.
+    pub home_drivers: bool,
 }
 
 impl NodeFlags {
-    /// The flags of `sleepyseal core` these stand for.
+    /// The flags of `sleepyseal core` these stand for (its home driver's included).
     pub fn core_flags(&self) -> Vec<String> {
-        vec![
+        let mut flags = vec![
             format!("--batch-size={}", self.batch_size),
             format!("--max-batch-size={}", self.max_batch_size),
             format!("--max-batch-delay-ms={}", self.max_batch_delay_ms),
@@ -55,7 +58,22 @@ impl NodeFlags {
             format!("--gc-depth={}", self.gc_depth),
             format!("--leader-timeout-ms={}", self.leader_timeout_ms),
             format!("--vote-timeout-ms={}", self.leader_timeout_ms),
-        ]
+        ];
+        if self.home_drivers {
+            flags.push("--home-driver".to_string());
+            flags.push(format!(
+                "--home-driver-pipeline-depth={}",
+                self.pipeline_depth
+            ));
+        }
+        flags
+    }
+
+    /// The flags of `sleepyseal driver` these stand for, with home core `home` if any.
+    pub fn driver_flags(&self, home: Option<usize>) -> Vec<String> {
+        let mut flags = vec![format!("--pipeline-depth={}", self.pipeline_depth)];
+        flags.extend(home.map(|h| format!("--home-core={h}")));
+        flags
     }
 }
 
@@ -64,8 +82,10 @@ impl NodeFlags {
 pub struct Spec {
     /// Cores.
     pub cores: usize,
-    /// Drivers (their metrics ports are claimed up front).
+    /// Standalone drivers (their metrics ports are claimed up front).
     pub drivers: usize,
+    /// Cores started without their home driver whatever the flags say.
+    pub bare_cores: Vec<usize>,
     /// Stake per core (default: 1 each).
     pub stakes: Option<Vec<u64>>,
     /// QUIC port of core 0.
@@ -201,21 +221,23 @@ impl Testbed {
             format!("--store={}", self.dir.join(format!("store-{i}")).display()),
             format!("--metrics-addr=127.0.0.1:{}", self.core_metrics[i]),
         ];
-        argv.extend(self.spec.flags.core_flags());
+        let mut flags = self.spec.flags.clone();
+        flags.home_drivers &= !self.spec.bare_cores.contains(&i);
+        argv.extend(flags.core_flags());
         argv.extend_from_slice(&self.spec.core_extra);
         argv.extend(self.wan_flags(|p| &p.cores[i], None));
         let log = self.logs.join(format!("core-{i}.log"));
         Proc::spawn(Kind::Core, i, &argv, &log, None)
     }
 
-    /// Starts driver `j`.
-    pub fn start_driver(&self, j: usize) -> anyhow::Result<Proc> {
+    /// Starts standalone driver `j`, with home core `home` if any.
+    pub fn start_driver(&self, j: usize, home: Option<usize>) -> anyhow::Result<Proc> {
         let mut argv: Vec<String> = vec![
             "driver".to_string(),
             format!("--committee={}", self.committee),
-            format!("--pipeline-depth={}", self.spec.flags.pipeline_depth),
             format!("--metrics-addr=127.0.0.1:{}", self.driver_metrics[j]),
         ];
+        argv.extend(self.spec.flags.driver_flags(home));
         argv.extend(self.wan_flags(|p| &p.drivers[j], Some(wan::local_driver_ip(j))));
         let log = self.logs.join(format!("driver-{j}.log"));
         Proc::spawn(Kind::Driver, j, &argv, &log, None)
