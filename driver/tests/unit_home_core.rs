@@ -237,7 +237,7 @@ fn carried(body: &RequestBody) -> Vec<Digest> {
 fn home_drivers_carry_each_payload_about_n_minus_1_times() {
     let homes = [Some(0), Some(1), Some(2), Some(3)];
     let mut net = Net::new(4, &homes, &[true; 4], 300);
-    assert!(net.run_until_round(20, 2_000), "no progress");
+    assert!(net.run_until_round(60, 4_000), "no progress");
     let end = Millis(u64::MAX);
     assert_eq!(net.unasked_transfers(end), Vec::<String>::new());
     assert!(

@@ -114,10 +114,9 @@ pub struct LocalArgs {
     /// Instead of a benchmark, a chaos run with a workload check: kill -9 and restart each core,
     /// SIGSTOP a core for 10 s, kill a standalone driver, restart every core in turn; then
     /// compare every core's committed sequence and check each acknowledged transaction committed
-    /// exactly once. The last core runs without its home driver (its payloads travel only by
-    /// the other drivers' on-demand carriage); the standalone drivers (--drivers, at least 2)
-    /// have home cores. Uses --cores (≥ 4), --rate and --tx-size (e.g. --rate 2000 --tx-size
-    /// 64).
+    /// exactly once. Every core runs its home driver (unless --no-home-drivers); the standalone
+    /// drivers (--drivers, at least 2) have home cores. Uses --cores (≥ 4), --rate and
+    /// --tx-size (e.g. --rate 2000 --tx-size 64).
     #[arg(long)]
     pub chaos: bool,
     /// Emulate a wide-area network: a profile file, or the name of one in deploy/wan/

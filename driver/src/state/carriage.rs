@@ -20,7 +20,8 @@
 //!   passed the grace period the other cores built on a quorum without it, and its late
 //!   certificate is an orphan. Covering drivers fall out of step (each covers from its own first
 //!   sight), so one usually still covers while another waits: a dead home driver costs a few
-//!   orphaned headers per cover period, whose transactions are proposed again, never lost.
+//!   orphaned headers per cover period, whose transactions are proposed again, never lost. A
+//!   cover runs out only while its author proposes payloads (an idle author keeps its cover).
 //! - **certificates** follow their payloads: a certificate bundle carries at once the
 //!   certificates of the authors whose payloads the driver carries eagerly, and any other once
 //!   the driver has held it for the grace period and the core still seems to lack it (its own
@@ -48,10 +49,12 @@ use super::{DriverState, Seen};
 pub const COVER_GRACES: u64 = 16;
 
 /// Uncarried headers of one author, first seen within the last cover period, that start a cover.
-/// One is not enough: a header built late (its author lagged a little) may go uncertified and
-/// unvoted while its home driver is alive; two in a cover period hardly ever do, and a dead home
-/// driver leaves every header of its author uncarried.
-pub const UNCARRIED_HEADERS: usize = 2;
+/// One is enough: a header built late (its author lagged) goes uncertified and unvoted while its
+/// home driver is alive, but it is no evidence (it was not fresh when first seen), and a live
+/// home driver carries a fresh header within a round trip. Waiting for a second one cost a
+/// dead home driver's core its last transactions: once the load stops, its requeued
+/// transactions travel in a single header with a payload, the others being empty.
+pub const UNCARRIED_HEADERS: usize = 1;
 
 /// Which payloads a request carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +148,7 @@ impl DriverState {
             return;
         }
         self.next_cover_check = Millis(self.now.0 + self.config.poll_interval_ms.max(1));
+        self.extend_idle_covers();
         let grace = self.config.payload_grace_ms;
         let period = COVER_GRACES.saturating_mul(grace);
         let mut uncarried = vec![0usize; self.cores.len()];
@@ -169,6 +173,24 @@ impl DriverState {
             let author = AuthorityIndex(index as u16);
             tracing::debug!(%author, "covering the payloads of an author nobody carries");
             self.covered_until[index] = Millis(self.now.0.saturating_add(period));
+        }
+    }
+
+    /// Keeps covering an author whose newest header has no payload: a cover runs out only while
+    /// its author proposes payloads, when a home driver that came back shows by carrying them.
+    /// Otherwise a cover ran out while a dead home driver's core idled, and the one header that
+    /// then carried its requeued transactions waited the grace period, was certified too late to
+    /// be referenced, and was requeued again, gc depth rounds later, over and over.
+    fn extend_idle_covers(&mut self) {
+        let until = Millis(self.now.0 + 2 * self.config.poll_interval_ms.max(1));
+        for index in 0..self.cores.len() {
+            let author = AuthorityIndex(index as u16);
+            let idle = self
+                .own_header_of(author)
+                .is_none_or(|h| h.header.payload().len == 0);
+            if self.covers(author) && idle && self.covered_until[index] < until {
+                self.covered_until[index] = until;
+            }
         }
     }
 

@@ -106,12 +106,18 @@ impl Collectors {
         }
     }
 
-    /// Whether every core has committed at least `transactions` transactions.
-    pub fn all_committed(&self, transactions: u64) -> bool {
+    /// Whether every core has committed every transaction of `acked`. (A count was not
+    /// enough: transactions committed but never acknowledged, say sent to a core killed before
+    /// it answered, made up for acknowledged ones still on their way, and the drain ended
+    /// before them.)
+    pub fn all_committed(&self, acked: &[(u64, u64)]) -> bool {
         let c = self.collected.lock().expect("not poisoned");
         c.sequences.iter().all(|s| {
-            let committed: u64 = s.values().map(|e| e.transactions.len() as u64).sum();
-            committed >= transactions
+            let committed: HashSet<(u64, u64)> = s
+                .values()
+                .flat_map(|e| e.transactions.iter().copied())
+                .collect();
+            acked.iter().all(|t| committed.contains(t))
         })
     }
 

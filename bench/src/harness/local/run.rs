@@ -231,7 +231,6 @@ impl<'a> Run<'a> {
         let spec = Spec {
             cores: n,
             drivers: args.drivers,
-            bare_cores: Vec::new(),
             stakes: args.stakes.clone(),
             base_port: args.base_port,
             seed: rate,

@@ -84,8 +84,6 @@ pub struct Spec {
     pub cores: usize,
     /// Standalone drivers (their metrics ports are claimed up front).
     pub drivers: usize,
-    /// Cores started without their home driver whatever the flags say.
-    pub bare_cores: Vec<usize>,
     /// Stake per core (default: 1 each).
     pub stakes: Option<Vec<u64>>,
     /// QUIC port of core 0.
@@ -221,9 +219,7 @@ impl Testbed {
             format!("--store={}", self.dir.join(format!("store-{i}")).display()),
             format!("--metrics-addr=127.0.0.1:{}", self.core_metrics[i]),
         ];
-        let mut flags = self.spec.flags.clone();
-        flags.home_drivers &= !self.spec.bare_cores.contains(&i);
-        argv.extend(flags.core_flags());
+        argv.extend(self.spec.flags.core_flags());
         argv.extend_from_slice(&self.spec.core_extra);
         argv.extend(self.wan_flags(|p| &p.cores[i], None));
         let log = self.logs.join(format!("core-{i}.log"));
