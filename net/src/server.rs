@@ -2,43 +2,49 @@
 //!
 //! ```text
 //! stream task (tokio)   read the request (bounded size, bounded time), decode zero-copy
-//!   └─► verify thread   drains every queued request, verifies all their signatures as one batch
-//!                       on a rayon pool (skipping cached certificates)
-//!         └─► core thread  the only owner of `Core`: handles every queued request, writes all
-//!                          their changes with one synced store commit (group commit), then
-//!                          releases the replies
+//!   ├─► verify thread   requests with signatures: drains every queued one, verifies their
+//!   │                   signatures as one batch (inline when small, else on a rayon pool),
+//!   │                   skipping verdicts already cached
+//!   └───► core thread   the only owner of `Core` (requests without signatures come straight
+//!                       here): handles every queued request, writes all their changes with one
+//!                       synced store commit (group commit), then releases the replies
 //! ```
 //! Every queue is bounded; a full queue answers `Busy` at once. A store failure stops the core
 //! (crash-stop): replies of the failed group are never sent, and a restart recovers from disk.
 //!
 //! A driver in the same process reaches the core through [`CoreServer::local_link`] ([`local`]):
 //! the same verify queue, verification, core thread and group commit, without the network hop.
+//!
+//! Layout: this file holds the settings, the server's life cycle and the verify stage;
+//! `intake` the network side (connections, streams, reading and answering requests),
+//! `core_thread` the core thread and its group commit, `local` the in-process link, `stats` the
+//! counters and their metrics.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use sleepyseal_core::codec::{Decode, Encode};
-use sleepyseal_core::protocol::{Request, RequestBody, Response};
+use sleepyseal_core::protocol::{Request, Response};
 use sleepyseal_core::store::StoreError;
 use sleepyseal_core::verify::CheckedRequest;
 use sleepyseal_core::{Core, CoreError, Millis, Store, Verified, Verifier};
-use tokio::sync::oneshot;
 
 use crate::limits::NetLimits;
-use crate::message::{read_message, ReadError};
 use crate::wan::Wan;
 
+mod core_thread;
+mod intake;
 mod local;
 mod stats;
 pub use local::{LocalLink, LocalLinkError, OwnHeader};
 pub use stats::ServerStats;
 
-use local::{publish_own_header, QueueSlot, ReplyTo};
+use core_thread::spawn_core_thread;
+use intake::{accept_loop, Answer, Intake};
+use local::{QueueSlot, ReplyTo};
 
 /// Settings of the pipeline behind the endpoint.
 #[derive(Clone, Debug)]
@@ -88,22 +94,6 @@ pub enum ServerError {
     /// anything more. Its store holds only completed writes; a restart recovers from it.
     #[error("core stopped on a broken invariant (a bug; restarting recovers from the store): {0}")]
     CorePanicked(String),
-}
-
-/// A reply on its way back to the stream that asked: its encoding as chunks, and the payload
-/// bytes in it (counted where they go out to the network).
-pub(super) struct Answer {
-    chunks: Vec<Bytes>,
-    payload_bytes: usize,
-}
-
-impl Answer {
-    pub(super) fn of(response: &Response) -> Answer {
-        Answer {
-            chunks: response.to_chunks(),
-            payload_bytes: response.payload_bytes(),
-        }
-    }
 }
 
 struct VerifyJob {
@@ -246,190 +236,9 @@ impl CoreServer {
     }
 }
 
-/// Where a decoded request enters the pipeline: requests with signatures queue for the verify
-/// thread; the others (polls, submissions, reads) need no signature check, so the verifier's
-/// checks of them run at once and they queue straight for the core thread, one hand-off fewer.
-#[derive(Clone)]
-struct Intake {
-    verify_tx: SyncSender<VerifyJob>,
-    core_tx: SyncSender<CoreJob>,
-    verifier: Arc<Verifier>,
-    stats: Arc<ServerStats>,
-}
-
-/// What became of a request handed to the [`Intake`].
-enum Entered {
-    /// Queued: the answer comes on this channel.
-    Queued(oneshot::Receiver<Answer>),
-    /// Answered at once (refused, or `Busy`).
-    Answered(Answer),
-    /// The pipeline stopped (shutdown or store failure).
-    Stopped,
-}
-
-impl Intake {
-    fn enter(&self, request: Request) -> Entered {
-        let (reply, answer) = oneshot::channel();
-        let stats = &self.stats;
-        if carries_signatures(&request.body) {
-            stats.verify_queue.fetch_add(1, Ordering::Relaxed);
-            let job = VerifyJob {
-                request,
-                reply: ReplyTo::Stream(reply),
-            };
-            return match self.verify_tx.try_send(job) {
-                Ok(()) => Entered::Queued(answer),
-                Err(e) => {
-                    stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
-                    refused(e, stats)
-                }
-            };
-        }
-        let request = match self.verifier.verify(request) {
-            Ok(request) => request,
-            Err(error) => return Entered::Answered(Answer::of(&Response::Error(error))),
-        };
-        stats.core_queue.fetch_add(1, Ordering::Relaxed);
-        let job = CoreJob {
-            request,
-            reply: ReplyTo::Stream(reply),
-        };
-        match self.core_tx.try_send(job) {
-            Ok(()) => Entered::Queued(answer),
-            Err(e) => {
-                stats.core_queue.fetch_sub(1, Ordering::Relaxed);
-                refused(e, stats)
-            }
-        }
-    }
-}
-
-/// A request a full queue refuses gets `Busy`; a stopped pipeline, nothing.
-fn refused<T>(error: TrySendError<T>, stats: &ServerStats) -> Entered {
-    match error {
-        TrySendError::Full(_) => {
-            stats.busy.fetch_add(1, Ordering::Relaxed);
-            Entered::Answered(Answer::of(&Response::Error(CoreError::Busy)))
-        }
-        TrySendError::Disconnected(_) => Entered::Stopped,
-    }
-}
-
-/// Whether a request carries signatures for the verify stage (headers or certificates).
-fn carries_signatures(body: &RequestBody) -> bool {
-    matches!(
-        body,
-        RequestBody::HeaderBundle { .. }
-            | RequestBody::CertBundle { .. }
-            | RequestBody::Sync { .. }
-    )
-}
-
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    intake: Intake,
-    limits: NetLimits,
-    stopping: Arc<AtomicBool>,
-) {
-    let stats = intake.stats.clone();
-    while let Some(incoming) = endpoint.accept().await {
-        if stopping.load(Ordering::SeqCst) {
-            incoming.refuse();
-            continue;
-        }
-        if stats.connections.load(Ordering::SeqCst) >= limits.max_connections as u64 {
-            stats.refused_connections.fetch_add(1, Ordering::Relaxed);
-            incoming.refuse();
-            continue;
-        }
-        stats.connections.fetch_add(1, Ordering::SeqCst);
-        let (intake, limits, stats) = (intake.clone(), limits.clone(), stats.clone());
-        tokio::spawn(async move {
-            if let Ok(connection) = incoming.await {
-                serve_connection(connection, intake, limits).await;
-            }
-            stats.connections.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-}
-
-async fn serve_connection(connection: quinn::Connection, intake: Intake, limits: NetLimits) {
-    // Streams beyond `max_streams_per_connection` are held back by QUIC flow control itself.
-    while let Ok((send, recv)) = connection.accept_bi().await {
-        let (intake, limits) = (intake.clone(), limits.clone());
-        tokio::spawn(serve_stream(send, recv, intake, limits));
-    }
-}
-
-async fn serve_stream(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    intake: Intake,
-    limits: NetLimits,
-) {
-    let stats = &intake.stats;
-    let read = tokio::time::timeout(
-        limits.request_read_timeout,
-        read_message(&mut recv, limits.max_request_bytes),
-    )
-    .await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(ReadError::TooLong(_))) => {
-            stats.malformed.fetch_add(1, Ordering::Relaxed);
-            let _ = recv.stop(quinn::VarInt::from_u32(2));
-            let _ = send.reset(quinn::VarInt::from_u32(2));
-            return;
-        }
-        // Reset, connection lost, or too slow (half-open): drop the stream.
-        Ok(Err(_)) | Err(_) => {
-            let _ = recv.stop(quinn::VarInt::from_u32(3));
-            let _ = send.reset(quinn::VarInt::from_u32(3));
-            return;
-        }
-    };
-    let answer = match Request::from_bytes(bytes) {
-        Err(e) => {
-            stats.malformed.fetch_add(1, Ordering::Relaxed);
-            Answer::of(&Response::Error(CoreError::Decode(e)))
-        }
-        Ok(request) => {
-            stats
-                .payload_bytes_received
-                .fetch_add(request.body.payload_bytes() as u64, Ordering::Relaxed);
-            match intake.enter(request) {
-                Entered::Queued(answer) => match answer.await {
-                    Ok(answer) => answer,
-                    // The core stopped before answering (shutdown or store failure).
-                    Err(_) => {
-                        let _ = send.reset(quinn::VarInt::from_u32(4));
-                        return;
-                    }
-                },
-                Entered::Answered(answer) => answer,
-                Entered::Stopped => {
-                    let _ = send.reset(quinn::VarInt::from_u32(4));
-                    return;
-                }
-            }
-        }
-    };
-    stats.requests.fetch_add(1, Ordering::Relaxed);
-    let Answer {
-        mut chunks,
-        payload_bytes,
-    } = answer;
-    if send.write_all_chunks(&mut chunks).await.is_ok() {
-        stats
-            .payload_bytes_sent
-            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
-        let _ = send.finish();
-    }
-}
-
 /// Blocks for one job, then takes every job already queued, up to `max` in all. `None` once every
 /// sender is gone.
-fn next_batch<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
+pub(super) fn next_batch<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
     let first = rx.recv().ok()?;
     let mut jobs = vec![first];
     while jobs.len() < max {
@@ -484,248 +293,6 @@ fn verify_loop(
                 Err(error) => reply.send(Response::Error(error)),
             }
         }
-    }
-}
-
-/// Starts the `core` thread running [`core_loop`]. A store failure or a panic on it closes the
-/// endpoint (clients see the core stop instead of hanging) and is its result.
-fn spawn_core_thread(
-    rx: Receiver<CoreJob>,
-    core: Core,
-    store: Box<dyn Store>,
-    max_group: usize,
-    stats: Arc<ServerStats>,
-    verifier: Arc<Verifier>,
-    endpoint: quinn::Endpoint,
-) -> std::thread::JoinHandle<Result<(), ServerError>> {
-    std::thread::Builder::new()
-        .name("core".into())
-        .spawn(move || {
-            let run = std::panic::AssertUnwindSafe(|| {
-                core_loop(rx, core, store, max_group, &stats, &verifier).map_err(ServerError::from)
-            });
-            let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(ServerError::CorePanicked(message))
-            });
-            if let Err(e) = &result {
-                tracing::error!("stopping the core: {e}");
-                endpoint.close(quinn::VarInt::from_u32(1), b"core stopped");
-            }
-            result
-        })
-        .expect("spawn core thread")
-}
-
-/// The core thread: takes the queued jobs, handles them as one group commit, releases their
-/// replies once the group is durable, then answers the long polls that became due.
-fn core_loop(
-    rx: Receiver<CoreJob>,
-    mut core: Core,
-    mut store: Box<dyn Store>,
-    max_group: usize,
-    stats: &ServerStats,
-    verifier: &Verifier,
-) -> Result<(), StoreError> {
-    let mut pruned_at = core.gc_round();
-    let mut parked = Parked::default();
-    while let Some(jobs) = next_jobs(&rx, max_group, parked.next_deadline()) {
-        stats
-            .core_queue
-            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
-        let now = wall_clock();
-        let committed = core.consensus().consensus_index;
-        let jobs: Vec<CoreJob> = jobs
-            .into_iter()
-            .filter_map(|job| parked.park_or_keep(job, committed))
-            .collect();
-        group_commit(&mut core, store.as_mut(), jobs, now, stats, verifier)?;
-        publish(stats, &core, committed, now);
-        publish_store(stats, &store.stats());
-        let gc = core.gc_round();
-        if gc > pruned_at {
-            verifier.cache().prune_below(gc);
-            pruned_at = gc;
-        }
-        // Entries committed by this group release the long polls waiting for them.
-        let committed = core.consensus().consensus_index;
-        for job in parked.take_due(committed) {
-            // Released outside any group commit: a held read must write nothing, or its reply
-            // would leave before its write is durable.
-            let (response, batch) = core.handle(now, job.request);
-            assert!(batch.is_empty(), "a held long-poll read wrote to the store");
-            job.reply.send(response);
-        }
-        stats
-            .parked
-            .store(parked.waiting.len() as u64, Ordering::Relaxed);
-    }
-    Ok(())
-}
-
-/// The next group of jobs: waits for at least one, or until `deadline` (the next held long poll
-/// due) with none. `None` once every sender is gone.
-fn next_jobs(
-    rx: &Receiver<CoreJob>,
-    max_group: usize,
-    deadline: Option<Instant>,
-) -> Option<Vec<CoreJob>> {
-    let Some(deadline) = deadline else {
-        return next_batch(rx, max_group);
-    };
-    let wait = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(wait) {
-        Ok(first) => {
-            let mut jobs = vec![first];
-            jobs.extend(rx.try_iter().take(max_group.saturating_sub(1)));
-            Some(jobs)
-        }
-        Err(RecvTimeoutError::Timeout) => Some(Vec::new()),
-        Err(RecvTimeoutError::Disconnected) => None,
-    }
-}
-
-/// Handles `jobs` in order, writes their batches in one synced commit, then releases the replies
-/// (never before: an acknowledgement means durable).
-fn group_commit(
-    core: &mut Core,
-    store: &mut dyn Store,
-    jobs: Vec<CoreJob>,
-    now: Millis,
-    stats: &ServerStats,
-    verifier: &Verifier,
-) -> Result<(), StoreError> {
-    let mut batches = Vec::with_capacity(jobs.len());
-    let mut replies = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let bundle_round = match &job.request.request.body {
-            RequestBody::HeaderBundle { round, .. } => Some(*round),
-            _ => None,
-        };
-        let (response, batch) = core.handle(now, job.request);
-        // This core's votes are signatures of the certificates their headers become: verified
-        // by construction, they need no check when those certificates come back.
-        if let (Some(round), Response::Votes { votes, .. }) = (bundle_round, &response) {
-            verifier.remember_own_votes(votes, round);
-        }
-        if !batch.is_empty() {
-            batches.push(batch);
-        }
-        replies.push((job.reply, response));
-    }
-    if !batches.is_empty() {
-        let started = Instant::now();
-        store.commit(&batches)?;
-        stats
-            .store_commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-    }
-    stats.group_commits.fetch_add(1, Ordering::Relaxed);
-    stats.group_requests.observe(replies.len() as f64);
-    stats
-        .grouped_requests
-        .fetch_add(replies.len(), Ordering::Relaxed);
-    for (reply, response) in replies {
-        // Published once the group is durable, like the replies: the header is signed.
-        publish_own_header(stats, &response);
-        reply.send(response);
-    }
-    Ok(())
-}
-
-/// Copies the core's round, commit state, mempool and counters into `stats` after a group.
-fn publish(stats: &ServerStats, core: &Core, committed_before: u64, now: Millis) {
-    stats.round.store(core.round().0, Ordering::Relaxed);
-    let consensus = core.consensus();
-    stats
-        .last_committed_round
-        .store(consensus.last_committed_round.0, Ordering::Relaxed);
-    stats
-        .consensus_index
-        .store(consensus.consensus_index, Ordering::Relaxed);
-    stats
-        .mempool
-        .store(core.mempool_len() as u64, Ordering::Relaxed);
-    record_counters(stats, core, committed_before, now);
-}
-
-/// Copies the store's counters into `stats`.
-fn publish_store(stats: &ServerStats, s: &sleepyseal_core::store::StoreStats) {
-    stats
-        .store_log_bytes
-        .store(s.log_bytes_appended, Ordering::Relaxed);
-    stats
-        .store_segment_bytes
-        .store(s.segment_bytes_appended, Ordering::Relaxed);
-    stats.store_syncs.store(s.syncs, Ordering::Relaxed);
-    stats
-        .store_compaction_bytes
-        .store(s.compaction_bytes_written, Ordering::Relaxed);
-}
-
-/// Copies the core's counters into `stats` and records the consensus latency of the entries
-/// committed since index `before`.
-fn record_counters(stats: &ServerStats, core: &Core, before: u64, now: Millis) {
-    *stats.core_counters.lock().expect("not poisoned") = *core.counters();
-    let after = core.consensus().consensus_index;
-    if after > before {
-        let new = core
-            .committed_from(before, (after - before) as usize)
-            .unwrap_or_default();
-        for entry in new {
-            let ms = now.0.saturating_sub(entry.created_at_ms);
-            stats.consensus_latency_seconds.observe(ms as f64 / 1e3);
-        }
-    }
-}
-
-/// Most long polls (`ReadCommitted` with `wait_ms`) held at once; more are answered at once.
-const MAX_PARKED: usize = 4_096;
-/// Longest a long poll is held.
-const MAX_WAIT: Duration = Duration::from_secs(30);
-
-/// Long polls waiting for committed entries.
-#[derive(Default)]
-struct Parked {
-    /// (deadline, from_index, job).
-    waiting: Vec<(Instant, u64, CoreJob)>,
-}
-
-impl Parked {
-    fn next_deadline(&self) -> Option<Instant> {
-        self.waiting.iter().map(|(d, _, _)| *d).min()
-    }
-
-    /// Holds a `ReadCommitted` that would find nothing new yet and asked to wait; hands back
-    /// every other job.
-    fn park_or_keep(&mut self, job: CoreJob, committed: u64) -> Option<CoreJob> {
-        if let RequestBody::ReadCommitted {
-            from_index,
-            wait_ms,
-            ..
-        } = &job.request.request.body
-        {
-            if *wait_ms > 0 && *from_index >= committed && self.waiting.len() < MAX_PARKED {
-                let wait = Duration::from_millis(u64::from(*wait_ms)).min(MAX_WAIT);
-                self.waiting.push((Instant::now() + wait, *from_index, job));
-                return None;
-            }
-        }
-        Some(job)
-    }
-
-    /// The held polls that can be answered: new entries exist, or their time is up.
-    fn take_due(&mut self, committed: u64) -> Vec<CoreJob> {
-        let now = Instant::now();
-        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(|(deadline, from, _)| *from < committed || *deadline <= now);
-        self.waiting = waiting;
-        due.into_iter().map(|(_, _, job)| job).collect()
     }
 }
 

@@ -152,20 +152,9 @@ impl ServerStats {
         self.register_pipeline();
     }
 
-    /// Registers the request pipeline's metrics: requests, stages, queues and connections.
-    fn register_pipeline(&mut self) {
+    /// Registers the data path's metrics: payload bytes over the network, the store's writes.
+    fn register_data_path(&mut self) {
         let r = &mut self.registry;
-        r.register("requests", "Requests answered", self.requests.clone());
-        r.register(
-            "busy_replies",
-            "Requests answered Busy by a full queue",
-            self.busy.clone(),
-        );
-        r.register(
-            "malformed_requests",
-            "Requests that did not decode or were too large",
-            self.malformed.clone(),
-        );
         r.register(
             "payload_bytes_received",
             "Payload bytes in requests that came over the network (transactions, carried payloads)",
@@ -196,6 +185,24 @@ impl ServerStats {
             "Bytes the store's compactions wrote",
             self.store_compaction_bytes.clone(),
         );
+    }
+
+    /// Registers the request pipeline's metrics: requests, stages, queues and connections.
+    fn register_pipeline(&mut self) {
+        let r = &mut self.registry;
+        r.register("requests", "Requests answered", self.requests.clone());
+        r.register(
+            "busy_replies",
+            "Requests answered Busy by a full queue",
+            self.busy.clone(),
+        );
+        r.register(
+            "malformed_requests",
+            "Requests that did not decode or were too large",
+            self.malformed.clone(),
+        );
+        self.register_data_path();
+        let r = &mut self.registry;
         r.register(
             "verify_seconds",
             "Time to verify one batch of requests",
