@@ -95,6 +95,20 @@ pub struct CoreConfig {
     pub committed_window_bytes: usize,
 }
 
+impl CoreConfig {
+    /// The largest batch (never below the batch size).
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_batch_size_bytes.max(self.batch_size_bytes).max(1)
+    }
+
+    /// The mempool's bound in bytes: `mempool_max_bytes`, and no more than the core can propose
+    /// in [`ADMISSION_ROUNDS`] own headers of the largest batch; a `Submit` beyond it gets `Busy`.
+    pub fn mempool_bytes(&self) -> usize {
+        self.mempool_max_bytes
+            .min(ADMISSION_ROUNDS.saturating_mul(self.max_batch_bytes()))
+    }
+}
+
 impl Default for CoreConfig {
     fn default() -> CoreConfig {
         CoreConfig {

@@ -17,7 +17,7 @@
 
 use bytes::Bytes;
 
-use super::{Core, StoredPayload, Tx, ADMISSION_ROUNDS, PACING_ROUNDS};
+use super::{Core, StoredPayload, Tx, PACING_ROUNDS};
 use crate::error::CoreError;
 use crate::mempool::EntryRange;
 use crate::messages::Payload;
@@ -26,15 +26,10 @@ use crate::store::{keys, Slice, WriteBatch};
 use crate::types::{Digest, Round};
 
 impl Core {
-    /// Queues transactions durably, or refuses them all with `Busy`: when the mempool is full,
-    /// or when the backlog would exceed what the core can propose in [`ADMISSION_ROUNDS`] own
-    /// headers of the largest batch.
+    /// Queues transactions durably, or refuses them all with `Busy` when the mempool is full
+    /// (bounded by [`CoreConfig::mempool_bytes`](super::CoreConfig::mempool_bytes)).
     pub(super) fn on_submit(&mut self, transactions: Vec<Bytes>, tx: &mut Tx) -> Response {
-        let bytes: usize = transactions.iter().map(Bytes::len).sum();
-        let admitted = ADMISSION_ROUNDS * self.max_batch_bytes();
-        if !self.mempool.has_room_for(&transactions)
-            || self.mempool.queued_bytes() + bytes > admitted
-        {
+        if !self.mempool.has_room_for(&transactions) {
             return Response::Error(CoreError::Busy);
         }
         let accepted = u32::try_from(transactions.len()).expect("bounded by the decoder");
@@ -70,15 +65,7 @@ impl Core {
     /// largest batch.
     pub(super) fn next_batch_bytes(&self) -> usize {
         let base = self.config.batch_size_bytes.max(1);
-        (self.mempool.queued_bytes() / PACING_ROUNDS).clamp(base, self.max_batch_bytes())
-    }
-
-    /// The largest batch (never below the batch size).
-    fn max_batch_bytes(&self) -> usize {
-        self.config
-            .max_batch_size_bytes
-            .max(self.config.batch_size_bytes)
-            .max(1)
+        (self.mempool.queued_bytes() / PACING_ROUNDS).clamp(base, self.config.max_batch_bytes())
     }
 
     /// Queues the transactions of an own header that can no longer commit again, as one entry

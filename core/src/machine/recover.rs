@@ -163,7 +163,7 @@ impl Core {
             schedule,
             key,
             me,
-            mempool: Mempool::new(config.mempool_max_bytes, config.mempool_max_transactions),
+            mempool: Mempool::new(config.mempool_bytes(), config.mempool_max_transactions),
             config,
             archive: BTreeMap::new(),
             payloads: HashMap::new(),
