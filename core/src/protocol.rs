@@ -345,6 +345,20 @@ impl RequestBody {
             | RequestBody::ReadCommitted { .. } => 0,
         }
     }
+
+    /// The request's kind in snake case, as metrics label it (`header_bundle`, `submit`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RequestBody::GetState { .. } => "get_state",
+            RequestBody::HeaderBundle { .. } => "header_bundle",
+            RequestBody::CertBundle { .. } => "cert_bundle",
+            RequestBody::Sync { .. } => "sync",
+            RequestBody::Fetch { .. } => "fetch",
+            RequestBody::FetchPayloads { .. } => "fetch_payloads",
+            RequestBody::Submit { .. } => "submit",
+            RequestBody::ReadCommitted { .. } => "read_committed",
+        }
+    }
 }
 
 impl Response {

@@ -230,7 +230,7 @@ pub(crate) mod tests {
 
     /// Checks that `text` is well-formed Prometheus text: every family has a `# HELP` then a
     /// `# TYPE` line, once; every sample belongs to the family declared before it (`_total` for a
-    /// counter; `_bucket` with a `le` label, `_sum` and `_count` for a histogram) and has a
+    /// counter, with or without labels; `_bucket` with a `le` label, `_sum` and `_count` for a histogram) and has a
     /// number. Returns the families as "name type help".
     pub(crate) fn families(text: &str) -> Vec<String> {
         let mut families: Vec<(String, String, String)> = Vec::new();
@@ -250,7 +250,10 @@ pub(crate) mod tests {
                 assert!(value.parse::<f64>().is_ok(), "{line}");
                 let suffix = series.strip_prefix(name.as_str()).unwrap_or("?");
                 let fits = match kind.as_str() {
-                    "counter" => suffix.is_empty() && name.ends_with("_total"),
+                    "counter" => {
+                        (suffix.is_empty() || suffix.starts_with('{') && suffix.ends_with('}'))
+                            && name.ends_with("_total")
+                    }
                     "gauge" => suffix.is_empty(),
                     "histogram" => {
                         ["_sum", "_count"].contains(&suffix) || suffix.starts_with("_bucket{le=\"")

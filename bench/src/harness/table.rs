@@ -140,6 +140,15 @@ fn data_path(t: &mut String, d: &DataPath) {
             or_na(d.payload_transfers_per_tx, "")
         ),
     );
+    if !d.payload_transfers_by_request.is_empty() {
+        let parts: Vec<String> = d
+            .payload_transfers_by_request
+            .iter()
+            .filter(|(_, v)| **v >= 0.005)
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        line(t, "  by request", parts.join(", "));
+    }
     line(
         t,
         "storage writes",

@@ -175,15 +175,15 @@ async fn serve_stream(
             return;
         }
     };
+    let mut kind = "undecoded";
     let answer = match Request::from_bytes(bytes) {
         Err(e) => {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
             Answer::of(&Response::Error(CoreError::Decode(e)))
         }
         Ok(request) => {
-            stats
-                .payload_bytes_received
-                .fetch_add(request.body.payload_bytes() as u64, Ordering::Relaxed);
+            kind = request.body.kind();
+            stats.payload_received(kind, request.body.payload_bytes());
             match intake.enter(request) {
                 Entered::Queued(answer) => match answer.await {
                     Ok(answer) => answer,
@@ -207,9 +207,7 @@ async fn serve_stream(
         payload_bytes,
     } = answer;
     if send.write_all_chunks(&mut chunks).await.is_ok() {
-        stats
-            .payload_bytes_sent
-            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
+        stats.payload_sent(kind, payload_bytes);
         let _ = send.finish();
     }
 }

@@ -1,12 +1,13 @@
 //! The core server's counters: atomics the pipeline updates, registered once as Prometheus
 //! metrics (prefix `sleepyseal_core_`), and the core's own counters served by a collector.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -30,6 +31,11 @@ pub struct ServerStats {
     /// Payload bytes (own payloads in summaries, fetched and committed payloads, transaction
     /// prefixes) in replies written to the network.
     pub payload_bytes_sent: AtomicCounter,
+    /// The same bytes by direction and by the kind of request that brought or asked for them:
+    /// where a data path spends its transfers (`submit` received is the clients' share,
+    /// `header_bundle` and `cert_bundle` the drivers' carriage, `fetch_payloads` sent what
+    /// on-demand carriage fetched back).
+    payload_bytes_by_request: Family<PayloadLabels, Counter>,
     /// Bytes the store appended to its metadata log.
     pub store_log_bytes: AtomicCounter,
     /// Bytes the store appended to its payload segments (each payload once).
@@ -89,6 +95,7 @@ impl Default for ServerStats {
             malformed: AtomicCounter::default(),
             payload_bytes_received: AtomicCounter::default(),
             payload_bytes_sent: AtomicCounter::default(),
+            payload_bytes_by_request: Family::default(),
             store_log_bytes: AtomicCounter::default(),
             store_segment_bytes: AtomicCounter::default(),
             store_syncs: AtomicCounter::default(),
@@ -119,7 +126,36 @@ impl Default for ServerStats {
     }
 }
 
+/// Labels of [`ServerStats::payload_bytes_by_request`]: direction, then request kind.
+type PayloadLabels = [(&'static str, &'static str); 2];
+
 impl ServerStats {
+    /// Counts `bytes` of payload received over the network in a request of `kind`.
+    pub fn payload_received(&self, kind: &'static str, bytes: usize) {
+        self.count_payload("received", kind, bytes, &self.payload_bytes_received);
+    }
+
+    /// Counts `bytes` of payload sent over the network in the reply to a request of `kind`.
+    pub fn payload_sent(&self, kind: &'static str, bytes: usize) {
+        self.count_payload("sent", kind, bytes, &self.payload_bytes_sent);
+    }
+
+    fn count_payload(
+        &self,
+        direction: &'static str,
+        kind: &'static str,
+        bytes: usize,
+        total: &AtomicCounter,
+    ) {
+        if bytes == 0 {
+            return;
+        }
+        total.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.payload_bytes_by_request
+            .get_or_create(&[("direction", direction), ("request", kind)])
+            .inc_by(bytes as u64);
+    }
+
     /// The Prometheus exposition of these counters.
     pub fn exposition(&self) -> String {
         metrics::encode(&self.registry)
@@ -164,6 +200,11 @@ impl ServerStats {
             "payload_bytes_sent",
             "Payload bytes in replies written to the network (own, fetched and committed payloads, transaction prefixes)",
             self.payload_bytes_sent.clone(),
+        );
+        r.register(
+            "payload_bytes_by_request",
+            "Payload bytes over the network by direction and by the kind of request that brought or asked for them",
+            self.payload_bytes_by_request.clone(),
         );
         r.register(
             "store_log_bytes",
@@ -313,8 +354,6 @@ impl Collector for CoreCountersCollector {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use super::*;
     use crate::metrics::sample;
     use crate::metrics::tests::families;
@@ -330,6 +369,7 @@ mod tests {
         "sleepyseal_core_malformed_requests_total counter Requests that did not decode or were too large.",
         "sleepyseal_core_payload_bytes_received_total counter Payload bytes in requests that came over the network (transactions, carried payloads).",
         "sleepyseal_core_payload_bytes_sent_total counter Payload bytes in replies written to the network (own, fetched and committed payloads, transaction prefixes).",
+        "sleepyseal_core_payload_bytes_by_request_total counter Payload bytes over the network by direction and by the kind of request that brought or asked for them.",
         "sleepyseal_core_store_log_bytes_total counter Bytes the store appended to its metadata log.",
         "sleepyseal_core_store_segment_bytes_total counter Bytes the store appended to its payload segments.",
         "sleepyseal_core_store_syncs_total counter The store's fsync and fdatasync calls.",
@@ -364,7 +404,7 @@ mod tests {
         stats.core_counters.lock().unwrap().transactions_requeued = 300;
         stats.verify_seconds.observe(0.003);
         stats.group_requests.observe(7.0);
-        stats.payload_bytes_sent.fetch_add(512, Ordering::Relaxed);
+        stats.payload_sent("fetch_payloads", 512);
         let text = stats.exposition();
         assert_eq!(families(&text), FAMILIES, "{text}");
         // What the harness reads (bench: local.rs, chaos.rs; bench/tests/local.rs).
@@ -379,6 +419,10 @@ mod tests {
             ("sleepyseal_core_group_commit_requests_sum", 7.0),
             ("sleepyseal_core_payload_bytes_sent_total", 512.0),
             ("sleepyseal_core_payload_bytes_received_total", 0.0),
+            (
+                "sleepyseal_core_payload_bytes_by_request_total{direction=\"sent\",request=\"fetch_payloads\"}",
+                512.0,
+            ),
             ("sleepyseal_core_store_commit_seconds_count", 0.0),
         ] {
             assert_eq!(sample(&text, name), Some(value), "{name}");

@@ -2,6 +2,8 @@
 //! costs in network transfers, storage writes, system calls, context switches and CPU per thread
 //! kind, from the growth of the cores' metrics and of `/proc` over the measurement window.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::ProcessSamples;
@@ -9,13 +11,19 @@ use crate::harness::testbed::Kind;
 use crate::node::observe::Observed;
 use crate::node::procstat::ProcStats;
 
+/// The metric of the payload bytes by direction and request kind.
+const BY_REQUEST: &str = "sleepyseal_core_payload_bytes_by_request_total{";
+
 /// The cores' metrics the data-path figures need, summed over the cores at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CoreFlow {
     /// Payload bytes received over the network.
     pub payload_bytes_received: f64,
     /// Payload bytes sent over the network.
     pub payload_bytes_sent: f64,
+    /// The same bytes by direction and request kind, keyed `received submit`,
+    /// `sent fetch_payloads`, ...
+    pub payload_bytes_by_request: BTreeMap<String, f64>,
     /// Store commits (each one synced write).
     pub store_commits: f64,
     /// Bytes the stores appended to their payload segments.
@@ -33,9 +41,16 @@ impl CoreFlow {
                 .filter_map(|t| sleepyseal_net::metrics::sample(t, name))
                 .sum()
         };
+        let mut payload_bytes_by_request = BTreeMap::new();
+        for line in texts.iter().flat_map(|t| t.lines()) {
+            if let Some((key, value)) = by_request(line) {
+                *payload_bytes_by_request.entry(key).or_insert(0.0) += value;
+            }
+        }
         CoreFlow {
             payload_bytes_received: sum("sleepyseal_core_payload_bytes_received_total"),
             payload_bytes_sent: sum("sleepyseal_core_payload_bytes_sent_total"),
+            payload_bytes_by_request,
             store_commits: sum("sleepyseal_core_store_commit_seconds_count"),
             segment_bytes: sum("sleepyseal_core_store_segment_bytes_total"),
             syncs: sum("sleepyseal_core_store_syncs_total"),
@@ -47,11 +62,33 @@ impl CoreFlow {
         CoreFlow {
             payload_bytes_received: self.payload_bytes_received - earlier.payload_bytes_received,
             payload_bytes_sent: self.payload_bytes_sent - earlier.payload_bytes_sent,
+            payload_bytes_by_request: self
+                .payload_bytes_by_request
+                .iter()
+                .map(|(k, v)| {
+                    let before = earlier.payload_bytes_by_request.get(k).unwrap_or(&0.0);
+                    (k.clone(), v - before)
+                })
+                .collect(),
             store_commits: self.store_commits - earlier.store_commits,
             segment_bytes: self.segment_bytes - earlier.segment_bytes,
             syncs: self.syncs - earlier.syncs,
         }
     }
+}
+
+/// One sample of the payload bytes by request: its key (`received submit`) and value.
+fn by_request(line: &str) -> Option<(String, f64)> {
+    let (labels, value) = line.strip_prefix(BY_REQUEST)?.split_once("} ")?;
+    let label = |name: &str| {
+        labels.split(',').find_map(|kv| {
+            kv.strip_prefix(name)?
+                .strip_prefix("=\"")?
+                .strip_suffix('"')
+        })
+    };
+    let key = format!("{} {}", label("direction")?, label("request")?);
+    Some((key, value.trim().parse().ok()?))
 }
 
 /// What moving one committed transaction cost over the window.
@@ -61,6 +98,10 @@ pub struct DataPath {
     /// how many times each payload crossed the network (client → core, driver → cores, core →
     /// driver, core → reader). `None` without the cores' metrics.
     pub payload_transfers_per_tx: Option<f64>,
+    /// The same, by direction and kind of request (`received submit`: the clients' share;
+    /// `received header_bundle`: the home drivers' carriage; `sent fetch_payloads`: on-demand
+    /// carriage; `sent read_committed`: the readers'). Empty without the cores' metrics.
+    pub payload_transfers_by_request: BTreeMap<String, f64>,
     /// Bytes each core caused to be written to storage per committed transaction (`/proc`'s
     /// `write_bytes`: payloads, log records, compaction, whole pages at each sync).
     pub disk_bytes_per_tx_per_core: f64,
@@ -119,18 +160,29 @@ pub fn data_path(
     let mut system = core.clone();
     system.add(&grown(Kind::Driver));
     let cores = cores.max(1) as f64;
-    let flow = match (samples.flow_start, samples.flow_end) {
-        (Some(a), Some(b)) => Some(b.since(&a)),
+    let flow = match (&samples.flow_start, &samples.flow_end) {
+        (Some(a), Some(b)) => Some(b.since(a)),
         _ => None,
     };
     let per_core_s = |x: f64| x / window_s / cores;
     Some(DataPath {
         payload_transfers_per_tx: flow
+            .as_ref()
             .map(|f| (f.payload_bytes_received + f.payload_bytes_sent) / bytes),
+        payload_transfers_by_request: flow
+            .as_ref()
+            .map(|f| {
+                f.payload_bytes_by_request
+                    .iter()
+                    .filter(|(_, v)| **v > 0.0)
+                    .map(|(k, v)| (k.clone(), v / bytes))
+                    .collect()
+            })
+            .unwrap_or_default(),
         disk_bytes_per_tx_per_core: core.disk_write_bytes as f64 / cores / txs,
-        payload_writes_per_core: flow.map(|f| f.segment_bytes / cores / bytes),
-        fsyncs_per_s_per_core: flow.map(|f| per_core_s(f.syncs)),
-        store_commits_per_s_per_core: flow.map(|f| per_core_s(f.store_commits)),
+        payload_writes_per_core: flow.as_ref().map(|f| f.segment_bytes / cores / bytes),
+        fsyncs_per_s_per_core: flow.as_ref().map(|f| per_core_s(f.syncs)),
+        store_commits_per_s_per_core: flow.as_ref().map(|f| per_core_s(f.store_commits)),
         rw_syscalls_per_tx: (system.read_syscalls + system.write_syscalls) as f64 / txs,
         context_switches_per_tx: system.context_switches as f64 / txs,
         threads: threads(samples, txs, window_s, &grown),

@@ -582,20 +582,10 @@ mod tests {
                 peak_rss_kib: vec![(Kind::Core, 2048)],
                 detail_start: vec![(Kind::Core, proc_stats(1.0, 0.0, 0, 0, 0))],
                 detail_end: vec![(Kind::Core, proc_stats(1.2, 0.1, 1_024, 40, 8))],
-                flow_start: Some(CoreFlow {
-                    payload_bytes_received: 1_000.0,
-                    payload_bytes_sent: 0.0,
-                    store_commits: 10.0,
-                    segment_bytes: 100.0,
-                    syncs: 20.0,
-                }),
-                flow_end: Some(CoreFlow {
-                    payload_bytes_received: 1_768.0,
-                    payload_bytes_sent: 256.0,
-                    store_commits: 90.0,
-                    segment_bytes: 1_124.0,
-                    syncs: 180.0,
-                }),
+                flow_start: Some(CoreFlow::from_metrics(&[flow_text(1_000, 0, 10, 100, 20)])),
+                flow_end: Some(CoreFlow::from_metrics(&[flow_text(
+                    1_768, 256, 90, 1_124, 180,
+                )])),
             },
         );
         // 256 payload bytes committed in the window (4 transactions, 10 s, 4 cores): 1,024
@@ -604,6 +594,16 @@ mod tests {
         // syncs in 10 s over 4 cores.
         let d = r.data_path.as_ref().expect("sampled");
         assert_eq!(d.payload_transfers_per_tx, Some(4.0));
+        // 768 bytes received with submissions (3 transfers), 256 sent fetched back (1).
+        let by_request: Vec<(&str, f64)> = d
+            .payload_transfers_by_request
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(
+            by_request,
+            [("received submit", 3.0), ("sent fetch_payloads", 1.0)]
+        );
         assert_eq!(d.payload_writes_per_core, Some(1.0));
         assert_eq!(d.disk_bytes_per_tx_per_core, 64.0);
         assert_eq!(d.store_commits_per_s_per_core, Some(2.0));
@@ -659,6 +659,21 @@ mod tests {
         assert!(r.saturated);
         // 7 sent over 2 s of warm-up and 10 s of window.
         assert!((r.offered_tps - 7.0 / 12.0).abs() < 1e-9);
+    }
+
+    /// A core's metrics text with the data-path counters; every byte received came with
+    /// submissions, every byte sent in reply to payload fetches.
+    fn flow_text(received: u64, sent: u64, commits: u64, segment: u64, syncs: u64) -> String {
+        let by = "sleepyseal_core_payload_bytes_by_request_total";
+        format!(
+            "sleepyseal_core_payload_bytes_received_total {received}\n\
+             sleepyseal_core_payload_bytes_sent_total {sent}\n\
+             {by}{{direction=\"received\",request=\"submit\"}} {received}\n\
+             {by}{{direction=\"sent\",request=\"fetch_payloads\"}} {sent}\n\
+             sleepyseal_core_store_commit_seconds_count {commits}\n\
+             sleepyseal_core_store_segment_bytes_total {segment}\n\
+             sleepyseal_core_store_syncs_total {syncs}\n"
+        )
     }
 
     fn proc_stats(core: f64, verify: f64, disk: u64, switches: u64, syscalls: u64) -> ProcStats {
