@@ -7,9 +7,15 @@
 use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::Command;
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sleepyseal");
+
+/// The light run measures the data path alone on the machine: the other runs of this file hold
+/// it shared, the light run exclusively. Four runs at once on two CPUs starved the cores enough
+/// that payloads went the on-demand way, which the figure is meant to show is the exception.
+static MACHINE: RwLock<()> = RwLock::new(());
 
 /// A base port with the harness's QUIC ports (base + i) and metrics ports (base + 1000 + i,
 /// base + 1100 + j) free.
@@ -94,6 +100,7 @@ fn f(v: &serde_json::Value, key: &str) -> f64 {
 
 #[test]
 fn default_figures_at_a_light_load() {
+    let _alone = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
     let dir = tempdir("light");
     let r = local(
         &dir,
@@ -126,10 +133,11 @@ fn default_figures_at_a_light_load() {
     assert!(l["p50"].as_f64() <= l["p90"].as_f64() && l["p90"].as_f64() <= l["p99"].as_f64());
     // The data path, which does not depend on the machine's noise: each payload is written once
     // per core (the store's segment bytes per committed payload byte), and with a home driver
-    // beside each core it crosses the network about n = 4 times (client → core, home driver →
-    // 3 cores) plus what on-demand carriage and the harness's prefix reads add (measured 5.0-5.1
-    // here; the target is 4.2). Four drivers each carrying every payload to every core, the
-    // policy before home cores, would be about 13.
+    // beside each core it crosses the network n = 4 times (client → core, home driver → 3
+    // cores), plus the harness's prefix reads (about 0.07) and what on-demand carriage adds
+    // (measured 4.07-4.08 here, 4.16 with both CPUs kept busy by other work). Four drivers
+    // each carrying every payload to every core, the policy before home cores, would be about
+    // 13; own payloads attached to the replies other cores' drivers got, about 4.9.
     let d = &r["data_path"];
     let writes = d["payload_writes_per_core"]
         .as_f64()
@@ -140,7 +148,7 @@ fn default_figures_at_a_light_load() {
     );
     let transfers = d["payload_transfers_per_tx"].as_f64().expect("transfers");
     assert!(
-        (3.9..=5.5).contains(&transfers),
+        (3.9..=4.2).contains(&transfers),
         "{transfers} payload transfers per tx: {d}"
     );
     // Report, plot and metrics files.
@@ -181,6 +189,7 @@ fn default_figures_at_a_light_load() {
 
 #[test]
 fn a_sweep_with_a_crashed_core_reports_every_rate() {
+    let _shared = MACHINE.read().unwrap_or_else(PoisonError::into_inner);
     let dir = tempdir("sweep");
     let r = local(
         &dir,
@@ -228,6 +237,7 @@ fn a_sweep_with_a_crashed_core_reports_every_rate() {
 /// path (end-to-end p50 is at least the round trip between the two regions) and nothing is lost.
 #[test]
 fn local_with_a_two_region_wan() {
+    let _shared = MACHINE.read().unwrap_or_else(PoisonError::into_inner);
     let out = std::env::temp_dir().join(format!("sleepyseal-e2e-wan-{}", std::process::id()));
     let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/wan/two-region.toml");
     let p = sleepyseal_net::wan::WanProfile::load(&profile).unwrap();
@@ -260,6 +270,7 @@ fn local_with_a_two_region_wan() {
 
 #[test]
 fn chaos_run_loses_nothing_and_every_core_recovers() {
+    let _shared = MACHINE.read().unwrap_or_else(PoisonError::into_inner);
     let dir = tempdir("chaos");
     let r = local(
         &dir,

@@ -332,3 +332,64 @@ fn a_lagging_core_catches_up_with_requests_within_the_payload_budget() {
         "the catch-up took {syncs_with_payloads} Sync with payloads: the budget was never exercised"
     );
 }
+
+/// Votes are checked in one batch once they would make a certificate. Core 3 forges every vote
+/// it returns (a Byzantine core): the driver never lets one count, so no certificate of another
+/// author it sends names core 3 as a signer, and the other three cores' votes still certify
+/// every round.
+#[test]
+fn forged_votes_never_count_and_the_valid_ones_still_certify() {
+    let mut cores = Cores::new(4);
+    let forger = AuthorityIndex(3);
+    let mut driver = DriverState::new(cores.committee.clone(), DriverConfig::default(), 0);
+    let forge = |votes: &mut Vec<sleepyseal_core::Vote>| {
+        for v in votes.iter_mut().filter(|v| v.voter == forger) {
+            v.signature.0[0] ^= 1;
+        }
+    };
+    let mut now = Millis(0);
+    let mut certificates_sent = 0;
+    while cores.top_round() < 8 && now.0 < 20_000 {
+        now = Millis(now.0 + 10);
+        for out in driver.poll(now) {
+            let certificates: Vec<&sleepyseal_core::Certificate> = match &out.request.body {
+                RequestBody::CertBundle {
+                    certificates,
+                    parents,
+                    ..
+                } => certificates.iter().chain(parents).collect(),
+                RequestBody::HeaderBundle { parents, .. } => parents.iter().collect(),
+                RequestBody::Sync { certificates, .. } => certificates.iter().collect(),
+                _ => Vec::new(),
+            };
+            // Core 3's own headers carry its signature as their author, which it cannot forge
+            // away: only its votes on the others' headers are checked here.
+            let others = certificates
+                .iter()
+                .filter(|c| c.round().0 > 0 && c.author() != forger);
+            for c in others {
+                assert!(
+                    !c.signers.contains(&forger),
+                    "a certificate counts core 3's forged vote: {c:?}"
+                );
+                certificates_sent += 1;
+            }
+            let mut response = cores.handle(now, out.core, out.request.body.clone());
+            match &mut response {
+                Response::Votes { votes, summary, .. } => {
+                    forge(votes);
+                    forge(&mut summary.votes);
+                }
+                Response::Summary(summary) => forge(&mut summary.votes),
+                _ => {}
+            }
+            driver.on_response(now, out.id, out.core, response);
+        }
+    }
+    assert!(
+        cores.top_round() >= 8,
+        "stuck at round {} by forged votes",
+        cores.top_round()
+    );
+    assert!(certificates_sent > 0);
+}

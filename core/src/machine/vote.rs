@@ -34,11 +34,15 @@ impl Core {
                 Err(e) => rejected.push((signed.header.digest(), e)),
             }
         }
+        // A header certified here before its bundle arrived is not voted on, but its payload,
+        // listed missing since the certificate went in, is kept (PROTOCOL.md §6): dropping it
+        // cost a second transfer.
+        self.store_missing_payloads(&carried, tx);
         let status = self.advance(now, tx);
         Response::Votes {
             votes,
             rejected,
-            summary: Box::new(self.summary(status, tx.built_own)),
+            summary: Box::new(self.summary(status, false)),
         }
     }
 

@@ -6,10 +6,18 @@
 //! - **eager**: H's payloads. The driver pulls them through H's summaries
 //!   (`GetState{with_payload}`) and carries them with its bundles to every core that lacks them.
 //! - **on demand**: a payload a core lists as missing (it inserted a certificate without it) is
-//!   carried if the driver holds it, else fetched from another core (`FetchPayloads`) and carried.
-//! - **grace**: a header of another author A that a core T has not voted on within
-//!   [`DriverConfig::payload_grace_ms`](super::DriverConfig::payload_grace_ms) of this driver
-//!   first seeing it is carried to T, with its payload (pulled from A's summary).
+//!   carried if the driver holds it, else fetched from another core (`FetchPayloads`) and carried,
+//!   once the core has listed it for [`MISSING_ROUNDS`] rounds at the DAG's pace: its own home
+//!   driver, which carries it with the certificate, goes first. With n home drivers answering
+//!   every listing at once, each payload a core missed was fetched and carried by n − 1 of them.
+//! - **grace**: a header of another author A that a core T has not voted on within the grace
+//!   period of this driver first seeing it is carried to T, with its payload (pulled from A's
+//!   summary). The grace period is [`DriverConfig::payload_grace_ms`](super::DriverConfig::payload_grace_ms),
+//!   or [`GRACE_ROUNDS`] rounds at the pace the DAG keeps, whichever is longer, up to
+//!   [`MAX_GRACE_FACTOR`] times the setting: a fixed grace shorter than a round turned every
+//!   driver into a carrier of every payload as soon as the cores fell behind, which slowed the
+//!   rounds further (10 cores at 50,000 tx/s: 42 payload transfers per transaction, a round a
+//!   second).
 //! - **cover**: when headers of A, fresh when first seen (no older than the round before the
 //!   newest), passed the grace period with no vote from any other core and no core reports a
 //!   certificate of A at their round or later, nobody carries A's payloads (A's home driver is
@@ -48,6 +56,53 @@ use super::{DriverState, Seen};
 /// back takes over within seconds.
 pub const COVER_GRACES: u64 = 16;
 
+/// The grace period in rounds at the DAG's pace: a live home driver delivers its core's header
+/// and payload within a round trip, and a round takes at least one.
+pub const GRACE_ROUNDS: f64 = 3.0;
+
+/// How many grace periods a header that drew votes of other cores, but no certificate, waits
+/// before other drivers carry it (see [`DriverState::overdue`]).
+pub const VOTED_GRACES: u64 = 4;
+
+/// How long, in rounds at the DAG's pace, a payload a core lists as missing is left to its own
+/// home driver (which carries it with its certificate) before other drivers carry it.
+pub const MISSING_ROUNDS: f64 = 2.0;
+
+/// The grace period grows with the pace up to this many times
+/// [`DriverConfig::payload_grace_ms`](super::DriverConfig::payload_grace_ms): a stalled DAG still
+/// gets a dead home driver's payloads carried, and a cover is still detected within its period
+/// ([`COVER_GRACES`] times the setting).
+pub const MAX_GRACE_FACTOR: u64 = 8;
+
+/// The DAG's pace as this driver sees it: the top round, when it was reached, and a moving
+/// average of the time per round.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Pace {
+    round: Round,
+    at: Millis,
+    ms_per_round: f64,
+}
+
+impl Pace {
+    /// The top round is `round` at `now`. The first sighting only starts the clock (rounds
+    /// before it passed while the driver was away).
+    pub(super) fn observe(&mut self, round: Round, now: Millis) {
+        if round <= self.round {
+            return;
+        }
+        if self.round > Round(0) {
+            let per = now.since(self.at) as f64 / (round.0 - self.round.0) as f64;
+            self.ms_per_round = if self.ms_per_round == 0.0 {
+                per
+            } else {
+                0.8 * self.ms_per_round + 0.2 * per
+            };
+        }
+        self.round = round;
+        self.at = now;
+    }
+}
+
 /// Uncarried headers of one author, first seen within the last cover period, that start a cover.
 /// One is enough: a header built late (its author lagged) goes uncertified and unvoted while its
 /// home driver is alive, but it is no evidence (it was not fresh when first seen), and a live
@@ -80,13 +135,54 @@ impl DriverState {
             .is_some_and(|until| self.now < *until)
     }
 
-    /// Whether `header` is still uncertified a grace period after the driver first saw it.
+    /// The grace period now (module doc): the setting, or [`GRACE_ROUNDS`] at the DAG's pace.
+    pub(super) fn grace(&self) -> u64 {
+        let base = self.config.payload_grace_ms;
+        let paced = (GRACE_ROUNDS * self.pace.ms_per_round) as u64;
+        paced.clamp(base, base.saturating_mul(MAX_GRACE_FACTOR))
+    }
+
+    /// Whether `header` is still uncertified a grace period after the driver first saw it with
+    /// no vote of another core (nobody carries it), or [`VOTED_GRACES`] grace periods with some:
+    /// its home driver carries it, but not to a quorum. A header that drew votes and is merely
+    /// slow (a core stalled on a sync) is left to its home driver: when every driver carried
+    /// such headers after one grace period, one stall of a few hundred ms cost a fifth of a
+    /// transfer per transaction.
     pub(super) fn overdue(&self, header: &Header) -> bool {
-        !self.certified(header.round(), header.author())
-            && self
-                .header_seen
-                .get(&header.digest())
-                .is_some_and(|seen| self.now.since(seen.at) >= self.config.payload_grace_ms)
+        if self.certified(header.round(), header.author()) {
+            return false;
+        }
+        let digest = header.digest();
+        let Some(seen) = self.header_seen.get(&digest) else {
+            return false;
+        };
+        let waited = self.now.since(seen.at);
+        let grace = self.grace();
+        waited >= grace.saturating_mul(VOTED_GRACES)
+            || (waited >= grace && !self.voted_by_others(&digest, seen))
+    }
+
+    /// How long a core must have listed a payload as missing before a driver with a home core
+    /// carries it there: [`MISSING_ROUNDS`] rounds at the DAG's pace, at least a poll interval,
+    /// at most the grace period.
+    fn missing_wait(&self) -> u64 {
+        let paced = (MISSING_ROUNDS * self.pace.ms_per_round) as u64;
+        paced.clamp(self.config.poll_interval_ms, self.grace().max(1))
+    }
+
+    /// Whether `core` lists the payload `digest` as missing and this driver may carry it there
+    /// now: at once if it carries the payload's author eagerly (its home core, one it covers,
+    /// or every author without a home core), else once the listing is
+    /// [`DriverState::missing_wait`] old (module doc).
+    pub(super) fn listed_missing(&self, core: AuthorityIndex, digest: &Digest) -> bool {
+        let Some(since) = self.cores[core.as_usize()].missing_since.get(digest) else {
+            return false;
+        };
+        let eager = self
+            .payload_authors
+            .get(digest)
+            .is_some_and(|author| self.carries_eagerly(*author));
+        eager || self.config.home_core.is_none() || self.now.since(*since) >= self.missing_wait()
     }
 
     /// Whether a certificate bundle may carry `c` now (module doc).
@@ -95,7 +191,7 @@ impl DriverState {
             || self
                 .cert_seen
                 .get(&c.digest())
-                .is_none_or(|seen| self.now.since(*seen) >= self.config.payload_grace_ms)
+                .is_none_or(|seen| self.now.since(*seen) >= self.grace())
     }
 
     /// Whether a request to `core` may carry `header`'s payload under `carry` (whether the
@@ -105,12 +201,8 @@ impl DriverState {
             return true;
         }
         let view = &self.cores[core.as_usize()];
-        let digest = header.payload().digest;
-        let listed = view
-            .summary
-            .as_ref()
-            .is_some_and(|s| s.missing_payloads.contains(&digest));
-        listed || (self.overdue(header) && !view.done.contains(&header.digest()))
+        self.listed_missing(core, &header.payload().digest)
+            || (self.overdue(header) && !view.done.contains(&header.digest()))
     }
 
     /// Whether a header bundle to `core` may offer `header`: its own, one with an empty payload,
@@ -149,8 +241,8 @@ impl DriverState {
         }
         self.next_cover_check = Millis(self.now.0 + self.config.poll_interval_ms.max(1));
         self.extend_idle_covers();
-        let grace = self.config.payload_grace_ms;
-        let period = COVER_GRACES.saturating_mul(grace);
+        let grace = self.grace();
+        let period = COVER_GRACES.saturating_mul(self.config.payload_grace_ms);
         let mut uncarried = vec![0usize; self.cores.len()];
         for (digest, seen) in &self.header_seen {
             let author = seen.author;

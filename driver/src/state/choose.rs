@@ -7,6 +7,7 @@ use sleepyseal_core::protocol::{Request, RequestBody, Summary};
 use sleepyseal_core::{AuthorityIndex, Certificate, Digest, Millis, Payload, Round, SignedHeader};
 
 use super::carriage::Carry;
+use super::payloads::unsigned_by;
 use super::{DriverState, InFlight, Outgoing, Purpose};
 
 /// How many poll intervals a driver with a home core waits between idle polls of another core
@@ -242,7 +243,7 @@ impl DriverState {
         };
         let payloads = self.payloads_of(
             core,
-            certificates.iter().chain(&parents).map(|c| &c.header),
+            unsigned_by(core, certificates.iter().chain(&parents)),
             pending,
             Carry::AsPolicy,
         );

@@ -3,14 +3,14 @@
 
 use std::collections::HashSet;
 
-use sleepyseal_core::crypto::{verify_one, SignatureItem};
+use sleepyseal_core::crypto::{verify_batch, SignatureItem};
 use sleepyseal_core::messages::vote_message;
 use sleepyseal_core::protocol::{RequestBody, Response, Status, Summary};
 use sleepyseal_core::{
     AuthorityIndex, Certificate, CoreError, Digest, Millis, Payload, Round, SignedHeader, Vote,
 };
 
-use super::{DriverConfig, DriverState, Purpose, Seen};
+use super::{Checked, DriverConfig, DriverState, Purpose, Seen};
 
 impl DriverState {
     /// A request failed in transport (connection lost, undecodable reply): forget it, back off.
@@ -229,8 +229,17 @@ impl DriverState {
             }
             Status::Ready => view.catch_up = view.catch_up.ready(),
         }
+        // A payload the core lists as missing is not held there, whatever was delivered before
+        // (it may have come with a header the core refused): it may be carried again.
+        let listed: HashSet<&Digest> = summary.missing_payloads.iter().collect();
+        view.missing_since.retain(|d, _| listed.contains(d));
+        for d in &summary.missing_payloads {
+            view.missing_since.entry(*d).or_insert(now);
+            view.sent.remove(d);
+        }
         view.summary = Some(summary);
         self.top = self.compute_top_round();
+        self.pace.observe(self.top, now);
         self.prune();
     }
 
@@ -259,6 +268,11 @@ impl DriverState {
                 payload: signed.header.payload().len > 0,
                 fresh: signed.header.round().next() >= self.top,
             };
+            let payload = signed.header.payload();
+            if payload.len > 0 {
+                self.payload_authors
+                    .insert(payload.digest, signed.header.author());
+            }
             slot.push(signed);
             self.header_seen.insert(digest, seen);
             self.learn_vote(author_vote.voter, author_vote);
@@ -270,9 +284,10 @@ impl DriverState {
         self.payloads.insert(payload, round);
     }
 
-    /// Keeps a vote if it verifies and its header is known; assembles a certificate at quorum.
+    /// Keeps a vote of a known header, unchecked; assembles a certificate once the votes reach
+    /// a quorum and the unchecked ones among them verify (see [`DriverState::check_votes`]).
     fn learn_vote(&mut self, from: AuthorityIndex, vote: Vote) {
-        if vote.voter != from {
+        if vote.voter != from || self.committee.authority(vote.voter).is_none() {
             return;
         }
         let Some(header) = self.header_by_digest(&vote.header_digest).cloned() else {
@@ -291,24 +306,73 @@ impl DriverState {
         if votes.contains_key(&vote.voter) {
             return;
         }
-        let Some(voter) = self.committee.authority(vote.voter) else {
-            return;
-        };
-        let message = vote_message(&self.committee.instance(), &vote.header_digest);
-        let item = SignatureItem {
-            public_key: voter.public_key,
-            message: &message,
-            signature: vote.signature,
-        };
-        if !verify_one(&item) {
+        votes.insert(vote.voter, (vote, Checked::No));
+        if !self.quorum_of(&vote.header_digest, Checked::No) {
             return;
         }
-        votes.insert(vote.voter, vote);
-        if self.committee.reaches_quorum(votes.keys().copied()) {
-            let all: Vec<Vote> = votes.values().copied().collect();
+        self.check_votes(&vote.header_digest);
+        if self.quorum_of(&vote.header_digest, Checked::Valid) {
+            let votes = &self.votes[&vote.header_digest];
+            let all: Vec<Vote> = votes
+                .values()
+                .filter(|(_, c)| *c == Checked::Valid)
+                .map(|(v, _)| *v)
+                .collect();
             let certificate = Certificate::from_votes(header.header, &all);
             self.votes.remove(&vote.header_digest);
             self.learn_certificate(certificate);
+        }
+    }
+
+    /// Whether the votes kept for header `digest` that are `Checked::Valid`, or with
+    /// `Checked::No` also those not checked yet, reach a quorum.
+    fn quorum_of(&self, digest: &Digest, at_least: Checked) -> bool {
+        let Some(votes) = self.votes.get(digest) else {
+            return false;
+        };
+        let counted = votes
+            .iter()
+            .filter(|(_, (_, c))| *c == Checked::Valid || *c == at_least)
+            .map(|(a, _)| *a);
+        self.committee.reaches_quorum(counted)
+    }
+
+    /// Checks the unchecked votes of header `digest` in one batch (one verdict each; a failed
+    /// batch falls back to checking them one by one, with the same verdicts under ZIP-215). Votes
+    /// are checked only once they would make a certificate: a reply's votes and those of the
+    /// summaries that follow go together, and the votes beyond a quorum are never checked. An
+    /// invalid vote stays, marked, so its voter cannot make the driver check again for that
+    /// header (only a core's own vote is taken from it).
+    fn check_votes(&mut self, digest: &Digest) {
+        let message = vote_message(&self.committee.instance(), digest);
+        let Some(votes) = self.votes.get_mut(digest) else {
+            return;
+        };
+        let unchecked: Vec<AuthorityIndex> = votes
+            .iter()
+            .filter(|(_, (_, c))| *c == Checked::No)
+            .map(|(a, _)| *a)
+            .collect();
+        let items: Vec<SignatureItem<'_>> = unchecked
+            .iter()
+            .filter_map(|a| {
+                let (vote, _) = votes.get(a)?;
+                Some(SignatureItem {
+                    public_key: self.committee.authority(*a)?.public_key,
+                    message: &message,
+                    signature: vote.signature,
+                })
+            })
+            .collect();
+        let verdicts = verify_batch(&items, items.len());
+        for (voter, valid) in unchecked.iter().zip(verdicts) {
+            if let Some((_, checked)) = votes.get_mut(voter) {
+                *checked = if valid {
+                    Checked::Valid
+                } else {
+                    Checked::Invalid
+                };
+            }
         }
     }
 
@@ -366,6 +430,14 @@ impl DriverState {
             .collect();
         self.votes.retain(|d, _| live.contains(d));
         self.header_seen.retain(|d, _| live.contains(d));
+        let live_payloads: HashSet<Digest> = self
+            .headers
+            .values()
+            .flat_map(|m| m.values().flatten())
+            .map(|h| h.header.payload().digest)
+            .collect();
+        self.payload_authors
+            .retain(|d, _| live_payloads.contains(d));
         let kept: HashSet<Digest> = self
             .certificates
             .values()

@@ -32,6 +32,7 @@ mod learn;
 mod payloads;
 
 use cache::PayloadCache;
+use carriage::Pace;
 pub use carriage::{COVER_GRACES, UNCARRIED_HEADERS};
 use catch_up::CatchUp;
 pub use choose::FOREIGN_POLL_FACTOR;
@@ -188,6 +189,8 @@ struct CoreView {
     /// Certificate and payload digests delivered to this core (it holds them unless it said
     /// something was missing).
     sent: HashSet<Digest>,
+    /// Payload digests the core lists as missing, with when this driver first saw each listed.
+    missing_since: HashMap<Digest, Millis>,
     /// Where this core stands in catch-up after it reported missing history (see [`CatchUp`]).
     catch_up: CatchUp,
     /// A core known to hold the history this core misses (the author of a header it could not
@@ -195,6 +198,17 @@ struct CoreView {
     fetch_hint: Option<AuthorityIndex>,
     /// Consecutive failures (timeouts, errors), for back-off.
     failures: u32,
+}
+
+/// Whether a vote's signature was checked, and its verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checked {
+    /// Not yet: it is checked once it would complete a quorum.
+    No,
+    /// It verified.
+    Valid,
+    /// It did not: it never counts, and its voter's next vote for that header is ignored.
+    Invalid,
 }
 
 /// The driver's soft state.
@@ -205,12 +219,16 @@ pub struct DriverState {
     cores: Vec<CoreView>,
     /// Headers by round and author (several per slot if an author equivocates).
     headers: BTreeMap<Round, BTreeMap<AuthorityIndex, Vec<SignedHeader>>>,
-    /// Checked votes by header digest.
-    votes: HashMap<Digest, BTreeMap<AuthorityIndex, Vote>>,
+    /// Votes by header digest, each with whether its signature was checked.
+    votes: HashMap<Digest, BTreeMap<AuthorityIndex, (Vote, Checked)>>,
     /// Certificates by round and author.
     certificates: BTreeMap<Round, BTreeMap<AuthorityIndex, Certificate>>,
     /// Payloads by digest, with the round that last referenced them, within a byte bound.
     payloads: PayloadCache,
+    /// The author of each non-empty payload of the headers it keeps, by payload digest: a
+    /// payload a core lists as missing is carried at once by a driver that carries its
+    /// author's payloads eagerly.
+    payload_authors: HashMap<Digest, AuthorityIndex>,
     /// When the driver first saw each header it keeps (the grace period runs from then).
     header_seen: HashMap<Digest, Seen>,
     /// When the driver assembled or learned each certificate it keeps.
@@ -220,6 +238,8 @@ pub struct DriverState {
     covered_until: Vec<Millis>,
     /// No look for uncarried authors before this time (see `carriage`).
     next_cover_check: Millis,
+    /// How fast the DAG advances (the grace period follows it, see `carriage`).
+    pace: Pace,
     /// The latest time the driver was told (by `poll` or a reply).
     now: Millis,
     /// Payloads asked of other cores with `FetchPayloads`: when, and how many times.
@@ -245,8 +265,10 @@ impl DriverState {
             votes: HashMap::new(),
             certificates: BTreeMap::new(),
             header_seen: HashMap::new(),
+            payload_authors: HashMap::new(),
             cert_seen: HashMap::new(),
             next_cover_check: Millis::default(),
+            pace: Pace::default(),
             now: Millis::default(),
             payloads_asked: HashMap::new(),
             pruned_floor: None,

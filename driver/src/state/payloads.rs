@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use sleepyseal_core::limits::MAX_PAYLOADS_PER_REQUEST;
 use sleepyseal_core::protocol::{RequestBody, Summary};
-use sleepyseal_core::{AuthorityIndex, Digest, Header, Millis, Payload};
+use sleepyseal_core::{AuthorityIndex, Certificate, Digest, Header, Millis, Payload};
 
 use super::carriage::Carry;
 use super::DriverState;
@@ -17,7 +17,7 @@ impl DriverState {
         let payloads = self.within_budget(
             s.missing_payloads
                 .iter()
-                .filter(|d| !sent.contains(d))
+                .filter(|d| !sent.contains(d) && self.listed_missing(core, d))
                 .filter_map(|d| self.payloads.get(d)),
         );
         (!payloads.is_empty()).then_some(RequestBody::Sync {
@@ -96,7 +96,7 @@ impl DriverState {
         let wanted: Vec<Digest> = s
             .missing_payloads
             .iter()
-            .filter(|d| !self.payloads.contains(d))
+            .filter(|d| !self.payloads.contains(d) && self.listed_missing(core, d))
             .filter(|d| {
                 self.payloads_asked
                     .get(*d)
@@ -122,6 +122,18 @@ impl DriverState {
         }
         Some((target, RequestBody::FetchPayloads { digests: wanted }))
     }
+}
+
+/// The headers of `certificates` that `core` did not sign. A signer stored the payload durably
+/// before it voted (PROTOCOL.md §4.2) and keeps it above its gc round, so carrying it there is a
+/// wasted transfer; should it lack it anyway, it lists it missing and gets it on demand.
+pub(super) fn unsigned_by<'a, I: Iterator<Item = &'a Certificate>>(
+    core: AuthorityIndex,
+    certificates: I,
+) -> impl Iterator<Item = &'a Header> {
+    certificates
+        .filter(move |c| !c.signers.contains(&core))
+        .map(|c| &c.header)
 }
 
 /// Payload bytes taken into one request, against [`DriverConfig::max_payload_bytes`](super::DriverConfig::max_payload_bytes).

@@ -158,7 +158,7 @@ fn group_commit(
         .fetch_add(replies.len(), Ordering::Relaxed);
     for (reply, response) in replies {
         // Published once the group is durable, like the replies: the header is signed.
-        publish_own_header(stats, &response);
+        publish_own_header(stats, &response, core);
         reply.send(response);
     }
     Ok(())

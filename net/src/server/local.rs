@@ -23,7 +23,7 @@ use sleepyseal_core::limits::{
     MAX_PAYLOADS_PER_REQUEST, MAX_TRANSACTIONS_PER_SUBMIT, MAX_TRANSACTION_BYTES,
 };
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
-use sleepyseal_core::{CoreError, Payload, SignedHeader};
+use sleepyseal_core::{Core, CoreError, Payload, SignedHeader};
 use tokio::sync::{oneshot, watch};
 
 use super::{Answer, ServerStats, VerifyJob};
@@ -147,9 +147,11 @@ pub struct OwnHeader {
     pub payload: Option<Payload>,
 }
 
-/// Publishes the own header a reply carries if it is newer than the one published: every reply
-/// of a request that made the core build its header carries it with its payload.
-pub(super) fn publish_own_header(stats: &ServerStats, response: &Response) {
+/// Publishes the own header a reply shows if it is newer than the one published, with its
+/// payload (from the reply if it carries it, else as `core` stores it): the driver in the
+/// process then has each new header of its core as soon as it is durable, whichever request
+/// made the core build it.
+pub(super) fn publish_own_header(stats: &ServerStats, response: &Response, core: &Core) {
     let summary = match response {
         Response::Summary(s) => s,
         Response::Votes { summary, .. } => summary,
@@ -158,19 +160,30 @@ pub(super) fn publish_own_header(stats: &ServerStats, response: &Response) {
     let Some(header) = &summary.own_header else {
         return;
     };
-    let payload = &summary.own_payload;
-    if payload.is_none() && header.header.payload().len > 0 {
+    let round = header.header.round();
+    let newer = |published: &Option<OwnHeader>| {
+        published
+            .as_ref()
+            .is_none_or(|p| p.header.header.round() < round)
+    };
+    if !newer(&stats.own_headers.borrow()) {
         return;
     }
-    let round = header.header.round();
+    let wanted = header.header.payload();
+    let payload = match &summary.own_payload {
+        Some(p) => Some(p.clone()),
+        None if wanted.len > 0 => match core.payload(&wanted.digest) {
+            Some(p) => Some(p.clone()),
+            None => return,
+        },
+        None => None,
+    };
     stats.own_headers.send_if_modified(|published| {
-        let newer = published
-            .as_ref()
-            .is_none_or(|p| p.header.header.round() < round);
+        let newer = newer(published);
         if newer {
             *published = Some(OwnHeader {
                 header: header.clone(),
-                payload: payload.clone(),
+                payload,
             });
         }
         newer
