@@ -135,10 +135,26 @@ impl Dag {
         Ok(Inserted::New)
     }
 
+    /// Asserts S5 for the certificates with these digests that the DAG holds: every parent at
+    /// or above the floor is held. [`Dag::insert`] keeps this by construction; the core asserts
+    /// it after each insertion batch (kept in release builds: a hole would let the commit rule
+    /// order an incomplete history).
+    pub fn assert_parents_held(&self, digests: &[Digest]) {
+        for c in digests.iter().filter_map(|d| self.get(d)) {
+            let missing = self.missing_parents(c);
+            assert!(
+                missing.is_empty(),
+                "DAG not backward-closed above floor {}: certificate {:?} at {} lacks {} parents",
+                self.floor.0,
+                c.digest(),
+                c.round().0,
+                missing.len()
+            );
+        }
+    }
+
     /// Asserts S5 over the whole DAG: every parent of every certificate above the floor is held.
-    /// [`Dag::insert`] keeps this by construction; the core asserts it after each insertion
-    /// batch (kept in release builds: a hole would let the commit rule order an incomplete
-    /// history).
+    /// The core asserts it after each prune (kept in release builds).
     pub fn assert_backward_closed(&self) {
         for c in self.above(self.floor) {
             let missing = self.missing_parents(c);
