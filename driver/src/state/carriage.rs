@@ -175,14 +175,28 @@ impl DriverState {
     /// or every author without a home core), else once the listing is
     /// [`DriverState::missing_wait`] old (module doc).
     pub(super) fn listed_missing(&self, core: AuthorityIndex, digest: &Digest) -> bool {
-        let Some(since) = self.cores[core.as_usize()].missing_since.get(digest) else {
+        if !self.cores[core.as_usize()]
+            .missing_since
+            .contains_key(digest)
+        {
             return false;
-        };
+        }
         let eager = self
             .payload_authors
             .get(digest)
             .is_some_and(|author| self.carries_eagerly(*author));
-        eager || self.config.home_core.is_none() || self.now.since(*since) >= self.missing_wait()
+        eager || self.config.home_core.is_none() || self.listed_long(core, digest)
+    }
+
+    /// Whether `core` has listed the payload `digest` as missing for [`DriverState::missing_wait`]
+    /// or longer: then it lacks it whatever was delivered before (it may have come with a header
+    /// the core refused), and it may be carried again. A fresh listing may come from a reply
+    /// older than the delivery (replies of pipelined requests arrive in any order).
+    pub(super) fn listed_long(&self, core: AuthorityIndex, digest: &Digest) -> bool {
+        self.cores[core.as_usize()]
+            .missing_since
+            .get(digest)
+            .is_some_and(|since| self.now.since(*since) >= self.missing_wait())
     }
 
     /// Whether a certificate bundle may carry `c` now (module doc).

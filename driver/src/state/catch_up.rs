@@ -124,24 +124,10 @@ impl CatchUp {
     }
 }
 
-/// A core more than this many times `lag_rounds` behind is far behind: its catch-up fetches
-/// come with payloads.
-const FAR_BEHIND_LAGS: u64 = 4;
-
 impl DriverState {
     /// Whether the core is more than `lag_rounds` behind [`DriverState::top_round`].
     pub(super) fn lags(&self, s: &Summary) -> bool {
         s.round.0.saturating_add(self.config.lag_rounds) < self.top_round().0
-    }
-
-    /// Whether history fetched for the core should come with payloads: it is far behind (it was
-    /// down or cut off, so it lacks the payloads too) or catches up from its gc floor. A core a
-    /// few rounds behind was only slow: it voted on most of that history, so it holds those
-    /// payloads, and fetching them all again cost a fifth of a transfer per transaction on a
-    /// loaded machine. What it does lack it lists as missing, and gets on demand.
-    fn fetch_payloads_for(&self, s: &Summary, from_floor: bool) -> bool {
-        let far = self.config.lag_rounds.saturating_mul(FAR_BEHIND_LAGS);
-        from_floor || s.round.0.saturating_add(far) < self.top_round().0
     }
 
     /// The catch-up request for `core` (nothing in flight), if it lags or is catching up: a
@@ -172,7 +158,7 @@ impl DriverState {
         let body = RequestBody::Fetch {
             after,
             max_items: self.batch_limit(from_floor) as u32,
-            with_payloads: self.fetch_payloads_for(s, from_floor),
+            with_payloads: true,
         };
         Some((best, body, Purpose::FetchFor(core)))
     }

@@ -229,13 +229,10 @@ impl DriverState {
             }
             Status::Ready => view.catch_up = view.catch_up.ready(),
         }
-        // A payload the core lists as missing is not held there, whatever was delivered before
-        // (it may have come with a header the core refused): it may be carried again.
         let listed: HashSet<&Digest> = summary.missing_payloads.iter().collect();
         view.missing_since.retain(|d, _| listed.contains(d));
         for d in &summary.missing_payloads {
             view.missing_since.entry(*d).or_insert(now);
-            view.sent.remove(d);
         }
         view.summary = Some(summary);
         self.top = self.compute_top_round();

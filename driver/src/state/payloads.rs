@@ -17,7 +17,8 @@ impl DriverState {
         let payloads = self.within_budget(
             s.missing_payloads
                 .iter()
-                .filter(|d| !sent.contains(d) && self.listed_missing(core, d))
+                .filter(|d| self.listed_missing(core, d))
+                .filter(|d| !sent.contains(d) || self.listed_long(core, d))
                 .filter_map(|d| self.payloads.get(d)),
         );
         (!payloads.is_empty()).then_some(RequestBody::Sync {
