@@ -156,17 +156,8 @@ impl Dag {
     /// Asserts S5 over the whole DAG: every parent of every certificate above the floor is held.
     /// The core asserts it after each prune (kept in release builds).
     pub fn assert_backward_closed(&self) {
-        for c in self.above(self.floor) {
-            let missing = self.missing_parents(c);
-            assert!(
-                missing.is_empty(),
-                "DAG not backward-closed above floor {}: certificate {:?} at {} lacks {} parents",
-                self.floor.0,
-                c.digest(),
-                c.round().0,
-                missing.len()
-            );
-        }
+        let all: Vec<Digest> = self.above(self.floor).map(|c| c.digest()).collect();
+        self.assert_parents_held(&all);
     }
 
     /// Drops every certificate below `floor` and raises the floor. Returns how many were dropped.
