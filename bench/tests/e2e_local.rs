@@ -137,9 +137,9 @@ fn default_figures_at_a_light_load() {
     // about 0.07. That much does not depend on the machine's noise. Four drivers each carrying
     // every payload to every core, the policy before home cores, would be about 13; own payloads
     // attached to the replies other cores' drivers got, about 4.9. What a lagging core's
-    // catch-up and on-demand carriage add (`sent fetch`, `sent fetch_payloads`, `received
-    // sync`) does depend on it: 0.02-0.1 in a release build, up to 0.4 in this debug build
-    // when a core falls a few rounds behind. It is bounded apart.
+    // catch-up, on-demand carriage and grace pulls add (`sent fetch`, `sent fetch_payloads`,
+    // `received sync`, `sent get_state`) does depend on it: 0.02-0.1 in a release build, up
+    // to 0.4 in this debug build when a core falls a few rounds behind. It is bounded apart.
     let d = &r["data_path"];
     let writes = d["payload_writes_per_core"]
         .as_f64()
@@ -153,12 +153,15 @@ fn default_figures_at_a_light_load() {
         .as_object()
         .expect("transfers by request");
     let share = |key: &str| by_request.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0);
-    let catch_up = share("sent fetch") + share("sent fetch_payloads") + share("received sync");
+    let catch_up = share("sent fetch")
+        + share("sent fetch_payloads")
+        + share("received sync")
+        + share("sent get_state");
     assert!(
         (3.9..=4.2).contains(&(transfers - catch_up)),
         "{transfers} payload transfers per tx, {catch_up} of them catch-up: {d}"
     );
-    assert!(catch_up <= 0.6, "{catch_up} catch-up transfers per tx: {d}");
+    assert!(catch_up <= 0.8, "{catch_up} catch-up transfers per tx: {d}");
     let carried = share("received header_bundle") + share("received cert_bundle");
     assert!(
         (2.9..=3.2).contains(&carried),
