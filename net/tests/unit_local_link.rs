@@ -4,52 +4,26 @@
 
 use std::sync::Arc;
 
+mod support;
+
 use bytes::Bytes;
-use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::messages::{Header, ParentRef};
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
 use sleepyseal_core::testkit::sign_header;
-use sleepyseal_core::verify::VerifierConfig;
-use sleepyseal_core::{
-    AuthorityIndex, Certificate, Committee, Core, CoreConfig, CoreError, KeyPair, MemStore,
-    Payload, Round, Store, Verifier,
-};
+use sleepyseal_core::{AuthorityIndex, Certificate, Committee, CoreError, KeyPair, Payload, Round};
 use sleepyseal_net::server::{LocalLinkError, ServerOptions};
-use sleepyseal_net::{CoreServer, GenesisOptions, NetLimits};
+use sleepyseal_net::{CoreServer, NetLimits};
 
 /// Core 0 of a fresh 4-core testbed (written to a temporary directory, removed at once),
 /// served on an ephemeral loopback port.
 fn serve_core_0(name: &str, options: ServerOptions) -> (CoreServer, Arc<Committee>) {
-    let dir = std::env::temp_dir().join(format!("sleepyseal-link-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let genesis = GenesisOptions {
-        stakes: vec![1; 4],
-        host: "127.0.0.1".into(),
-        base_port: 1,
-        seed: Some(7),
-        addresses: None,
-    };
-    let path = sleepyseal_net::genesis(&dir, &genesis).unwrap();
-    let testbed = sleepyseal_net::load_testbed(&path).unwrap();
-    let keys = sleepyseal_net::load_keys(&dir.join("core-0.key"), &testbed).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let committee = testbed.committee.clone();
-    let mut store = MemStore::new();
-    let core = Core::recover(
-        committee.clone(),
-        default_schedule(&committee),
-        keys.key,
-        CoreConfig::default(),
-        store.load().unwrap(),
-    )
-    .unwrap();
-    let certificate = testbed.certificates[0].clone();
-    let quic = sleepyseal_net::tls::server_config(certificate, keys.tls_key, &options.limits);
-    let verifier = Verifier::new(committee.clone(), VerifierConfig::default());
-    let address = "127.0.0.1:0".parse().unwrap();
-    let store = Box::new(store);
-    let server = CoreServer::start(address, quic.unwrap(), core, store, verifier, options);
-    (server.unwrap(), committee)
+    let served = support::serve_core_0(
+        &format!("link-{name}"),
+        "127.0.0.1:0".parse().unwrap(),
+        options,
+    );
+    let _ = std::fs::remove_dir_all(&served.dir);
+    (served.server, served.testbed.committee)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,19 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod support;
+
 use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, Encode};
-use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::messages::{Header, ParentRef};
 use sleepyseal_core::protocol::{CommittedView, Request, RequestBody, Response};
 use sleepyseal_core::testkit::sign_header;
-use sleepyseal_core::verify::VerifierConfig;
-use sleepyseal_core::{
-    AuthorityIndex, Certificate, Core, CoreConfig, CoreError, Digest, MemStore, Payload, Round,
-    Store, Verifier,
-};
+use sleepyseal_core::{AuthorityIndex, Certificate, CoreError, Digest, Payload, Round};
 use sleepyseal_net::server::ServerOptions;
-use sleepyseal_net::{ClientError, Clients, CoreServer, GenesisOptions, NetLimits, Testbed};
+use sleepyseal_net::{ClientError, Clients, CoreServer, NetLimits, Testbed};
 
 struct Fixture {
     dir: PathBuf,
@@ -33,52 +30,15 @@ impl Drop for Fixture {
 
 /// A 4-core testbed whose core 0 is served in-process on an ephemeral loopback port.
 async fn serve_core_0(name: &str, options: ServerOptions) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("sleepyseal-net-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let path = sleepyseal_net::genesis(
-        &dir,
-        &GenesisOptions {
-            stakes: vec![1; 4],
-            host: "127.0.0.1".into(),
-            base_port: 1,
-            seed: Some(7),
-            addresses: None,
-        },
-    )
-    .unwrap();
-    let mut testbed = sleepyseal_net::load_testbed(&path).unwrap();
-    let keys = sleepyseal_net::load_keys(&dir.join("core-0.key"), &testbed).unwrap();
-    let committee = testbed.committee.clone();
-    let mut store = MemStore::new();
-    let core = Core::recover(
-        committee.clone(),
-        default_schedule(&committee),
-        keys.key,
-        CoreConfig::default(),
-        store.load().unwrap(),
-    )
-    .unwrap();
-    let quic = sleepyseal_net::tls::server_config(
-        testbed.certificates[0].clone(),
-        keys.tls_key,
-        &options.limits,
-    )
-    .unwrap();
-    let verifier = Verifier::new(committee, VerifierConfig::default());
-    let server = CoreServer::start(
+    let served = support::serve_core_0(
+        &format!("net-{name}"),
         "127.0.0.1:0".parse().unwrap(),
-        quic,
-        core,
-        Box::new(store),
-        verifier,
         options,
-    )
-    .unwrap();
-    testbed.addresses[0] = server.local_addr().unwrap();
+    );
     Fixture {
-        dir,
-        testbed,
-        server: Some(server),
+        dir: served.dir,
+        testbed: served.testbed,
+        server: Some(served.server),
     }
 }
 

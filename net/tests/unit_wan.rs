@@ -5,17 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
+
+mod support;
 
 use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, Encode};
-use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
-use sleepyseal_core::verify::VerifierConfig;
-use sleepyseal_core::{AuthorityIndex, Core, CoreConfig, MemStore, Store, Verifier};
+use sleepyseal_core::AuthorityIndex;
 use sleepyseal_net::wan::{Wan, WanProfile};
-use sleepyseal_net::{ClientOptions, Clients, CoreServer, GenesisOptions, NetLimits, Testbed};
+use sleepyseal_net::{ClientOptions, Clients, NetLimits};
+use support::Served;
 
 const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
 const T: Duration = Duration::from_secs(5);
@@ -49,56 +49,13 @@ fn wan(own: &str, peer: &str) -> Wan {
     Wan::new(profile, own, 42).unwrap()
 }
 
-struct Served {
-    dir: PathBuf,
-    testbed: Testbed,
-    server: CoreServer,
-}
-
 /// A 4-core testbed whose core 0 is served on loopback, emulated by `wan` if given.
 async fn serve(name: &str, wan: Option<Wan>) -> Served {
-    let dir = std::env::temp_dir().join(format!("sleepyseal-wan-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let genesis = GenesisOptions {
-        stakes: vec![1; 4],
-        host: "127.0.0.1".into(),
-        base_port: 1,
-        seed: Some(7),
-        addresses: None,
-    };
-    let path = sleepyseal_net::genesis(&dir, &genesis).unwrap();
-    let mut testbed = sleepyseal_net::load_testbed(&path).unwrap();
-    let keys = sleepyseal_net::load_keys(&dir.join("core-0.key"), &testbed).unwrap();
-    let committee = testbed.committee.clone();
-    let mut store = MemStore::new();
-    let schedule = default_schedule(&committee);
-    let core = Core::recover(
-        committee.clone(),
-        schedule,
-        keys.key,
-        CoreConfig::default(),
-        store.load().unwrap(),
-    )
-    .unwrap();
     let options = sleepyseal_net::ServerOptions {
         wan,
         ..Default::default()
     };
-    let quic = sleepyseal_net::tls::server_config(
-        testbed.certificates[0].clone(),
-        keys.tls_key,
-        &options.limits,
-    )
-    .unwrap();
-    let verifier = Verifier::new(committee, VerifierConfig::default());
-    let bind = (LOOPBACK, 0).into();
-    let server = CoreServer::start(bind, quic, core, Box::new(store), verifier, options).unwrap();
-    testbed.addresses[0] = server.local_addr().unwrap();
-    Served {
-        dir,
-        testbed,
-        server,
-    }
+    support::serve_core_0(&format!("wan-{name}"), (LOOPBACK, 0).into(), options)
 }
 
 impl Served {

@@ -1,24 +1,22 @@
 //! Simulation: every Byzantine core and hostile driver behaviour at n = 4, each over many seeds.
 
+mod support;
+
 use sleepyseal_sim::{run, SimConfig};
+use support::ci_seeds;
 
 /// Seeds per Byzantine behaviour in CI (`SLEEPYSEAL_CI_SEEDS` overrides). The long campaign
 /// runs from the CLI: `sleepyseal-sim --byzantine 1 --behaviour all --seeds N`.
-fn ci_seeds() -> u64 {
-    std::env::var("SLEEPYSEAL_CI_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
-}
+const CI_SEEDS: u64 = 200;
 
 /// One Byzantine behaviour (one Byzantine core, twin or hostile driver at n = 4, beside two
-/// honest drivers), over [`ci_seeds`] seeds: the honest cores stay safe and live, and nothing
+/// honest drivers), over [`CI_SEEDS`] seeds: the honest cores stay safe and live, and nothing
 /// panics.
 fn behaviour_is_survived(name: &str) {
     use sleepyseal_sim::Behaviour;
     let behaviour = Behaviour::from_name(name).expect("a behaviour");
     let mut worst_gap = 0;
-    for seed in 0..ci_seeds() {
+    for seed in 0..ci_seeds(CI_SEEDS) {
         let r = run(SimConfig {
             cores: 4,
             byzantine: 1,
@@ -37,7 +35,7 @@ fn behaviour_is_survived(name: &str) {
     }
     println!(
         "{name}: {} seeds, largest commit gap {worst_gap} rounds",
-        ci_seeds()
+        ci_seeds(CI_SEEDS)
     );
 }
 

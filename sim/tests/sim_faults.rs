@@ -1,22 +1,10 @@
 //! Simulation: seeds with crashes, restarts, message faults and two drivers; S7 determinism; S9
 //! (acknowledged transactions) under load and garbage collection; regression seeds.
 
-use sleepyseal_sim::{run, SimConfig, SimReport};
+mod support;
 
-fn assert_clean(r: &SimReport) {
-    assert!(
-        r.violations.is_empty(),
-        "seed {}: {:?}",
-        r.seed,
-        r.violations
-    );
-    assert!(
-        r.live,
-        "seed {} not live: top round {}",
-        r.seed, r.top_round
-    );
-    assert!(r.min_commits > 0, "seed {} committed nothing", r.seed);
-}
+use sleepyseal_sim::{run, SimConfig};
+use support::assert_clean;
 
 #[test]
 fn n4_one_crashed_core_faults_two_drivers() {

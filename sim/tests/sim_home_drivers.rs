@@ -4,15 +4,10 @@
 //! certified and every transaction it acknowledged commits. The long campaign runs from the CLI:
 //! `sleepyseal-sim --home-drivers --drivers 0 --dead-home-drivers K --seeds N`.
 
-use sleepyseal_sim::{run, HomeDrivers, SimConfig, SimReport};
+mod support;
 
-/// Seeds per test in CI (`SLEEPYSEAL_CI_SEEDS` overrides).
-fn ci_seeds(default: u64) -> u64 {
-    std::env::var("SLEEPYSEAL_CI_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use sleepyseal_sim::{run, HomeDrivers, SimConfig, SimReport};
+use support::ci_seeds;
 
 /// Only home drivers, `dead` of them dead.
 fn homes_only(cores: usize, dead: usize, seed: u64) -> SimConfig {
@@ -27,18 +22,7 @@ fn homes_only(cores: usize, dead: usize, seed: u64) -> SimConfig {
 }
 
 fn assert_clean(r: &SimReport) {
-    assert!(
-        r.violations.is_empty(),
-        "seed {}: {:?}",
-        r.seed,
-        r.violations
-    );
-    assert!(
-        r.live,
-        "seed {} not live: top round {}",
-        r.seed, r.top_round
-    );
-    assert!(r.min_commits > 0, "seed {} committed nothing", r.seed);
+    support::assert_clean(r);
     // Every acknowledged transaction commits at its core, the cores without a live home
     // driver included.
     assert_eq!(r.slow_transactions, 0, "seed {}", r.seed);

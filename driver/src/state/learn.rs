@@ -419,20 +419,14 @@ impl DriverState {
     fn sweep_below(&mut self, floor: Round, payload_cap: usize) {
         self.headers = self.headers.split_off(&floor);
         self.certificates = self.certificates.split_off(&floor);
-        let live: HashSet<Digest> = self
+        let (live, live_payloads): (HashSet<Digest>, HashSet<Digest>) = self
             .headers
             .values()
             .flat_map(|m| m.values().flatten())
-            .map(|h| h.header.digest())
-            .collect();
+            .map(|h| (h.header.digest(), h.header.payload().digest))
+            .unzip();
         self.votes.retain(|d, _| live.contains(d));
         self.header_seen.retain(|d, _| live.contains(d));
-        let live_payloads: HashSet<Digest> = self
-            .headers
-            .values()
-            .flat_map(|m| m.values().flatten())
-            .map(|h| h.header.payload().digest)
-            .collect();
         self.payload_authors
             .retain(|d, _| live_payloads.contains(d));
         let kept: HashSet<Digest> = self
