@@ -185,13 +185,14 @@ fn outcome(t: &mut String, r: &Report) {
         t,
         "load",
         format!(
-            "offered {} tx/s: sent {}, accepted {}, busy {}, failed {}, missed {}",
+            "offered {} tx/s: sent {}, accepted {}, busy {}, failed {}, missed {}, held {}",
             thousands(r.offered_tps),
             thousands(r.load.sent as f64),
             thousands(r.load.accepted as f64),
             r.load.busy,
             r.load.failed,
-            r.load.missed
+            r.load.missed,
+            r.load.held
         ),
     );
     line(t, "not committed", thousands(r.not_committed as f64));

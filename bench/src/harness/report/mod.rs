@@ -163,8 +163,13 @@ pub struct LoadSummary {
     pub busy: u64,
     /// Lost in transport.
     pub failed: u64,
-    /// Not sent because too many submissions were in flight (the client could not keep up).
+    /// Not sent because too many submission bytes were in flight to the core (the client could
+    /// not keep its schedule).
     pub missed: u64,
+    /// Not sent because the core had refused (`Busy`, or no reply) and the client was backing
+    /// off from it.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// The report of one run.
@@ -383,6 +388,7 @@ fn total_load(loads: &[LoadSummary]) -> LoadSummary {
             busy: a.busy + l.busy,
             failed: a.failed + l.failed,
             missed: a.missed + l.missed,
+            held: a.held + l.held,
         })
 }
 
@@ -399,6 +405,12 @@ fn saturation(
         saturation.push(format!(
             "the load clients could not keep the rate ({} transactions not sent)",
             load.missed
+        ));
+    }
+    if load.held > 0 {
+        saturation.push(format!(
+            "the load clients backed off from refusing cores ({} transactions not sent)",
+            load.held
         ));
     }
     if load.busy * 1_000 > load.sent {
