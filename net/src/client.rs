@@ -11,6 +11,7 @@
 mod follow;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +115,7 @@ impl Clients {
                     server_name: server_name(index),
                     limits: limits.clone(),
                     connection: Mutex::new(None),
+                    connects: AtomicU64::new(0),
                 })
             })
             .collect();
@@ -183,12 +185,20 @@ pub struct CoreClient {
     server_name: String,
     limits: NetLimits,
     connection: Mutex<Option<quinn::Connection>>,
+    /// Connections opened so far.
+    connects: AtomicU64,
 }
 
 impl CoreClient {
     /// Which core.
     pub fn index(&self) -> AuthorityIndex {
         self.index
+    }
+
+    /// How many connections this client opened to its core (handshakes started): one for as
+    /// long as the connection serves, one more after each it gave up.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
     }
 
     /// Sends `request` and waits at most `timeout` for the response.
@@ -206,26 +216,38 @@ impl CoreClient {
         chunks: Vec<Bytes>,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
-        match tokio::time::timeout(timeout, self.exchange(chunks)).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let connection = match tokio::time::timeout_at(deadline, self.connection()).await {
+            Ok(connection) => connection?,
+            Err(_) => return Err(ClientError::Timeout(timeout)),
+        };
+        let heard = connection.stats().udp_rx.datagrams;
+        match tokio::time::timeout_at(deadline, self.exchange(&connection, chunks)).await {
             Ok(result) => result,
             Err(_) => {
                 // A core killed without closing its connection looks alive until the idle
-                // timeout; a core that does not answer in time gets a fresh connection next time
-                // (requests already in flight keep the old one).
-                let mut slot = self.connection.lock().await;
-                *slot = None;
+                // timeout: if nothing at all came from it during the request, the next request
+                // gets a fresh connection (requests in flight keep the old one). A connection
+                // that is merely slow (a large request across a long path) is kept: a new one
+                // would start again from a small congestion window, and time out again.
+                if connection.stats().udp_rx.datagrams == heard {
+                    self.forget(&connection).await;
+                }
                 Err(ClientError::Timeout(timeout))
             }
         }
     }
 
-    async fn exchange(&self, mut chunks: Vec<Bytes>) -> Result<Response, ClientError> {
-        let connection = self.connection().await?;
+    async fn exchange(
+        &self,
+        connection: &quinn::Connection,
+        mut chunks: Vec<Bytes>,
+    ) -> Result<Response, ClientError> {
         let stream = |e: &dyn std::fmt::Display| ClientError::Stream(e.to_string());
         let (mut send, mut recv) = match connection.open_bi().await {
             Ok(pair) => pair,
             Err(e) => {
-                self.forget(&connection).await;
+                self.forget(connection).await;
                 return Err(stream(&e));
             }
         };
@@ -256,6 +278,7 @@ impl CoreClient {
             address: self.address,
             reason,
         };
+        self.connects.fetch_add(1, Ordering::Relaxed);
         let connecting = self
             .endpoint
             .connect(self.address, &self.server_name)

@@ -65,6 +65,9 @@ fn transport(limits: &NetLimits, server: bool) -> quinn::TransportConfig {
     if !server {
         t.keep_alive_interval(Some(limits.idle_timeout / 3));
     }
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(limits.initial_window_bytes.max(14_720));
+    t.congestion_controller_factory(Arc::new(cubic));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(crate::limits::udp_payload_bound(limits));
     t.mtu_discovery_config(Some(mtu));

@@ -197,3 +197,68 @@ async fn control_pair_without_emulation_is_fast_and_finds_a_larger_mtu() {
     assert!(figures.mtu > 1_472, "{figures:?}");
     served.stop().await;
 }
+
+/// Regions `a` and `b`, 20 ms apart one way over a 50 Mbit/s link: 4 MB take 0.7 s to send.
+const SLOW_PROFILE: &str = r#"
+regions = ["a", "b"]
+[defaults]
+jitter_ms = 0
+loss = 0
+bandwidth_mbps = 50
+[[links]]
+between = ["a", "b"]
+delay_ms = 20
+[[links]]
+between = ["a", "a"]
+delay_ms = 0.1
+[[links]]
+between = ["b", "b"]
+delay_ms = 0.1
+"#;
+
+/// A request that outlasts its timeout because the path is slow, not because the core is gone,
+/// keeps its connection: the core was heard from meanwhile (acknowledgements), and a fresh
+/// connection would start over from a small congestion window and time out again. The next
+/// request goes over the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_that_times_out_keeps_its_connection() {
+    let place = |own: &str, peer: &str| {
+        let hosts = BTreeMap::from([(IpAddr::from(LOOPBACK), peer.to_string())]);
+        let profile = WanProfile::from_toml_str(SLOW_PROFILE)
+            .unwrap()
+            .with_hosts(hosts)
+            .unwrap();
+        Wan::new(profile, own, 42).unwrap()
+    };
+    let served = serve("slow", Some(place("a", "b"))).await;
+    let options = ClientOptions {
+        bind_ip: Some(IpAddr::from(LOOPBACK)),
+        wan: Some(place("b", "a")),
+    };
+    let clients = Clients::with_options(&served.testbed, NetLimits::default(), options).unwrap();
+    let core = clients.core(AuthorityIndex(0));
+    let instance = served.testbed.committee.instance();
+    let get_state = Request {
+        instance,
+        body: RequestBody::GetState {
+            with_payload: false,
+        },
+    };
+    core.request(&get_state, T).await.unwrap();
+    assert_eq!(core.connects(), 1);
+    let bulk = Request {
+        instance,
+        body: RequestBody::Submit {
+            transactions: vec![Bytes::from(vec![7u8; 512]); 8_192],
+        },
+    };
+    let slow = core.request(&bulk, Duration::from_millis(300)).await;
+    assert!(
+        matches!(slow, Err(sleepyseal_net::ClientError::Timeout(_))),
+        "{slow:?}"
+    );
+    core.request(&get_state, T).await.unwrap();
+    assert_eq!(core.connects(), 1, "the slow connection was given up");
+    clients.close().await;
+    served.stop().await;
+}
