@@ -265,9 +265,10 @@ fn home_drivers_carry_each_payload_about_n_minus_1_times() {
 }
 
 /// One driver with home core 0 and no other driver: before the grace period it never asks
-/// another core for its payload, nor carries one; after it, it carries the others' payloads
-/// (nobody else does), and every core's transactions commit. (It may also get a payload without
-/// asking: a core that advances on a certificate bundle returns its new header's payload.)
+/// another core for its payload, nor carries one, except core 3's: core 0 is next after core 3,
+/// so its driver is core 3's successor and covers it within a few rounds. After the grace
+/// period it carries every core's payloads (nobody else does), and every core's transactions
+/// commit.
 #[test]
 fn a_home_driver_asks_for_other_payloads_only_after_the_grace_period() {
     const GRACE_MS: u64 = 300;
@@ -277,8 +278,18 @@ fn a_home_driver_asks_for_other_payloads_only_after_the_grace_period() {
     for _ in 0..(GRACE_MS / STEP_MS + 5) {
         net.step();
     }
-    assert!(net.foreign_pulls(grace_ends).is_empty());
-    assert_eq!(net.unasked_transfers(grace_ends), Vec::<String>::new());
+    let core_3 = AuthorityIndex(3);
+    assert!(net
+        .foreign_pulls(grace_ends)
+        .iter()
+        .all(|s| s.core == core_3));
+    let early = net.unasked_transfers(grace_ends);
+    let not_core_3: Vec<&String> = early.iter().filter(|s| !s.contains("(3)")).collect();
+    assert!(not_core_3.is_empty(), "{not_core_3:?}");
+    assert!(
+        !early.is_empty(),
+        "the successor of core 3 did not cover it before the grace period"
+    );
     assert!(
         net.run_until_round(20, 3_000),
         "no progress after the grace period"
@@ -295,14 +306,22 @@ fn a_home_driver_asks_for_other_payloads_only_after_the_grace_period() {
     }
 }
 
-/// The home drivers of cores 0, 1 and 2 run, core 3's is dead: the others cover core 3 once
-/// its headers go uncarried past the grace period, so its headers are certified and its
-/// transactions commit (liveness never depends on a home driver).
+/// The home drivers of cores 0, 1 and 2 run, core 3's is dead: core 3's successor (the driver
+/// of core 0) covers it once its headers go uncarried, so its headers are certified and its
+/// transactions commit (liveness never depends on a home driver), and nobody else pulls its
+/// payloads.
 #[test]
 fn a_core_whose_home_driver_is_dead_still_commits() {
     let homes = [Some(0), Some(1), Some(2), Some(3)];
     let mut net = Net::new(4, &homes, &[true, true, true, false], 300);
     assert!(net.run_until_round(40, 4_000), "no progress");
+    let pullers: HashSet<usize> = net
+        .foreign_pulls(Millis(u64::MAX))
+        .iter()
+        .filter(|s| s.core == AuthorityIndex(3))
+        .map(|s| s.driver)
+        .collect();
+    assert_eq!(pullers, HashSet::from([0]), "who pulled core 3's payloads");
     let of_3 = net.committed_of(0, 3);
     let of_0 = net.committed_of(0, 0);
     println!("committed payloads: core 3 {of_3}, core 0 {of_0}");
@@ -312,6 +331,21 @@ fn a_core_whose_home_driver_is_dead_still_commits() {
         2 * of_3 >= of_0,
         "core 3 committed {of_3} payloads, core 0 {of_0}"
     );
+}
+
+/// The home drivers of cores 3 and 0 are dead, so core 3's successor is dead too: the other
+/// drivers cover core 3 after two grace periods, and both cores' transactions commit.
+#[test]
+fn a_core_whose_successor_is_dead_too_is_covered_by_the_others() {
+    let homes = [Some(0), Some(1), Some(2), Some(3)];
+    let mut net = Net::new(4, &homes, &[false, true, true, false], 100);
+    assert!(net.run_until_round(40, 6_000), "no progress");
+    for author in [0, 3] {
+        assert!(
+            net.committed_of(1, author) > 0,
+            "core {author}'s transactions never committed"
+        );
+    }
 }
 
 /// Driver 1 cannot reach core 3, and the grace period never ends: core 3 inserts core 1's

@@ -33,6 +33,11 @@ pub struct LocalArgs {
     /// the shape before home drivers, for comparisons.
     #[arg(long)]
     pub no_home_drivers: bool,
+    /// The first K cores run without their home driver, as if it had died: their payloads reach
+    /// the other cores only by on-demand and grace-period carriage (DESIGN.md "Who carries
+    /// payloads"), which this exercises, on loopback or under --wan.
+    #[arg(long, default_value_t = 0)]
+    pub dead_home_drivers: usize,
     /// Stake per core, comma separated (default: 1 each).
     #[arg(long, value_delimiter = ',')]
     pub stakes: Option<Vec<u64>>,
@@ -146,6 +151,7 @@ impl LocalArgs {
             leader_timeout_ms: self.leader_timeout,
             pipeline_depth: self.pipeline_depth,
             home_drivers: !self.no_home_drivers,
+            dead_home_drivers: self.dead_home_drivers,
         }
     }
 
@@ -165,6 +171,16 @@ impl LocalArgs {
                     self.cores
                 );
             }
+        }
+        if self.dead_home_drivers > 0 && self.no_home_drivers {
+            bail!("--dead-home-drivers and --no-home-drivers exclude each other");
+        }
+        if self.dead_home_drivers >= self.cores - self.crash.min(self.cores) && self.drivers == 0 {
+            bail!(
+                "--dead-home-drivers {} leaves no live driver (liveness needs one): \
+                 fewer, or --drivers 1",
+                self.dead_home_drivers
+            );
         }
         if self.crash >= self.cores {
             bail!("--crash must leave at least one core running");

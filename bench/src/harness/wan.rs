@@ -12,8 +12,49 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use sleepyseal_net::wan::WanProfile;
 
-/// Where shipped profiles are.
+/// Where shipped profiles are, from the working directory.
 pub const PROFILES_DIR: &str = "deploy/wan";
+
+/// The directories searched for a shipped profile: `deploy/wan` under the working directory,
+/// then in the checkout this binary was built from (so a run started elsewhere finds them too).
+fn profile_dirs() -> Vec<PathBuf> {
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(PROFILES_DIR);
+    vec![PathBuf::from(PROFILES_DIR), built_from]
+}
+
+/// The profile file `--wan` names: a path, or the name of a profile in `deploy/wan/`.
+pub fn find_profile(arg: &Path) -> anyhow::Result<PathBuf> {
+    if arg.is_file() {
+        return Ok(arg.to_path_buf());
+    }
+    let dirs = profile_dirs();
+    if let Some(shipped) = dirs
+        .iter()
+        .map(|d| d.join(arg).with_extension("toml"))
+        .find(|p| p.is_file())
+    {
+        return Ok(shipped);
+    }
+    let mut names: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| {
+            d.flatten().filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".toml").map(str::to_string)
+            })
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    bail!(
+        "--wan {}: no such file, and no profile of that name in {PROFILES_DIR}/ (shipped: {})",
+        arg.display(),
+        names.join(", ")
+    )
+}
 
 /// A profile with every host placed.
 pub struct Assigned {
@@ -25,32 +66,6 @@ pub struct Assigned {
     pub host_regions: Vec<String>,
     /// The profile with its hosts table, as TOML.
     pub toml: String,
-}
-
-/// The profile file `--wan` names: a path, or the name of a profile in `deploy/wan/`.
-pub fn find_profile(arg: &Path) -> anyhow::Result<PathBuf> {
-    if arg.is_file() {
-        return Ok(arg.to_path_buf());
-    }
-    let shipped = Path::new(PROFILES_DIR).join(arg).with_extension("toml");
-    if shipped.is_file() {
-        return Ok(shipped);
-    }
-    let names: Vec<String> = std::fs::read_dir(PROFILES_DIR)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_suffix(".toml").map(str::to_string)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    bail!(
-        "--wan {}: no such file, and no profile of that name in {PROFILES_DIR}/ (shipped: {})",
-        arg.display(),
-        names.join(", ")
-    )
 }
 
 /// Places `hosts` (address, region it names if any) in the regions of the profile `--wan` names.

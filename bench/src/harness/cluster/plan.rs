@@ -178,7 +178,7 @@ fn core(input: &PlanInput<'_>, i: usize, h: usize) -> Process {
         format!("--store=store-{i}"),
         format!("--metrics-addr={metrics}"),
     ]);
-    argv.extend(args.node_flags().core_flags());
+    argv.extend(args.node_flags().core_flags_of(i));
     let host = &input.inventory.hosts[h];
     let listen = host.listen_on(port).or_else(|| {
         input

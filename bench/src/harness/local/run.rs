@@ -488,6 +488,7 @@ pub fn run_config(args: &LocalArgs, rate: u64, watched: AuthorityIndex) -> RunCo
         cores: args.cores,
         drivers: args.drivers,
         home_drivers: !args.no_home_drivers,
+        dead_home_drivers: args.dead_home_drivers,
         clients: args.clients,
         rate,
         tx_size: args.tx_size,

@@ -36,6 +36,9 @@ pub struct RunConfig {
     pub drivers: usize,
     /// Whether each core ran its home driver in its own process (`core --home-driver`).
     pub home_drivers: bool,
+    /// The first K cores ran without their home driver (`local --dead-home-drivers`).
+    #[serde(default)]
+    pub dead_home_drivers: usize,
     /// Load client processes.
     pub clients: usize,
     /// Input rate (tx/s).
@@ -85,7 +88,12 @@ impl RunConfig {
             1 => "1 standalone driver".to_string(),
             n => format!("{n} standalone drivers"),
         };
-        if self.home_drivers {
+        if self.home_drivers && self.dead_home_drivers > 0 {
+            format!(
+                "home drivers ({} dead) + {standalone}",
+                self.dead_home_drivers
+            )
+        } else if self.home_drivers {
             format!("home drivers + {standalone}")
         } else {
             standalone
@@ -557,6 +565,7 @@ mod tests {
             cores: 4,
             drivers: 1,
             home_drivers: true,
+            dead_home_drivers: 0,
             clients: 1,
             rate: 1,
             tx_size: 64,

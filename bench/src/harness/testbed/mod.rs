@@ -43,9 +43,21 @@ pub struct NodeFlags {
     pub pipeline_depth: usize,
     /// `core --home-driver`.
     pub home_drivers: bool,
+    /// The first K cores run without `--home-driver` even with `home_drivers`.
+    pub dead_home_drivers: usize,
 }
 
 impl NodeFlags {
+    /// The flags of core `i`: [`NodeFlags::core_flags`], without a home driver for the first
+    /// `dead_home_drivers` cores.
+    pub fn core_flags_of(&self, i: usize) -> Vec<String> {
+        NodeFlags {
+            home_drivers: self.home_drivers && i >= self.dead_home_drivers,
+            ..self.clone()
+        }
+        .core_flags()
+    }
+
     /// The flags of `sleepyseal core` these stand for (its home driver's included).
     pub fn core_flags(&self) -> Vec<String> {
         let mut flags = vec![
@@ -219,7 +231,7 @@ impl Testbed {
             format!("--store={}", self.dir.join(format!("store-{i}")).display()),
             format!("--metrics-addr=127.0.0.1:{}", self.core_metrics[i]),
         ];
-        argv.extend(self.spec.flags.core_flags());
+        argv.extend(self.spec.flags.core_flags_of(i));
         argv.extend_from_slice(&self.spec.core_extra);
         argv.extend(self.wan_flags(|p| &p.cores[i], None));
         let log = self.logs.join(format!("core-{i}.log"));
