@@ -503,3 +503,21 @@ fn an_own_header_handed_over_is_carried_at_once() {
         assert_eq!(payloads, &vec![payload.clone()], "core {i}");
     }
 }
+
+/// Core 3's home driver is dead for good: its successor's cover is renewed as long as nobody
+/// else carries core 3's payloads, so core 3 keeps up over many cover periods instead of
+/// losing a few headers (orphans) at the end of each.
+#[test]
+fn a_cover_is_renewed_while_nobody_else_carries() {
+    const GRACE_MS: u64 = 50;
+    let homes = [Some(0), Some(1), Some(2), Some(3)];
+    let mut net = Net::new(4, &homes, &[true, true, true, false], GRACE_MS);
+    let period = COVER_GRACES * GRACE_MS;
+    for _ in 0..(20 * period / STEP_MS) {
+        net.step();
+    }
+    let (of_3, of_0) = (net.committed_of(0, 3), net.committed_of(0, 0));
+    println!("over 20 cover periods: committed payloads of core 3 {of_3}, core 0 {of_0}");
+    assert!(of_0 > 100, "too few rounds to tell: {of_0}");
+    assert!(10 * of_3 >= 9 * of_0, "core 3 {of_3}, core 0 {of_0}");
+}

@@ -22,16 +22,19 @@
 //!   newest), went uncarried (no vote from any other core, no core reports a certificate of A at
 //!   its round or later), nobody carries A's payloads (A's home driver is dead, or there is
 //!   none). The driver then carries A's payloads eagerly, like its home core's, for
-//!   [`COVER_GRACES`] grace periods; after that it waits for A's home driver again, and covers
-//!   again if A's headers first seen since still go uncarried. Uncarried means: for A's
+//!   [`COVER_GRACES`] grace periods, renewed while no core but A votes on a header of A the
+//!   driver did not bundle (nobody else carries them; a home driver that came back gets A's
+//!   headers in process and delivers them first); after that it waits for A's home driver
+//!   again, and covers again if A's headers first seen since still go uncarried. Uncarried
+//!   means: for A's
 //!   **successor** (the driver whose home core is next after A), for a few rounds at the DAG's
 //!   pace ([`DriverState::successor_wait`]); for every other driver, for two grace periods, so
 //!   they cover only if the successor's driver is dead too. One driver covers, and it starts
 //!   within a few rounds: every header of A until a cover starts is an orphan (its
 //!   transactions are proposed again gc depth rounds later, never lost), and A advances a round
-//!   every few tens of ms on a LAN. So a dead home driver costs a few orphaned headers per cover
-//!   period, and A's payloads are pulled and carried once. A cover runs out only while its
-//!   author proposes payloads (an idle author keeps its cover).
+//!   every few tens of ms on a LAN. So a dead home driver costs a few orphaned headers when it
+//!   dies, and A's payloads are pulled and carried once. A cover runs out only while its author
+//!   proposes payloads (an idle author keeps its cover).
 //! - **certificates** follow their payloads: a certificate bundle carries at once the
 //!   certificates of the authors whose payloads the driver carries eagerly, and any other once
 //!   the driver has held it for the grace period and the core still seems to lack it (its own
@@ -272,6 +275,7 @@ impl DriverState {
         }
         self.next_cover_check = Millis(self.now.0 + self.config.poll_interval_ms.max(1));
         self.extend_idle_covers();
+        self.renew_needed_covers();
         let period = COVER_GRACES.saturating_mul(self.config.payload_grace_ms);
         let grace = self.grace();
         // Two grace periods, but within the cover period however slow the DAG (the grace
@@ -303,6 +307,27 @@ impl DriverState {
             let author = AuthorityIndex(index as u16);
             tracing::debug!(%author, "covering the payloads of an author nobody carries");
             self.covered_until[index] = Millis(self.now.0.saturating_add(period));
+            self.carried_by_others[index] = false;
+        }
+    }
+
+    /// Renews, for another cover period, a cover about to run out (before the next check)
+    /// during which no core other than its author voted on a header of that author this driver
+    /// had not bundled: nobody else carries its payloads, and letting the cover run out would
+    /// leave its next headers uncarried until the cover starts again, each an orphan. A home
+    /// driver that came back carries its core's headers before this driver bundles them (it
+    /// gets them in process, this driver a round trip later), so its cover then runs out.
+    fn renew_needed_covers(&mut self) {
+        let soon = Millis(self.now.0 + self.config.poll_interval_ms.max(1));
+        let period = COVER_GRACES.saturating_mul(self.config.payload_grace_ms);
+        for index in 0..self.cores.len() {
+            let author = AuthorityIndex(index as u16);
+            if self.covers(author) && self.covered_until[index] <= soon {
+                if !self.carried_by_others[index] {
+                    self.covered_until[index] = Millis(self.now.0.saturating_add(period));
+                }
+                self.carried_by_others[index] = false;
+            }
         }
     }
 

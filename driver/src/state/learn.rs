@@ -264,6 +264,7 @@ impl DriverState {
                 round: signed.header.round(),
                 payload: signed.header.payload().len > 0,
                 fresh: signed.header.round().next() >= self.top,
+                bundled: false,
             };
             let payload = signed.header.payload();
             if payload.len > 0 {
@@ -299,6 +300,15 @@ impl DriverState {
             return;
         }
         self.cores[from.as_usize()].done.insert(vote.header_digest);
+        if from != author
+            && self.covers(author)
+            && self
+                .header_seen
+                .get(&vote.header_digest)
+                .is_some_and(|seen| !seen.bundled)
+        {
+            self.carried_by_others[author.as_usize()] = true;
+        }
         let votes = self.votes.entry(vote.header_digest).or_default();
         if votes.contains_key(&vote.voter) {
             return;

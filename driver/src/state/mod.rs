@@ -171,6 +171,8 @@ struct Seen {
     /// Whether it was of the newest round or the one before ([`DriverState::top_round`]) when
     /// first seen: a header any driver would still offer.
     fresh: bool,
+    /// Whether this driver put it in a header bundle.
+    bundled: bool,
 }
 
 /// What the driver knows of one core.
@@ -236,6 +238,10 @@ pub struct DriverState {
     /// Per author: until when this driver carries its payloads eagerly although it is not its
     /// home core, because its headers went uncarried (see `carriage`); 0 if never.
     covered_until: Vec<Millis>,
+    /// Per covered author: whether a core other than the author voted on one of its headers
+    /// this driver never bundled, since the cover began: someone else carries its payloads,
+    /// and the cover is not renewed (see `carriage`).
+    carried_by_others: Vec<bool>,
     /// No look for uncarried authors before this time (see `carriage`).
     next_cover_check: Millis,
     /// How fast the DAG advances (the grace period follows it, see `carriage`).
@@ -259,6 +265,7 @@ impl DriverState {
             cores: vec![CoreView::default(); committee.size()],
             payloads: PayloadCache::new(config.payload_cache_bytes),
             covered_until: vec![Millis::default(); committee.size()],
+            carried_by_others: vec![false; committee.size()],
             committee,
             config,
             headers: BTreeMap::new(),
