@@ -20,13 +20,15 @@ use support::Served;
 const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
 const T: Duration = Duration::from_secs(5);
 
-/// Regions `a` and `b`, 20 ms apart one way, no jitter, no loss.
-const PROFILE: &str = r#"
+/// Regions `a` and `b`, 20 ms apart one way, no jitter, no loss, links of `mbps` Mbit/s.
+fn profile(mbps: u32) -> String {
+    format!(
+        r#"
 regions = ["a", "b"]
 [defaults]
 jitter_ms = 0
 loss = 0
-bandwidth_mbps = 1000
+bandwidth_mbps = {mbps}
 [[links]]
 between = ["a", "b"]
 delay_ms = 20
@@ -36,13 +38,21 @@ delay_ms = 0.1
 [[links]]
 between = ["b", "b"]
 delay_ms = 0.1
-"#;
+"#
+    )
+}
 
-/// The emulator of a process in `own` region that sees 127.0.0.1 in region `peer`: both ends of
-/// a loopback pair live on one address, so each places the other by its own hosts table.
+/// The emulator of a process in `own` region that sees 127.0.0.1 in region `peer`, on
+/// 1 Gbit/s links: both ends of a loopback pair live on one address, so each places the other
+/// by its own hosts table.
 fn wan(own: &str, peer: &str) -> Wan {
+    wan_at(1_000, own, peer)
+}
+
+/// [`wan`] on links of `mbps` Mbit/s.
+fn wan_at(mbps: u32, own: &str, peer: &str) -> Wan {
     let hosts = BTreeMap::from([(IpAddr::from(LOOPBACK), peer.to_string())]);
-    let profile = WanProfile::from_toml_str(PROFILE)
+    let profile = WanProfile::from_toml_str(&profile(mbps))
         .unwrap()
         .with_hosts(hosts)
         .unwrap();
@@ -198,42 +208,17 @@ async fn control_pair_without_emulation_is_fast_and_finds_a_larger_mtu() {
     served.stop().await;
 }
 
-/// Regions `a` and `b`, 20 ms apart one way over a 50 Mbit/s link: 4 MB take 0.7 s to send.
-const SLOW_PROFILE: &str = r#"
-regions = ["a", "b"]
-[defaults]
-jitter_ms = 0
-loss = 0
-bandwidth_mbps = 50
-[[links]]
-between = ["a", "b"]
-delay_ms = 20
-[[links]]
-between = ["a", "a"]
-delay_ms = 0.1
-[[links]]
-between = ["b", "b"]
-delay_ms = 0.1
-"#;
-
 /// A request that outlasts its timeout because the path is slow, not because the core is gone,
 /// keeps its connection: the core was heard from meanwhile (acknowledgements), and a fresh
 /// connection would start over from a small congestion window and time out again. The next
 /// request goes over the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_that_times_out_keeps_its_connection() {
-    let place = |own: &str, peer: &str| {
-        let hosts = BTreeMap::from([(IpAddr::from(LOOPBACK), peer.to_string())]);
-        let profile = WanProfile::from_toml_str(SLOW_PROFILE)
-            .unwrap()
-            .with_hosts(hosts)
-            .unwrap();
-        Wan::new(profile, own, 42).unwrap()
-    };
-    let served = serve("slow", Some(place("a", "b"))).await;
+    // 50 Mbit/s: the 4 MB request takes 0.7 s to send.
+    let served = serve("slow", Some(wan_at(50, "a", "b"))).await;
     let options = ClientOptions {
         bind_ip: Some(IpAddr::from(LOOPBACK)),
-        wan: Some(place("b", "a")),
+        wan: Some(wan_at(50, "b", "a")),
     };
     let clients = Clients::with_options(&served.testbed, NetLimits::default(), options).unwrap();
     let core = clients.core(AuthorityIndex(0));

@@ -108,13 +108,6 @@ impl DriverState {
             Purpose::FetchFor(c) | Purpose::PayloadsFor(c) => c,
         };
         let items = carried_items(&body);
-        if let RequestBody::HeaderBundle { headers, .. } = &body {
-            for h in headers {
-                if let Some(seen) = self.header_seen.get_mut(&h.header.digest()) {
-                    seen.bundled = true;
-                }
-            }
-        }
         self.cores[slot.as_usize()].in_flight.push(InFlight {
             id,
             sent_at: now,

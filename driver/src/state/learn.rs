@@ -157,7 +157,8 @@ impl DriverState {
 
     /// Records what a successful request delivered to `core`.
     pub fn mark_delivered(&mut self, core: AuthorityIndex, request: &RequestBody) {
-        let sent = &mut self.cores[core.as_usize()].sent;
+        let view = &mut self.cores[core.as_usize()];
+        let sent = &mut view.sent;
         let (certificates, payloads): (&[Certificate], &[Payload]) = match request {
             RequestBody::CertBundle {
                 certificates,
@@ -177,6 +178,10 @@ impl DriverState {
         sent.extend(payloads.iter().map(Payload::digest));
         if let RequestBody::CertBundle { parents, .. } = request {
             sent.extend(parents.iter().map(Certificate::digest));
+        }
+        if let RequestBody::HeaderBundle { headers, .. } = request {
+            view.headers_sent
+                .extend(headers.iter().map(|h| h.header.digest()));
         }
     }
 
@@ -264,7 +269,6 @@ impl DriverState {
                 round: signed.header.round(),
                 payload: signed.header.payload().len > 0,
                 fresh: signed.header.round().next() >= self.top,
-                bundled: false,
             };
             let payload = signed.header.payload();
             if payload.len > 0 {
@@ -300,12 +304,13 @@ impl DriverState {
             return;
         }
         self.cores[from.as_usize()].done.insert(vote.header_digest);
+        // A delivery is recorded before its reply is learned: a vote of a core this driver had
+        // not delivered the header to came from someone else's delivery.
         if from != author
             && self.covers(author)
-            && self
-                .header_seen
-                .get(&vote.header_digest)
-                .is_some_and(|seen| !seen.bundled)
+            && !self.cores[from.as_usize()]
+                .headers_sent
+                .contains(&vote.header_digest)
         {
             self.carried_by_others[author.as_usize()] = true;
         }
@@ -421,6 +426,9 @@ impl DriverState {
             }
             if view.sent.len() > bound {
                 view.sent.clear();
+            }
+            if view.headers_sent.len() > bound {
+                view.headers_sent.clear();
             }
         }
     }

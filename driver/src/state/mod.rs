@@ -171,8 +171,6 @@ struct Seen {
     /// Whether it was of the newest round or the one before ([`DriverState::top_round`]) when
     /// first seen: a header any driver would still offer.
     fresh: bool,
-    /// Whether this driver put it in a header bundle.
-    bundled: bool,
 }
 
 /// What the driver knows of one core.
@@ -191,6 +189,9 @@ struct CoreView {
     /// Certificate and payload digests delivered to this core (it holds them unless it said
     /// something was missing).
     sent: HashSet<Digest>,
+    /// Digests of the headers delivered to this core (a certificate's digest is its header's,
+    /// so they are kept apart from `sent`).
+    headers_sent: HashSet<Digest>,
     /// Payload digests the core lists as missing, with when this driver first saw each listed.
     missing_since: HashMap<Digest, Millis>,
     /// Where this core stands in catch-up after it reported missing history (see [`CatchUp`]).
@@ -239,8 +240,8 @@ pub struct DriverState {
     /// home core, because its headers went uncarried (see `carriage`); 0 if never.
     covered_until: Vec<Millis>,
     /// Per covered author: whether a core other than the author voted on one of its headers
-    /// this driver never bundled, since the cover began: someone else carries its payloads,
-    /// and the cover is not renewed (see `carriage`).
+    /// before this driver had delivered that header there, since the cover began: someone else
+    /// carries its payloads, and the cover is not renewed (see `carriage`).
     carried_by_others: Vec<bool>,
     /// No look for uncarried authors before this time (see `carriage`).
     next_cover_check: Millis,
