@@ -11,7 +11,7 @@ use super::payloads::unsigned_by;
 use super::{DriverState, InFlight, Outgoing, Purpose};
 
 /// How many poll intervals a driver with a home core waits between idle polls of another core
-/// (see [`DriverState::poll_interval_of`]).
+/// (the replies to its bundles bring most of what that core's summary would tell).
 pub const FOREIGN_POLL_FACTOR: u64 = 4;
 
 impl DriverState {
