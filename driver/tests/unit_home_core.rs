@@ -266,7 +266,7 @@ fn home_drivers_carry_each_payload_about_n_minus_1_times() {
 
 /// One driver with home core 0 and no other driver: before the grace period it never asks
 /// another core for its payload, nor carries one, except core 3's: core 0 is next after core 3,
-/// so its driver is core 3's successor and covers it within a few rounds. After the grace
+/// so its driver is core 3's successor and covers it after half the grace period. After the grace
 /// period it carries every core's payloads (nobody else does), and every core's transactions
 /// commit.
 #[test]
@@ -334,7 +334,7 @@ fn a_core_whose_home_driver_is_dead_still_commits() {
 }
 
 /// The home drivers of cores 3 and 0 are dead, so core 3's successor is dead too: the other
-/// drivers cover core 3 after two grace periods, and both cores' transactions commit.
+/// drivers cover core 3 after the grace period, and both cores' transactions commit.
 #[test]
 fn a_core_whose_successor_is_dead_too_is_covered_by_the_others() {
     let homes = [Some(0), Some(1), Some(2), Some(3)];

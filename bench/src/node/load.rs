@@ -346,15 +346,8 @@ impl Gate {
         let send = (self.credit.floor() as u64).min(due);
         self.credit -= send as f64;
         let held = due - send;
-        if send == 0 {
-            return Admission {
-                send,
-                held,
-                missed: 0,
-            };
-        }
         let bytes = send * tx_size;
-        if self.in_flight_bytes > 0 && self.in_flight_bytes + bytes > max {
+        if send > 0 && self.in_flight_bytes > 0 && self.in_flight_bytes + bytes > max {
             return Admission {
                 send: 0,
                 held,

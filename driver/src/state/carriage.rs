@@ -27,14 +27,14 @@
 //!   A's headers in process and delivers them first); after that it waits for A's home driver
 //!   again, and covers again if A's headers first seen since still go uncarried. Uncarried
 //!   means: for A's **successor** (the driver whose home core is next after A), for half the
-//!   grace period; for every other driver, for the grace period
-//!   ([`DriverState::cover_wait`]), so they cover only if the successor's driver is dead too. Grace alone would not keep A live:
-//!   A advances a round every few tens of ms on a LAN, so by the time a header of A passed the
-//!   grace period the other cores built on a quorum without it, and its late certificate is an
-//!   orphan (its transactions are proposed again gc depth rounds later, never lost). So a dead
-//!   home driver costs the orphaned headers of half a grace period when it dies, and its payloads
-//!   are pulled and carried once. A cover runs out only while its author proposes payloads (an
-//!   idle author keeps its cover).
+//!   grace period; for every other driver, for the grace period ([`DriverState::cover_wait`]),
+//!   so they cover only if the successor's driver is dead too. Grace alone would not keep A
+//!   live: A advances a round every few tens of ms on a LAN, so by the time a header of A passed
+//!   the grace period the other cores built on a quorum without it, and its late certificate is
+//!   an orphan (its transactions are proposed again gc depth rounds later, never lost). So a
+//!   dead home driver costs the orphaned headers of half a grace period when it dies, and its
+//!   payloads are pulled and carried once. A cover runs out only while its author proposes
+//!   payloads (an idle author keeps its cover).
 //! - **certificates** follow their payloads: a certificate bundle carries at once the
 //!   certificates of the authors whose payloads the driver carries eagerly, and any other once
 //!   the driver has held it for the grace period and the core still seems to lack it (its own
@@ -316,10 +316,10 @@ impl DriverState {
 
     /// Renews, for another cover period, a cover about to run out (before the next check)
     /// during which no core other than its author voted on a header of that author before this
-    /// driver delivered it there: nobody else carries its payloads, and letting the cover run out would
-    /// leave its next headers uncarried until the cover starts again, each an orphan. A home
-    /// driver that came back carries its core's headers before this driver bundles them (it
-    /// gets them in process, this driver a round trip later), so its cover then runs out.
+    /// driver delivered it there: nobody else carries its payloads, and letting the cover run
+    /// out would leave its next headers uncarried until the cover starts again, each an orphan.
+    /// A home driver that came back delivers its core's headers before this driver does (it
+    /// gets them in process, this driver a round trip later), so the cover then runs out.
     fn renew_needed_covers(&mut self) {
         let soon = Millis(self.now.0 + self.config.poll_interval_ms.max(1));
         let period = COVER_GRACES.saturating_mul(self.config.payload_grace_ms);
