@@ -67,12 +67,19 @@ fn run() -> anyhow::Result<()> {
         init_logging();
     }
     match cli.command {
-        Command::Local(args) => harness::main(*args, &with_flag),
-        Command::Cluster(args) => {
+        Command::Local(mut args) => {
+            let sub = matches
+                .subcommand_matches("local")
+                .expect("parsed as local");
+            args.wan_batch_defaults(given_in(sub));
+            harness::main(*args, &with_flag)
+        }
+        Command::Cluster(mut args) => {
             let sub = matches
                 .subcommand_matches("cluster")
                 .expect("parsed as cluster");
-            let given = |id: &str| sub.value_source(id) == Some(ValueSource::CommandLine);
+            args.local.wan_batch_defaults(given_in(sub));
+            let given = given_in(sub);
             let given = harness::cluster::Given {
                 cores: given("cores"),
                 drivers: given("drivers"),
@@ -98,9 +105,19 @@ fn with_flag(flag: &str) -> anyhow::Result<harness::LocalArgs> {
     let argv = std::env::args_os().chain([flag.into()]);
     let matches = command.try_get_matches_from(argv)?;
     match Cli::from_arg_matches(&matches)?.command {
-        Command::Local(args) => Ok(*args),
+        Command::Local(mut args) => {
+            if let Some(sub) = matches.subcommand_matches("local") {
+                args.wan_batch_defaults(given_in(sub));
+            }
+            Ok(*args)
+        }
         _ => anyhow::bail!("a sweep runs with `sleepyseal local`"),
     }
+}
+
+/// Whether a flag (by its argument id) was given on the command line of `sub`.
+fn given_in(sub: &clap::ArgMatches) -> impl Fn(&str) -> bool + '_ {
+    |id: &str| sub.value_source(id) == Some(ValueSource::CommandLine)
 }
 
 /// Logs to stderr at `info` unless `RUST_LOG` says otherwise.

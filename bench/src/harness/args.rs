@@ -63,11 +63,11 @@ pub struct LocalArgs {
     /// Most seconds to wait, after the load stops, for acknowledged transactions to commit.
     #[arg(long, default_value_t = 10)]
     pub drain: u64,
-    /// Payload bytes per header (`sleepyseal core --batch-size`).
+    /// Payload bytes per header (`sleepyseal core --batch-size`; 2000000 under --wan).
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE_BYTES)]
     pub batch_size: usize,
     /// Largest payload bytes per header, reached with a backlog (`sleepyseal core
-    /// --max-batch-size`; at least --batch-size).
+    /// --max-batch-size`; at least --batch-size; 6000000 under --wan).
     #[arg(long, default_value_t = CoreConfig::default().max_batch_size_bytes)]
     pub max_batch_size: usize,
     /// How long (ms) a core may wait for a full batch (`sleepyseal core --max-batch-delay-ms`).
@@ -132,7 +132,33 @@ pub struct LocalArgs {
     pub wan: Option<PathBuf>,
 }
 
+/// `--batch-size` under `--wan` unless given: across regions a round takes a few round trips, so
+/// a header carries more (README, tuning guide: multi-region at 50,000 tx/s is saturated at
+/// 36,968 with the loopback sizes and keeps up with these).
+pub const WAN_BATCH_SIZE_BYTES: usize = 2_000_000;
+/// `--max-batch-size` under `--wan` unless given.
+pub const WAN_MAX_BATCH_SIZE_BYTES: usize = 6_000_000;
+
 impl LocalArgs {
+    /// Under `--wan`, the batch sizes not given on the command line (`given` says which were)
+    /// become the WAN ones.
+    pub fn wan_batch_defaults(&mut self, given: impl Fn(&str) -> bool) {
+        if self.wan.is_none() {
+            return;
+        }
+        if !given("batch_size") {
+            let cap = if given("max_batch_size") {
+                self.max_batch_size
+            } else {
+                usize::MAX
+            };
+            self.batch_size = WAN_BATCH_SIZE_BYTES.min(cap);
+        }
+        if !given("max_batch_size") {
+            self.max_batch_size = WAN_MAX_BATCH_SIZE_BYTES.max(self.batch_size);
+        }
+    }
+
     /// The input rate of each run: `--rates`, else `--rate`.
     pub fn run_rates(&self) -> Vec<u64> {
         self.rates.clone().unwrap_or_else(|| vec![self.rate])
@@ -216,5 +242,55 @@ impl LocalArgs {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        local: LocalArgs,
+    }
+
+    /// `sleepyseal local ARGS` as `main` parses it.
+    fn parse(args: &[&str]) -> LocalArgs {
+        let argv = std::iter::once("local").chain(args.iter().copied());
+        let matches = Cli::command().get_matches_from(argv);
+        let mut cli = Cli::from_arg_matches(&matches).expect("valid flags");
+        cli.local
+            .wan_batch_defaults(|id| matches.value_source(id) == Some(ValueSource::CommandLine));
+        cli.local
+    }
+
+    #[test]
+    fn batch_sizes_under_wan_default_larger_and_given_ones_stand() {
+        let loopback = parse(&[]);
+        let core = CoreConfig::default();
+        assert_eq!(
+            (loopback.batch_size, loopback.max_batch_size),
+            (core.batch_size_bytes, core.max_batch_size_bytes)
+        );
+        let wan = parse(&["--wan", "multi-region"]);
+        assert_eq!(
+            (wan.batch_size, wan.max_batch_size),
+            (WAN_BATCH_SIZE_BYTES, WAN_MAX_BATCH_SIZE_BYTES)
+        );
+        let given = parse(&["--wan", "multi-region", "--batch-size", "300000"]);
+        assert_eq!(
+            (given.batch_size, given.max_batch_size),
+            (300_000, WAN_MAX_BATCH_SIZE_BYTES)
+        );
+        let small_max = parse(&["--wan", "multi-region", "--max-batch-size", "1000000"]);
+        assert_eq!(
+            (small_max.batch_size, small_max.max_batch_size),
+            (1_000_000, 1_000_000),
+            "the batch stays within a given maximum"
+        );
     }
 }
