@@ -245,24 +245,26 @@ impl LocalArgs {
     }
 }
 
+/// The flags of `sleepyseal local` alone, for tests that parse a command line.
+#[cfg(test)]
+#[derive(clap::Parser)]
+pub(crate) struct LocalCli {
+    #[command(flatten)]
+    pub(crate) local: LocalArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use clap::parser::ValueSource;
-    use clap::{CommandFactory, FromArgMatches, Parser};
+    use clap::{CommandFactory, FromArgMatches};
 
     use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        local: LocalArgs,
-    }
 
     /// `sleepyseal local ARGS` as `main` parses it.
     fn parse(args: &[&str]) -> LocalArgs {
         let argv = std::iter::once("local").chain(args.iter().copied());
-        let matches = Cli::command().get_matches_from(argv);
-        let mut cli = Cli::from_arg_matches(&matches).expect("valid flags");
+        let matches = LocalCli::command().get_matches_from(argv);
+        let mut cli = LocalCli::from_arg_matches(&matches).expect("valid flags");
         cli.local
             .wan_batch_defaults(|id| matches.value_source(id) == Some(ValueSource::CommandLine));
         cli.local

@@ -316,13 +316,8 @@ fn process(name: String, kind: &'static str, argv: Vec<String>, wait_exit: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::args::LocalCli as Cli;
     use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        local: LocalArgs,
-    }
 
     fn inventory() -> Inventory {
         Inventory::from_list_json(
