@@ -67,13 +67,7 @@ fn run() -> anyhow::Result<()> {
         init_logging();
     }
     match cli.command {
-        Command::Local(mut args) => {
-            let sub = matches
-                .subcommand_matches("local")
-                .expect("parsed as local");
-            args.wan_batch_defaults(given_in(sub));
-            harness::main(*args, &with_flag)
-        }
+        Command::Local(args) => harness::main(local_args(args, &matches), &with_flag),
         Command::Cluster(mut args) => {
             let sub = matches
                 .subcommand_matches("cluster")
@@ -105,14 +99,18 @@ fn with_flag(flag: &str) -> anyhow::Result<harness::LocalArgs> {
     let argv = std::env::args_os().chain([flag.into()]);
     let matches = command.try_get_matches_from(argv)?;
     match Cli::from_arg_matches(&matches)?.command {
-        Command::Local(mut args) => {
-            if let Some(sub) = matches.subcommand_matches("local") {
-                args.wan_batch_defaults(given_in(sub));
-            }
-            Ok(*args)
-        }
+        Command::Local(args) => Ok(local_args(args, &matches)),
         _ => anyhow::bail!("a sweep runs with `sleepyseal local`"),
     }
+}
+
+/// The flags of `local` parsed into `args`, with the WAN batch sizes where `matches` gave none.
+fn local_args(mut args: Box<harness::LocalArgs>, matches: &clap::ArgMatches) -> harness::LocalArgs {
+    let sub = matches
+        .subcommand_matches("local")
+        .expect("parsed as local");
+    args.wan_batch_defaults(given_in(sub));
+    *args
 }
 
 /// Whether a flag (by its argument id) was given on the command line of `sub`.

@@ -18,17 +18,18 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::testbed::Kind;
 use crate::node::observe::Observed;
 
 mod cluster;
 mod data_path;
 mod load;
+mod usage;
 
 pub use cluster::{Agreement, ClusterSection, HostReport};
 pub use data_path::{CoreFlow, DataPath};
 pub use load::{read_loads, LoadSummary};
 use load::{saturation, total_load};
+pub use usage::{usage, KindUsage, ProcessSamples};
 
 /// The parameters of a run, as reported.
 #[derive(Clone, Debug, Serialize)]
@@ -148,21 +149,6 @@ impl Latency {
     }
 }
 
-/// CPU and memory of one kind of process.
-#[derive(Clone, Debug, Serialize)]
-pub struct KindUsage {
-    /// The kind.
-    pub kind: String,
-    /// Processes of this kind.
-    pub processes: usize,
-    /// CPU seconds used during the measurement window (all processes of the kind).
-    pub cpu_s: f64,
-    /// Average cores busy during the window (cpu_s / window seconds).
-    pub cores_busy: f64,
-    /// Largest peak RSS of one process of the kind (MiB).
-    pub peak_rss_mib: f64,
-}
-
 /// The report of one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -215,25 +201,6 @@ pub struct Report {
     /// What moving one transaction cost (absent when `/proc` was not sampled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_path: Option<DataPath>,
-}
-
-/// What `/proc` said of the run's processes.
-#[derive(Clone, Debug, Default)]
-pub struct ProcessSamples {
-    /// CPU seconds per kind at the start of the window.
-    pub cpu_start: Vec<(Kind, f64)>,
-    /// CPU seconds per kind at the end of the window.
-    pub cpu_end: Vec<(Kind, f64)>,
-    /// Peak RSS (KiB) of each process.
-    pub peak_rss_kib: Vec<(Kind, u64)>,
-    /// `/proc` counters per kind at the start of the window (empty if not sampled).
-    pub detail_start: Vec<(Kind, crate::node::procstat::ProcStats)>,
-    /// See `detail_start`.
-    pub detail_end: Vec<(Kind, crate::node::procstat::ProcStats)>,
-    /// The cores' metrics at the start of the window.
-    pub flow_start: Option<CoreFlow>,
-    /// See `flow_start`.
-    pub flow_end: Option<CoreFlow>,
 }
 
 /// Computes the report of a run.
@@ -307,44 +274,6 @@ pub fn build(
     }
 }
 
-/// CPU and memory per process kind over a window of `window_s` seconds, and the CPU seconds of
-/// cores and drivers together (load clients are not the system).
-pub fn usage(samples: &ProcessSamples, window_s: f64) -> (Vec<KindUsage>, f64) {
-    let mut usage = Vec::new();
-    let mut system_cpu = 0.0;
-    for kind in [
-        Kind::Core,
-        Kind::Driver,
-        Kind::Load,
-        Kind::Observer,
-        Kind::Harness,
-    ] {
-        let at = |v: &[(Kind, f64)]| v.iter().find(|(k, _)| *k == kind).map(|(_, c)| *c);
-        let (Some(end), start) = (at(&samples.cpu_end), at(&samples.cpu_start).unwrap_or(0.0))
-        else {
-            continue;
-        };
-        let cpu = (end - start).max(0.0);
-        if matches!(kind, Kind::Core | Kind::Driver) {
-            system_cpu += cpu;
-        }
-        let rss: Vec<u64> = samples
-            .peak_rss_kib
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, r)| *r)
-            .collect();
-        usage.push(KindUsage {
-            kind: kind.name().into(),
-            processes: rss.len(),
-            cpu_s: cpu,
-            cores_busy: cpu / window_s,
-            peak_rss_mib: rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
-        });
-    }
-    (usage, system_cpu)
-}
-
 /// Per second since the load started: committed transactions, end-to-end p50 and p99 (ms).
 fn timeline(o: &Observed) -> Vec<(u64, u64, f64, f64)> {
     o.seconds
@@ -397,6 +326,7 @@ pub fn write_sweep_json(dir: &Path, reports: &[Report]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::testbed::Kind;
     use crate::node::procstat::ProcStats;
     use crate::node::transaction::{parse_transaction, transaction};
     use sleepyseal_core::messages::PayloadRef;
