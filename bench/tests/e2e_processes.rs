@@ -561,3 +561,96 @@ fn progress_survives_a_killed_driver_and_two_drivers_are_safe() {
     c.check_all_committed(&acknowledged, Duration::from_secs(30));
     c.assert_clean_shutdown();
 }
+
+/// Runs `sleepyseal` with `args` to its exit (at most 30 s): whether it succeeded, and its
+/// standard error.
+fn run_to_exit(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("sleepyseal {args:?} still running after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.success(), stderr)
+}
+
+/// GC_DEPTH and CHECKPOINT_INTERVAL are the committee's (PROTOCOL.md §4.6): a core refuses a
+/// command-line value other than the committee's, and a committee file whose depth was edited
+/// after genesis, with errors that say what to do; nothing is written to its store.
+#[test]
+fn a_core_refuses_protocol_constants_other_than_the_committees() {
+    let dir = std::env::temp_dir().join(format!("sleepyseal-e2e-constants-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let testbed = dir.join("testbed");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let (ok, err) = run_to_exit(&[
+        &os("genesis"),
+        &os("--dir"),
+        testbed.as_os_str(),
+        &os("--gc-depth"),
+        &os("20"),
+        &os("--checkpoint-interval"),
+        &os("40"),
+    ]);
+    assert!(ok, "genesis failed: {err}");
+    let committee = testbed.join("committee.json");
+    let key = testbed.join("core-0.key");
+    let store = dir.join("store-0");
+    let core = |extra: &[&str]| {
+        let mut args = vec![
+            os("core"),
+            os("--committee"),
+            committee.clone().into_os_string(),
+            os("--key"),
+            key.clone().into_os_string(),
+            os("--store"),
+            store.clone().into_os_string(),
+            // Bounded, should the refusal ever be missing.
+            os("--stop-at-us"),
+            os(&(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros()
+                + 10_000_000)
+                .to_string()),
+        ];
+        args.extend(extra.iter().map(|s| os(s)));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        run_to_exit(&refs)
+    };
+    let (ok, err) = core(&["--gc-depth", "50"]);
+    assert!(!ok, "a core started with another --gc-depth");
+    assert!(
+        err.contains("--gc-depth 50 differs from the committee's 20"),
+        "{err}"
+    );
+    let (ok, err) = core(&["--checkpoint-interval", "100"]);
+    assert!(!ok, "a core started with another --checkpoint-interval");
+    assert!(err.contains("differs from the committee's 40"), "{err}");
+    assert!(!store.exists(), "a refused core touched its store");
+
+    let text = std::fs::read_to_string(&committee).unwrap();
+    std::fs::write(
+        &committee,
+        text.replace("\"gc_depth\": 20", "\"gc_depth\": 50"),
+    )
+    .unwrap();
+    let (ok, err) = core(&[]);
+    assert!(!ok, "a core started from an edited committee file");
+    assert!(err.contains("does not match"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

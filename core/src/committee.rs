@@ -1,10 +1,11 @@
-//! The committee, its thresholds (PROTOCOL.md §1) and the leader schedule (§5).
+//! The committee, its thresholds and instance id (PROTOCOL.md §1), the committee-wide protocol
+//! constants (§4.6) and the leader schedule (§5).
 
 use std::sync::Arc;
 
 use crate::crypto::PublicKey;
-use crate::hash::{Hasher, TAG_LEADER};
-use crate::limits::MAX_COMMITTEE_SIZE;
+use crate::hash::{Hasher, TAG_INSTANCE, TAG_LEADER};
+use crate::limits::{MAX_COMMITTEE_SIZE, MAX_GENESIS_NONCE_BYTES, MAX_PROTOCOL_CONSTANT};
 use crate::types::{AuthorityIndex, Digest, Round, Stake};
 
 /// One validator.
@@ -18,6 +19,71 @@ pub struct Authority {
     pub stake: Stake,
     /// Where its core listens (informational for the core itself; used by drivers).
     pub address: String,
+}
+
+/// Default GC_DEPTH: rounds kept for consensus below the last committed leader (§4.6).
+pub const DEFAULT_GC_DEPTH: u64 = 50;
+/// Default CHECKPOINT_INTERVAL: rounds between checkpoint boundaries (§8a.1).
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 100;
+
+/// The protocol constants every core of a committee must share (PROTOCOL.md §4.6). The committed
+/// sub-DAG is cut at gc_round, so two honest cores with different depths can commit different
+/// sequences; both constants are therefore fixed at genesis and hashed into the instance id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtocolConstants {
+    /// GC_DEPTH: gc_round = last_committed_round − GC_DEPTH.
+    pub gc_depth: u64,
+    /// CHECKPOINT_INTERVAL: a checkpoint boundary each time a committed leader's round reaches a
+    /// new multiple of it.
+    pub checkpoint_interval: u64,
+}
+
+impl Default for ProtocolConstants {
+    fn default() -> ProtocolConstants {
+        ProtocolConstants {
+            gc_depth: DEFAULT_GC_DEPTH,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+        }
+    }
+}
+
+impl ProtocolConstants {
+    /// Checks both constants: each at least 1 and at most [`MAX_PROTOCOL_CONSTANT`].
+    pub fn check(&self) -> Result<(), CommitteeError> {
+        for (name, value) in [
+            ("gc_depth", self.gc_depth),
+            ("checkpoint_interval", self.checkpoint_interval),
+        ] {
+            if !(1..=MAX_PROTOCOL_CONSTANT).contains(&value) {
+                return Err(CommitteeError::BadConstant { name, value });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The instance id of a committee (PROTOCOL.md §1): `H(SEAL/INSTANCE/v1 ‖ genesis nonce ‖ every
+/// (index, key, stake) ‖ the constants)`, every field length-prefixed or fixed-size. Addresses are
+/// left out: a validator may move without starting another instance.
+pub fn instance_id(
+    nonce: &[u8],
+    authorities: &[Authority],
+    constants: ProtocolConstants,
+) -> Digest {
+    let nonce_len = u32::try_from(nonce.len()).expect("nonce length is checked");
+    let count = u32::try_from(authorities.len()).expect("committee size is checked");
+    let mut h = Hasher::new(TAG_INSTANCE);
+    h.update(&nonce_len.to_le_bytes())
+        .update(nonce)
+        .update(&count.to_le_bytes());
+    for a in authorities {
+        h.update(&a.index.0.to_le_bytes())
+            .update(&a.public_key.0)
+            .update(&a.stake.0.to_le_bytes());
+    }
+    h.update(&constants.gc_depth.to_le_bytes())
+        .update(&constants.checkpoint_interval.to_le_bytes())
+        .finish()
 }
 
 /// Why a committee description is not usable.
@@ -51,6 +117,27 @@ pub enum CommitteeError {
     /// A public key that is not a valid ed25519 point, or a small-order one (anyone can sign for it).
     #[error("authority {0} has an invalid or small-order public key")]
     BadPublicKey(AuthorityIndex),
+    /// A protocol constant out of range.
+    #[error("protocol constant {name} = {value} is out of range (1..={max})", max = MAX_PROTOCOL_CONSTANT)]
+    BadConstant {
+        /// Which constant.
+        name: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// A genesis nonce longer than the limit.
+    #[error("genesis nonce of {0} bytes exceeds the limit of {max}", max = MAX_GENESIS_NONCE_BYTES)]
+    NonceTooLong(usize),
+    /// The instance id given does not follow from the nonce, the authorities and the constants:
+    /// the file was edited (another depth, another stake, another key) or belongs to another
+    /// instance.
+    #[error("instance id {claimed} does not match {computed}, the id of its nonce, authorities and protocol constants (edited, or of another version)")]
+    InstanceMismatch {
+        /// The id written down.
+        claimed: Digest,
+        /// The id recomputed.
+        computed: Digest,
+    },
 }
 
 /// Why a set of signers does not count.
@@ -81,6 +168,7 @@ pub type ThresholdRule = fn(total: Stake) -> (Stake, Stake, Stake);
 #[derive(Clone, Debug)]
 pub struct Committee {
     instance: Digest,
+    constants: ProtocolConstants,
     authorities: Vec<Authority>,
     total: Stake,
     quorum: Stake,
@@ -89,13 +177,57 @@ pub struct Committee {
 
 impl PartialEq for Committee {
     fn eq(&self, other: &Committee) -> bool {
-        self.instance == other.instance && self.authorities == other.authorities
+        self.instance == other.instance
+            && self.constants == other.constants
+            && self.authorities == other.authorities
     }
 }
 
 impl Committee {
-    /// Validates and builds a committee.
-    pub fn new(instance: Digest, authorities: Vec<Authority>) -> Result<Committee, CommitteeError> {
+    /// The committee of a new instance: its id computed by [`instance_id`].
+    pub fn genesis(
+        nonce: &[u8],
+        authorities: Vec<Authority>,
+        constants: ProtocolConstants,
+    ) -> Result<Committee, CommitteeError> {
+        if nonce.len() > MAX_GENESIS_NONCE_BYTES {
+            return Err(CommitteeError::NonceTooLong(nonce.len()));
+        }
+        let committee = Committee::new(Digest::default(), authorities, constants)?;
+        let instance = instance_id(nonce, &committee.authorities, constants);
+        Ok(Committee {
+            instance,
+            ..committee
+        })
+    }
+
+    /// A committee as written down (a committee file): its id recomputed from the nonce, the
+    /// authorities and the constants, and refused unless it equals `claimed`. So cores given
+    /// different constants, or a file edited after genesis, never form one instance.
+    pub fn load(
+        claimed: Digest,
+        nonce: &[u8],
+        authorities: Vec<Authority>,
+        constants: ProtocolConstants,
+    ) -> Result<Committee, CommitteeError> {
+        let committee = Committee::genesis(nonce, authorities, constants)?;
+        if committee.instance != claimed {
+            return Err(CommitteeError::InstanceMismatch {
+                claimed,
+                computed: committee.instance,
+            });
+        }
+        Ok(committee)
+    }
+
+    /// Validates and builds a committee with the instance id given as is. Tests and simulations
+    /// name their instances this way; a committee file goes through [`Committee::load`].
+    pub fn new(
+        instance: Digest,
+        authorities: Vec<Authority>,
+        constants: ProtocolConstants,
+    ) -> Result<Committee, CommitteeError> {
+        constants.check()?;
         if authorities.is_empty() {
             return Err(CommitteeError::Empty);
         }
@@ -126,6 +258,7 @@ impl Committee {
         let (_, quorum, validity) = thresholds(Stake(total));
         Ok(Committee {
             instance,
+            constants,
             authorities,
             total: Stake(total),
             quorum,
@@ -140,6 +273,24 @@ impl Committee {
         self.quorum = quorum;
         self.validity = validity;
         self
+    }
+
+    /// The same committee, instance id unchanged, with other protocol constants: what a core
+    /// started with a local `--gc-depth` did before the constants moved into the committee.
+    /// Negative controls only (one honest core on another depth must be caught by the
+    /// checkers); nothing in the node binary calls it.
+    pub fn with_constants_unbound(mut self, constants: ProtocolConstants) -> Committee {
+        self.constants = constants;
+        self
+    }
+
+    /// The committee-wide protocol constants.
+    pub fn constants(&self) -> ProtocolConstants {
+        self.constants
+    }
+    /// GC_DEPTH.
+    pub fn gc_depth(&self) -> u64 {
+        self.constants.gc_depth
     }
 
     /// The instance id every message carries.

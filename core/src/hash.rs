@@ -15,6 +15,10 @@ pub const TAG_LEADER: &[u8] = b"SEAL/LEADER/v1";
 pub const TAG_COMMIT: &[u8] = b"SEAL/COMMIT/v1";
 /// Tag of the seed that derandomises batch verification.
 pub const TAG_BATCH: &[u8] = b"SEAL/BATCH/v1";
+/// Tag of checkpoint digests and of the message a checkpoint signature signs (§8a).
+pub const TAG_CHECKPOINT: &[u8] = b"SEAL/CKPT/v1";
+/// Tag of a committee's instance id (PROTOCOL.md §1).
+pub const TAG_INSTANCE: &[u8] = b"SEAL/INSTANCE/v1";
 /// Tag of deterministic test keys.
 pub const TAG_KEY: &[u8] = b"SEAL/KEY/v1";
 

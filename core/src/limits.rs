@@ -17,6 +17,10 @@ pub const MAX_PAYLOADS_PER_REQUEST: usize = 4_096;
 pub const MAX_HEADERS_PER_REQUEST: usize = 1_024;
 /// Most validators in a committee (bounds bitmaps, parent lists and per-author vectors).
 pub const MAX_COMMITTEE_SIZE: usize = 1_024;
+/// Longest genesis nonce of a committee file, in bytes.
+pub const MAX_GENESIS_NONCE_BYTES: usize = 64;
+/// Largest value of a protocol constant (GC_DEPTH, CHECKPOINT_INTERVAL), in rounds.
+pub const MAX_PROTOCOL_CONSTANT: u64 = 1 << 32;
 /// Most digests listed in one reply (missing parents, missing payloads).
 pub const MAX_DIGESTS_PER_MESSAGE: usize = 8_192;
 /// Most committed entries returned by one `ReadCommitted`.

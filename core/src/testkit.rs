@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::committee::{Authority, Committee};
+use crate::committee::{Authority, Committee, ProtocolConstants};
 use crate::crypto::KeyPair;
 use crate::hash::hash;
 use crate::messages::{vote_message, Certificate, Header, ParentRef, Payload, SignedHeader, Vote};
@@ -28,6 +28,24 @@ pub fn committee_with_stakes(stakes: &[u64]) -> Arc<Committee> {
 
 /// A committee of instance `instance` with the given stakes and deterministic keys.
 pub fn committee_for(instance: Digest, stakes: &[u64]) -> Arc<Committee> {
+    committee_with(instance, stakes, ProtocolConstants::default())
+}
+
+/// A committee of `n` equal-stake validators with GC_DEPTH `gc_depth`.
+pub fn committee_with_gc_depth(n: usize, gc_depth: u64) -> Arc<Committee> {
+    let constants = ProtocolConstants {
+        gc_depth,
+        ..ProtocolConstants::default()
+    };
+    committee_with(instance(), &vec![1; n], constants)
+}
+
+/// A committee of instance `instance` with the given stakes, constants and deterministic keys.
+pub fn committee_with(
+    instance: Digest,
+    stakes: &[u64],
+    constants: ProtocolConstants,
+) -> Arc<Committee> {
     let authorities = stakes
         .iter()
         .enumerate()
@@ -38,7 +56,7 @@ pub fn committee_for(instance: Digest, stakes: &[u64]) -> Arc<Committee> {
             address: format!("127.0.0.1:{}", 7000 + i),
         })
         .collect();
-    Arc::new(Committee::new(instance, authorities).expect("valid test committee"))
+    Arc::new(Committee::new(instance, authorities, constants).expect("valid test committee"))
 }
 
 /// A committee of `n` equal-stake validators.

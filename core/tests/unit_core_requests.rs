@@ -1,15 +1,19 @@
 //! Unit tier: request-level behaviour of `Core` that a driver depends on.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::messages::{Header, ParentRef};
 use sleepyseal_core::protocol::{CommittedView, Request, RequestBody, Response};
 use sleepyseal_core::store::MemStore;
-use sleepyseal_core::testkit::{committee, instance, keys, sign_header, DagBuilder};
+use sleepyseal_core::testkit::{
+    committee, committee_with_gc_depth, instance, keys, sign_header, DagBuilder,
+};
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{
-    AuthorityIndex, Core, CoreConfig, CoreError, KeyPair, Millis, Payload, Round, Status, Store,
-    Verifier,
+    AuthorityIndex, Committee, Core, CoreConfig, CoreError, KeyPair, Millis, Payload, Round,
+    Status, Store, Verifier,
 };
 
 fn fresh_core(me: u16) -> (Core, MemStore) {
@@ -18,11 +22,15 @@ fn fresh_core(me: u16) -> (Core, MemStore) {
 
 /// Core `me` of `committee(4)` with `config`, on an empty store.
 fn core_with(me: u16, config: CoreConfig) -> (Core, MemStore) {
-    let c = committee(4);
+    core_in(&committee(4), me, config)
+}
+
+/// Core `me` of `c` with `config`, on an empty store.
+fn core_in(c: &Arc<Committee>, me: u16, config: CoreConfig) -> (Core, MemStore) {
     let mut store = MemStore::new();
     let core = Core::recover(
         c.clone(),
-        default_schedule(&c),
+        default_schedule(c),
         KeyPair::deterministic(0, me),
         config,
         store.load().unwrap(),
@@ -244,14 +252,13 @@ fn verify_many_agrees_with_verify() {
 /// payload (even far below the GC floor). A restart rebuilds the same window.
 #[test]
 fn committed_window_is_bounded_and_keeps_payloads() {
-    let c = committee(4);
+    let c = committee_with_gc_depth(4, 2);
     let config = CoreConfig {
-        gc_depth: 2,
         retention_rounds: 0,
         committed_window_entries: 40,
         ..CoreConfig::default()
     };
-    let (mut core, mut store) = core_with(3, config.clone());
+    let (mut core, mut store) = core_in(&c, 3, config.clone());
     let verifier = Verifier::new(c.clone(), VerifierConfig::default());
     let mut b = DagBuilder::new(c.clone());
     b.full_rounds(30);
@@ -389,16 +396,15 @@ fn straggler_wait_is_bounded_and_skips_silent_authors() {
 /// of every own header is kept as long as the header is, whatever the jump.
 #[test]
 fn own_payload_survives_a_gc_jump_beyond_retention() {
-    let c = committee(4);
+    let c = committee_with_gc_depth(4, 2);
     let config = CoreConfig {
-        gc_depth: 2,
         retention_rounds: 0,
         leader_timeout_ms: 0,
         vote_timeout_ms: 0,
         straggler_wait_ms: 0,
         ..CoreConfig::default()
     };
-    let (mut core, mut store) = core_with(3, config.clone());
+    let (mut core, mut store) = core_in(&c, 3, config.clone());
     let verifier = Verifier::new(c.clone(), VerifierConfig::default());
     let submitted: Vec<Bytes> = (0..5u8).map(|i| Bytes::from(vec![i; 40])).collect();
     let submit = Request {

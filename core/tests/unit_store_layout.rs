@@ -12,11 +12,16 @@ use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
 use sleepyseal_core::store::wal::{WalOptions, WalStore};
 use sleepyseal_core::store::MemStore;
-use sleepyseal_core::testkit::{committee, instance, DagBuilder};
+use sleepyseal_core::testkit::{committee_with_gc_depth, instance, DagBuilder};
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{Core, CoreConfig, KeyPair, Millis, Round, Store, Verifier};
 
 const ME: u16 = 3;
+
+/// Four cores with GC_DEPTH 2: garbage collection and compaction within a few rounds.
+fn committee() -> std::sync::Arc<sleepyseal_core::Committee> {
+    committee_with_gc_depth(4, 2)
+}
 
 /// A scratch directory, removed on drop.
 struct TestDir(PathBuf);
@@ -51,7 +56,7 @@ struct Twin {
 }
 
 fn recover(config: &CoreConfig, store: &mut dyn Store) -> Core {
-    let c = committee(4);
+    let c = committee();
     Core::recover(
         c.clone(),
         default_schedule(&c),
@@ -70,7 +75,7 @@ impl Twin {
         Twin {
             durable: (recover(&config, &mut wal), Some(wal)),
             memory: (recover(&config, &mut mem), mem),
-            verifier: Verifier::new(committee(4), VerifierConfig::default()),
+            verifier: Verifier::new(committee(), VerifierConfig::default()),
             config,
             options,
             dir,
@@ -166,7 +171,6 @@ fn carried_bytes(b: &DagBuilder, seen: &mut HashSet<sleepyseal_core::Digest>) ->
 #[test]
 fn each_payload_byte_is_written_once_and_restarts_rebuild_the_mempool() {
     let config = CoreConfig {
-        gc_depth: 2,
         retention_rounds: 0,
         leader_timeout_ms: 0,
         vote_timeout_ms: 0,
@@ -195,7 +199,7 @@ fn each_payload_byte_is_written_once_and_restarts_rebuild_the_mempool() {
     t.restart();
 
     // Round 1 by the others: core 3 proposes round 2 with the first 60 transactions.
-    let c = committee(4);
+    let c = committee();
     let mut b = DagBuilder::new(c.clone());
     b.round(&[0, 1, 2], None);
     let mut seen = HashSet::new();

@@ -7,7 +7,7 @@
 
 use curve25519_dalek::constants::EIGHT_TORSION;
 use curve25519_dalek::edwards::CompressedEdwardsY;
-use sleepyseal_core::committee::{Authority, CommitteeError};
+use sleepyseal_core::committee::{Authority, CommitteeError, ProtocolConstants};
 use sleepyseal_core::crypto::{verify_batch, verify_one, SignatureItem};
 use sleepyseal_core::testkit::instance;
 use sleepyseal_core::{AuthorityIndex, Committee, KeyPair, PublicKey, Signature, Stake};
@@ -157,11 +157,16 @@ fn committees_refuse_small_order_keys() {
         authorities[2].public_key = PublicKey(encoding);
         assert!(
             matches!(
-                Committee::new(instance(), authorities),
+                Committee::new(instance(), authorities, ProtocolConstants::default()),
                 Err(CommitteeError::BadPublicKey(AuthorityIndex(2)))
             ),
             "vector {n} accepted as a committee key"
         );
     }
-    assert!(Committee::new(instance(), (0..4).map(honest).collect()).is_ok());
+    assert!(Committee::new(
+        instance(),
+        (0..4).map(honest).collect(),
+        ProtocolConstants::default()
+    )
+    .is_ok());
 }

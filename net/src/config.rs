@@ -1,8 +1,10 @@
 //! Testbed files: the committee file everyone reads, and one secret key file per core.
 //!
-//! The committee file holds, per core, its index, address, ed25519 public key, stake and TLS
-//! certificate (DER, hex). Drivers and clients pin each core's certificate from it. It holds
-//! nothing secret. A key file holds one core's ed25519 secret and TLS private key and is written
+//! The committee file holds the genesis nonce, the protocol constants (GC_DEPTH,
+//! CHECKPOINT_INTERVAL), the instance id they hash into, and per core its index, address, ed25519
+//! public key, stake and TLS certificate (DER, hex). Loading it recomputes the instance id and
+//! refuses a file whose id does not match (PROTOCOL.md §1). Drivers and clients pin each core's
+//! certificate from it. It holds nothing secret. A key file holds one core's ed25519 secret and TLS private key and is written
 //! readable by its owner only.
 
 use std::fs;
@@ -10,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sleepyseal_core::committee::{Authority, CommitteeError};
-use sleepyseal_core::hash::Hasher;
+use sleepyseal_core::committee::{Authority, CommitteeError, ProtocolConstants};
 use sleepyseal_core::{AuthorityIndex, Committee, Digest, KeyPair, PublicKey, Stake};
 
 /// Why a field of a testbed file does not decode.
@@ -32,7 +33,7 @@ pub enum FieldError {
         got: usize,
     },
     /// A committee file of another format version.
-    #[error("unsupported version {0}")]
+    #[error("unsupported version {0} (this build reads version {COMMITTEE_FILE_VERSION}; version 1 files predate the protocol constants: write a new testbed with `sleepyseal genesis`)")]
     Version(u32),
     /// Not a socket address.
     #[error("{0}")]
@@ -100,6 +101,9 @@ pub enum ConfigError {
     Certificate(String),
 }
 
+/// The committee file format this build writes and reads.
+pub const COMMITTEE_FILE_VERSION: u32 = 2;
+
 /// One core's entry in the committee file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuthorityEntry {
@@ -120,10 +124,23 @@ pub struct AuthorityEntry {
 pub struct CommitteeFile {
     /// Format version.
     pub version: u32,
-    /// The protocol instance (hex): every signed message is bound to it.
+    /// The genesis nonce (hex): what makes two committees of the same keys two instances.
+    pub nonce: String,
+    /// GC_DEPTH (PROTOCOL.md §4.6), the same for every core.
+    pub gc_depth: u64,
+    /// CHECKPOINT_INTERVAL (PROTOCOL.md §8a), the same for every core.
+    pub checkpoint_interval: u64,
+    /// The protocol instance (hex): every signed message is bound to it. It is the hash of the
+    /// nonce, every (index, key, stake) and the constants, and is checked when the file loads.
     pub instance: String,
     /// The cores.
     pub authorities: Vec<AuthorityEntry>,
+}
+
+/// Only the version of a committee file, read before the rest.
+#[derive(Deserialize)]
+struct FileVersion {
+    version: u32,
 }
 
 /// One core's secret key file.
@@ -178,18 +195,19 @@ pub struct GenesisOptions {
     /// One `host:port` per core (a cluster: each core on its own host); replaces `host` and
     /// `base_port` when given.
     pub addresses: Option<Vec<String>>,
+    /// GC_DEPTH and CHECKPOINT_INTERVAL of the instance.
+    pub constants: ProtocolConstants,
 }
 
 /// Writes `committee.json` and `core-<i>.key` into `dir`. Returns the committee file's path.
 pub fn genesis(dir: &Path, options: &GenesisOptions) -> Result<PathBuf, ConfigError> {
     fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
     let mut authorities = Vec::new();
-    let mut instance = Hasher::new(b"SEAL/INSTANCE/v1");
+    let mut members = Vec::new();
     let nonce = match options.seed {
         Some(seed) => seed.to_le_bytes().to_vec(),
         None => random_bytes::<16>().to_vec(),
     };
-    instance.update(&nonce);
     for (i, stake) in options.stakes.iter().enumerate() {
         let index = u16::try_from(i).map_err(|_| ConfigError::Field {
             path: dir.to_path_buf(),
@@ -218,11 +236,12 @@ pub fn genesis(dir: &Path, options: &GenesisOptions) -> Result<PathBuf, ConfigEr
                 u32::from(options.base_port) + i as u32
             ),
         };
-        instance
-            .update(&index.to_le_bytes())
-            .update(&key.public().0)
-            .update(&stake.to_le_bytes())
-            .update(address.as_bytes());
+        members.push(Authority {
+            index: AuthorityIndex(index),
+            public_key: key.public(),
+            stake: Stake(*stake),
+            address: address.clone(),
+        });
         authorities.push(AuthorityEntry {
             index,
             address,
@@ -237,9 +256,18 @@ pub fn genesis(dir: &Path, options: &GenesisOptions) -> Result<PathBuf, ConfigEr
         };
         write_secret(&dir.join(format!("core-{i}.key")), &key_file)?;
     }
+    let committee = Committee::genesis(&nonce, members, options.constants).map_err(|source| {
+        ConfigError::Committee {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })?;
     let file = CommitteeFile {
-        version: 1,
-        instance: instance.finish().to_hex(),
+        version: COMMITTEE_FILE_VERSION,
+        nonce: to_hex(&nonce),
+        gc_depth: options.constants.gc_depth,
+        checkpoint_interval: options.constants.checkpoint_interval,
+        instance: committee.instance().to_hex(),
         authorities,
     };
     let path = dir.join("committee.json");
@@ -255,14 +283,22 @@ pub fn server_name(index: AuthorityIndex) -> String {
     format!("core-{}.sleepyseal", index.0)
 }
 
-/// Loads and checks a committee file.
+/// Loads and checks a committee file: its instance id must be the one its nonce, authorities and
+/// constants hash to.
 pub fn load_testbed(path: &Path) -> Result<Testbed, ConfigError> {
-    let file: CommitteeFile = read_json(path)?;
     let field = field_error(path);
-    if file.version != 1 {
-        return Err(field("version", FieldError::Version(file.version)));
+    // The version first, so an old file says what it is rather than which field it lacks.
+    let version: FileVersion = read_json(path)?;
+    if version.version != COMMITTEE_FILE_VERSION {
+        return Err(field("version", FieldError::Version(version.version)));
     }
+    let file: CommitteeFile = read_json(path)?;
     let instance = Digest(from_hex::<32>(&file.instance).map_err(|r| field("instance", r))?);
+    let nonce = from_hex_vec(&file.nonce).map_err(|r| field("nonce", r))?;
+    let constants = ProtocolConstants {
+        gc_depth: file.gc_depth,
+        checkpoint_interval: file.checkpoint_interval,
+    };
     let mut authorities = Vec::new();
     let mut certificates = Vec::new();
     let mut addresses = Vec::new();
@@ -286,9 +322,11 @@ pub fn load_testbed(path: &Path) -> Result<Testbed, ConfigError> {
         addresses.push(address);
     }
     let committee =
-        Committee::new(instance, authorities).map_err(|source| ConfigError::Committee {
-            path: path.to_path_buf(),
-            source,
+        Committee::load(instance, &nonce, authorities, constants).map_err(|source| {
+            ConfigError::Committee {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
     Ok(Testbed {
         committee: Arc::new(committee),
@@ -428,6 +466,7 @@ mod tests {
             base_port: 9100,
             seed: None,
             addresses: None,
+            constants: ProtocolConstants::default(),
         };
         let path = genesis(&dir, &options).unwrap();
         let testbed = load_testbed(&path).unwrap();
@@ -447,6 +486,90 @@ mod tests {
             load_keys(&other.join("core-0.key"), &testbed),
             Err(ConfigError::KeyMismatch { .. })
         ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The protocol constants are part of the instance: a file whose depth, interval or stake
+    /// was edited after genesis no longer loads, another depth makes another instance, and a
+    /// file of the old format says what to do.
+    #[test]
+    fn an_edited_committee_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sleepyseal-edited-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let options = GenesisOptions {
+            stakes: vec![1; 4],
+            host: "127.0.0.1".into(),
+            base_port: 9200,
+            seed: Some(7),
+            addresses: None,
+            constants: ProtocolConstants {
+                gc_depth: 20,
+                checkpoint_interval: 40,
+            },
+        };
+        let path = genesis(&dir, &options).unwrap();
+        let loaded = load_testbed(&path).unwrap();
+        assert_eq!(loaded.committee.constants(), options.constants);
+        let original: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let edit = |key: &str, value: serde_json::Value| {
+            let mut v = original.clone();
+            v[key] = value;
+            fs::write(&path, v.to_string()).unwrap();
+            load_testbed(&path)
+        };
+        for (key, value) in [
+            ("gc_depth", serde_json::json!(50)),
+            ("checkpoint_interval", serde_json::json!(41)),
+            ("nonce", serde_json::json!("00")),
+        ] {
+            let refused = edit(key, value);
+            assert!(
+                matches!(
+                    refused,
+                    Err(ConfigError::Committee {
+                        source: CommitteeError::InstanceMismatch { .. },
+                        ..
+                    })
+                ),
+                "{key} edited: {refused:?}"
+            );
+        }
+        let zero = edit("gc_depth", serde_json::json!(0));
+        assert!(
+            matches!(
+                zero,
+                Err(ConfigError::Committee {
+                    source: CommitteeError::BadConstant {
+                        name: "gc_depth",
+                        ..
+                    },
+                    ..
+                })
+            ),
+            "{zero:?}"
+        );
+        let old = edit("version", serde_json::json!(1)).unwrap_err();
+        assert!(old.to_string().contains("sleepyseal genesis"), "{old}");
+        let mut stake = original.clone();
+        stake["authorities"][2]["stake"] = serde_json::json!(2);
+        fs::write(&path, stake.to_string()).unwrap();
+        assert!(load_testbed(&path).is_err(), "an edited stake loads");
+
+        // The same seed and keys with another depth: another instance.
+        let other = genesis(
+            &dir.join("other"),
+            &GenesisOptions {
+                constants: ProtocolConstants {
+                    gc_depth: 21,
+                    ..options.constants
+                },
+                ..options.clone()
+            },
+        )
+        .unwrap();
+        let other = load_testbed(&other).unwrap();
+        assert_ne!(other.committee.instance(), loaded.committee.instance());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,6 +2,8 @@
 //! tolerates, that the invariant checkers must catch. `sleepyseal-sim --self-check` runs them
 //! all; the `controls_*` tests run each one. One definition serves both.
 
+use sleepyseal_core::committee::ProtocolConstants;
+
 use crate::{Behaviour, Mutant, SimConfig};
 
 /// One negative control.
@@ -101,6 +103,25 @@ fn amnesia_undeclared(seed: u64) -> SimConfig {
     }
 }
 
+fn local_gc_depth(seed: u64) -> SimConfig {
+    // One honest core cuts the committed sub-DAG at another depth; an author extending old
+    // chains into the present puts certificates between the two floors into leaders' histories.
+    SimConfig {
+        cores: 4,
+        byzantine: 1,
+        behaviour: Behaviour::OldChains,
+        seed,
+        rounds: 60,
+        vary_storage: false,
+        constants: ProtocolConstants {
+            gc_depth: 8,
+            ..ProtocolConstants::default()
+        },
+        mutant: Mutant::LocalGcDepth,
+        ..SimConfig::default()
+    }
+}
+
 fn without_mutant(make: fn(u64) -> SimConfig, seed: u64) -> SimConfig {
     SimConfig {
         mutant: Mutant::None,
@@ -138,6 +159,13 @@ pub fn all() -> Vec<Control> {
             limit: 100,
             make: hash_ordered_leader,
             baseline: Some(|s| without_mutant(hash_ordered_leader, s)),
+        },
+        Control {
+            name: "local_gc_depth",
+            what: "one honest core on half the committee's gc depth, with an old-chain author",
+            limit: 50,
+            make: local_gc_depth,
+            baseline: Some(|s| without_mutant(local_gc_depth, s)),
         },
         Control {
             name: "amnesia_undeclared",

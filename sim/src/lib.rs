@@ -62,6 +62,11 @@ pub enum Behaviour {
     /// Shows, often, a validly signed own header whose payload is wrong (digest or bytes do not
     /// match) or oversized.
     BadPayloads,
+    /// Silent until the GC floor reaches its newest certificate, then signs a header for every
+    /// round from the floor up to the present, each on the one before, and gets them certified:
+    /// the next committed leader's history reaches down to the floor, where the commit rule
+    /// cuts it (its core never runs; its key signs through an adversary, `world/old_chain.rs`).
+    OldChains,
     /// An equivocating twin: two instances with one key and separate stores, each reached by
     /// different drivers.
     Twin,
@@ -86,28 +91,28 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
-    /// Every misbehaviour, for `--behaviour all` (seed s runs the (s mod 17)-th): the core
+    /// Every misbehaviour, for `--behaviour all` (seed s runs the (s mod 18)-th): the core
     /// behaviours, the twins, the driver behaviours, then the mix.
-    pub const ALL: [Behaviour; 17] = {
-        let mut all = [Behaviour::Honest; 17];
+    pub const ALL: [Behaviour; 18] = {
+        let mut all = [Behaviour::Honest; 18];
         let mut i = 0;
         while i < Behaviour::CORES.len() {
             all[i] = Behaviour::CORES[i];
             i += 1;
         }
-        all[8] = Behaviour::Twin;
-        all[9] = Behaviour::TwinsScenario;
+        all[9] = Behaviour::Twin;
+        all[10] = Behaviour::TwinsScenario;
         let mut j = 0;
         while j < Behaviour::DRIVERS.len() {
-            all[10 + j] = Behaviour::DRIVERS[j];
+            all[11 + j] = Behaviour::DRIVERS[j];
             j += 1;
         }
-        all[16] = Behaviour::Mixed;
+        all[17] = Behaviour::Mixed;
         all
     };
 
     /// The behaviours of single Byzantine cores (what `Mixed` draws from).
-    pub const CORES: [Behaviour; 8] = [
+    pub const CORES: [Behaviour; 9] = [
         Behaviour::WithholdVotes,
         Behaviour::WithholdHeaders,
         Behaviour::InvalidSignatures,
@@ -116,6 +121,7 @@ impl Behaviour {
         Behaviour::FarFutureRounds,
         Behaviour::BadParents,
         Behaviour::BadPayloads,
+        Behaviour::OldChains,
     ];
 
     /// The behaviours of hostile drivers (what `Mixed` draws from).
@@ -140,6 +146,7 @@ impl Behaviour {
             Behaviour::FarFutureRounds => "far-future-rounds",
             Behaviour::BadParents => "bad-parents",
             Behaviour::BadPayloads => "bad-payloads",
+            Behaviour::OldChains => "old-chains",
             Behaviour::Twin => "twin",
             Behaviour::TwinsScenario => "twins-scenario",
             Behaviour::OmitLeader => "omit-leader",

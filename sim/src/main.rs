@@ -11,7 +11,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Serialize;
-use sleepyseal_core::committee::thresholds;
+use sleepyseal_core::committee::{
+    thresholds, ProtocolConstants, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_GC_DEPTH,
+};
 use sleepyseal_core::Stake;
 use sleepyseal_sim::{run, Behaviour, HomeDrivers, SimConfig, SimDebug, SimReport};
 
@@ -100,13 +102,20 @@ struct SimArgs {
     /// invalid-signatures, stale-replies, amnesia, far-future-rounds, bad-parents, bad-payloads,
     /// twin, twins-scenario. Drivers: omit-leader, replay-bundles, reorder-bundles,
     /// truncate-bundles, mix-rounds, garbage. Both: mixed (each Byzantine core a different core
-    /// behaviour, plus one hostile driver). Or all: seed s runs the (s mod 17)-th.
+    /// behaviour, plus one hostile driver). Or all: seed s runs the (s mod 18)-th.
     #[arg(long, default_value = "all")]
     behaviour: String,
     /// Keep gc depth and retention at their defaults in every seed (by default two seeds in
     /// three run with a small gc depth and retention window).
     #[arg(long)]
     no_vary_storage: bool,
+    /// GC_DEPTH of the committee (PROTOCOL.md §4.6), in the seeds that keep the default depth
+    /// (all of them with --no-vary-storage).
+    #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
+    gc_depth: u64,
+    /// CHECKPOINT_INTERVAL of the committee (PROTOCOL.md §8a).
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_INTERVAL)]
+    checkpoint_interval: u64,
     /// Run the negative controls instead (planted bugs, more than f Byzantine stake): each must
     /// be caught by the checkers, and the same scenarios without the bug must report nothing.
     #[arg(long)]
@@ -139,6 +148,11 @@ struct Summary {
     failing_seeds: Vec<u64>,
     first_violations: Vec<String>,
     events: u64,
+    /// Old chains (`old-chains`) that reached the present and joined the honest DAG, and the
+    /// certificates the adversary formed for them.
+    old_chains_joined: u64,
+    old_chain_certificates: u64,
+    old_chain_committed: u64,
     wall_s: f64,
     /// With --byzantine: the figures of the seeds of each behaviour.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -179,6 +193,10 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         byzantine: args.byzantine,
         behaviour: behaviour_of(&args.behaviour, seed),
         vary_storage: !args.no_vary_storage,
+        constants: ProtocolConstants {
+            gc_depth: args.gc_depth,
+            checkpoint_interval: args.checkpoint_interval,
+        },
         debug: SimDebug {
             dump: args.debug_dump,
             trace_instance: args.trace_instance,
@@ -239,6 +257,12 @@ fn validate(args: &SimArgs) -> anyhow::Result<()> {
             Behaviour::ALL.map(Behaviour::name).join(", ")
         );
     }
+    ProtocolConstants {
+        gc_depth: args.gc_depth,
+        checkpoint_interval: args.checkpoint_interval,
+    }
+    .check()
+    .context("--gc-depth / --checkpoint-interval")?;
     if args.latency_min_ms > args.latency_max_ms {
         bail!("--latency-min-ms exceeds --latency-max-ms");
     }
@@ -377,6 +401,9 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         failing_seeds: Vec::new(),
         first_violations: Vec::new(),
         events: 0,
+        old_chains_joined: 0,
+        old_chain_certificates: 0,
+        old_chain_committed: 0,
         wall_s,
         per_behaviour: Vec::new(),
     };
@@ -405,6 +432,9 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 s.acked_transactions += r.acked_transactions;
                 s.slow_transactions += r.slow_transactions;
                 s.events += r.events;
+                s.old_chains_joined += r.old_chains_joined;
+                s.old_chain_certificates += r.old_chain_certificates;
+                s.old_chain_committed += r.old_chain_committed;
             }
         }
     }
@@ -447,6 +477,12 @@ fn print_readable(args: &SimArgs, s: &Summary) {
         "  acked / slow transactions {} / {}",
         s.acked_transactions, s.slow_transactions
     );
+    if s.old_chain_certificates > 0 {
+        println!(
+            "  old chains: joined {}, certificates {}, committed {} (the rest cut at the floor)",
+            s.old_chains_joined, s.old_chain_certificates, s.old_chain_committed
+        );
+    }
     println!("  events                    {}", s.events);
     println!("  wall time                 {:.1} s", s.wall_s);
     for b in &s.per_behaviour {

@@ -27,6 +27,21 @@ pub fn prototype_thresholds(total: Stake) -> (Stake, Stake, Stake) {
     (f, Stake(2 * (total.0 / 3) + 1), validity)
 }
 
+/// The committee of one honest core started with its own GC_DEPTH, half the committee's, as a
+/// core with a local `--gc-depth` flag ran before the constant moved into the committee: the
+/// instance id stays, so it still talks to the others. Installed with
+/// [`Committee::with_constants_unbound`].
+pub fn local_gc_depth(committee: &Committee) -> Committee {
+    mark();
+    let constants = committee.constants();
+    committee
+        .clone()
+        .with_constants_unbound(sleepyseal_core::committee::ProtocolConstants {
+            gc_depth: (constants.gc_depth / 2).max(1),
+            ..constants
+        })
+}
+
 /// A signature check that accepts every signature. Installed with
 /// [`Verifier::with_signature_check`](sleepyseal_core::Verifier::with_signature_check).
 pub fn accept_every_signature(items: &[SignatureItem<'_>], _chunk_size: usize) -> Vec<bool> {
@@ -49,6 +64,9 @@ pub enum Mutant {
     /// Each core picks leaders from the iteration order of its own hash map (what a
     /// `HashMap`-ordered leader schedule does across processes): cores disagree on leaders.
     HashMapOrderedLeader,
+    /// The last core runs half the committee's GC_DEPTH (needs an author extending old chains:
+    /// `old-chains`).
+    LocalGcDepth,
 }
 
 /// The leader schedule of the [`Mutant::HashMapOrderedLeader`] control: authorities ordered by a

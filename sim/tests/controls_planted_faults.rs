@@ -60,3 +60,8 @@ fn negative_control_twins_scenario_above_f_is_caught() {
 fn more_than_f_byzantine_stake_is_caught() {
     control_is_caught("byzantine_above_f");
 }
+
+#[test]
+fn negative_control_local_gc_depth_is_caught() {
+    control_is_caught("local_gc_depth");
+}

@@ -67,6 +67,7 @@ behaviour_tests! {
     byzantine_far_future_rounds => "far-future-rounds",
     byzantine_bad_parents => "bad-parents",
     byzantine_bad_payloads => "bad-payloads",
+    byzantine_old_chains => "old-chains",
     byzantine_twin => "twin",
     byzantine_twins_scenario => "twins-scenario",
     hostile_driver_omit_leader => "omit-leader",
@@ -76,4 +77,38 @@ behaviour_tests! {
     hostile_driver_mix_rounds => "mix-rounds",
     hostile_driver_garbage => "garbage",
     mixed_cores_and_driver => "mixed",
+}
+
+/// The old-chain author (PROTOCOL.md §4.6): its chains from the GC floor reach the present and
+/// join the honest DAG, so committed leaders' histories reach down to the floor, where the
+/// commit rule cuts them: some of its certificates commit, others fall below the floor
+/// uncommitted. Honest cores on the committee's one depth agree on every index. (With one core
+/// on another depth, the `local_gc_depth` control, they do not.)
+#[test]
+fn old_chains_reach_into_committed_histories_and_are_cut_alike() {
+    let (mut joined, mut certificates, mut committed) = (0, 0, 0);
+    for seed in 0..ci_seeds(30) {
+        let r = run(SimConfig {
+            cores: 4,
+            byzantine: 1,
+            behaviour: sleepyseal_sim::Behaviour::OldChains,
+            seed,
+            rounds: 40,
+            vary_storage: false,
+            constants: sleepyseal_core::committee::ProtocolConstants {
+                gc_depth: 6,
+                ..Default::default()
+            },
+            ..SimConfig::default()
+        });
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+        assert!(r.live, "seed {seed}: not live");
+        joined += r.old_chains_joined;
+        certificates += r.old_chain_certificates;
+        committed += r.old_chain_committed;
+    }
+    println!("old chains: {joined} joined, {certificates} certificates, {committed} committed");
+    assert!(joined > 0, "no old chain joined the honest DAG");
+    assert!(committed > 0, "no old-chain certificate committed");
+    assert!(committed < certificates, "no old-chain certificate was cut");
 }

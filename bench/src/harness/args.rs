@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
+use sleepyseal_core::committee::{ProtocolConstants, DEFAULT_CHECKPOINT_INTERVAL};
 use sleepyseal_core::machine::{
     DEFAULT_BATCH_SIZE_BYTES, DEFAULT_GC_DEPTH, DEFAULT_LEADER_TIMEOUT_MS,
     DEFAULT_STRAGGLER_WAIT_MS,
@@ -87,9 +88,14 @@ pub struct LocalArgs {
     /// core --home-driver-pipeline-depth`).
     #[arg(long, default_value_t = DriverConfig::default().pipeline_depth)]
     pub pipeline_depth: usize,
-    /// Rounds of the DAG kept below the last committed leader.
+    /// GC_DEPTH: rounds of the DAG kept for consensus below the last committed leader. A
+    /// protocol constant: written into the testbed's committee at genesis, so every core has it.
     #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
     pub gc_depth: u64,
+    /// CHECKPOINT_INTERVAL: rounds between checkpoint boundaries. A protocol constant, written
+    /// into the committee at genesis like --gc-depth.
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_INTERVAL)]
+    pub checkpoint_interval: u64,
     /// How long (ms) a core waits for the leader, and for votes on it, before advancing without
     /// them (`sleepyseal core --leader-timeout-ms` and `--vote-timeout-ms`).
     #[arg(long, default_value_t = DEFAULT_LEADER_TIMEOUT_MS)]
@@ -164,6 +170,14 @@ impl LocalArgs {
         self.rates.clone().unwrap_or_else(|| vec![self.rate])
     }
 
+    /// The protocol constants the testbed's committee is made with.
+    pub fn constants(&self) -> ProtocolConstants {
+        ProtocolConstants {
+            gc_depth: self.gc_depth,
+            checkpoint_interval: self.checkpoint_interval,
+        }
+    }
+
     /// The flags every core and driver of the run is started with.
     pub fn node_flags(&self) -> NodeFlags {
         NodeFlags {
@@ -173,7 +187,6 @@ impl LocalArgs {
             straggler_wait_ms: self.straggler_wait_ms,
             verify_batch: self.verify_batch,
             verify_threads: self.verify_threads,
-            gc_depth: self.gc_depth,
             leader_timeout_ms: self.leader_timeout,
             pipeline_depth: self.pipeline_depth,
             home_drivers: !self.no_home_drivers,
@@ -186,6 +199,9 @@ impl LocalArgs {
         if self.cores == 0 || self.cores > 100 {
             bail!("--cores must be in 1..=100");
         }
+        self.constants()
+            .check()
+            .map_err(|e| anyhow::anyhow!("--gc-depth / --checkpoint-interval: {e}"))?;
         if self.drivers == 0 && self.no_home_drivers {
             bail!("--no-home-drivers needs --drivers 1 or more (liveness needs a driver)");
         }

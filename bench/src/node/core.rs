@@ -12,13 +12,13 @@ use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::limits::MAX_PAYLOAD_BYTES;
 use sleepyseal_core::machine::{
     DEFAULT_BATCH_SIZE_BYTES, DEFAULT_COMMITTED_WINDOW_BYTES, DEFAULT_COMMITTED_WINDOW_ENTRIES,
-    DEFAULT_GC_DEPTH, DEFAULT_LEADER_TIMEOUT_MS, DEFAULT_MEMPOOL_BYTES,
-    DEFAULT_MEMPOOL_TRANSACTIONS, DEFAULT_STRAGGLER_WAIT_MS, DEFAULT_VOTE_TIMEOUT_MS,
+    DEFAULT_LEADER_TIMEOUT_MS, DEFAULT_MEMPOOL_BYTES, DEFAULT_MEMPOOL_TRANSACTIONS,
+    DEFAULT_STRAGGLER_WAIT_MS, DEFAULT_VOTE_TIMEOUT_MS,
 };
 use sleepyseal_core::store::wal::WalStore;
 use sleepyseal_core::store::{StoreError, StoreStats};
 use sleepyseal_core::verify::VerifierConfig;
-use sleepyseal_core::{Core, CoreConfig, KeyPair, Store, Verifier, WriteBatch};
+use sleepyseal_core::{Committee, Core, CoreConfig, KeyPair, Store, Verifier, WriteBatch};
 use sleepyseal_driver::runner::{RunnerOptions, RunnerStats};
 use sleepyseal_net::server::{ServerOptions, ServerStats};
 use sleepyseal_net::{ClientOptions, CoreServer, NetLimits, Testbed};
@@ -56,12 +56,18 @@ pub struct CoreArgs {
     /// author still missing from it (so the next header references it).
     #[arg(long, default_value_t = DEFAULT_STRAGGLER_WAIT_MS)]
     straggler_wait_ms: u64,
-    /// Rounds of the DAG kept below the last committed leader.
-    #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
-    gc_depth: u64,
+    /// GC_DEPTH is the committee's, fixed at genesis (`sleepyseal genesis --gc-depth`). Given
+    /// here, it must equal the committee's, or the core refuses to start: honest cores on
+    /// different depths can commit different sequences.
+    #[arg(long)]
+    gc_depth: Option<u64>,
+    /// CHECKPOINT_INTERVAL is the committee's too; given here, it must equal it.
+    #[arg(long)]
+    checkpoint_interval: Option<u64>,
     /// Rounds below gc_round whose certificates and payloads are kept to serve lagging cores
-    /// (default: --gc-depth). A core further behind than every other core retains cannot catch
-    /// up (checkpoints are future work): at ~100 rounds/s, 50 rounds is half a second of outage.
+    /// (default: the committee's GC_DEPTH). A core further behind than every other core retains
+    /// cannot catch up (checkpoints are future work): at ~100 rounds/s, 50 rounds is half a
+    /// second of outage.
     #[arg(long)]
     retention_rounds: Option<u64>,
     /// How long (ms) a core waits for the leader before advancing without it.
@@ -116,10 +122,32 @@ pub struct CoreArgs {
 }
 
 impl CoreArgs {
-    fn config(&self) -> CoreConfig {
+    /// Refuses a `--gc-depth` or `--checkpoint-interval` other than the committee's.
+    fn check_constants(&self, committee: &Committee) -> anyhow::Result<()> {
+        let constants = committee.constants();
+        for (flag, given, theirs) in [
+            ("--gc-depth", self.gc_depth, constants.gc_depth),
+            (
+                "--checkpoint-interval",
+                self.checkpoint_interval,
+                constants.checkpoint_interval,
+            ),
+        ] {
+            if let Some(given) = given.filter(|g| *g != theirs) {
+                bail!(
+                    "{flag} {given} differs from the committee's {theirs} ({}): it is a protocol \
+                     constant fixed at genesis, the same for every core; leave the flag out, or \
+                     write a new committee with `sleepyseal genesis {flag} {given}`",
+                    self.committee.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn config(&self, committee: &Committee) -> CoreConfig {
         CoreConfig {
-            gc_depth: self.gc_depth,
-            retention_rounds: self.retention_rounds.unwrap_or(self.gc_depth),
+            retention_rounds: self.retention_rounds.unwrap_or(committee.gc_depth()),
             batch_size_bytes: self.batch_size,
             max_batch_size_bytes: self.max_batch_size,
             max_batch_delay_ms: self.max_batch_delay_ms,
@@ -160,12 +188,14 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
     let keys = sleepyseal_net::load_keys(&args.key, &testbed)?;
     let index = keys.index;
     let address = args.listen.unwrap_or(testbed.addresses[index.as_usize()]);
-    let config = args.config();
+    args.check_constants(&testbed.committee)?;
+    let config = args.config(&testbed.committee);
     let mut options = args.server_options();
     options.wan = args.wan.load()?;
     let limits = options.limits.clone();
     tracing::info!(
-        "core {index} at {address}: {config:?}, verify batch {} on {} threads, {limits:?}, store {}",
+        "core {index} at {address}: {:?}, {config:?}, verify batch {} on {} threads, {limits:?}, store {}",
+        testbed.committee.constants(),
         args.verify_batch,
         args.verify_threads,
         args.store.display()

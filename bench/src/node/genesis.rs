@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
+use sleepyseal_core::committee::{
+    ProtocolConstants, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_GC_DEPTH,
+};
 use sleepyseal_net::GenesisOptions;
 
 use super::{DEFAULT_CORES, DEFAULT_TESTBED_DIR};
@@ -29,6 +32,13 @@ pub struct GenesisArgs {
     /// Derive the ed25519 keys from this seed (reproducible local testbeds only; default: random).
     #[arg(long)]
     seed: Option<u64>,
+    /// GC_DEPTH: rounds of the DAG kept for consensus below the last committed leader. A
+    /// protocol constant of the instance: every core reads it from the committee file.
+    #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
+    gc_depth: u64,
+    /// CHECKPOINT_INTERVAL: rounds between checkpoint boundaries, a protocol constant too.
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_INTERVAL)]
+    checkpoint_interval: u64,
 }
 
 /// Writes a testbed's committee file and key files.
@@ -49,6 +59,10 @@ pub fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
             base_port: args.base_port,
             seed: args.seed,
             addresses: None,
+            constants: ProtocolConstants {
+                gc_depth: args.gc_depth,
+                checkpoint_interval: args.checkpoint_interval,
+            },
         },
     )?;
     println!(

@@ -119,7 +119,7 @@ impl Core {
             &self.consensus,
             &self.committee,
             self.schedule.as_ref(),
-            self.config.gc_depth,
+            self.committee.gc_depth(),
         );
         if commits.entries.is_empty() {
             return;

@@ -31,8 +31,8 @@ mod vote;
 
 pub use recover::RecoverError;
 
-/// Default `gc_depth`: rounds kept below the last committed leader.
-pub const DEFAULT_GC_DEPTH: u64 = 50;
+pub use crate::committee::DEFAULT_GC_DEPTH;
+
 /// Default payload size a core aims for, in bytes.
 pub const DEFAULT_BATCH_SIZE_BYTES: usize = 500_000;
 /// Default T_LEADER: how long to wait for the leader's certificate.
@@ -63,12 +63,11 @@ pub const ADMISSION_ROUNDS: usize = 4;
 /// Default payload bytes of committed entries retained for clients.
 pub const DEFAULT_COMMITTED_WINDOW_BYTES: usize = 32 << 20;
 
-/// Settings of a core. All are liveness or resource knobs; none affects safety.
+/// Settings of a core. All are liveness or resource knobs; none affects safety. The constants
+/// that do (GC_DEPTH, CHECKPOINT_INTERVAL) belong to the committee ([`Committee::constants`]).
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
-    /// gc_round = last_committed_round − gc_depth.
-    pub gc_depth: u64,
-    /// Rounds below gc_round still served to lagging cores (≥ gc_depth recommended).
+    /// Rounds below gc_round still served to lagging cores (≥ GC_DEPTH recommended).
     pub retention_rounds: u64,
     /// Payload bytes per own header at moderate load: a header takes what the mempool holds, up
     /// to this.
@@ -116,7 +115,6 @@ impl CoreConfig {
 impl Default for CoreConfig {
     fn default() -> CoreConfig {
         CoreConfig {
-            gc_depth: DEFAULT_GC_DEPTH,
             retention_rounds: DEFAULT_GC_DEPTH,
             batch_size_bytes: DEFAULT_BATCH_SIZE_BYTES,
             max_batch_size_bytes: DEFAULT_MAX_BATCH_SIZE_BYTES,
@@ -260,7 +258,7 @@ impl Core {
     }
     /// gc_round.
     pub fn gc_round(&self) -> Round {
-        self.consensus.gc_round(self.config.gc_depth)
+        self.consensus.gc_round(self.committee.gc_depth())
     }
     /// Commit progress.
     pub fn consensus(&self) -> &ConsensusState {

@@ -31,6 +31,7 @@ pub fn serve_core_0(name: &str, bind: SocketAddr, options: ServerOptions) -> Ser
         base_port: 1,
         seed: Some(7),
         addresses: None,
+        constants: Default::default(),
     };
     let path = sleepyseal_net::genesis(&dir, &genesis).unwrap();
     let mut testbed = sleepyseal_net::load_testbed(&path).unwrap();

@@ -4,6 +4,7 @@
 //! must recover the core that stopped, from its durable store reopened from disk.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, Encode};
@@ -12,9 +13,11 @@ use sleepyseal_core::limits::MAX_MESSAGE_BYTES;
 use sleepyseal_core::messages::SignedHeader;
 use sleepyseal_core::protocol::{CommittedEntry, RequestBody, Response};
 use sleepyseal_core::store::MemStore;
+use sleepyseal_core::testkit;
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{
-    AuthorityIndex, Core, CoreConfig, Digest, KeyPair, Millis, Request, Round, Store, Verifier,
+    AuthorityIndex, Committee, Core, CoreConfig, Digest, KeyPair, Millis, Request, Round, Store,
+    Verifier,
 };
 
 use super::durable::Durable;
@@ -31,6 +34,8 @@ pub(super) struct Harness {
     durable: Durable,
     /// The verifier in front of it, as in the server.
     verifier: Verifier,
+    /// Its committee: the pool's, with the GC_DEPTH of the input.
+    committee: Arc<Committee>,
     /// Its settings.
     config: CoreConfig,
     /// Virtual time, in ms.
@@ -52,13 +57,16 @@ pub(super) struct Harness {
 }
 
 impl Harness {
-    /// A fresh core with an empty store.
-    pub(super) fn new(config: CoreConfig) -> Harness {
+    /// A fresh core of the pool's committee with GC_DEPTH `gc_depth`, on an empty store.
+    pub(super) fn new(config: CoreConfig, gc_depth: u64) -> Harness {
         let p = pool();
+        // The pool's committee (same instance and keys), with the input's depth.
+        let committee = testkit::committee_with_gc_depth(p.committee.size(), gc_depth);
+        assert_eq!(committee.instance(), p.committee.instance());
         let mut store = MemStore::new();
         let core = Core::recover(
-            p.committee.clone(),
-            default_schedule(&p.committee),
+            committee.clone(),
+            default_schedule(&committee),
             KeyPair::deterministic(0, ME),
             config.clone(),
             store.load().expect("memory store loads"),
@@ -68,7 +76,8 @@ impl Harness {
             core,
             store,
             durable: Durable::new(),
-            verifier: Verifier::new(p.committee.clone(), VerifierConfig::default()),
+            verifier: Verifier::new(committee.clone(), VerifierConfig::default()),
+            committee,
             config,
             now: 1,
             headers_sent: HashMap::new(),
@@ -216,12 +225,11 @@ impl Harness {
     /// Stops the core and starts it again from its durable store, reopened from disk (and
     /// loading what the memory store holds): nothing it showed may change.
     pub(super) fn restart(&mut self) {
-        let p = pool();
         let before = visible_state(&self.core);
         let entries = self.durable.reopen(&mut self.store);
         self.core = Core::recover(
-            p.committee.clone(),
-            default_schedule(&p.committee),
+            self.committee.clone(),
+            default_schedule(&self.committee),
             KeyPair::deterministic(0, ME),
             self.config.clone(),
             entries,

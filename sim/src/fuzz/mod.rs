@@ -94,8 +94,8 @@ fn check_alloc(what: &str, stats: AllocStats, bound: usize) {
 /// Target 2: `data` drives a sequence of requests against one core (see the module docs).
 pub fn core_handle(data: &[u8]) {
     let mut u = Unstructured::new(data);
+    let gc_depth = u.int_in_range(1..=6).unwrap_or(3);
     let config = CoreConfig {
-        gc_depth: u.int_in_range(1..=6).unwrap_or(3),
         retention_rounds: u.int_in_range(0..=4).unwrap_or(0),
         leader_timeout_ms: 50,
         vote_timeout_ms: 50,
@@ -104,7 +104,7 @@ pub fn core_handle(data: &[u8]) {
         batch_size_bytes: 1 << 10,
         ..CoreConfig::default()
     };
-    let mut h = Harness::new(config);
+    let mut h = Harness::new(config, gc_depth);
     for _ in 0..MAX_STEPS {
         if u.is_empty() {
             break;

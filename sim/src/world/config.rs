@@ -1,6 +1,7 @@
 //! A run's parameters ([`SimConfig`], with the defaults every test and the CLI start from) and
 //! what it showed ([`SimReport`]).
 
+use sleepyseal_core::committee::ProtocolConstants;
 use sleepyseal_core::{CoreConfig, Digest, Round};
 use sleepyseal_driver::state::DriverConfig;
 
@@ -57,6 +58,8 @@ pub struct SimConfig {
     pub mutant: Mutant,
     /// Two seeds in three run with a small gc depth and retention window (see `World::new`).
     pub vary_storage: bool,
+    /// GC_DEPTH and CHECKPOINT_INTERVAL, set through the committee (genesis), as in a testbed.
+    pub constants: ProtocolConstants,
     /// Core settings.
     pub core: CoreConfig,
     /// Driver settings.
@@ -126,6 +129,7 @@ impl Default for SimConfig {
             load_tx_per_s: 100,
             mutant: Mutant::None,
             vary_storage: true,
+            constants: ProtocolConstants::default(),
             core: CoreConfig {
                 leader_timeout_ms: SIM_TIMEOUT_MS,
                 vote_timeout_ms: SIM_TIMEOUT_MS,
@@ -174,4 +178,11 @@ pub struct SimReport {
     /// advanced more than gc depth + 20 rounds since (their header was not certified, possibly
     /// more than once: a latency tail, not a loss).
     pub slow_transactions: u64,
+    /// Old chains (`old-chains`) that reached the present and joined the honest DAG.
+    pub old_chains_joined: u64,
+    /// Certificates the old-chain adversary formed.
+    pub old_chain_certificates: u64,
+    /// Of those, how many the live honest core furthest ahead committed (the rest fell below
+    /// the floor uncommitted, cut by the commit rule).
+    pub old_chain_committed: u64,
 }

@@ -265,6 +265,12 @@ impl World {
             self.deliver_client_reply(id, bytes);
             return;
         }
+        if self.drivers[to].old_chain.is_some() {
+            if let Ok(response) = Response::from_bytes(bytes) {
+                self.old_chain_reply(to, response);
+            }
+            return;
+        }
         let authority = self.authority_of[instance];
         let now = Millis(self.now);
         let d = &mut self.drivers[to];
@@ -299,6 +305,10 @@ impl World {
     }
 
     fn driver_poll(&mut self, driver: usize) {
+        if self.drivers[driver].old_chain.is_some() {
+            self.old_chain_step(driver);
+            return;
+        }
         let now = Millis(self.now);
         let Some(state) = self.drivers[driver].state.as_mut() else {
             return;

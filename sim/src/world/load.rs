@@ -95,7 +95,7 @@ impl World {
                         violations.push(format!("instance {instance}: acknowledged {tx:?} lost"));
                     }
                     0 if *home == instance
-                        && acked_at + self.config.core.gc_depth + SLOW_AFTER_EXTRA_ROUNDS
+                        && acked_at + self.committee.gc_depth() + SLOW_AFTER_EXTRA_ROUNDS
                             < core.round().0 =>
                     {
                         self.slow_transactions += 1;

@@ -8,6 +8,7 @@
 //! - `events`: the event loop, the network, delivery to cores and drivers, disk syncs, the trace;
 //! - `faults`: crash, restart and link-cut schedules, and the Twins scenario's phases and routing;
 //! - `hostile`: hostile drivers and the forger;
+//! - `old_chain`: the adversary that extends old chains into the present (`old-chains`);
 //! - `load`: the load client and S9 (acknowledged transactions never lost);
 //! - `debug`: `--debug-dump` and `--trace-instance` output.
 //!
@@ -21,6 +22,7 @@ mod events;
 mod faults;
 mod hostile;
 mod load;
+mod old_chain;
 mod setup;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -62,6 +64,8 @@ struct SimDriver {
     history: VecDeque<Request>,
     /// A reordering driver's requests held back: (instance, id, bytes).
     held: Vec<(usize, u64, Bytes)>,
+    /// The old-chain adversary using this driver slot (no driver state then).
+    old_chain: Option<old_chain::OldChain>,
 }
 
 /// Everything one run simulates.
@@ -86,7 +90,8 @@ struct World {
     instances: Vec<SimCore>,
     /// Authority of each instance.
     authority_of: Vec<AuthorityIndex>,
-    /// Honest drivers, then hostile ones, then the forger, then the home drivers (one per
+    /// Honest drivers, then hostile ones, then the forger, then the old-chain adversaries (one
+    /// per `old-chains` authority), then the home drivers (one per
     /// authority, in authority order).
     drivers: Vec<SimDriver>,
     /// Cut (driver, instance) links.
@@ -169,6 +174,8 @@ impl World {
             .filter_map(|n| n.core.as_ref().map(|c| c.round()))
             .max()
             .unwrap_or_default();
+        let (old_chains_joined, old_chain_certificates, old_chain_committed) =
+            self.old_chain_figures();
         SimReport {
             seed: self.config.seed,
             violations: self.checker.violations.clone(),
@@ -183,6 +190,9 @@ impl World {
             trace: self.trace.finish(),
             acked_transactions: self.acked,
             slow_transactions: self.slow_transactions,
+            old_chains_joined,
+            old_chain_certificates,
+            old_chain_committed,
         }
     }
 }

@@ -13,7 +13,7 @@ use sleepyseal_core::{AuthorityIndex, Committee, Verifier};
 use sleepyseal_driver::state::DriverState;
 
 use super::faults::generate_phases;
-use super::{driver_config, SimConfig, SimDriver, World};
+use super::{driver_config, old_chain, SimConfig, SimDriver, World};
 use crate::check::Checker;
 use crate::node::SimCore;
 use crate::rng::SimRng;
@@ -119,11 +119,11 @@ fn vary_storage(config: &mut SimConfig) {
         return;
     }
     let (gc_depth, retention) = match config.seed % 3 {
-        0 => (config.core.gc_depth, config.core.retention_rounds),
+        0 => (config.constants.gc_depth, config.core.retention_rounds),
         1 => (6, 24),
         _ => (3, 20),
     };
-    config.core.gc_depth = gc_depth;
+    config.constants.gc_depth = gc_depth;
     config.core.retention_rounds = retention;
 }
 
@@ -143,15 +143,23 @@ fn leader_schedule(
     }
 }
 
-/// The committee of the run (with the prototype's quorum rule under that planted fault).
+/// The committee of the run, its instance id made at genesis from the constants as a testbed's
+/// is (with the prototype's quorum rule under that planted fault).
 fn build_committee(config: &SimConfig) -> Arc<Committee> {
     let stakes = config
         .stakes
         .clone()
         .unwrap_or_else(|| vec![1; config.cores]);
     assert_eq!(stakes.len(), config.cores, "one stake per core");
-    let instance = Hasher::new(b"SEAL/SIM/v1").update(b"instance").finish();
-    let committee = testkit::committee_for(instance, &stakes);
+    let keys = testkit::committee_with_stakes(&stakes);
+    let committee = Arc::new(
+        Committee::genesis(
+            b"sleepyseal-sim",
+            keys.authorities().to_vec(),
+            config.constants,
+        )
+        .expect("the simulation's committee is valid"),
+    );
     if config.mutant == Mutant::PrototypeQuorum {
         return Arc::new(
             Committee::clone(&committee).with_threshold_rule(crate::planted::prototype_thresholds),
@@ -174,6 +182,13 @@ fn build_core(
     } else {
         schedule.clone()
     };
+    // The planted fault: the last core on a depth of its own (the same instance id).
+    let committee = if config.mutant == Mutant::LocalGcDepth && instance + 1 == committee.size() {
+        Arc::new(crate::planted::local_gc_depth(committee))
+    } else {
+        committee.clone()
+    };
+    let committee = &committee;
     let mut verifier = Verifier::new(committee.clone(), VerifierConfig::default());
     if config.mutant == Mutant::NoSignatureCheck {
         verifier = verifier.with_signature_check(crate::planted::accept_every_signature);
@@ -187,17 +202,30 @@ fn build_core(
         verifier,
     );
     node.reply_before_write = config.mutant == Mutant::ReplyBeforeWrite;
-    let a = a.as_usize();
-    if a >= config.twins && a < config.twins + config.byzantine {
-        node.behaviour = if config.behaviour == Behaviour::Mixed {
-            let k = (config.seed as usize / 3) + a - config.twins;
-            Behaviour::CORES[k % Behaviour::CORES.len()]
-        } else {
-            config.behaviour
-        };
+    if let Some(behaviour) = core_behaviour(config, a) {
+        node.behaviour = behaviour;
         node.seed_misbehaviour(config.seed);
+        if old_chain::is_old_chain(behaviour) {
+            // Its key signs through the old-chain adversary; the core itself never runs.
+            node.crash();
+        }
     }
     node
+}
+
+/// The misbehaviour of authority `a`, if it is one of the Byzantine cores (rotating with the
+/// seed under `Mixed`).
+fn core_behaviour(config: &SimConfig, a: AuthorityIndex) -> Option<Behaviour> {
+    let a = a.as_usize();
+    if a < config.twins || a >= config.twins + config.byzantine {
+        return None;
+    }
+    Some(if config.behaviour == Behaviour::Mixed {
+        let k = (config.seed as usize / 3) + a - config.twins;
+        Behaviour::CORES[k % Behaviour::CORES.len()]
+    } else {
+        config.behaviour
+    })
 }
 
 /// The checkers, told which authorities are Byzantine (not the undeclared ones of the negative
@@ -217,14 +245,19 @@ fn build_checker(
     Checker::new(committee.clone(), schedule.clone(), byzantine, instances)
 }
 
-/// The honest drivers, then the hostile ones, then the forger, then one home driver per
-/// authority (home core: that authority).
+/// The honest drivers, then the hostile ones, then the forger, then one old-chain adversary per
+/// `old-chains` authority, then one home driver per authority (home core: that authority).
 fn build_drivers(
     config: &SimConfig,
     committee: &Arc<Committee>,
     hostile: &HostileDrivers,
 ) -> Vec<SimDriver> {
-    let plain = config.drivers + hostile.count + usize::from(config.forger);
+    let chains: Vec<AuthorityIndex> = committee
+        .indices()
+        .filter(|a| core_behaviour(config, *a).is_some_and(old_chain::is_old_chain))
+        .collect();
+    let first_chain = config.drivers + hostile.count + usize::from(config.forger);
+    let plain = first_chain + chains.len();
     let homes = if config.home_drivers.is_some() {
         committee.size()
     } else {
@@ -242,12 +275,14 @@ fn build_drivers(
             if d >= plain {
                 driver.home_core = Some(AuthorityIndex((d - plain) as u16));
             }
+            let old_chain = (first_chain..plain)
+                .contains(&d)
+                .then(|| old_chain::OldChain::new(chains[d - first_chain]));
             SimDriver {
-                state: Some(DriverState::new(
-                    committee.clone(),
-                    driver.clone(),
-                    (d as u64) << 48,
-                )),
+                state: old_chain
+                    .is_none()
+                    .then(|| DriverState::new(committee.clone(), driver.clone(), (d as u64) << 48)),
+                old_chain,
                 config: driver,
                 incarnation: 0,
                 in_flight: HashMap::new(),

@@ -123,6 +123,7 @@ impl<'a> Chaos<'a> {
             stakes: args.stakes.clone(),
             base_port: args.base_port,
             seed: 7,
+            constants: args.constants(),
             flags: args.node_flags(),
             core_extra,
             loads: 1,

@@ -310,6 +310,7 @@ fn write_stage(args: &ClusterArgs, inventory: &Inventory, stage: &Path) -> anyho
             base_port: port,
             seed: None,
             addresses: Some(addresses),
+            constants: args.local.constants(),
         },
     )?;
     std::fs::rename(&committee, stage.join("committee.json"))?;

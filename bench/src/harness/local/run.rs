@@ -234,6 +234,7 @@ impl<'a> Run<'a> {
             stakes: args.stakes.clone(),
             base_port: args.base_port,
             seed: rate,
+            constants: args.constants(),
             flags: args.node_flags(),
             core_extra: Vec::new(),
             loads: args.clients,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use sleepyseal_core::committee::ProtocolConstants;
 use sleepyseal_core::AuthorityIndex;
 use sleepyseal_net::{Clients, GenesisOptions};
 
@@ -35,8 +36,6 @@ pub struct NodeFlags {
     pub verify_batch: usize,
     /// `core --verify-threads`.
     pub verify_threads: usize,
-    /// `core --gc-depth`.
-    pub gc_depth: u64,
     /// `core --leader-timeout-ms` and `--vote-timeout-ms`.
     pub leader_timeout_ms: u64,
     /// `driver --pipeline-depth` and `core --home-driver-pipeline-depth`.
@@ -67,7 +66,6 @@ impl NodeFlags {
             format!("--straggler-wait-ms={}", self.straggler_wait_ms),
             format!("--verify-batch={}", self.verify_batch),
             format!("--verify-threads={}", self.verify_threads),
-            format!("--gc-depth={}", self.gc_depth),
             format!("--leader-timeout-ms={}", self.leader_timeout_ms),
             format!("--vote-timeout-ms={}", self.leader_timeout_ms),
         ];
@@ -102,6 +100,8 @@ pub struct Spec {
     pub base_port: u16,
     /// Seed of the keys (reproducible runs).
     pub seed: u64,
+    /// GC_DEPTH and CHECKPOINT_INTERVAL, written into the committee at genesis.
+    pub constants: ProtocolConstants,
     /// Flags of every core and driver.
     pub flags: NodeFlags,
     /// Further flags of every core.
@@ -173,6 +173,7 @@ impl Testbed {
                 base_port: spec.base_port,
                 seed: Some(spec.seed),
                 addresses: Some(quic.iter().map(SocketAddr::to_string).collect()),
+                constants: spec.constants,
             },
         )?;
         Ok(Testbed {
