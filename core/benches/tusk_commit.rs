@@ -28,8 +28,6 @@ use sleepyseal_core::{Certificate, Committee, Round};
 const SIZES: [usize; 3] = [4, 10, 50];
 /// Full rounds of the `full_dag` case (even: its last leader gets support from one more round).
 const FULL_ROUNDS: usize = 20;
-/// gc depth passed to the commit rule (the core's default).
-const GC_DEPTH: u64 = 50;
 
 /// The DAG of every certificate of `rounds` (genesis included by `Dag::new`).
 fn dag_of(committee: &Committee, rounds: &[Vec<Certificate>]) -> Dag {
@@ -49,7 +47,7 @@ fn committed_state(
 ) -> ConsensusState {
     let dag = dag_of(committee, rounds);
     let initial = ConsensusState::new(committee.size());
-    try_commit(&dag, &initial, committee, schedule, GC_DEPTH).1
+    try_commit(&dag, &initial, committee, schedule).1
 }
 
 /// One benchmark input: a DAG, the state before the call, and how many certificates it commits.
@@ -66,7 +64,7 @@ impl Case {
         dag: Dag,
         state: ConsensusState,
     ) -> Case {
-        let (commits, _) = try_commit(&dag, &state, committee, schedule, GC_DEPTH);
+        let (commits, _) = try_commit(&dag, &state, committee, schedule);
         Case {
             committed: commits.entries.len() as u64,
             dag,
@@ -159,7 +157,6 @@ fn bench_tusk(c: &mut Criterion) {
                         black_box(&case.state),
                         &committee,
                         schedule.as_ref(),
-                        GC_DEPTH,
                     )
                 })
             });

@@ -26,6 +26,7 @@
 //! - No input panics: anything a peer sends is answered with a [`CoreError`]. A broken internal
 //!   invariant is an `assert!`, kept on in release builds.
 
+pub mod checkpoint;
 pub mod codec;
 pub mod committee;
 pub mod crypto;

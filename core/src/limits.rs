@@ -17,6 +17,8 @@ pub const MAX_PAYLOADS_PER_REQUEST: usize = 4_096;
 pub const MAX_HEADERS_PER_REQUEST: usize = 1_024;
 /// Most validators in a committee (bounds bitmaps, parent lists and per-author vectors).
 pub const MAX_COMMITTEE_SIZE: usize = 1_024;
+/// Most checkpoint states in a `GetCheckpoint` reply (a core keeps its latest few).
+pub const MAX_CHECKPOINTS_PER_REPLY: usize = 16;
 /// Longest genesis nonce of a committee file, in bytes.
 pub const MAX_GENESIS_NONCE_BYTES: usize = 64;
 /// Largest value of a protocol constant (GC_DEPTH, CHECKPOINT_INTERVAL), in rounds.

@@ -385,19 +385,25 @@ impl Certificate {
 impl Encode for Certificate {
     fn encode(&self, w: &mut Writer) {
         self.header.encode(w);
-        // Signers as a bitmap without trailing zero bytes (canonical).
-        let bytes = self
-            .signers
-            .last()
-            .map_or(0, |last| last.as_usize() / 8 + 1);
-        let mut bitmap = vec![0u8; bytes];
-        for s in &self.signers {
-            bitmap[s.as_usize() / 8] |= 1 << (s.0 % 8);
-        }
-        w.bytes(&bitmap);
-        for s in &self.signatures {
-            w.raw(&s.0);
-        }
+        encode_signed_by(w, &self.signers, &self.signatures);
+    }
+}
+
+/// Ascending signers as a bitmap without trailing zero bytes (canonical), then one signature
+/// per signer in order (certificates and checkpoint certificates).
+pub(crate) fn encode_signed_by(
+    w: &mut Writer,
+    signers: &[AuthorityIndex],
+    signatures: &[Signature],
+) {
+    let bytes = signers.last().map_or(0, |last| last.as_usize() / 8 + 1);
+    let mut bitmap = vec![0u8; bytes];
+    for s in signers {
+        bitmap[s.as_usize() / 8] |= 1 << (s.0 % 8);
+    }
+    w.bytes(&bitmap);
+    for s in signatures {
+        w.raw(&s.0);
     }
 }
 
@@ -405,6 +411,20 @@ impl Decode for Certificate {
     const MIN_ENCODED_BYTES: usize = Header::MIN_ENCODED_BYTES + 4;
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let header = Header::decode(r)?;
+        let (signers, signatures) = decode_signed_by(r)?;
+        Ok(Certificate {
+            header,
+            signers,
+            signatures,
+        })
+    }
+}
+
+/// Reads what [`encode_signed_by`] wrote.
+pub(crate) fn decode_signed_by(
+    r: &mut Reader,
+) -> Result<(Vec<AuthorityIndex>, Vec<Signature>), DecodeError> {
+    {
         let bitmap = r.bytes("signer bitmap", MAX_COMMITTEE_SIZE.div_ceil(8))?;
         if bitmap.last() == Some(&0) {
             return Err(DecodeError::NonCanonical {
@@ -431,11 +451,7 @@ impl Decode for Certificate {
         for _ in 0..signers.len() {
             signatures.push(Signature(r.fixed()?));
         }
-        Ok(Certificate {
-            header,
-            signers,
-            signatures,
-        })
+        Ok((signers, signatures))
     }
 }
 

@@ -2,12 +2,13 @@
 
 use bytes::Bytes;
 
+use crate::checkpoint::SignedCheckpoint;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::error::CoreError;
 use crate::limits::{
-    MAX_CERTS_PER_REQUEST, MAX_COMMITTED_PER_READ, MAX_COMMITTEE_SIZE, MAX_DIGESTS_PER_MESSAGE,
-    MAX_HEADERS_PER_REQUEST, MAX_PAYLOADS_PER_REQUEST, MAX_TRANSACTIONS_PER_SUBMIT,
-    MAX_TRANSACTION_BYTES,
+    MAX_CERTS_PER_REQUEST, MAX_CHECKPOINTS_PER_REPLY, MAX_COMMITTED_PER_READ, MAX_COMMITTEE_SIZE,
+    MAX_DIGESTS_PER_MESSAGE, MAX_HEADERS_PER_REQUEST, MAX_PAYLOADS_PER_REQUEST,
+    MAX_TRANSACTIONS_PER_SUBMIT, MAX_TRANSACTION_BYTES,
 };
 use crate::messages::{Certificate, Payload, SignedHeader, Vote};
 use crate::types::{AuthorityIndex, Digest, Round};
@@ -96,6 +97,8 @@ pub enum RequestBody {
         /// request up to this many milliseconds for new entries (the core itself ignores it).
         wait_ms: u32,
     },
+    /// The core's latest checkpoint states with its signature on each (read only; §8a.1).
+    GetCheckpoint,
 }
 
 /// The reply to a request.
@@ -134,6 +137,9 @@ pub enum Response {
         /// (`CommittedView::Prefixes`).
         prefixes: Vec<PayloadPrefixes>,
     },
+    /// Reply to `GetCheckpoint`: the core's latest boundary states, oldest first, each signed
+    /// by the core (none before its first boundary).
+    Checkpoints(Vec<SignedCheckpoint>),
     /// The whole request was refused; nothing changed.
     Error(CoreError),
 }
@@ -342,7 +348,8 @@ impl RequestBody {
             RequestBody::GetState { .. }
             | RequestBody::Fetch { .. }
             | RequestBody::FetchPayloads { .. }
-            | RequestBody::ReadCommitted { .. } => 0,
+            | RequestBody::ReadCommitted { .. }
+            | RequestBody::GetCheckpoint => 0,
         }
     }
 
@@ -357,6 +364,7 @@ impl RequestBody {
             RequestBody::FetchPayloads { .. } => "fetch_payloads",
             RequestBody::Submit { .. } => "submit",
             RequestBody::ReadCommitted { .. } => "read_committed",
+            RequestBody::GetCheckpoint => "get_checkpoint",
         }
     }
 }
@@ -378,7 +386,7 @@ impl Response {
                         .map(PayloadPrefixes::encoded_len)
                         .sum::<usize>()
             }
-            Response::Submitted { .. } | Response::Error(_) => 0,
+            Response::Submitted { .. } | Response::Checkpoints(_) | Response::Error(_) => 0,
         }
     }
 }
@@ -452,6 +460,7 @@ impl Encode for RequestBody {
                 w.u8(7);
                 w.seq(digests);
             }
+            RequestBody::GetCheckpoint => w.u8(8),
         }
     }
 }
@@ -502,6 +511,7 @@ impl Decode for Request {
             7 => RequestBody::FetchPayloads {
                 digests: r.seq("digests", MAX_DIGESTS_PER_MESSAGE)?,
             },
+            8 => RequestBody::GetCheckpoint,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "request",
@@ -570,6 +580,10 @@ impl Encode for Response {
                 w.u8(5);
                 e.encode(w);
             }
+            Response::Checkpoints(states) => {
+                w.u8(6);
+                w.seq(states);
+            }
         }
     }
 }
@@ -595,6 +609,7 @@ impl Decode for Response {
                 prefixes: r.seq("payload prefixes", MAX_COMMITTED_PER_READ)?,
             },
             5 => Response::Error(CoreError::decode(r)?),
+            6 => Response::Checkpoints(r.seq("checkpoints", MAX_CHECKPOINTS_PER_REPLY)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "response",

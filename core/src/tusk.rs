@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::committee::{Committee, LeaderSchedule};
+use crate::checkpoint::crosses_boundary;
+use crate::committee::{Committee, LeaderSchedule, ProtocolConstants};
 use crate::dag::Dag;
 use crate::messages::{chain_commit_hash, Certificate};
 use crate::protocol::CommittedEntry;
@@ -48,6 +49,10 @@ pub struct Commits {
     pub entries: Vec<CommittedEntry>,
     /// The certificates behind `entries`, same order.
     pub certificates: Vec<Arc<Certificate>>,
+    /// The checkpoint boundaries crossed (PROTOCOL.md §8a.1): the state right after the
+    /// sub-DAG of each committed leader whose round reached a new multiple of
+    /// CHECKPOINT_INTERVAL, oldest first.
+    pub boundaries: Vec<ConsensusState>,
 }
 
 /// Support for leader `ld`: stake of round `L+1` certificates whose parents contain it.
@@ -60,14 +65,18 @@ pub fn support(dag: &Dag, committee: &Committee, ld: &Certificate) -> Stake {
 
 /// Evaluates every even round above the last committed one, in ascending order, commits each
 /// leader with validity support at L+1 together with the uncommitted leaders it links to, and
-/// returns the new entries and state. `state` is not modified.
+/// returns the new entries, the checkpoint boundaries crossed and the new state. Sub-DAGs are
+/// cut at the committee's GC_DEPTH. `state` is not modified.
 pub fn try_commit(
     dag: &Dag,
     state: &ConsensusState,
     committee: &Committee,
     schedule: &dyn LeaderSchedule,
-    gc_depth: u64,
 ) -> (Commits, ConsensusState) {
+    let ProtocolConstants {
+        gc_depth,
+        checkpoint_interval,
+    } = committee.constants();
     let mut state = state.clone();
     let mut out = Commits::default();
     let mut leader_round = Round(state.last_committed_round.0 + 2);
@@ -76,7 +85,11 @@ pub fn try_commit(
         if let Some(ld) = dag.at(leader_round, schedule.leader(leader_round)) {
             if support(dag, committee, ld) >= committee.validity_threshold() {
                 for leader in leader_chain(dag, &state, schedule, ld) {
+                    let previous = state.last_committed_round;
                     emit_sub_dag(dag, &mut state, &leader, gc_depth, &mut out);
+                    if crosses_boundary(previous, leader.round(), checkpoint_interval) {
+                        out.boundaries.push(state.clone());
+                    }
                 }
             }
         }

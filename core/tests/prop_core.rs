@@ -238,7 +238,7 @@ proptest! {
             let mut out = Vec::new();
             for cert in certs {
                 dag.insert(Arc::new(cert.clone())).unwrap();
-                let (commits, next_state) = try_commit(&dag, &state, &c, schedule.as_ref(), 50);
+                let (commits, next_state) = try_commit(&dag, &state, &c, schedule.as_ref());
                 out.extend(commits.entries.iter().map(|e| (e.digest, e.commit_hash)));
                 state = next_state;
             }

@@ -127,7 +127,6 @@ fn commit(committee: &Arc<Committee>, certificates: &[Certificate]) -> Vec<(u64,
         &ConsensusState::new(committee.size()),
         committee,
         schedule.as_ref(),
-        50,
     );
     commits
         .entries

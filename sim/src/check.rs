@@ -6,7 +6,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use sleepyseal_core::checkpoint::checkpoint_message;
 use sleepyseal_core::committee::LeaderSchedule;
+use sleepyseal_core::crypto::{verify_one, SignatureItem};
 use sleepyseal_core::protocol::{CommittedEntry, RequestBody, Response};
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{
@@ -16,7 +18,7 @@ use sleepyseal_core::{
 /// A broken invariant, with what shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// Which invariant (S1..S8).
+    /// Which invariant (S1..S10).
     pub invariant: &'static str,
     /// What was seen.
     pub detail: String,
@@ -35,6 +37,8 @@ struct CoreTrack {
     committed_leaders: u64,
     last_leader_round: Round,
     max_gap_rounds: u64,
+    /// Index of the newest checkpoint state of this core already checked (S10).
+    checkpoint_checked: Option<u64>,
 }
 
 /// The checkers' state for one simulation.
@@ -61,6 +65,8 @@ pub struct Checker {
     leaders: HashMap<Round, Digest>,
     /// S8: committed leaders seen with support ≥ V at L + 1, by round.
     supported_leaders: HashMap<Round, Digest>,
+    /// S10: the digest of the checkpoint state honest cores signed, by consensus index.
+    checkpoints: HashMap<u64, Digest>,
     tracks: Vec<CoreTrack>,
     /// Everything found.
     pub violations: Vec<Violation>,
@@ -86,6 +92,7 @@ impl Checker {
             headers: HashMap::new(),
             leaders: HashMap::new(),
             supported_leaders: HashMap::new(),
+            checkpoints: HashMap::new(),
             tracks: (0..instances).map(|_| CoreTrack::default()).collect(),
             violations: Vec::new(),
         }
@@ -95,6 +102,11 @@ impl Checker {
         if self.violations.len() < 32 {
             self.violations.push(Violation { invariant, detail });
         }
+    }
+
+    /// Checkpoint states signed by honest cores, counted once per index.
+    pub fn checkpoints_seen(&self) -> u64 {
+        self.checkpoints.len() as u64
     }
 
     /// Fewest committed leaders and largest gap between successive committed leader rounds
@@ -331,6 +343,59 @@ impl Checker {
         };
         for e in entries {
             self.check_entry(instance, core, &e);
+        }
+        self.check_checkpoints(instance, core);
+    }
+
+    /// S10 at its source: every checkpoint state an honest core signs is the state of the one
+    /// committed sequence at its index (the commit hash there, the same state as every other
+    /// honest core's at that index), bound to the instance, and validly signed by the core.
+    fn check_checkpoints(&mut self, instance: usize, core: &Core) {
+        let checked = self.tracks[instance].checkpoint_checked;
+        let new: Vec<_> = core
+            .checkpoints()
+            .filter(|c| checked.is_none_or(|i| c.state.consensus_index > i))
+            .cloned()
+            .collect();
+        for signed in new {
+            let state = &signed.state;
+            let index = state.consensus_index;
+            self.tracks[instance].checkpoint_checked = Some(index);
+            let digest = state.digest();
+            if let Some(other) = self.checkpoints.insert(index, digest) {
+                if other != digest {
+                    self.fail(
+                        "S10",
+                        format!("core {instance} signed another checkpoint state at index {index}"),
+                    );
+                }
+            }
+            let chained = index
+                .checked_sub(1)
+                .and_then(|i| self.log.get(i as usize))
+                .is_none_or(|(_, hash)| *hash == state.commit_hash);
+            let message = checkpoint_message(&self.reference.committee().instance(), &digest);
+            let signed_validly = self
+                .reference
+                .committee()
+                .authority(signed.signer)
+                .is_some_and(|a| {
+                    verify_one(&SignatureItem {
+                        public_key: a.public_key,
+                        message: &message,
+                        signature: signed.signature,
+                    })
+                });
+            if !chained
+                || state.instance != self.reference.committee().instance()
+                || signed.signer != core.index()
+                || !signed_validly
+            {
+                self.fail(
+                    "S10",
+                    format!("core {instance} signed a checkpoint at index {index} that is not the committed state there"),
+                );
+            }
         }
     }
 

@@ -153,6 +153,8 @@ struct Summary {
     old_chains_joined: u64,
     old_chain_certificates: u64,
     old_chain_committed: u64,
+    /// Checkpoint states honest cores signed (distinct indices per seed, summed), each checked.
+    checkpoints: u64,
     wall_s: f64,
     /// With --byzantine: the figures of the seeds of each behaviour.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -404,6 +406,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         old_chains_joined: 0,
         old_chain_certificates: 0,
         old_chain_committed: 0,
+        checkpoints: 0,
         wall_s,
         per_behaviour: Vec::new(),
     };
@@ -435,6 +438,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 s.old_chains_joined += r.old_chains_joined;
                 s.old_chain_certificates += r.old_chain_certificates;
                 s.old_chain_committed += r.old_chain_committed;
+                s.checkpoints += r.checkpoints;
             }
         }
     }
@@ -483,6 +487,10 @@ fn print_readable(args: &SimArgs, s: &Summary) {
             s.old_chains_joined, s.old_chain_certificates, s.old_chain_committed
         );
     }
+    println!(
+        "  checkpoints signed        {} (each checked, S10)",
+        s.checkpoints
+    );
     println!("  events                    {}", s.events);
     println!("  wall time                 {:.1} s", s.wall_s);
     for b in &s.per_behaviour {

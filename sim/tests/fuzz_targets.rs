@@ -96,6 +96,20 @@ fn decode_target_on_seeded_inputs() {
         }
         .to_bytes()
         .to_vec(),
+        // A reply as a core serves its checkpoint states (decoded as a response too).
+        sleepyseal_core::Response::Checkpoints(vec![
+            sleepyseal_core::checkpoint::SignedCheckpoint {
+                state: sleepyseal_core::checkpoint::CheckpointState::of(
+                    instance,
+                    &sleepyseal_core::tusk::ConsensusState::new(4),
+                ),
+                signer: sleepyseal_core::AuthorityIndex(1),
+                signature: sleepyseal_core::Signature([3; 64]),
+            };
+            2
+        ])
+        .to_bytes()
+        .to_vec(),
     ];
     for input in regressions("decode")
         .into_iter()

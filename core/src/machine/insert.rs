@@ -119,7 +119,6 @@ impl Core {
             &self.consensus,
             &self.committee,
             self.schedule.as_ref(),
-            self.committee.gc_depth(),
         );
         if commits.entries.is_empty() {
             return;
@@ -159,6 +158,9 @@ impl Core {
             keys::consensus(),
             super::recover::encode_consensus(&self.consensus),
         );
+        for boundary in &commits.boundaries {
+            self.sign_checkpoint(boundary, tx);
+        }
         self.collect_garbage(tx);
     }
 

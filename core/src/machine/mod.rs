@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::checkpoint::SignedCheckpoint;
 use crate::committee::{Committee, LeaderSchedule};
 use crate::crypto::KeyPair;
 use crate::dag::Dag;
@@ -23,6 +24,7 @@ use crate::types::{AuthorityIndex, Digest, Millis, Round};
 use crate::verify::{CheckedRequest, Verified};
 
 mod advance;
+mod checkpoints;
 mod insert;
 mod pending;
 mod read;
@@ -60,6 +62,10 @@ pub const PACING_ROUNDS: usize = 2;
 /// own headers of the largest batch; beyond, a `Submit` gets `Busy` (overload sheds load at the
 /// edge instead of growing a backlog that every round then drags along).
 pub const ADMISSION_ROUNDS: usize = 4;
+/// Checkpoint states a core keeps and serves: its latest few boundaries (PROTOCOL.md §8a.1),
+/// so a driver assembling a certificate finds a state enough cores signed even while the newest
+/// is still being reached.
+pub const KEPT_CHECKPOINTS: usize = 4;
 /// Default payload bytes of committed entries retained for clients.
 pub const DEFAULT_COMMITTED_WINDOW_BYTES: usize = 32 << 20;
 
@@ -175,6 +181,9 @@ pub struct Core {
     own: BTreeMap<Round, OwnHeader>,
     /// Commit progress.
     consensus: ConsensusState,
+    /// The latest checkpoint states this core reached and signed, oldest first (at most
+    /// [`KEPT_CHECKPOINTS`]).
+    checkpoints: VecDeque<SignedCheckpoint>,
     /// The retained window of the committed sequence: entry `k` has index `committed_base + k`.
     committed: VecDeque<CommittedEntry>,
     /// Index of the oldest retained committed entry.
@@ -213,6 +222,8 @@ pub struct CoreCounters {
     pub own_headers_orphaned: u64,
     /// Transactions of those headers put back into the mempool.
     pub transactions_requeued: u64,
+    /// Checkpoint states signed (boundaries this core's commit rule reached).
+    pub checkpoints_signed: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -383,6 +394,9 @@ impl Core {
                 certificates: Vec::new(),
                 payloads: self.payloads_for(digests),
             },
+            RequestBody::GetCheckpoint => {
+                Response::Checkpoints(self.checkpoints.iter().cloned().collect())
+            }
         };
         (response, tx.batch)
     }

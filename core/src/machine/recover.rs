@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Core, CoreConfig, CoreCounters, OwnHeader, StoredPayload};
+use crate::checkpoint::SignedCheckpoint;
 use crate::codec::{Decode, DecodeError, Reader, Writer};
 use crate::committee::{Committee, LeaderSchedule};
 use crate::crypto::KeyPair;
@@ -74,6 +75,8 @@ struct Tables {
     committed: Vec<CommittedEntry>,
     /// Mempool entries in entry order.
     pending: Vec<(u64, Bytes)>,
+    /// Checkpoint states this core signed, in index order.
+    checkpoints: Vec<SignedCheckpoint>,
 }
 
 /// The digest of a payload or payload round key.
@@ -112,6 +115,9 @@ impl Tables {
                 Table::Committed => t
                     .committed
                     .push(decoded(table, CommittedEntry::from_bytes(value))?),
+                Table::Checkpoint => t
+                    .checkpoints
+                    .push(decoded(table, SignedCheckpoint::from_bytes(value))?),
                 Table::Pending => t.pending.push((
                     keys::u64_field(&key)
                         .ok_or_else(|| RecoverError::Inconsistent("short entry key".into()))?,
@@ -173,6 +179,7 @@ impl Core {
             votes_cast: BTreeMap::new(),
             own: BTreeMap::new(),
             consensus,
+            checkpoints: VecDeque::new(),
             committed: VecDeque::new(),
             committed_base: 0,
             committed_pins: HashMap::new(),
@@ -230,6 +237,7 @@ impl Core {
             ));
         }
         self.restore_own(t.own)?;
+        self.restore_checkpoints(t.checkpoints)?;
         for (entry, value) in t.pending {
             self.mempool
                 .restore_entry(entry, value)

@@ -26,6 +26,9 @@ pub enum Table {
     /// payload digest → `round: u64 LE`, the round of the latest header referencing the payload
     /// (for pruning; raised without writing the payload again).
     PayloadRound = 8,
+    /// consensus index → a checkpoint state this core reached and signed (a `SignedCheckpoint`),
+    /// its latest few (PROTOCOL.md §8a.1).
+    Checkpoint = 9,
 }
 
 impl Table {
@@ -40,6 +43,7 @@ impl Table {
             6 => Table::Committed,
             7 => Table::Pending,
             8 => Table::PayloadRound,
+            9 => Table::Checkpoint,
             _ => return None,
         })
     }
@@ -84,6 +88,10 @@ pub fn consensus() -> Vec<u8> {
 /// Key of a committed entry.
 pub fn committed(index: u64) -> Vec<u8> {
     key(Table::Committed, &[&index.to_be_bytes()])
+}
+/// Key of a checkpoint state, by its consensus index.
+pub fn checkpoint(index: u64) -> Vec<u8> {
+    key(Table::Checkpoint, &[&index.to_be_bytes()])
 }
 /// Key of a mempool entry.
 pub fn pending(entry: u64) -> Vec<u8> {

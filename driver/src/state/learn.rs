@@ -48,6 +48,7 @@ impl DriverState {
             Response::Error(error) => {
                 self.on_refused(now, slot.unwrap_or(from.as_usize()), &error);
             }
+            Response::Checkpoints(states) => self.learn_checkpoints(from, states),
             Response::Submitted { .. } | Response::Committed { .. } => {}
         }
     }

@@ -14,7 +14,7 @@
 //! `Sync` and `Fetch` for a core that misses history), `payloads` (which payloads a request
 //! carries, within one budget, and fetching those the driver lacks), `carriage` (who carries which
 //! payload: the home-core policy of PROTOCOL.md §7), `cache` (the payload cache and its byte
-//! bound).
+//! bound), `checkpoints` (checkpoint signatures into checkpoint certificates, §8a.2).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use sleepyseal_core::{
 mod cache;
 mod carriage;
 mod catch_up;
+mod checkpoints;
 mod choose;
 mod learn;
 mod payloads;
@@ -257,6 +258,9 @@ pub struct DriverState {
     top: Round,
     /// The id of the next request.
     next_id: u64,
+    /// Per core, the checkpoint states of its latest `GetCheckpoint` reply whose signatures
+    /// verified (see `checkpoints`).
+    checkpoint_signatures: Vec<Vec<sleepyseal_core::checkpoint::SignedCheckpoint>>,
 }
 
 impl DriverState {
@@ -267,6 +271,7 @@ impl DriverState {
             payloads: PayloadCache::new(config.payload_cache_bytes),
             covered_until: vec![Millis::default(); committee.size()],
             carried_by_others: vec![false; committee.size()],
+            checkpoint_signatures: vec![Vec::new(); committee.size()],
             committee,
             config,
             headers: BTreeMap::new(),
@@ -399,5 +404,6 @@ pub fn kind(body: &RequestBody) -> String {
         RequestBody::Submit { .. } => "Submit".into(),
         RequestBody::ReadCommitted { .. } => "ReadCommitted".into(),
         RequestBody::FetchPayloads { digests } => format!("FetchPayloads({})", digests.len()),
+        RequestBody::GetCheckpoint => "GetCheckpoint".into(),
     }
 }

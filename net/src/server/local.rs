@@ -252,7 +252,9 @@ fn check_limits(body: &RequestBody, max_request_bytes: usize) -> Result<(), Loca
             over("digests", digests.len(), MAX_DIGESTS_PER_MESSAGE)?;
             0
         }
-        RequestBody::GetState { .. } | RequestBody::ReadCommitted { .. } => 0,
+        RequestBody::GetState { .. }
+        | RequestBody::ReadCommitted { .. }
+        | RequestBody::GetCheckpoint => 0,
     };
     over("bytes carried", bulk, max_request_bytes)
 }

@@ -343,6 +343,11 @@ impl Collector for CoreCountersCollector {
                 "Transactions of orphaned own headers put back into the mempool.",
                 c.transactions_requeued,
             ),
+            (
+                "checkpoints_signed",
+                "Checkpoint states this core reached and signed (PROTOCOL.md 8a.1).",
+                c.checkpoints_signed,
+            ),
         ];
         for (name, help, value) in counters {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -392,6 +397,7 @@ mod tests {
         "sleepyseal_core_leaders_committed_total counter Leaders committed since start.",
         "sleepyseal_core_own_headers_orphaned_total counter Own headers that fell below gc_round uncommitted.",
         "sleepyseal_core_requeued_transactions_total counter Transactions of orphaned own headers put back into the mempool.",
+        "sleepyseal_core_checkpoints_signed_total counter Checkpoint states this core reached and signed (PROTOCOL.md 8a.1).",
     ];
 
     #[test]
@@ -402,6 +408,7 @@ mod tests {
         stats.busy.fetch_add(5, Ordering::Relaxed);
         stats.core_counters.lock().unwrap().own_headers_orphaned = 2;
         stats.core_counters.lock().unwrap().transactions_requeued = 300;
+        stats.core_counters.lock().unwrap().checkpoints_signed = 3;
         stats.verify_seconds.observe(0.003);
         stats.group_requests.observe(7.0);
         stats.payload_sent("fetch_payloads", 512);
@@ -415,6 +422,7 @@ mod tests {
             ("sleepyseal_core_busy_replies_total", 5.0),
             ("sleepyseal_core_own_headers_orphaned_total", 2.0),
             ("sleepyseal_core_requeued_transactions_total", 300.0),
+            ("sleepyseal_core_checkpoints_signed_total", 3.0),
             ("sleepyseal_core_verify_seconds_count", 1.0),
             ("sleepyseal_core_group_commit_requests_sum", 7.0),
             ("sleepyseal_core_payload_bytes_sent_total", 512.0),

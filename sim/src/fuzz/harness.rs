@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, Encode};
-use sleepyseal_core::committee::default_schedule;
+use sleepyseal_core::committee::{default_schedule, ProtocolConstants};
 use sleepyseal_core::limits::MAX_MESSAGE_BYTES;
 use sleepyseal_core::messages::SignedHeader;
 use sleepyseal_core::protocol::{CommittedEntry, RequestBody, Response};
@@ -34,7 +34,7 @@ pub(super) struct Harness {
     durable: Durable,
     /// The verifier in front of it, as in the server.
     verifier: Verifier,
-    /// Its committee: the pool's, with the GC_DEPTH of the input.
+    /// Its committee: the pool's, with the GC_DEPTH and CHECKPOINT_INTERVAL of the input.
     committee: Arc<Committee>,
     /// Its settings.
     config: CoreConfig,
@@ -57,11 +57,16 @@ pub(super) struct Harness {
 }
 
 impl Harness {
-    /// A fresh core of the pool's committee with GC_DEPTH `gc_depth`, on an empty store.
-    pub(super) fn new(config: CoreConfig, gc_depth: u64) -> Harness {
+    /// A fresh core of the pool's committee with the input's protocol constants, on an empty
+    /// store.
+    pub(super) fn new(config: CoreConfig, constants: ProtocolConstants) -> Harness {
         let p = pool();
-        // The pool's committee (same instance and keys), with the input's depth.
-        let committee = testkit::committee_with_gc_depth(p.committee.size(), gc_depth);
+        // The pool's committee (same instance and keys), with the input's constants.
+        let committee = testkit::committee_with(
+            p.committee.instance(),
+            &vec![1; p.committee.size()],
+            constants,
+        );
         assert_eq!(committee.instance(), p.committee.instance());
         let mut store = MemStore::new();
         let core = Core::recover(
@@ -141,6 +146,36 @@ impl Harness {
         self.send_bytes(request.to_bytes());
     }
 
+    /// The checkpoint states served: the core's own, oldest first, each one it reached (at an
+    /// index it committed through, with the commit hash it had there).
+    fn check_checkpoints(&self, states: &[sleepyseal_core::checkpoint::SignedCheckpoint]) {
+        assert!(
+            states.len() <= sleepyseal_core::machine::KEPT_CHECKPOINTS,
+            "more checkpoint states than kept"
+        );
+        for pair in states.windows(2) {
+            assert!(pair[0].state.consensus_index < pair[1].state.consensus_index);
+        }
+        for s in states {
+            assert_eq!(
+                s.signer,
+                AuthorityIndex(ME),
+                "a checkpoint signed by another"
+            );
+            let index = s.state.consensus_index;
+            assert!(
+                index <= self.core.consensus().consensus_index,
+                "a checkpoint beyond its commits"
+            );
+            if let Some(e) = index.checked_sub(1).and_then(|i| self.committed.get(&i)) {
+                assert_eq!(
+                    e.commit_hash, s.state.commit_hash,
+                    "a checkpoint off the committed sequence"
+                );
+            }
+        }
+    }
+
     /// The one-vote and one-own-header checks on a reply.
     fn observe(&mut self, response: &Response) {
         let (votes, summary) = match response {
@@ -155,6 +190,10 @@ impl Harness {
                 (votes.as_slice(), Some(summary))
             }
             Response::Summary(s) => (&[][..], Some(s)),
+            Response::Checkpoints(states) => {
+                self.check_checkpoints(states);
+                (&[][..], None)
+            }
             Response::Error(e) => {
                 assert!(!e.to_string().is_empty(), "an error without a name");
                 (&[][..], None)

@@ -32,6 +32,7 @@ mod steps;
 use arbitrary::Unstructured;
 use bytes::Bytes;
 use sleepyseal_core::codec::{Decode, Encode};
+use sleepyseal_core::committee::ProtocolConstants;
 use sleepyseal_core::protocol::Response;
 use sleepyseal_core::{CoreConfig, Request};
 
@@ -94,7 +95,10 @@ fn check_alloc(what: &str, stats: AllocStats, bound: usize) {
 /// Target 2: `data` drives a sequence of requests against one core (see the module docs).
 pub fn core_handle(data: &[u8]) {
     let mut u = Unstructured::new(data);
-    let gc_depth = u.int_in_range(1..=6).unwrap_or(3);
+    let constants = ProtocolConstants {
+        gc_depth: u.int_in_range(1..=6).unwrap_or(3),
+        checkpoint_interval: u.int_in_range(2..=6).unwrap_or(4),
+    };
     let config = CoreConfig {
         retention_rounds: u.int_in_range(0..=4).unwrap_or(0),
         leader_timeout_ms: 50,
@@ -104,7 +108,7 @@ pub fn core_handle(data: &[u8]) {
         batch_size_bytes: 1 << 10,
         ..CoreConfig::default()
     };
-    let mut h = Harness::new(config, gc_depth);
+    let mut h = Harness::new(config, constants);
     for _ in 0..MAX_STEPS {
         if u.is_empty() {
             break;

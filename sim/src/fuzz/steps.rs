@@ -16,8 +16,12 @@ use super::POOL_ROUNDS;
 /// Drives one request, restart or time jump from the input.
 pub(super) fn step(h: &mut Harness, u: &mut Unstructured) -> arbitrary::Result<()> {
     match u.int_in_range(0..=11u8)? {
-        0 => h.send(RequestBody::GetState {
-            with_payload: u.arbitrary()?,
+        0 => h.send(if u.ratio(1, 4)? {
+            RequestBody::GetCheckpoint
+        } else {
+            RequestBody::GetState {
+                with_payload: u.arbitrary()?,
+            }
         }),
         1 | 2 => {
             let body = header_bundle(h, u)?;

@@ -178,6 +178,8 @@ pub struct SimReport {
     /// advanced more than gc depth + 20 rounds since (their header was not certified, possibly
     /// more than once: a latency tail, not a loss).
     pub slow_transactions: u64,
+    /// Checkpoint states honest cores signed (distinct indices), each checked (S10).
+    pub checkpoints: u64,
     /// Old chains (`old-chains`) that reached the present and joined the honest DAG.
     pub old_chains_joined: u64,
     /// Certificates the old-chain adversary formed.

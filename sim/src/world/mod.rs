@@ -193,6 +193,7 @@ impl World {
             old_chains_joined,
             old_chain_certificates,
             old_chain_committed,
+            checkpoints: self.checker.checkpoints_seen(),
         }
     }
 }

@@ -109,8 +109,9 @@ fn assign_byzantine(config: &mut SimConfig) -> HostileDrivers {
     hostile
 }
 
-/// Small gc depth and retention in two seeds out of three: garbage collection, the retention
-/// window and catch-up across them run within a short simulation. The window stays above the
+/// Small gc depth, checkpoint interval and retention in two seeds out of three: garbage
+/// collection, checkpoint boundaries, the retention window and catch-up across them run within
+/// a short simulation. The window stays above the
 /// longest outage of the fault schedule (~20 rounds): a core that falls behind by more than gc
 /// depth + retention cannot catch up (there is no state sync yet), which would be a liveness
 /// failure of the configuration.
@@ -118,12 +119,17 @@ fn vary_storage(config: &mut SimConfig) {
     if !config.vary_storage {
         return;
     }
-    let (gc_depth, retention) = match config.seed % 3 {
-        0 => (config.constants.gc_depth, config.core.retention_rounds),
-        1 => (6, 24),
-        _ => (3, 20),
+    let (gc_depth, interval, retention) = match config.seed % 3 {
+        0 => (
+            config.constants.gc_depth,
+            config.constants.checkpoint_interval,
+            config.core.retention_rounds,
+        ),
+        1 => (6, 10, 24),
+        _ => (3, 6, 20),
     };
     config.constants.gc_depth = gc_depth;
+    config.constants.checkpoint_interval = interval;
     config.core.retention_rounds = retention;
 }
 
