@@ -34,7 +34,7 @@ enum Command {
     /// Write a testbed: committee file (public) and one key file per core (secret).
     Genesis(node::genesis::GenesisArgs),
     /// Run one core: a QUIC server that only answers.
-    Core(node::core::CoreArgs),
+    Core(Box<node::core::CoreArgs>),
     /// Run one driver: polls every core and carries headers, votes and certificates between them.
     Driver(node::driver::DriverArgs),
     /// Submit transactions at a fixed rate (open loop).
@@ -83,7 +83,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Compare(args) => harness::compare::compare(args),
         Command::Genesis(args) => node::genesis::genesis(args),
-        Command::Core(args) => node::core::core(args),
+        Command::Core(args) => node::core::core(*args),
         Command::Driver(args) => node::driver::driver(args),
         Command::Load(args) => node::load::load(args),
         Command::Watch(args) => node::watch::watch(args),

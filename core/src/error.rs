@@ -172,7 +172,34 @@ pub enum CoreError {
         /// The oldest retained index.
         first_index: u64,
     },
+    /// A checkpoint certificate whose shape is invalid (another instance, signers below V,
+    /// unknown or repeated signers, a per-author list of the wrong length).
+    #[error("invalid checkpoint certificate")]
+    InvalidCheckpoint,
+    /// A checkpoint not strictly ahead of this core's state (PROTOCOL.md §8a.3): nothing changed.
+    #[error("checkpoint at index {index} is not ahead of this core (at index {own_index})")]
+    StaleCheckpoint {
+        /// The certified consensus index.
+        index: u64,
+        /// This core's.
+        own_index: u64,
+    },
+    /// A checkpoint this core does not need: it is at most GC_DEPTH rounds behind it, so
+    /// ordinary catch-up reaches it (PROTOCOL.md §8a.3). Nothing changed.
+    #[error("checkpoint not needed: {behind} rounds behind it, within GC_DEPTH")]
+    CheckpointNotNeeded {
+        /// Certified last committed round minus this core's.
+        behind: u64,
+    },
+    /// The core stopped: its store is older than what its key signed (a checkpoint shows a
+    /// committed header of its own that its store never recorded signing), or another fault
+    /// that makes answering unsafe. It answers nothing else until restarted with a sound store.
+    #[error("core stopped: {0}")]
+    Halted(String),
 }
+
+/// Longest reason a `Halted` error carries.
+const MAX_HALT_REASON_BYTES: usize = 1_024;
 
 fn decode_digests(r: &mut Reader) -> Result<Vec<Digest>, DecodeError> {
     r.seq("digests", MAX_DIGESTS_PER_MESSAGE)
@@ -244,6 +271,24 @@ impl Encode for CoreError {
                 w.u8(14);
                 w.u64(*first_index);
             }
+            CoreError::InvalidCheckpoint => w.u8(15),
+            CoreError::StaleCheckpoint { index, own_index } => {
+                w.u8(16);
+                w.u64(*index);
+                w.u64(*own_index);
+            }
+            CoreError::CheckpointNotNeeded { behind } => {
+                w.u8(17);
+                w.u64(*behind);
+            }
+            CoreError::Halted(reason) => {
+                w.u8(18);
+                let mut end = reason.len().min(MAX_HALT_REASON_BYTES);
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                w.bytes(&reason.as_bytes()[..end]);
+            }
         }
     }
 }
@@ -305,6 +350,20 @@ impl Decode for CoreError {
             14 => CoreError::CommittedEvicted {
                 first_index: r.u64()?,
             },
+            15 => CoreError::InvalidCheckpoint,
+            16 => CoreError::StaleCheckpoint {
+                index: r.u64()?,
+                own_index: r.u64()?,
+            },
+            17 => CoreError::CheckpointNotNeeded { behind: r.u64()? },
+            18 => {
+                let bytes = r.bytes("reason", MAX_HALT_REASON_BYTES)?;
+                let reason =
+                    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NonCanonical {
+                        what: "halt reason",
+                    })?;
+                CoreError::Halted(reason)
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "core error",

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::checkpoint::SignedCheckpoint;
+use crate::checkpoint::{CheckpointCert, SignedCheckpoint};
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::error::CoreError;
 use crate::limits::{
@@ -99,6 +99,11 @@ pub enum RequestBody {
     },
     /// The core's latest checkpoint states with its signature on each (read only; §8a.1).
     GetCheckpoint,
+    /// Install a certified checkpoint (§8a.3): for a core further behind than others retain.
+    InstallCheckpoint {
+        /// The certificate.
+        certificate: CheckpointCert,
+    },
 }
 
 /// The reply to a request.
@@ -349,7 +354,8 @@ impl RequestBody {
             | RequestBody::Fetch { .. }
             | RequestBody::FetchPayloads { .. }
             | RequestBody::ReadCommitted { .. }
-            | RequestBody::GetCheckpoint => 0,
+            | RequestBody::GetCheckpoint
+            | RequestBody::InstallCheckpoint { .. } => 0,
         }
     }
 
@@ -365,6 +371,7 @@ impl RequestBody {
             RequestBody::Submit { .. } => "submit",
             RequestBody::ReadCommitted { .. } => "read_committed",
             RequestBody::GetCheckpoint => "get_checkpoint",
+            RequestBody::InstallCheckpoint { .. } => "install_checkpoint",
         }
     }
 }
@@ -461,6 +468,10 @@ impl Encode for RequestBody {
                 w.seq(digests);
             }
             RequestBody::GetCheckpoint => w.u8(8),
+            RequestBody::InstallCheckpoint { certificate } => {
+                w.u8(9);
+                certificate.encode(w);
+            }
         }
     }
 }
@@ -512,6 +523,9 @@ impl Decode for Request {
                 digests: r.seq("digests", MAX_DIGESTS_PER_MESSAGE)?,
             },
             8 => RequestBody::GetCheckpoint,
+            9 => RequestBody::InstallCheckpoint {
+                certificate: CheckpointCert::decode(r)?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "request",

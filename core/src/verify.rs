@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::checkpoint::{checkpoint_message, CheckpointCert};
 use crate::committee::Committee;
 use crate::crypto::{verify_batch, SignatureItem};
 use crate::error::{CoreError, Malformation};
@@ -145,6 +146,7 @@ impl Verifier {
                 ..
             } => signers(certificates) + signers(parents),
             RequestBody::Sync { certificates, .. } => signers(certificates),
+            RequestBody::InstallCheckpoint { certificate } => certificate.signatures.len(),
             _ => 0,
         }
     }
@@ -295,6 +297,10 @@ impl Verifier {
                     payloads,
                 }
             }
+            RequestBody::InstallCheckpoint { certificate } => {
+                self.check_checkpoint(&certificate)?;
+                RequestBody::InstallCheckpoint { certificate }
+            }
             RequestBody::Fetch { ref after, .. } if after.len() != self.committee.size() => {
                 return Err(CoreError::TooMany {
                     what: "fetch bounds",
@@ -308,6 +314,34 @@ impl Verifier {
             request: Request { instance, body },
             rejected,
         }))
+    }
+
+    /// A checkpoint certificate (PROTOCOL.md §8a.2): its shape (the instance, one round per
+    /// author, distinct known signers of stake ≥ V), then every signature, decided as votes are.
+    pub fn check_checkpoint(&self, cert: &CheckpointCert) -> Result<(), CoreError> {
+        cert.check(&self.committee)
+            .map_err(|_| CoreError::InvalidCheckpoint)?;
+        let digest = cert.state.digest();
+        let message = checkpoint_message(&self.committee.instance(), &digest);
+        let items: Vec<SignatureItem<'_>> = cert
+            .signers
+            .iter()
+            .zip(&cert.signatures)
+            .map(|(signer, signature)| SignatureItem {
+                public_key: self.public_key(*signer),
+                message: &message,
+                signature: *signature,
+            })
+            .collect();
+        let verdicts = (self.signature_check)(&items, self.config.batch_size);
+        assert_eq!(verdicts.len(), items.len(), "one verdict per signature");
+        match verdicts.iter().position(|ok| !ok) {
+            Some(i) => Err(CoreError::BadSignature {
+                digest,
+                signer: cert.signers[i],
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Structure of a header of round ≥ 1 (everything but parent presence, which needs the DAG).

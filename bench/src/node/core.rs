@@ -12,8 +12,8 @@ use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::limits::MAX_PAYLOAD_BYTES;
 use sleepyseal_core::machine::{
     DEFAULT_BATCH_SIZE_BYTES, DEFAULT_COMMITTED_WINDOW_BYTES, DEFAULT_COMMITTED_WINDOW_ENTRIES,
-    DEFAULT_LEADER_TIMEOUT_MS, DEFAULT_MEMPOOL_BYTES, DEFAULT_MEMPOOL_TRANSACTIONS,
-    DEFAULT_STRAGGLER_WAIT_MS, DEFAULT_VOTE_TIMEOUT_MS,
+    DEFAULT_FILL_TIMEOUT_MS, DEFAULT_LEADER_TIMEOUT_MS, DEFAULT_MEMPOOL_BYTES,
+    DEFAULT_MEMPOOL_TRANSACTIONS, DEFAULT_STRAGGLER_WAIT_MS, DEFAULT_VOTE_TIMEOUT_MS,
 };
 use sleepyseal_core::store::wal::WalStore;
 use sleepyseal_core::store::{StoreError, StoreStats};
@@ -88,6 +88,11 @@ pub struct CoreArgs {
     /// Payload bytes of committed entries kept for clients to read.
     #[arg(long, default_value_t = DEFAULT_COMMITTED_WINDOW_BYTES)]
     committed_window_bytes: usize,
+    /// FILL_TIMEOUT (ms): after installing a checkpoint, how long own headers that the gap
+    /// may hold wait for the gap's fill before their transactions are proposed again (each
+    /// counted as a possible duplicate).
+    #[arg(long, default_value_t = DEFAULT_FILL_TIMEOUT_MS)]
+    fill_timeout_ms: u64,
     /// Signatures per verification batch (one rayon task each).
     #[arg(long, default_value_t = VerifierConfig::default().batch_size)]
     verify_batch: usize,
@@ -158,6 +163,7 @@ impl CoreArgs {
             mempool_max_transactions: self.mempool_transactions,
             committed_window_entries: self.committed_window_entries,
             committed_window_bytes: self.committed_window_bytes,
+            fill_timeout_ms: self.fill_timeout_ms,
         }
     }
 

@@ -154,6 +154,7 @@ impl Core {
         self.own.insert(
             round,
             OwnHeader {
+                undecided: false,
                 signed,
                 committed: false,
             },

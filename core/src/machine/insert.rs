@@ -166,7 +166,7 @@ impl Core {
 
     /// Raises the DAG floor to gc_round, archives what falls below, drops what falls below the
     /// retention window, and re-queues transactions of own headers that can no longer commit.
-    fn collect_garbage(&mut self, tx: &mut Tx) {
+    pub(super) fn collect_garbage(&mut self, tx: &mut Tx) {
         let gc_round = self.gc_round();
         if gc_round <= self.dag.floor() {
             return;
@@ -302,6 +302,10 @@ impl Core {
                 self.own.insert(round, own);
             }
         }
+        // Undecided ones stay too, until the gap's fill or FILL_TIMEOUT decides them.
+        let (undecided, dropped): (Vec<_>, Vec<_>) =
+            dropped.into_iter().partition(|(_, own)| own.undecided);
+        self.own.extend(undecided);
         for (round, own) in dropped {
             tx.batch.delete(keys::own(round));
             if own.committed {

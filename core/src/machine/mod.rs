@@ -15,6 +15,7 @@ use crate::checkpoint::SignedCheckpoint;
 use crate::committee::{Committee, LeaderSchedule};
 use crate::crypto::KeyPair;
 use crate::dag::Dag;
+use crate::error::CoreError;
 use crate::mempool::Mempool;
 use crate::messages::{Certificate, Payload, SignedHeader, Vote};
 use crate::protocol::{CommittedEntry, Request, RequestBody, Response, Status};
@@ -26,11 +27,13 @@ use crate::verify::{CheckedRequest, Verified};
 mod advance;
 mod checkpoints;
 mod insert;
+mod install;
 mod pending;
 mod read;
 mod recover;
 mod vote;
 
+pub use install::{InstallRecord, OwnVerdict};
 pub use recover::RecoverError;
 
 pub use crate::committee::DEFAULT_GC_DEPTH;
@@ -66,6 +69,8 @@ pub const ADMISSION_ROUNDS: usize = 4;
 /// so a driver assembling a certificate finds a state enough cores signed even while the newest
 /// is still being reached.
 pub const KEPT_CHECKPOINTS: usize = 4;
+/// Default of [`CoreConfig::fill_timeout_ms`].
+pub const DEFAULT_FILL_TIMEOUT_MS: u64 = 20_000;
 /// Default payload bytes of committed entries retained for clients.
 pub const DEFAULT_COMMITTED_WINDOW_BYTES: usize = 32 << 20;
 
@@ -102,6 +107,9 @@ pub struct CoreConfig {
     pub committed_window_entries: usize,
     /// Payload bytes of the committed entries served to clients.
     pub committed_window_bytes: usize,
+    /// FILL_TIMEOUT (PROTOCOL.md §8a.5): after an install, how long undecided own headers wait
+    /// for the gap's fill before their transactions are proposed again.
+    pub fill_timeout_ms: u64,
 }
 
 impl CoreConfig {
@@ -132,6 +140,7 @@ impl Default for CoreConfig {
             mempool_max_transactions: DEFAULT_MEMPOOL_TRANSACTIONS,
             committed_window_entries: DEFAULT_COMMITTED_WINDOW_ENTRIES,
             committed_window_bytes: DEFAULT_COMMITTED_WINDOW_BYTES,
+            fill_timeout_ms: DEFAULT_FILL_TIMEOUT_MS,
         }
     }
 }
@@ -142,6 +151,9 @@ struct OwnHeader {
     signed: SignedHeader,
     /// Whether its certificate was committed (its transactions are then final).
     committed: bool,
+    /// Whether an install left its fate to the gap (PROTOCOL.md §8a.3): kept, payload pinned,
+    /// transactions neither proposed nor dropped until the fill or FILL_TIMEOUT decides.
+    undecided: bool,
 }
 
 /// A stored payload and the highest round of a header referencing it (for pruning).
@@ -198,6 +210,15 @@ pub struct Core {
     quorum_since: BTreeMap<Round, Millis>,
     /// Work done since this process started (for metrics; not persisted).
     counters: CoreCounters,
+    /// The latest install's record (PROTOCOL.md §8a.3), if any.
+    install: Option<InstallRecord>,
+    /// Whether undecided own headers wait for the gap's fill.
+    awaiting_fill: bool,
+    /// Since when they wait (FILL_TIMEOUT; not persisted: after a restart the wait starts
+    /// again at the first request).
+    fill_since: Option<Millis>,
+    /// Why the core stopped, if it did: every request is then refused with `Halted`.
+    halted: Option<String>,
 }
 
 /// What a core did since it started: monotonic counts for metrics. Not persisted, not part of
@@ -224,6 +245,11 @@ pub struct CoreCounters {
     pub transactions_requeued: u64,
     /// Checkpoint states signed (boundaries this core's commit rule reached).
     pub checkpoints_signed: u64,
+    /// Checkpoints installed.
+    pub checkpoints_installed: u64,
+    /// Transactions of undecided own headers proposed again after FILL_TIMEOUT: each may
+    /// commit twice (it may also be in the unfilled gap).
+    pub transactions_possibly_duplicated: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -353,6 +379,10 @@ impl Core {
         let CheckedRequest { request, rejected } = request.into_inner();
         let Request { body, .. } = request;
         let mut tx = Tx::default();
+        if let Some(reason) = &self.halted {
+            return (Response::Error(CoreError::Halted(reason.clone())), tx.batch);
+        }
+        self.expire_undecided(now, &mut tx);
         let response = match body {
             RequestBody::GetState { with_payload } => {
                 let status = self.advance(now, &mut tx);
@@ -396,6 +426,9 @@ impl Core {
             },
             RequestBody::GetCheckpoint => {
                 Response::Checkpoints(self.checkpoints.iter().cloned().collect())
+            }
+            RequestBody::InstallCheckpoint { certificate } => {
+                self.on_install(now, certificate, &mut tx)
             }
         };
         (response, tx.batch)

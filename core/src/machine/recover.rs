@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::install::InstallRecord;
 use super::{Core, CoreConfig, CoreCounters, OwnHeader, StoredPayload};
 use crate::checkpoint::SignedCheckpoint;
 use crate::codec::{Decode, DecodeError, Reader, Writer};
@@ -77,6 +78,8 @@ struct Tables {
     pending: Vec<(u64, Bytes)>,
     /// Checkpoint states this core signed, in index order.
     checkpoints: Vec<SignedCheckpoint>,
+    /// The latest install's record.
+    install: Option<InstallRecord>,
 }
 
 /// The digest of a payload or payload round key.
@@ -115,6 +118,9 @@ impl Tables {
                 Table::Committed => t
                     .committed
                     .push(decoded(table, CommittedEntry::from_bytes(value))?),
+                Table::Install => {
+                    t.install = Some(decoded(table, super::install::decode_record(value))?)
+                }
                 Table::Checkpoint => t
                     .checkpoints
                     .push(decoded(table, SignedCheckpoint::from_bytes(value))?),
@@ -186,6 +192,10 @@ impl Core {
             committed_bytes: 0,
             quorum_since: BTreeMap::new(),
             counters: CoreCounters::default(),
+            install: None,
+            awaiting_fill: false,
+            fill_since: None,
+            halted: None,
         };
         core.restore(tables)?;
         Ok(core)
@@ -222,7 +232,14 @@ impl Core {
                 .or_default()
                 .push(vote);
         }
-        self.committed_base = t.committed.first().map_or(0, |e| e.index);
+        // After an install, the committed sequence restarts at the certified index.
+        let base = t.install.as_ref().map_or(0, |i| i.base_index);
+        self.committed_base = t.committed.first().map_or(base, |e| e.index);
+        if self.committed_base < base {
+            return Err(RecoverError::Inconsistent(
+                "committed entry below the installed base".into(),
+            ));
+        }
         for (k, entry) in t.committed.into_iter().enumerate() {
             if entry.index != self.committed_base + k as u64 {
                 return Err(RecoverError::Inconsistent(
@@ -236,7 +253,10 @@ impl Core {
                 "consensus index mismatch".into(),
             ));
         }
-        self.restore_own(t.own)?;
+        self.restore_own(t.own, t.install.as_ref())?;
+        // The fill's wait starts again at the first request.
+        self.awaiting_fill = self.own.values().any(|o| o.undecided);
+        self.install = t.install;
         self.restore_checkpoints(t.checkpoints)?;
         for (entry, value) in t.pending {
             self.mempool
@@ -277,7 +297,11 @@ impl Core {
         }
     }
 
-    fn restore_own(&mut self, own: Vec<SignedHeader>) -> Result<(), RecoverError> {
+    fn restore_own(
+        &mut self,
+        own: Vec<SignedHeader>,
+        install: Option<&InstallRecord>,
+    ) -> Result<(), RecoverError> {
         let committed: BTreeSet<_> = self
             .committed
             .iter()
@@ -296,9 +320,25 @@ impl Core {
                     "own header newer than last_voted".into(),
                 ));
             }
-            let committed = committed.contains(&signed.header.digest());
-            self.own
-                .insert(signed.header.round(), OwnHeader { signed, committed });
+            let digest = signed.header.digest();
+            // Verdicts an install left for headers whose committed entries it dropped.
+            let verdict = install.and_then(|i| {
+                i.own
+                    .iter()
+                    .find(|(r, d, _)| *r == signed.header.round() && *d == digest)
+                    .map(|(_, _, v)| *v)
+            });
+            let committed = committed.contains(&digest)
+                || verdict == Some(super::install::OwnVerdict::Committed);
+            let undecided = verdict == Some(super::install::OwnVerdict::Undecided);
+            self.own.insert(
+                signed.header.round(),
+                OwnHeader {
+                    signed,
+                    committed,
+                    undecided,
+                },
+            );
         }
         Ok(())
     }

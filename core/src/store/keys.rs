@@ -29,6 +29,8 @@ pub enum Table {
     /// consensus index → a checkpoint state this core reached and signed (a `SignedCheckpoint`),
     /// its latest few (PROTOCOL.md §8a.1).
     Checkpoint = 9,
+    /// The single record of the latest checkpoint install (an `InstallRecord`, §8a.3).
+    Install = 10,
 }
 
 impl Table {
@@ -44,6 +46,7 @@ impl Table {
             7 => Table::Pending,
             8 => Table::PayloadRound,
             9 => Table::Checkpoint,
+            10 => Table::Install,
             _ => return None,
         })
     }
@@ -92,6 +95,10 @@ pub fn committed(index: u64) -> Vec<u8> {
 /// Key of a checkpoint state, by its consensus index.
 pub fn checkpoint(index: u64) -> Vec<u8> {
     key(Table::Checkpoint, &[&index.to_be_bytes()])
+}
+/// Key of the install record.
+pub fn install() -> Vec<u8> {
+    key(Table::Install, &[])
 }
 /// Key of a mempool entry.
 pub fn pending(entry: u64) -> Vec<u8> {

@@ -405,5 +405,9 @@ pub fn kind(body: &RequestBody) -> String {
         RequestBody::ReadCommitted { .. } => "ReadCommitted".into(),
         RequestBody::FetchPayloads { digests } => format!("FetchPayloads({})", digests.len()),
         RequestBody::GetCheckpoint => "GetCheckpoint".into(),
+        RequestBody::InstallCheckpoint { certificate } => format!(
+            "InstallCheckpoint(index {}, round {})",
+            certificate.state.consensus_index, certificate.state.last_committed_round
+        ),
     }
 }

@@ -255,6 +255,14 @@ fn check_limits(body: &RequestBody, max_request_bytes: usize) -> Result<(), Loca
         RequestBody::GetState { .. }
         | RequestBody::ReadCommitted { .. }
         | RequestBody::GetCheckpoint => 0,
+        RequestBody::InstallCheckpoint { certificate } => {
+            over(
+                "checkpoint signers",
+                certificate.signers.len(),
+                MAX_COMMITTEE_SIZE,
+            )?;
+            0
+        }
     };
     over("bytes carried", bulk, max_request_bytes)
 }
