@@ -11,8 +11,8 @@ pub const TAG_VOTE: &[u8] = b"SEAL/VOTE/v1";
 pub const TAG_PAYLOAD: &[u8] = b"SEAL/PAY/v1";
 /// Tag of the leader schedule's hash.
 pub const TAG_LEADER: &[u8] = b"SEAL/LEADER/v1";
-/// Tag of the commit-hash chain.
-pub const TAG_COMMIT: &[u8] = b"SEAL/COMMIT/v1";
+/// Tag of the commit-hash chain (v2: each link covers every field an entry serves, §8a.5).
+pub const TAG_COMMIT: &[u8] = b"SEAL/COMMIT/v2";
 /// Tag of the seed that derandomises batch verification.
 pub const TAG_BATCH: &[u8] = b"SEAL/BATCH/v1";
 /// Tag of checkpoint digests and of the message a checkpoint signature signs (§8a).

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::crypto::Signature;
-use crate::hash::{hash, Hasher, TAG_HEADER, TAG_PAYLOAD, TAG_VOTE};
+use crate::hash::{hash, TAG_HEADER, TAG_PAYLOAD, TAG_VOTE};
 use crate::limits::{MAX_COMMITTEE_SIZE, MAX_PAYLOAD_BYTES, MAX_TRANSACTION_BYTES};
 use crate::types::{AuthorityIndex, Digest, Round};
 
@@ -453,12 +453,4 @@ pub(crate) fn decode_signed_by(
         }
         Ok((signers, signatures))
     }
-}
-
-/// `h_i = H(SEAL/COMMIT/v1 ‖ h_{i−1} ‖ digest_i)`.
-pub fn chain_commit_hash(previous: &Digest, digest: &Digest) -> Digest {
-    Hasher::new(crate::hash::TAG_COMMIT)
-        .update(&previous.0)
-        .update(&digest.0)
-        .finish()
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::checkpoint::crosses_boundary;
 use crate::committee::{Committee, LeaderSchedule, ProtocolConstants};
 use crate::dag::Dag;
-use crate::messages::{chain_commit_hash, Certificate};
+use crate::messages::Certificate;
 use crate::protocol::CommittedEntry;
 use crate::types::{Digest, Round, Stake};
 
@@ -152,18 +152,20 @@ fn emit_sub_dag(
     for c in history {
         let author = c.author().as_usize();
         state.last_committed[author] = state.last_committed[author].max(c.round());
-        state.commit_hash = chain_commit_hash(&state.commit_hash, &c.digest());
-        out.entries.push(CommittedEntry {
+        let mut entry = CommittedEntry {
             index: state.consensus_index,
             round: c.round(),
             author: c.author(),
             digest: c.digest(),
             payload: c.header.payload(),
-            commit_hash: state.commit_hash,
+            commit_hash: Digest::ZERO,
             leader_round: leader.round(),
             is_leader: c.digest() == leader.digest(),
             created_at_ms: c.header.created_at_ms(),
-        });
+        };
+        entry.commit_hash = entry.chain(&state.commit_hash);
+        state.commit_hash = entry.commit_hash;
+        out.entries.push(entry);
         state.consensus_index += 1;
         out.certificates.push(c);
     }

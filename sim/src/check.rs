@@ -331,7 +331,14 @@ impl Checker {
         if self.byzantine.contains(&core.index()) {
             return;
         }
-        let from = self.tracks[instance].checked_len;
+        let mut from = self.tracks[instance].checked_len;
+        if let Some(record) = core.install_record() {
+            if record.base_index > from {
+                self.check_install(instance, core, record.base_index, record.base_hash);
+                from = record.base_index;
+                self.tracks[instance].checked_len = from;
+            }
+        }
         let entries = match core.committed_from(from, usize::MAX) {
             Ok(entries) => entries,
             Err(first) => {
@@ -345,6 +352,32 @@ impl Checker {
             self.check_entry(instance, core, &e);
         }
         self.check_checkpoints(instance, core);
+    }
+
+    /// S10: a core that installed a checkpoint resumed at the honest sequence's state at that
+    /// index (its commit hash there; the rest of the state is bound to it by the certificate's
+    /// honest signer, checked where it was signed).
+    fn check_install(&mut self, instance: usize, core: &Core, index: u64, hash: Digest) {
+        let honest = index
+            .checked_sub(1)
+            .and_then(|i| self.log.get(i as usize))
+            .map(|(_, h)| *h);
+        let matches_signed = self.checkpoints.get(&index).is_none_or(|d| {
+            *d == sleepyseal_core::checkpoint::CheckpointState::of(
+                self.reference.committee().instance(),
+                core.consensus(),
+            )
+            .digest()
+                || core.consensus().consensus_index != index
+        });
+        if honest.is_some_and(|h| h != hash) || !matches_signed {
+            self.fail(
+                "S10",
+                format!(
+                    "core {instance} installed a state at index {index} no honest core reached"
+                ),
+            );
+        }
     }
 
     /// S10 at its source: every checkpoint state an honest core signs is the state of the one

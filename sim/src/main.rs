@@ -62,6 +62,11 @@ struct SimArgs {
     /// Cores crashed and restarted from their store, one after another.
     #[arg(long, default_value_t = SimConfig::default().restart)]
     restart: usize,
+    /// How long each restarted core stays down, in ms of virtual time: `LOW-HIGH` (default
+    /// 100-1200). Outages far beyond what the others retain (gc depth + retention rounds) make
+    /// the restarted core rejoin through a checkpoint (PROTOCOL.md §8a).
+    #[arg(long, value_parser = parse_range, default_value = "100-1200")]
+    outage_ms: (u64, u64),
     /// Do not kill and restart a driver mid-run.
     #[arg(long)]
     no_driver_crash: bool,
@@ -113,9 +118,14 @@ struct SimArgs {
     /// (all of them with --no-vary-storage).
     #[arg(long, default_value_t = DEFAULT_GC_DEPTH)]
     gc_depth: u64,
-    /// CHECKPOINT_INTERVAL of the committee (PROTOCOL.md §8a).
+    /// CHECKPOINT_INTERVAL of the committee (PROTOCOL.md §8a), in the seeds that keep the
+    /// default depth.
     #[arg(long, default_value_t = DEFAULT_CHECKPOINT_INTERVAL)]
     checkpoint_interval: u64,
+    /// Rounds below gc_round each core retains to serve lagging cores, in the seeds that keep
+    /// the default depth.
+    #[arg(long, default_value_t = SimConfig::default().core.retention_rounds)]
+    retention_rounds: u64,
     /// Run the negative controls instead (planted bugs, more than f Byzantine stake): each must
     /// be caught by the checkers, and the same scenarios without the bug must report nothing.
     #[arg(long)]
@@ -155,6 +165,13 @@ struct Summary {
     old_chain_committed: u64,
     /// Checkpoint states honest cores signed (distinct indices per seed, summed), each checked.
     checkpoints: u64,
+    /// Checkpoints honest cores installed.
+    installs: u64,
+    /// Rounds the others advanced from a restart until the restarted core was back within 2
+    /// rounds of them: median and largest over every restart, and restarts never back.
+    rejoin_rounds_median: u64,
+    rejoin_rounds_max: u64,
+    not_rejoined: u64,
     wall_s: f64,
     /// With --byzantine: the figures of the seeds of each behaviour.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -186,6 +203,7 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         max_time_ms: args.max_time_ms,
         crash: args.crash,
         restart: args.restart,
+        outage_ms: args.outage_ms,
         driver_crash: !args.no_driver_crash,
         latency_ms: (args.latency_min_ms, args.latency_max_ms),
         drop_per_mille: args.drop_per_mille,
@@ -206,6 +224,7 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         ..SimConfig::default()
     };
     config.driver.pipeline_depth = args.pipeline_depth.max(1);
+    config.core.retention_rounds = args.retention_rounds;
     config
 }
 
@@ -269,6 +288,19 @@ fn validate(args: &SimArgs) -> anyhow::Result<()> {
         bail!("--latency-min-ms exceeds --latency-max-ms");
     }
     Ok(())
+}
+
+/// `LOW-HIGH` as a range.
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not LOW-HIGH"))?;
+    let low: u64 = low.trim().parse().map_err(|e| format!("{low:?}: {e}"))?;
+    let high: u64 = high.trim().parse().map_err(|e| format!("{high:?}: {e}"))?;
+    if low > high {
+        return Err(format!("{low} exceeds {high}"));
+    }
+    Ok((low, high))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -407,9 +439,14 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         old_chain_certificates: 0,
         old_chain_committed: 0,
         checkpoints: 0,
+        installs: 0,
+        rejoin_rounds_median: 0,
+        rejoin_rounds_max: 0,
+        not_rejoined: 0,
         wall_s,
         per_behaviour: Vec::new(),
     };
+    let mut rejoins: Vec<u64> = Vec::new();
     for result in results {
         match result {
             Err(seed) => {
@@ -439,12 +476,18 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 s.old_chain_certificates += r.old_chain_certificates;
                 s.old_chain_committed += r.old_chain_committed;
                 s.checkpoints += r.checkpoints;
+                s.installs += r.installs;
+                s.not_rejoined += r.not_rejoined;
+                rejoins.extend(&r.rejoin_rounds);
             }
         }
     }
     if s.min_commits == u64::MAX {
         s.min_commits = 0;
     }
+    rejoins.sort_unstable();
+    s.rejoin_rounds_median = rejoins.get(rejoins.len() / 2).copied().unwrap_or(0);
+    s.rejoin_rounds_max = rejoins.last().copied().unwrap_or(0);
     s.failing_seeds.truncate(20);
     s
 }
@@ -491,6 +534,16 @@ fn print_readable(args: &SimArgs, s: &Summary) {
         "  checkpoints signed        {} (each checked, S10)",
         s.checkpoints
     );
+    if s.restarts > 0 {
+        println!(
+            "  installs / not rejoined   {} / {}",
+            s.installs, s.not_rejoined
+        );
+        println!(
+            "  rounds to rejoin          median {}, largest {} (the others' rounds from a restart until within 2 of them)",
+            s.rejoin_rounds_median, s.rejoin_rounds_max
+        );
+    }
     println!("  events                    {}", s.events);
     println!("  wall time                 {:.1} s", s.wall_s);
     for b in &s.per_behaviour {

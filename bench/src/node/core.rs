@@ -65,9 +65,9 @@ pub struct CoreArgs {
     #[arg(long)]
     checkpoint_interval: Option<u64>,
     /// Rounds below gc_round whose certificates and payloads are kept to serve lagging cores
-    /// (default: the committee's GC_DEPTH). A core further behind than every other core retains
-    /// cannot catch up (checkpoints are future work): at ~100 rounds/s, 50 rounds is half a
-    /// second of outage.
+    /// (default: the committee's GC_DEPTH, and at least twice its checkpoint interval, the
+    /// least allowed). A core further behind than the others retain installs a certified
+    /// checkpoint instead (PROTOCOL.md §8a).
     #[arg(long)]
     retention_rounds: Option<u64>,
     /// How long (ms) a core waits for the leader before advancing without it.
@@ -127,9 +127,23 @@ pub struct CoreArgs {
 }
 
 impl CoreArgs {
-    /// Refuses a `--gc-depth` or `--checkpoint-interval` other than the committee's.
+    /// Refuses a `--gc-depth` or `--checkpoint-interval` other than the committee's, and a
+    /// `--retention-rounds` below twice the checkpoint interval (PROTOCOL.md §8a.6).
     fn check_constants(&self, committee: &Committee) -> anyhow::Result<()> {
         let constants = committee.constants();
+        if let Some(given) = self
+            .retention_rounds
+            .filter(|r| *r < constants.min_retention_rounds())
+        {
+            bail!(
+                "--retention-rounds {given} is below twice the committee's checkpoint interval \
+                 ({} rounds): a core further behind than the others retain must find the floor of \
+                 the newest certified checkpoint at the others (PROTOCOL.md 8a.6); give at least {} \
+                 or leave the flag out",
+                constants.checkpoint_interval,
+                constants.min_retention_rounds()
+            );
+        }
         for (flag, given, theirs) in [
             ("--gc-depth", self.gc_depth, constants.gc_depth),
             (
@@ -152,7 +166,9 @@ impl CoreArgs {
 
     fn config(&self, committee: &Committee) -> CoreConfig {
         CoreConfig {
-            retention_rounds: self.retention_rounds.unwrap_or(committee.gc_depth()),
+            retention_rounds: self
+                .retention_rounds
+                .unwrap_or(committee.constants().default_retention_rounds()),
             batch_size_bytes: self.batch_size,
             max_batch_size_bytes: self.max_batch_size,
             max_batch_delay_ms: self.max_batch_delay_ms,

@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::hash::{Hasher, TAG_COMMIT};
 use crate::limits::{MAX_PAYLOAD_BYTES, MAX_TRANSACTION_BYTES};
 use crate::messages::{Payload, PayloadRef};
 use crate::types::{AuthorityIndex, Digest, Round};
@@ -99,6 +100,32 @@ pub struct CommittedEntry {
     pub is_leader: bool,
     /// The certificate header's creation time (for latency figures).
     pub created_at_ms: u64,
+}
+
+impl CommittedEntry {
+    /// The commit chain's link (PROTOCOL.md §8a.5): `h_i = H(SEAL/COMMIT/v2 ‖ h_{i−1} ‖ index ‖
+    /// digest ‖ round ‖ author ‖ payload reference ‖ leader round ‖ is_leader ‖ created_at)`,
+    /// every field the entry serves but its own hash, so an entry verified by the chain can be
+    /// served without the certificate behind it.
+    pub fn chain(&self, previous: &Digest) -> Digest {
+        Hasher::new(TAG_COMMIT)
+            .update(&previous.0)
+            .update(&self.index.to_le_bytes())
+            .update(&self.digest.0)
+            .update(&self.round.0.to_le_bytes())
+            .update(&self.author.0.to_le_bytes())
+            .update(&self.payload.digest.0)
+            .update(&self.payload.len.to_le_bytes())
+            .update(&self.leader_round.0.to_le_bytes())
+            .update(&[u8::from(self.is_leader)])
+            .update(&self.created_at_ms.to_le_bytes())
+            .finish()
+    }
+
+    /// Whether this entry links to `previous` (the hash after the entry before it).
+    pub fn links_to(&self, previous: &Digest) -> bool {
+        self.chain(previous) == self.commit_hash
+    }
 }
 
 // ---- encodings -------------------------------------------------------------------------------

@@ -258,9 +258,16 @@ impl DriverState {
     /// Whether the driver should pull the (non-empty) payload of `core`'s newest own header,
     /// which it lacks: it carries that core's payloads eagerly, or the header is overdue.
     pub(super) fn wants_own_payload(&self, core: AuthorityIndex) -> bool {
+        let floor = self.cores[core.as_usize()]
+            .summary
+            .as_ref()
+            .map_or(Round::GENESIS, |s| s.gc_round);
         self.own_header_of(core).is_some_and(|h| {
             let header = &h.header;
-            header.payload().len > 0
+            // A header below its own core's floor is never voted on (a core that installed a
+            // checkpoint keeps its old latest header, whose payload it may no longer hold).
+            header.round() >= floor
+                && header.payload().len > 0
                 && !self.payloads.contains(&header.payload().digest)
                 && (self.eager(header) || self.overdue(header))
         })

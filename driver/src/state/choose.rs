@@ -104,9 +104,10 @@ impl DriverState {
         self.next_id += 1;
         // A fetch on behalf of another core occupies the slot of the core it is for.
         let slot = match purpose {
-            Purpose::Own => target,
-            Purpose::FetchFor(c) | Purpose::PayloadsFor(c) => c,
+            Purpose::Own | Purpose::Install => target,
+            Purpose::FetchFor(c) | Purpose::PayloadsFor(c) | Purpose::CheckpointFor(c) => c,
         };
+        self.checkpoint_sent(purpose, target);
         let items = carried_items(&body);
         self.cores[slot.as_usize()].in_flight.push(InFlight {
             id,
@@ -150,6 +151,10 @@ impl DriverState {
                 Purpose::Own,
             ));
         }
+        if view.needs_checkpoint.is_some() {
+            // Nothing else helps such a core: no history catch-up, no bundles.
+            return self.checkpoint_request(core, s);
+        }
         if let Some(request) = self.catch_up_request(core, s, &pending) {
             return Some(request);
         }
@@ -173,7 +178,7 @@ impl DriverState {
     ) -> Option<(AuthorityIndex, RequestBody, Purpose)> {
         let view = &self.cores[core.as_usize()];
         let s = view.summary.as_ref()?;
-        if self.lags(s) || view.catch_up.active() {
+        if self.lags(s) || view.catch_up.active() || view.needs_checkpoint.is_some() {
             return None;
         }
         let body = self

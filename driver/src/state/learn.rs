@@ -31,6 +31,9 @@ impl DriverState {
     pub fn on_response(&mut self, now: Millis, id: u64, from: AuthorityIndex, response: Response) {
         self.now = self.now.max(now);
         let (slot, purpose) = self.answered(id);
+        if let (Some(Purpose::Install), Some(slot)) = (purpose, slot) {
+            self.install_answered(slot, matches!(response, Response::Summary(_)));
+        }
         match response {
             Response::Summary(summary) => self.learn_summary(now, from, *summary),
             Response::Votes {
@@ -146,6 +149,9 @@ impl DriverState {
     /// A request held in the slot of core `index` was refused whole: assume nothing delivered
     /// there, back off.
     fn on_refused(&mut self, now: Millis, index: usize, error: &CoreError) {
+        if matches!(error, CoreError::NeedStateSync) {
+            self.history_gone_for(index, now);
+        }
         let view = &mut self.cores[index];
         if matches!(error, CoreError::NeedStateSync) {
             // The fetch target no longer holds that history: start from the floor.
@@ -193,6 +199,7 @@ impl DriverState {
             self.cores[from.as_usize()].failures += 1;
             return;
         }
+        self.checkpoint_summary(from.as_usize(), &summary);
         if let Some(own) = &summary.own_header {
             if own.header.author() == from {
                 let round = own.header.round();

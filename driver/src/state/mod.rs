@@ -28,6 +28,8 @@ mod cache;
 mod carriage;
 mod catch_up;
 mod checkpoints;
+
+pub use checkpoints::CheckpointCounts;
 mod choose;
 mod learn;
 mod payloads;
@@ -143,6 +145,10 @@ enum Purpose {
     FetchFor(AuthorityIndex),
     /// Fetches payloads that `for_core` misses and the driver does not hold.
     PayloadsFor(AuthorityIndex),
+    /// Installs a checkpoint in `core` itself (§8a.3).
+    Install,
+    /// Asks another core for its checkpoint states on behalf of `for_core` (§8a.2).
+    CheckpointFor(AuthorityIndex),
 }
 
 /// A request sent and not yet answered, failed or timed out.
@@ -202,6 +208,13 @@ struct CoreView {
     fetch_hint: Option<AuthorityIndex>,
     /// Consecutive failures (timeouts, errors), for back-off.
     failures: u32,
+    /// The core needs a checkpoint (§8a): even its floor is older than the history the core
+    /// asked for it retains. Since when, and its last committed round then, if so.
+    needs_checkpoint: Option<(Millis, Round)>,
+    /// The next core asked for its checkpoint states on this core's behalf (round robin).
+    checkpoint_source: usize,
+    /// When checkpoint states were last asked for on this core's behalf.
+    checkpoint_asked_at: Millis,
 }
 
 /// Whether a vote's signature was checked, and its verdict.
@@ -258,6 +271,8 @@ pub struct DriverState {
     top: Round,
     /// The id of the next request.
     next_id: u64,
+    /// Checkpoint work done, for the runner's log and metrics (see `checkpoints`).
+    checkpoint_counts: CheckpointCounts,
     /// Per core, the checkpoint states of its latest `GetCheckpoint` reply whose signatures
     /// verified (see `checkpoints`).
     checkpoint_signatures: Vec<Vec<sleepyseal_core::checkpoint::SignedCheckpoint>>,
@@ -272,6 +287,7 @@ impl DriverState {
             covered_until: vec![Millis::default(); committee.size()],
             carried_by_others: vec![false; committee.size()],
             checkpoint_signatures: vec![Vec::new(); committee.size()],
+            checkpoint_counts: CheckpointCounts::default(),
             committee,
             config,
             headers: BTreeMap::new(),
@@ -335,15 +351,18 @@ impl DriverState {
         let v = &self.cores[core.as_usize()];
         let s = v.summary.as_ref();
         format!(
-            "round {:?} status {:?} certs {:?} in_flight {} next {:?} done {} sent {} catch_up {:?} failures {} next_req {:?}",
+            "round {:?} lcr {:?} gc {:?} status {:?} certs {:?} in_flight {:?} next {:?} done {} sent {} catch_up {:?} checkpoint {:?} failures {} next_req {:?}",
             s.map(|s| s.round),
+            s.map(|s| s.last_committed_round),
+            s.map(|s| s.gc_round),
             s.map(|s| &s.status),
             s.map(|s| s.certificates.iter().map(|c| (c.round.0, c.author.0)).collect::<Vec<_>>()),
-            v.in_flight.len(),
+            v.in_flight.iter().map(|f| (f.purpose, f.sent_at)).collect::<Vec<_>>(),
             v.next_poll,
             v.done.len(),
             v.sent.len(),
             v.catch_up,
+            v.needs_checkpoint,
             v.failures,
             self.next_request(core).map(|(t, b, _)| (t, kind(&b))),
         )

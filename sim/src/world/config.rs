@@ -29,6 +29,8 @@ pub struct SimConfig {
     pub crash: usize,
     /// Cores crashed and restarted from their store, one after another.
     pub restart: usize,
+    /// How long a restarted core stays down, in ms of virtual time (a range).
+    pub outage_ms: (u64, u64),
     /// Kill and restart a driver during the run.
     pub driver_crash: bool,
     /// One-way latency range.
@@ -115,6 +117,7 @@ impl Default for SimConfig {
             max_time_ms: 120_000,
             crash: 0,
             restart: 0,
+            outage_ms: (100, 1_200),
             driver_crash: true,
             latency_ms: (1, 15),
             drop_per_mille: 10,
@@ -134,6 +137,10 @@ impl Default for SimConfig {
                 leader_timeout_ms: SIM_TIMEOUT_MS,
                 vote_timeout_ms: SIM_TIMEOUT_MS,
                 batch_size_bytes: SIM_BATCH_SIZE_BYTES,
+                // Beyond any run: undecided own headers stay pending after an install (the
+                // checkers would count a transaction proposed again, and committed in the gap
+                // too, as committed twice; the core counts it as a possible duplicate).
+                fill_timeout_ms: 10 * 60 * 1_000,
                 ..CoreConfig::default()
             },
             driver: DriverConfig {
@@ -175,11 +182,19 @@ pub struct SimReport {
     /// Transactions acknowledged to the load client.
     pub acked_transactions: u64,
     /// Acknowledged transactions still uncommitted at their core at the end although that core
-    /// advanced more than gc depth + 20 rounds since (their header was not certified, possibly
-    /// more than once: a latency tail, not a loss).
+    /// advanced more than gc depth + 20 rounds since (since it was back, if it restarted later:
+    /// the rounds it was down are the outage's). Their header was not certified, possibly more
+    /// than once: a latency tail, not a loss.
     pub slow_transactions: u64,
     /// Checkpoint states honest cores signed (distinct indices), each checked (S10).
     pub checkpoints: u64,
+    /// Checkpoints honest cores installed.
+    pub installs: u64,
+    /// Per restart: rounds the others advanced until the restarted core was back within 2
+    /// rounds of them.
+    pub rejoin_rounds: Vec<u64>,
+    /// Restarted cores not back within 2 rounds of the others by the end.
+    pub not_rejoined: u64,
     /// Old chains (`old-chains`) that reached the present and joined the honest DAG.
     pub old_chains_joined: u64,
     /// Certificates the old-chain adversary formed.

@@ -239,6 +239,28 @@ impl World {
         if let Some(core) = self.instances[instance].core.as_ref() {
             self.checker.after_step(instance, core);
         }
+        if let Some(&from) = self.rejoining.get(&instance) {
+            let top = self.others_top(instance);
+            let mine = self.instances[instance]
+                .core
+                .as_ref()
+                .map_or(0, |c| c.round().0);
+            if mine + super::REJOINED_WITHIN >= top {
+                self.rejoining.remove(&instance);
+                self.rejoin_rounds.push(top.saturating_sub(from));
+            }
+        }
+    }
+
+    /// The highest round of the live instances other than `instance`.
+    pub(super) fn others_top(&self, instance: usize) -> u64 {
+        self.instances
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != instance)
+            .filter_map(|(_, n)| n.core.as_ref().map(|c| c.round().0))
+            .max()
+            .unwrap_or(0)
     }
 
     fn send_reply(&mut self, instance: usize, reply: PendingReply) {

@@ -116,7 +116,8 @@ impl World {
             let instance = candidates.remove(self.rng.index(candidates.len()));
             let slot = span / (self.config.restart as u64 + 1);
             let when = slot * k + self.rng.range(slot / 4, slot);
-            let down = self.rng.range(100, 1_200);
+            let (low, high) = self.config.outage_ms;
+            let down = self.rng.range(low, high);
             self.scheduled_restarts += 1;
             self.at(
                 when,
@@ -212,6 +213,9 @@ impl World {
         self.instances[instance].restart();
         self.restarts += 1;
         self.restarted.insert(instance);
+        let top = self.others_top(instance);
+        self.rejoining.insert(instance, top);
+        self.back_at.insert(instance, top);
         self.check_instance(instance);
     }
 

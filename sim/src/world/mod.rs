@@ -43,6 +43,10 @@ pub use config::{HomeDrivers, SimConfig, SimDebug, SimReport, SIM_PAYLOAD_GRACE_
 use events::Event;
 use faults::Phase;
 
+/// A restarted core has rejoined once its round is within this many rounds of the others'
+/// highest (PROTOCOL.md §9, liveness).
+const REJOINED_WITHIN: u64 = 2;
+
 /// The actor id of the load client.
 const CLIENT: usize = usize::MAX;
 
@@ -100,6 +104,15 @@ struct World {
     down_for_good: HashSet<usize>,
     /// Instances restarted at least once.
     restarted: HashSet<usize>,
+    /// Restarted instances not yet back within [`REJOINED_WITHIN`] rounds of the others, with
+    /// the others' highest round when they restarted.
+    rejoining: HashMap<usize, u64>,
+    /// Per restarted instance, the others' highest round at its latest restart (from there on
+    /// its acknowledged transactions are judged slow or not).
+    back_at: HashMap<usize, u64>,
+    /// Per rejoin: rounds the others advanced from the restart until the restarted core was
+    /// within [`REJOINED_WITHIN`] rounds of them.
+    rejoin_rounds: Vec<u64>,
     /// The invariant checkers.
     checker: Checker,
     /// Hash over the processed events.
@@ -176,6 +189,12 @@ impl World {
             .unwrap_or_default();
         let (old_chains_joined, old_chain_certificates, old_chain_committed) =
             self.old_chain_figures();
+        let installs = self
+            .honest_instances()
+            .into_iter()
+            .filter_map(|i| self.instances[i].core.as_ref())
+            .map(|c| c.counters().checkpoints_installed)
+            .sum();
         SimReport {
             seed: self.config.seed,
             violations: self.checker.violations.clone(),
@@ -194,6 +213,9 @@ impl World {
             old_chain_certificates,
             old_chain_committed,
             checkpoints: self.checker.checkpoints_seen(),
+            installs,
+            rejoin_rounds: self.rejoin_rounds.clone(),
+            not_rejoined: self.rejoining.len() as u64,
         }
     }
 }
