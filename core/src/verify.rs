@@ -88,6 +88,17 @@ impl Default for VerifierConfig {
 /// node binary installs another check.
 pub type SignatureCheck = fn(items: &[SignatureItem<'_>], chunk_size: usize) -> Vec<bool>;
 
+/// How a checkpoint certificate's shape is judged (signers of stake ≥ V, PROTOCOL.md §8a.2).
+/// The protocol's rule is [`CheckpointCert::check`]; the seam exists so that a negative control
+/// of `sleepyseal-sim` can accept certificates below V and show that the checkers catch it.
+/// Nothing in the node binary installs another rule.
+pub type CheckpointRule = fn(cert: &CheckpointCert, committee: &Committee) -> bool;
+
+/// The protocol's [`CheckpointRule`].
+fn checkpoint_rule(cert: &CheckpointCert, committee: &Committee) -> bool {
+    cert.check(committee).is_ok()
+}
+
 /// Checks requests against the committee.
 #[derive(Debug)]
 pub struct Verifier {
@@ -97,6 +108,9 @@ pub struct Verifier {
     /// Decides the signatures not already known ([`verify_batch`] unless a negative control
     /// replaced it).
     signature_check: SignatureCheck,
+    /// Judges checkpoint certificates' shape ([`CheckpointCert::check`] unless a negative
+    /// control replaced it).
+    checkpoint_rule: CheckpointRule,
 }
 
 impl Verifier {
@@ -107,6 +121,7 @@ impl Verifier {
             committee,
             config,
             signature_check: verify_batch,
+            checkpoint_rule,
         }
     }
 
@@ -114,6 +129,13 @@ impl Verifier {
     /// controls only; see [`SignatureCheck`]).
     pub fn with_signature_check(mut self, check: SignatureCheck) -> Verifier {
         self.signature_check = check;
+        self
+    }
+
+    /// The same verifier judging checkpoint certificates by `rule` (negative controls only; see
+    /// [`CheckpointRule`]).
+    pub fn with_checkpoint_rule(mut self, rule: CheckpointRule) -> Verifier {
+        self.checkpoint_rule = rule;
         self
     }
 
@@ -319,8 +341,9 @@ impl Verifier {
     /// A checkpoint certificate (PROTOCOL.md §8a.2): its shape (the instance, one round per
     /// author, distinct known signers of stake ≥ V), then every signature, decided as votes are.
     pub fn check_checkpoint(&self, cert: &CheckpointCert) -> Result<(), CoreError> {
-        cert.check(&self.committee)
-            .map_err(|_| CoreError::InvalidCheckpoint)?;
+        if !(self.checkpoint_rule)(cert, &self.committee) {
+            return Err(CoreError::InvalidCheckpoint);
+        }
         let digest = cert.state.digest();
         let message = checkpoint_message(&self.committee.instance(), &digest);
         let items: Vec<SignatureItem<'_>> = cert

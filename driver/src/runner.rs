@@ -80,6 +80,10 @@ pub struct RunnerStats {
     pub payload_cache_bytes: AtomicGauge,
     /// Restarts after a panic (a driver inside a core process is restarted, fresh).
     pub restarts: AtomicCounter,
+    /// Times a core was found to need a checkpoint (its history gone everywhere asked).
+    pub cores_needing_checkpoint: AtomicGauge,
+    /// Checkpoint installs a core accepted from this driver.
+    pub checkpoint_installs: AtomicGauge,
     /// Round trip of each answered request.
     pub request_seconds: Histogram,
     /// Every served metric, registered once.
@@ -97,6 +101,8 @@ impl Default for RunnerStats {
             in_flight: AtomicGauge::default(),
             payload_cache_bytes: AtomicGauge::default(),
             restarts: AtomicCounter::default(),
+            cores_needing_checkpoint: AtomicGauge::default(),
+            checkpoint_installs: AtomicGauge::default(),
             request_seconds: histogram(SECONDS_BUCKETS),
             registry: Registry::with_prefix("sleepyseal_driver"),
         };
@@ -145,6 +151,16 @@ impl RunnerStats {
             "restarts",
             "Restarts after a panic, with fresh state",
             self.restarts.clone(),
+        );
+        r.register(
+            "cores_needing_checkpoint",
+            "Times a core was found to need a checkpoint (history gone everywhere asked)",
+            self.cores_needing_checkpoint.clone(),
+        );
+        r.register(
+            "checkpoint_installs",
+            "Checkpoint installs a core accepted from this driver",
+            self.checkpoint_installs.clone(),
         );
         r.register(
             "request_seconds",
@@ -272,6 +288,33 @@ fn publish(state: &DriverState, stats: &RunnerStats) {
     stats
         .payload_cache_bytes
         .store(state.cached_payload_bytes() as u64, Ordering::Relaxed);
+    // Only this driver learns that a core needs a checkpoint (from `NeedStateSync`): say so.
+    let counts = state.checkpoint_counts();
+    let needing = stats
+        .cores_needing_checkpoint
+        .swap(counts.cores_needing, Ordering::Relaxed);
+    if counts.cores_needing > needing {
+        let cores: Vec<String> = state
+            .cores_needing_checkpoint()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::warn!(
+            "core(s) {} need a checkpoint: the history they miss is gone from every core asked; \
+             gathering checkpoint signatures to install one",
+            cores.join(", ")
+        );
+    }
+    let installs = stats
+        .checkpoint_installs
+        .swap(counts.installs_done, Ordering::Relaxed);
+    if counts.installs_done > installs {
+        tracing::warn!(
+            "installed a certified checkpoint ({} so far, {} refused); catching up from its floor",
+            counts.installs_done,
+            counts.installs_refused
+        );
+    }
 }
 
 fn apply(state: &mut DriverState, now: Millis, done: Done, stats: &RunnerStats) {

@@ -94,6 +94,10 @@ pub enum ServerError {
     /// anything more. Its store holds only completed writes; a restart recovers from it.
     #[error("core stopped on a broken invariant (a bug; restarting recovers from the store): {0}")]
     CorePanicked(String),
+    /// The core found it must not go on (its store is older than what its key signed): it
+    /// stopped, and answers nothing more.
+    #[error("core stopped: {0}")]
+    Halted(String),
 }
 
 struct VerifyJob {

@@ -370,7 +370,10 @@ impl Checker {
             .digest()
                 || core.consensus().consensus_index != index
         });
-        if honest.is_some_and(|h| h != hash) || !matches_signed {
+        // An honest signer reached the certified state before signing it, and the log holds
+        // the first sequence any honest core committed: a state beyond it was fabricated.
+        let beyond = index > self.log.len() as u64;
+        if beyond || honest.is_some_and(|h| h != hash) || !matches_signed {
             self.fail(
                 "S10",
                 format!(

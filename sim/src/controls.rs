@@ -122,6 +122,20 @@ fn local_gc_depth(seed: u64) -> SimConfig {
     }
 }
 
+fn checkpoint_below_validity(seed: u64) -> SimConfig {
+    // A Byzantine key signs a fabricated checkpoint far ahead; cores that count a lone signer
+    // as enough install it.
+    SimConfig {
+        cores: 4,
+        byzantine: 1,
+        behaviour: Behaviour::ForgedCheckpoints,
+        seed,
+        rounds: 20,
+        mutant: Mutant::CheckpointBelowValidity,
+        ..SimConfig::default()
+    }
+}
+
 fn without_mutant(make: fn(u64) -> SimConfig, seed: u64) -> SimConfig {
     SimConfig {
         mutant: Mutant::None,
@@ -166,6 +180,13 @@ pub fn all() -> Vec<Control> {
             limit: 50,
             make: local_gc_depth,
             baseline: Some(|s| without_mutant(local_gc_depth, s)),
+        },
+        Control {
+            name: "checkpoint_below_validity",
+            what: "cores install checkpoint certificates below V, with a checkpoint forger",
+            limit: 50,
+            make: checkpoint_below_validity,
+            baseline: Some(|s| without_mutant(checkpoint_below_validity, s)),
         },
         Control {
             name: "amnesia_undeclared",

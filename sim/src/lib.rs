@@ -67,6 +67,10 @@ pub enum Behaviour {
     /// the next committed leader's history reaches down to the floor, where the commit rule
     /// cuts it (its core never runs; its key signs through an adversary, `world/old_chain.rs`).
     OldChains,
+    /// Signs checkpoint states nobody reached, offered by a hostile driver to every honest core
+    /// as certificates below V, with forged co-signers, or real but stale
+    /// (`world/forged_checkpoints.rs`).
+    ForgedCheckpoints,
     /// An equivocating twin: two instances with one key and separate stores, each reached by
     /// different drivers.
     Twin,
@@ -91,28 +95,28 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
-    /// Every misbehaviour, for `--behaviour all` (seed s runs the (s mod 18)-th): the core
+    /// Every misbehaviour, for `--behaviour all` (seed s runs the (s mod 19)-th): the core
     /// behaviours, the twins, the driver behaviours, then the mix.
-    pub const ALL: [Behaviour; 18] = {
-        let mut all = [Behaviour::Honest; 18];
+    pub const ALL: [Behaviour; 19] = {
+        let mut all = [Behaviour::Honest; 19];
         let mut i = 0;
         while i < Behaviour::CORES.len() {
             all[i] = Behaviour::CORES[i];
             i += 1;
         }
-        all[9] = Behaviour::Twin;
-        all[10] = Behaviour::TwinsScenario;
+        all[10] = Behaviour::Twin;
+        all[11] = Behaviour::TwinsScenario;
         let mut j = 0;
         while j < Behaviour::DRIVERS.len() {
-            all[11 + j] = Behaviour::DRIVERS[j];
+            all[12 + j] = Behaviour::DRIVERS[j];
             j += 1;
         }
-        all[17] = Behaviour::Mixed;
+        all[18] = Behaviour::Mixed;
         all
     };
 
     /// The behaviours of single Byzantine cores (what `Mixed` draws from).
-    pub const CORES: [Behaviour; 9] = [
+    pub const CORES: [Behaviour; 10] = [
         Behaviour::WithholdVotes,
         Behaviour::WithholdHeaders,
         Behaviour::InvalidSignatures,
@@ -122,6 +126,7 @@ impl Behaviour {
         Behaviour::BadParents,
         Behaviour::BadPayloads,
         Behaviour::OldChains,
+        Behaviour::ForgedCheckpoints,
     ];
 
     /// The behaviours of hostile drivers (what `Mixed` draws from).
@@ -147,6 +152,7 @@ impl Behaviour {
             Behaviour::BadParents => "bad-parents",
             Behaviour::BadPayloads => "bad-payloads",
             Behaviour::OldChains => "old-chains",
+            Behaviour::ForgedCheckpoints => "forged-checkpoints",
             Behaviour::Twin => "twin",
             Behaviour::TwinsScenario => "twins-scenario",
             Behaviour::OmitLeader => "omit-leader",

@@ -105,9 +105,10 @@ struct SimArgs {
     byzantine: usize,
     /// What the Byzantine part does. Cores: withhold-votes, withhold-headers,
     /// invalid-signatures, stale-replies, amnesia, far-future-rounds, bad-parents, bad-payloads,
+    /// old-chains, forged-checkpoints,
     /// twin, twins-scenario. Drivers: omit-leader, replay-bundles, reorder-bundles,
     /// truncate-bundles, mix-rounds, garbage. Both: mixed (each Byzantine core a different core
-    /// behaviour, plus one hostile driver). Or all: seed s runs the (s mod 18)-th.
+    /// behaviour, plus one hostile driver). Or all: seed s runs the (s mod 19)-th.
     #[arg(long, default_value = "all")]
     behaviour: String,
     /// Keep gc depth and retention at their defaults in every seed (by default two seeds in
@@ -167,6 +168,8 @@ struct Summary {
     checkpoints: u64,
     /// Checkpoints honest cores installed.
     installs: u64,
+    /// Forged checkpoint certificates offered to honest cores (`forged-checkpoints`).
+    forged_checkpoints: u64,
     /// Rounds the others advanced from a restart until the restarted core was back within 2
     /// rounds of them: median and largest over every restart, and restarts never back.
     rejoin_rounds_median: u64,
@@ -440,6 +443,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         old_chain_committed: 0,
         checkpoints: 0,
         installs: 0,
+        forged_checkpoints: 0,
         rejoin_rounds_median: 0,
         rejoin_rounds_max: 0,
         not_rejoined: 0,
@@ -477,6 +481,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 s.old_chain_committed += r.old_chain_committed;
                 s.checkpoints += r.checkpoints;
                 s.installs += r.installs;
+                s.forged_checkpoints += r.forged_checkpoints;
                 s.not_rejoined += r.not_rejoined;
                 rejoins.extend(&r.rejoin_rounds);
             }
@@ -534,6 +539,12 @@ fn print_readable(args: &SimArgs, s: &Summary) {
         "  checkpoints signed        {} (each checked, S10)",
         s.checkpoints
     );
+    if s.forged_checkpoints > 0 {
+        println!(
+            "  forged checkpoints        {} offered to every honest core, {} installs",
+            s.forged_checkpoints, s.installs
+        );
+    }
     if s.restarts > 0 {
         println!(
             "  installs / not rejoined   {} / {}",

@@ -42,6 +42,21 @@ pub fn local_gc_depth(committee: &Committee) -> Committee {
         })
 }
 
+/// A checkpoint rule that takes any certificate with a known signer, whatever its stake (below
+/// V). Installed with
+/// [`Verifier::with_checkpoint_rule`](sleepyseal_core::Verifier::with_checkpoint_rule).
+pub fn any_checkpoint_signer(
+    cert: &sleepyseal_core::checkpoint::CheckpointCert,
+    committee: &Committee,
+) -> bool {
+    mark();
+    cert.state.instance == committee.instance()
+        && cert.state.last_committed.len() == committee.size()
+        && cert.signers.len() == cert.signatures.len()
+        && !cert.signers.is_empty()
+        && cert.signers.iter().all(|s| committee.contains(*s))
+}
+
 /// A signature check that accepts every signature. Installed with
 /// [`Verifier::with_signature_check`](sleepyseal_core::Verifier::with_signature_check).
 pub fn accept_every_signature(items: &[SignatureItem<'_>], _chunk_size: usize) -> Vec<bool> {
@@ -67,6 +82,9 @@ pub enum Mutant {
     /// The last core runs half the committee's GC_DEPTH (needs an author extending old chains:
     /// `old-chains`).
     LocalGcDepth,
+    /// Cores take checkpoint certificates signed by less than V stake (needs a forger of
+    /// checkpoints: `forged-checkpoints`).
+    CheckpointBelowValidity,
 }
 
 /// The leader schedule of the [`Mutant::HashMapOrderedLeader`] control: authorities ordered by a

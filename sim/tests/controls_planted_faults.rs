@@ -65,3 +65,8 @@ fn more_than_f_byzantine_stake_is_caught() {
 fn negative_control_local_gc_depth_is_caught() {
     control_is_caught("local_gc_depth");
 }
+
+#[test]
+fn negative_control_checkpoint_below_validity_is_caught() {
+    control_is_caught("checkpoint_below_validity");
+}

@@ -68,6 +68,7 @@ behaviour_tests! {
     byzantine_bad_parents => "bad-parents",
     byzantine_bad_payloads => "bad-payloads",
     byzantine_old_chains => "old-chains",
+    byzantine_forged_checkpoints => "forged-checkpoints",
     byzantine_twin => "twin",
     byzantine_twins_scenario => "twins-scenario",
     hostile_driver_omit_leader => "omit-leader",

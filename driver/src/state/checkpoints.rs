@@ -110,6 +110,14 @@ impl DriverState {
         self.checkpoint_counts
     }
 
+    /// The cores waiting for a checkpoint.
+    pub fn cores_needing_checkpoint(&self) -> Vec<AuthorityIndex> {
+        (0..self.cores.len())
+            .filter(|i| self.cores[*i].needs_checkpoint.is_some())
+            .map(|i| AuthorityIndex(i as u16))
+            .collect()
+    }
+
     /// Whether `core` is waiting for a checkpoint, and since when.
     pub fn needs_checkpoint(&self, core: AuthorityIndex) -> Option<Millis> {
         self.cores

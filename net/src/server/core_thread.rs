@@ -29,7 +29,7 @@ pub(super) fn spawn_core_thread(
         .name("core".into())
         .spawn(move || {
             let run = std::panic::AssertUnwindSafe(|| {
-                core_loop(rx, core, store, max_group, &stats, &verifier).map_err(ServerError::from)
+                core_loop(rx, core, store, max_group, &stats, &verifier)
             });
             let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
                 let message = panic
@@ -57,7 +57,7 @@ fn core_loop(
     max_group: usize,
     stats: &ServerStats,
     verifier: &Verifier,
-) -> Result<(), StoreError> {
+) -> Result<(), ServerError> {
     let mut pruned_at = core.gc_round();
     let mut parked = Parked::default();
     while let Some(jobs) = next_jobs(&rx, max_group, parked.next_deadline()) {
@@ -70,7 +70,27 @@ fn core_loop(
             .into_iter()
             .filter_map(|job| parked.park_or_keep(job, committed))
             .collect();
+        let installs = core.counters().checkpoints_installed;
         group_commit(&mut core, store.as_mut(), jobs, now, stats, verifier)?;
+        if let Some(reason) = core.halted() {
+            return Err(ServerError::Halted(reason.to_string()));
+        }
+        if core.counters().checkpoints_installed > installs {
+            if let Some(r) = core.install_record() {
+                tracing::warn!(
+                    "installed a certified checkpoint: resumed at index {} (round {}), the \
+                     committed sequence {}..{} is a gap to fill; {} own headers undecided",
+                    r.base_index,
+                    core.consensus().last_committed_round,
+                    r.old_index,
+                    r.base_index,
+                    r.own
+                        .iter()
+                        .filter(|(_, _, v)| *v == sleepyseal_core::machine::OwnVerdict::Undecided)
+                        .count()
+                );
+            }
+        }
         publish(stats, &core, committed, now);
         publish_store(stats, &store.stats());
         let gc = core.gc_round();

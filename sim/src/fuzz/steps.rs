@@ -17,7 +17,11 @@ use super::POOL_ROUNDS;
 pub(super) fn step(h: &mut Harness, u: &mut Unstructured) -> arbitrary::Result<()> {
     match u.int_in_range(0..=11u8)? {
         0 => h.send(if u.ratio(1, 4)? {
-            RequestBody::GetCheckpoint
+            if u.arbitrary()? {
+                RequestBody::GetCheckpoint
+            } else {
+                install(h, u)?
+            }
         } else {
             RequestBody::GetState {
                 with_payload: u.arbitrary()?,
@@ -60,6 +64,44 @@ pub(super) fn step(h: &mut Harness, u: &mut Unstructured) -> arbitrary::Result<(
         }
     }
     Ok(())
+}
+
+/// A checkpoint certificate around the core's own state: behind, within GC_DEPTH or far ahead,
+/// each author's round moved either way; signed by a subset of the committee (maybe below V),
+/// now and then with a damaged signature.
+fn install(h: &Harness, u: &mut Unstructured) -> arbitrary::Result<RequestBody> {
+    use sleepyseal_core::checkpoint::{checkpoint_message, CheckpointCert, CheckpointState};
+    let p = pool();
+    let consensus = h.core.consensus();
+    let mut state = CheckpointState::of(p.committee.instance(), consensus);
+    let ahead: u64 = u.int_in_range(0..=40)?;
+    state.consensus_index =
+        state.consensus_index + ahead * 4 - u.int_in_range(0..=2)?.min(state.consensus_index);
+    state.last_committed_round = Round(state.last_committed_round.0 + ahead);
+    for r in state.last_committed.iter_mut() {
+        *r = Round((r.0 + u.int_in_range(0..=ahead)?).saturating_sub(u.int_in_range(0..=1)?));
+    }
+    state.commit_hash = Digest(u.arbitrary()?);
+    let message = checkpoint_message(&state.instance, &state.digest());
+    let mut signers = Vec::new();
+    let mut signatures = Vec::new();
+    for (i, key) in p.keys.iter().enumerate() {
+        if u.arbitrary()? {
+            signers.push(sleepyseal_core::AuthorityIndex(i as u16));
+            let mut signature = key.sign(&message);
+            if u.ratio(1, 16)? {
+                signature.0[0] ^= 1;
+            }
+            signatures.push(signature);
+        }
+    }
+    Ok(RequestBody::InstallCheckpoint {
+        certificate: CheckpointCert {
+            state,
+            signers,
+            signatures,
+        },
+    })
 }
 
 /// Most certificates of the first rounds, maybe shuffled, with most of their payloads.

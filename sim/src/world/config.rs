@@ -190,6 +190,8 @@ pub struct SimReport {
     pub checkpoints: u64,
     /// Checkpoints honest cores installed.
     pub installs: u64,
+    /// Forged checkpoint certificates offered to the honest cores (`forged-checkpoints`).
+    pub forged_checkpoints: u64,
     /// Per restart: rounds the others advanced until the restarted core was back within 2
     /// rounds of them.
     pub rejoin_rounds: Vec<u64>,

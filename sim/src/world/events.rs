@@ -342,6 +342,9 @@ impl World {
         if self.drivers[driver].forger && self.rng.chance(200) {
             self.forge(driver);
         }
+        if let Some(author) = self.drivers[driver].checkpoint_forger {
+            self.forge_checkpoint(driver, author);
+        }
     }
 
     /// Sends a driver's request to the instance of `core` it reaches (hostile drivers tamper).

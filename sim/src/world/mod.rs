@@ -9,6 +9,7 @@
 //! - `faults`: crash, restart and link-cut schedules, and the Twins scenario's phases and routing;
 //! - `hostile`: hostile drivers and the forger;
 //! - `old_chain`: the adversary that extends old chains into the present (`old-chains`);
+//! - `forged_checkpoints`: forged checkpoint certificates offered to honest cores;
 //! - `load`: the load client and S9 (acknowledged transactions never lost);
 //! - `debug`: `--debug-dump` and `--trace-instance` output.
 //!
@@ -20,6 +21,7 @@ mod config;
 mod debug;
 mod events;
 mod faults;
+mod forged_checkpoints;
 mod hostile;
 mod load;
 mod old_chain;
@@ -70,6 +72,8 @@ struct SimDriver {
     held: Vec<(usize, u64, Bytes)>,
     /// The old-chain adversary using this driver slot (no driver state then).
     old_chain: Option<old_chain::OldChain>,
+    /// The Byzantine authority whose forged checkpoints this (otherwise honest) driver offers.
+    checkpoint_forger: Option<AuthorityIndex>,
 }
 
 /// Everything one run simulates.
@@ -131,6 +135,8 @@ struct World {
     submitted: HashMap<u64, (Bytes, usize)>,
     /// Acknowledged client transactions, their home instance and its round when acknowledged.
     acked_transactions: Vec<(Bytes, usize, u64)>,
+    /// Forged checkpoint certificates offered to the honest cores.
+    forged_checkpoints: u64,
     /// Acknowledged transactions not committed at their home core by the end although
     /// acknowledged long before it (a liveness failure).
     slow_transactions: u64,
@@ -213,6 +219,7 @@ impl World {
             old_chain_certificates,
             old_chain_committed,
             checkpoints: self.checker.checkpoints_seen(),
+            forged_checkpoints: self.forged_checkpoints,
             installs,
             rejoin_rounds: self.rejoin_rounds.clone(),
             not_rejoined: self.rejoining.len() as u64,

@@ -74,6 +74,7 @@ impl World {
             restarted: HashSet::new(),
             rejoining: HashMap::new(),
             back_at: HashMap::new(),
+            forged_checkpoints: 0,
             rejoin_rounds: Vec::new(),
             checker,
             trace: Hasher::new(b"SEAL/TRACE/v1"),
@@ -191,7 +192,8 @@ fn build_core(
     } else {
         schedule.clone()
     };
-    // The planted fault: the last core on a depth of its own (the same instance id).
+    // The planted faults: the last core on a depth of its own (the same instance id); every
+    // core taking checkpoint certificates below V.
     let committee = if config.mutant == Mutant::LocalGcDepth && instance + 1 == committee.size() {
         Arc::new(crate::planted::local_gc_depth(committee))
     } else {
@@ -199,6 +201,9 @@ fn build_core(
     };
     let committee = &committee;
     let mut verifier = Verifier::new(committee.clone(), VerifierConfig::default());
+    if config.mutant == Mutant::CheckpointBelowValidity {
+        verifier = verifier.with_checkpoint_rule(crate::planted::any_checkpoint_signer);
+    }
     if config.mutant == Mutant::NoSignatureCheck {
         verifier = verifier.with_signature_check(crate::planted::accept_every_signature);
     }
@@ -265,8 +270,13 @@ fn build_drivers(
         .indices()
         .filter(|a| core_behaviour(config, *a).is_some_and(old_chain::is_old_chain))
         .collect();
+    let forgers: Vec<AuthorityIndex> = committee
+        .indices()
+        .filter(|a| core_behaviour(config, *a) == Some(Behaviour::ForgedCheckpoints))
+        .collect();
     let first_chain = config.drivers + hostile.count + usize::from(config.forger);
-    let plain = first_chain + chains.len();
+    let first_forger = first_chain + chains.len();
+    let plain = first_forger + forgers.len();
     let homes = if config.home_drivers.is_some() {
         committee.size()
     } else {
@@ -284,7 +294,7 @@ fn build_drivers(
             if d >= plain {
                 driver.home_core = Some(AuthorityIndex((d - plain) as u16));
             }
-            let old_chain = (first_chain..plain)
+            let old_chain = (first_chain..first_forger)
                 .contains(&d)
                 .then(|| old_chain::OldChain::new(chains[d - first_chain]));
             SimDriver {
@@ -292,6 +302,9 @@ fn build_drivers(
                     .is_none()
                     .then(|| DriverState::new(committee.clone(), driver.clone(), (d as u64) << 48)),
                 old_chain,
+                checkpoint_forger: (first_forger..plain)
+                    .contains(&d)
+                    .then(|| forgers[d - first_forger]),
                 config: driver,
                 incarnation: 0,
                 in_flight: HashMap::new(),
