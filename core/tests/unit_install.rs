@@ -174,20 +174,7 @@ fn certificate_of(
     let mut nodes: Vec<Node> = (0..3).map(|i| Node::new(c, i)).collect();
     let all = b.all();
     for n in &mut nodes {
-        let payloads = all
-            .iter()
-            .filter(|c| c.author().0 != LATE)
-            .map(|c| DagBuilder::payload(c.round(), c.author()))
-            .collect();
-        let r = n.ask(
-            c,
-            1,
-            RequestBody::Sync {
-                certificates: all.clone(),
-                payloads,
-            },
-        );
-        assert!(!matches!(r, Response::Error(_)), "{r:?}");
+        n.sync(c, &all);
     }
     let (a, z) = (pick(&nodes[0]), pick(&nodes[1]));
     assert_eq!(a.state, z.state, "honest cores sign one state per boundary");
