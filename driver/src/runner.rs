@@ -346,6 +346,7 @@ mod tests {
         let stats = RunnerStats::default();
         stats.requests.fetch_add(9, Ordering::Relaxed);
         stats.top_round.store(12, Ordering::Relaxed);
+        stats.checkpoint_installs.store(2, Ordering::Relaxed);
         stats.request_seconds.observe(0.02);
         let text = stats.exposition();
         let meta: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
@@ -368,12 +369,20 @@ mod tests {
                 "# TYPE sleepyseal_driver_payload_cache_bytes gauge",
                 "# HELP sleepyseal_driver_restarts_total Restarts after a panic, with fresh state.",
                 "# TYPE sleepyseal_driver_restarts_total counter",
+                "# HELP sleepyseal_driver_cores_needing_checkpoint Times a core was found to need a checkpoint (history gone everywhere asked).",
+                "# TYPE sleepyseal_driver_cores_needing_checkpoint gauge",
+                "# HELP sleepyseal_driver_checkpoint_installs Checkpoint installs a core accepted from this driver.",
+                "# TYPE sleepyseal_driver_checkpoint_installs gauge",
                 "# HELP sleepyseal_driver_request_seconds Round trip of one request to a core.",
                 "# TYPE sleepyseal_driver_request_seconds histogram",
             ]
         );
         assert_eq!(sample(&text, "sleepyseal_driver_requests_total"), Some(9.0));
         assert_eq!(sample(&text, "sleepyseal_driver_top_round"), Some(12.0));
+        assert_eq!(
+            sample(&text, "sleepyseal_driver_checkpoint_installs"),
+            Some(2.0)
+        );
         assert_eq!(
             sample(&text, "sleepyseal_driver_request_seconds_count"),
             Some(1.0)

@@ -79,7 +79,7 @@ fn core_loop(
             if let Some(r) = core.install_record() {
                 tracing::warn!(
                     "installed a certified checkpoint: resumed at index {} (round {}), the \
-                     committed sequence {}..{} is a gap to fill; {} own headers undecided",
+                     committed sequence {}..{} is a gap to fill; undecided own headers: {}",
                     r.base_index,
                     core.consensus().last_committed_round,
                     r.old_index,
