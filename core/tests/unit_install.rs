@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sleepyseal_core::checkpoint::{checkpoint_message, CheckpointCert, SignedCheckpoint};
 use sleepyseal_core::committee::{default_schedule, ProtocolConstants};
-use sleepyseal_core::machine::OwnVerdict;
+use sleepyseal_core::machine::{OwnVerdict, RecoverError};
 use sleepyseal_core::messages::Vote;
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
 use sleepyseal_core::store::MemStore;
@@ -278,6 +278,18 @@ fn a_store_older_than_what_its_key_signed_stops_the_core() {
         },
     );
     assert!(matches!(r, Response::Error(CoreError::Halted(_))), "{r:?}");
+    // The stop is durable: a restart on this store refuses to start, and says why.
+    let refused = Core::recover(
+        c.clone(),
+        default_schedule(&c),
+        KeyPair::deterministic(0, LATE),
+        config(),
+        amnesiac.store.load().unwrap(),
+    );
+    assert!(
+        matches!(&refused, Err(RecoverError::Halted(why)) if why.contains("older than what this key signed")),
+        "{refused:?}"
+    );
 }
 
 #[test]

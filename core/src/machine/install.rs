@@ -142,6 +142,9 @@ impl Core {
                  must not sign again from this store",
                 state.consensus_index
             );
+            // Durable, so a restart on this store refuses to start instead of signing again.
+            tx.batch
+                .put(keys::halt(), Bytes::from(reason.clone().into_bytes()));
             self.halted = Some(reason.clone());
             return Response::Error(CoreError::Halted(reason));
         }

@@ -39,6 +39,9 @@ pub enum RecoverError {
     /// The stored data contradicts itself.
     #[error("store inconsistent: {0}")]
     Inconsistent(String),
+    /// The core stopped for good on this store earlier, and says why.
+    #[error("this store is not to be used again under this key: {0}")]
+    Halted(String),
 }
 
 /// Encodes the consensus state for the store.
@@ -118,6 +121,11 @@ impl Tables {
                 Table::Committed => t
                     .committed
                     .push(decoded(table, CommittedEntry::from_bytes(value))?),
+                Table::Halt => {
+                    return Err(RecoverError::Halted(
+                        String::from_utf8_lossy(&value).into_owned(),
+                    ))
+                }
                 Table::Install => {
                     t.install = Some(decoded(table, super::install::decode_record(value))?)
                 }

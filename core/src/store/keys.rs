@@ -31,6 +31,9 @@ pub enum Table {
     Checkpoint = 9,
     /// The single record of the latest checkpoint install (an `InstallRecord`, §8a.3).
     Install = 10,
+    /// Why the core stopped for good (UTF-8): a store older than what its key signed. A core
+    /// that finds it refuses to start.
+    Halt = 11,
 }
 
 impl Table {
@@ -47,6 +50,7 @@ impl Table {
             8 => Table::PayloadRound,
             9 => Table::Checkpoint,
             10 => Table::Install,
+            11 => Table::Halt,
             _ => return None,
         })
     }
@@ -99,6 +103,10 @@ pub fn checkpoint(index: u64) -> Vec<u8> {
 /// Key of the install record.
 pub fn install() -> Vec<u8> {
     key(Table::Install, &[])
+}
+/// Key of the halt record.
+pub fn halt() -> Vec<u8> {
+    key(Table::Halt, &[])
 }
 /// Key of a mempool entry.
 pub fn pending(entry: u64) -> Vec<u8> {
