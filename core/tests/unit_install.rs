@@ -417,7 +417,6 @@ fn an_install_resumes_at_the_certified_state_and_survives_a_restart() {
         record.own
     );
     assert!(pending_before > 0);
-    drop(nodes);
 }
 
 #[test]

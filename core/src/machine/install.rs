@@ -185,26 +185,12 @@ impl Core {
         //    longer commit give their transactions back (§4.4).
         self.collect_garbage(tx);
         // Undecided headers of an earlier install stay undecided (their gap is still open).
-        let own = self
-            .own
-            .iter()
-            .filter_map(|(round, o)| {
-                let verdict = if o.undecided {
-                    super::install::OwnVerdict::Undecided
-                } else if o.committed {
-                    super::install::OwnVerdict::Committed
-                } else {
-                    return None;
-                };
-                Some((*round, o.signed.header.digest(), verdict))
-            })
-            .collect();
         let record = InstallRecord {
             base_index: state.consensus_index,
             base_hash: state.commit_hash,
             old_index,
             old_hash,
-            own,
+            own: self.own_verdicts(),
         };
         tx.batch.put(keys::install(), record.to_bytes());
         self.install = Some(record);
@@ -251,17 +237,28 @@ impl Core {
                 tx.batch.delete(keys::own(round));
             }
         }
+        let own = self.own_verdicts();
         if let Some(record) = self.install.as_mut() {
-            record
-                .own
-                .retain(|(round, _, _)| self.own.contains_key(round));
-            for (round, _, verdict) in record.own.iter_mut() {
-                if self.own.get(round).is_some_and(|o| o.committed) {
-                    *verdict = OwnVerdict::Committed;
-                }
-            }
+            record.own = own;
             tx.batch.put(keys::install(), record.to_bytes());
         }
+    }
+
+    /// What is known of each own header kept (the record's list): undecided, or committed.
+    fn own_verdicts(&self) -> Vec<(Round, Digest, OwnVerdict)> {
+        self.own
+            .iter()
+            .filter_map(|(round, o)| {
+                let verdict = if o.undecided {
+                    OwnVerdict::Undecided
+                } else if o.committed {
+                    OwnVerdict::Committed
+                } else {
+                    return None;
+                };
+                Some((*round, o.signed.header.digest(), verdict))
+            })
+            .collect()
     }
 
     /// The reason this core stopped, if it did: it answers nothing else.
@@ -273,9 +270,4 @@ impl Core {
     pub fn install_record(&self) -> Option<&InstallRecord> {
         self.install.as_ref()
     }
-}
-
-/// Decodes a stored install record.
-pub(super) fn decode_record(bytes: Bytes) -> Result<InstallRecord, DecodeError> {
-    InstallRecord::from_bytes(bytes)
 }

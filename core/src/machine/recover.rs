@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::install::InstallRecord;
+use super::install::{InstallRecord, OwnVerdict};
 use super::{Core, CoreConfig, CoreCounters, OwnHeader, StoredPayload};
 use crate::checkpoint::SignedCheckpoint;
 use crate::codec::{Decode, DecodeError, Reader, Writer};
@@ -127,7 +127,7 @@ impl Tables {
                     ))
                 }
                 Table::Install => {
-                    t.install = Some(decoded(table, super::install::decode_record(value))?)
+                    t.install = Some(decoded(table, InstallRecord::from_bytes(value))?)
                 }
                 Table::Checkpoint => t
                     .checkpoints
@@ -336,9 +336,8 @@ impl Core {
                     .find(|(r, d, _)| *r == signed.header.round() && *d == digest)
                     .map(|(_, _, v)| *v)
             });
-            let committed = committed.contains(&digest)
-                || verdict == Some(super::install::OwnVerdict::Committed);
-            let undecided = verdict == Some(super::install::OwnVerdict::Undecided);
+            let committed = committed.contains(&digest) || verdict == Some(OwnVerdict::Committed);
+            let undecided = verdict == Some(OwnVerdict::Undecided);
             self.own.insert(
                 signed.header.round(),
                 OwnHeader {

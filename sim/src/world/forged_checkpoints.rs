@@ -34,12 +34,15 @@ impl World {
         let key = KeyPair::deterministic(0, author.0);
         let sign =
             |state: &CheckpointState| key.sign(&checkpoint_message(&instance, &state.digest()));
+        // A state nobody reached: far ahead of the most advanced honest core.
+        let mut fabricated = CheckpointState::of(instance, &consensus);
+        fabricated.consensus_index += 1_000;
+        fabricated.last_committed_round = Round(fabricated.last_committed_round.0 + 1_000);
         let certificate = match self.rng.index(3) {
-            // A fabricated state far ahead, signed by the Byzantine key alone: below V.
+            // A fabricated state, signed by the Byzantine key alone: below V.
             0 => {
-                let mut state = CheckpointState::of(instance, &consensus);
-                state.consensus_index += 1_000 + self.rng.range(0, 1_000);
-                state.last_committed_round = Round(state.last_committed_round.0 + 1_000);
+                let mut state = fabricated;
+                state.consensus_index += self.rng.range(0, 1_000);
                 state.commit_hash = Digest([self.rng.next_u64() as u8; 32]);
                 CheckpointCert {
                     signatures: vec![sign(&state)],
@@ -49,9 +52,7 @@ impl World {
             }
             // The same, with every other authority listed and a garbage signature in its place.
             1 => {
-                let mut state = CheckpointState::of(instance, &consensus);
-                state.consensus_index += 1_000;
-                state.last_committed_round = Round(state.last_committed_round.0 + 1_000);
+                let state = fabricated;
                 let signers: Vec<AuthorityIndex> = self.committee.indices().collect();
                 let signatures = signers
                     .iter()

@@ -1,4 +1,4 @@
-//! The old-chain adversary ([`Behaviour::OldChains`]): a Byzantine authority stays silent until
+//! The old-chain adversary ([`crate::Behaviour::OldChains`]): a Byzantine authority stays silent until
 //! the honest cores' GC floor reaches the round after its newest certificate, then signs one
 //! header for every round from just above the floor up to the present, each on its previous
 //! one, and has each certified by honest votes (honest cores vote: every round is above their
@@ -21,7 +21,6 @@ use sleepyseal_core::{
 };
 
 use super::World;
-use crate::Behaviour;
 
 /// A header still uncertified after this long is sent again (requests and replies get lost).
 const RESEND_MS: u64 = 150;
@@ -295,9 +294,4 @@ impl World {
             });
         (joined, certified, committed)
     }
-}
-
-/// Whether the run's Byzantine core `behaviour` has its key driven by an old-chain adversary.
-pub(super) fn is_old_chain(behaviour: Behaviour) -> bool {
-    behaviour == Behaviour::OldChains
 }

@@ -219,7 +219,7 @@ fn build_core(
     if let Some(behaviour) = core_behaviour(config, a) {
         node.behaviour = behaviour;
         node.seed_misbehaviour(config.seed);
-        if old_chain::is_old_chain(behaviour) {
+        if behaviour == Behaviour::OldChains {
             // Its key signs through the old-chain adversary; the core itself never runs.
             node.crash();
         }
@@ -268,7 +268,7 @@ fn build_drivers(
 ) -> Vec<SimDriver> {
     let chains: Vec<AuthorityIndex> = committee
         .indices()
-        .filter(|a| core_behaviour(config, *a).is_some_and(old_chain::is_old_chain))
+        .filter(|a| core_behaviour(config, *a) == Some(Behaviour::OldChains))
         .collect();
     let forgers: Vec<AuthorityIndex> = committee
         .indices()
