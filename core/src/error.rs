@@ -196,6 +196,16 @@ pub enum CoreError {
     /// that makes answering unsafe. It answers nothing else until restarted with a sound store.
     #[error("core stopped: {0}")]
     Halted(String),
+    /// A `FillLog` whose entries do not link, by the commit chain, down from the lowest entry
+    /// this core verified (PROTOCOL.md §8a.5): nothing changed.
+    #[error("fill entries do not link below index {next}")]
+    InvalidFill {
+        /// The core's lowest verified index: the fill must start just below it.
+        next: u64,
+    },
+    /// A `FillLog` for a core with no open gap: nothing changed.
+    #[error("no gap to fill")]
+    FillNotNeeded,
 }
 
 /// Longest reason a `Halted` error carries.
@@ -289,6 +299,11 @@ impl Encode for CoreError {
                 }
                 w.bytes(&reason.as_bytes()[..end]);
             }
+            CoreError::InvalidFill { next } => {
+                w.u8(19);
+                w.u64(*next);
+            }
+            CoreError::FillNotNeeded => w.u8(20),
         }
     }
 }
@@ -364,6 +379,8 @@ impl Decode for CoreError {
                     })?;
                 CoreError::Halted(reason)
             }
+            19 => CoreError::InvalidFill { next: r.u64()? },
+            20 => CoreError::FillNotNeeded,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "core error",

@@ -104,6 +104,14 @@ pub enum RequestBody {
         /// The certificate.
         certificate: CheckpointCert,
     },
+    /// Committed entries for the gap an install left (§8a.5), newest first: the first must be
+    /// the entry just below the core's lowest verified one ([`Gap::next`]) and end on the hash
+    /// it holds for it; each further entry vouches, by its commit hash, for the one before it.
+    /// The last entry only vouches, unless it is the gap's lowest (at [`Gap::old_index`]).
+    FillLog {
+        /// Consecutive entries, descending index.
+        entries: Vec<CommittedEntry>,
+    },
 }
 
 /// The reply to a request.
@@ -208,8 +216,20 @@ pub struct Summary {
     pub commit_hash: Digest,
     /// Payload digests of inserted certificates this core lacks (drivers carry them).
     pub missing_payloads: Vec<Digest>,
+    /// The committed entries an install skipped and the fill has not yet brought (§8a.5).
+    pub gap: Option<Gap>,
     /// What the core needs.
     pub status: Status,
+}
+
+/// The part of the committed sequence an install skipped that the core has not verified yet:
+/// indices `old_index..next`. Entries from `next` up are verified (or the core's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// The core's consensus index before the install: the gap's lowest index.
+    pub old_index: u64,
+    /// The lowest index verified by the fill so far (the certified index before any fill).
+    pub next: u64,
 }
 
 // ---- encodings -------------------------------------------------------------------------------
@@ -251,6 +271,25 @@ fn decode_option<T: Decode>(r: &mut Reader) -> Result<Option<T>, DecodeError> {
             what: "option",
             tag,
         }),
+    }
+}
+
+impl Encode for Gap {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.old_index);
+        w.u64(self.next);
+    }
+}
+
+impl Decode for Gap {
+    const MIN_ENCODED_BYTES: usize = 16;
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let old_index = r.u64()?;
+        let next = r.u64()?;
+        if next < old_index {
+            return Err(DecodeError::NonCanonical { what: "gap" });
+        }
+        Ok(Gap { old_index, next })
     }
 }
 
@@ -308,12 +347,13 @@ impl Encode for Summary {
         w.u64(self.consensus_index);
         w.digest(&self.commit_hash);
         w.seq(&self.missing_payloads);
+        encode_option(w, &self.gap);
         self.status.encode(w);
     }
 }
 
 impl Decode for Summary {
-    const MIN_ENCODED_BYTES: usize = 32 + 2 + 8 + 2 + 12 + 24 + 32 + 4 + 1;
+    const MIN_ENCODED_BYTES: usize = 32 + 2 + 8 + 2 + 12 + 24 + 32 + 4 + 1 + 1;
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         Ok(Summary {
             instance: r.digest()?,
@@ -329,6 +369,7 @@ impl Decode for Summary {
             consensus_index: r.u64()?,
             commit_hash: r.digest()?,
             missing_payloads: r.seq("missing payloads", MAX_DIGESTS_PER_MESSAGE)?,
+            gap: decode_option(r)?,
             status: Status::decode(r)?,
         })
     }
@@ -355,7 +396,8 @@ impl RequestBody {
             | RequestBody::FetchPayloads { .. }
             | RequestBody::ReadCommitted { .. }
             | RequestBody::GetCheckpoint
-            | RequestBody::InstallCheckpoint { .. } => 0,
+            | RequestBody::InstallCheckpoint { .. }
+            | RequestBody::FillLog { .. } => 0,
         }
     }
 
@@ -372,6 +414,7 @@ impl RequestBody {
             RequestBody::ReadCommitted { .. } => "read_committed",
             RequestBody::GetCheckpoint => "get_checkpoint",
             RequestBody::InstallCheckpoint { .. } => "install_checkpoint",
+            RequestBody::FillLog { .. } => "fill_log",
         }
     }
 }
@@ -472,6 +515,10 @@ impl Encode for RequestBody {
                 w.u8(9);
                 certificate.encode(w);
             }
+            RequestBody::FillLog { entries } => {
+                w.u8(10);
+                w.seq(entries);
+            }
         }
     }
 }
@@ -525,6 +572,9 @@ impl Decode for Request {
             8 => RequestBody::GetCheckpoint,
             9 => RequestBody::InstallCheckpoint {
                 certificate: CheckpointCert::decode(r)?,
+            },
+            10 => RequestBody::FillLog {
+                entries: r.seq("fill entries", MAX_COMMITTED_PER_READ)?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {

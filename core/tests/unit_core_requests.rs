@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sleepyseal_core::committee::default_schedule;
 use sleepyseal_core::messages::{Header, ParentRef};
-use sleepyseal_core::protocol::{CommittedView, Request, RequestBody, Response};
+use sleepyseal_core::protocol::{CommittedEntry, CommittedView, Request, RequestBody, Response};
 use sleepyseal_core::store::MemStore;
 use sleepyseal_core::testkit::{
     committee, committee_with_gc_depth, instance, keys, sign_header, DagBuilder,
@@ -524,4 +524,50 @@ fn the_batch_grows_with_the_backlog_and_admission_is_bounded() {
     );
     let more = handle(&mut core, &mut store, submit(1));
     assert_eq!(more, Response::Error(CoreError::Busy));
+}
+
+/// Committed entries are retained by count, apart from their payloads (PROTOCOL.md §8a.6): a
+/// payload byte budget far smaller than the entries' payloads evicts payloads, never the
+/// entries a gap fill or a reader needs. A restart keeps both.
+#[test]
+fn committed_entries_outlive_their_payloads() {
+    let c = committee_with_gc_depth(4, 2);
+    let config = CoreConfig {
+        retention_rounds: 0,
+        committed_window_bytes: 1,
+        ..CoreConfig::default()
+    };
+    let (mut core, mut store) = core_in(&c, 3, config.clone());
+    let verifier = Verifier::new(c.clone(), VerifierConfig::default());
+    let mut b = DagBuilder::new(c.clone());
+    b.full_rounds(30);
+    sync_built(&mut core, &mut store, &verifier, &b, 1);
+    let total = core.consensus().consensus_index;
+    assert!(total > 40, "committed {total}");
+    assert_eq!(core.committed_base(), 0, "every entry retained");
+    let entries = core.committed_from(0, usize::MAX).unwrap();
+    assert_eq!(entries.len() as u64, total);
+    let gc = core.gc_round();
+    let (old, recent): (Vec<&CommittedEntry>, Vec<_>) = entries.iter().partition(|e| e.round < gc);
+    assert!(!old.is_empty() && !recent.is_empty());
+    assert!(
+        old.iter()
+            .all(|e| core.payload(&e.payload.digest).is_none()),
+        "payloads beyond the byte budget are dropped"
+    );
+    assert!(
+        recent
+            .iter()
+            .all(|e| core.payload(&e.payload.digest).is_some()),
+        "payloads of entries at or above gc_round stay"
+    );
+    let restarted = Core::recover(
+        c.clone(),
+        default_schedule(&c),
+        KeyPair::deterministic(0, 3),
+        config,
+        store.load().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(restarted.committed_from(0, usize::MAX).unwrap(), entries);
 }

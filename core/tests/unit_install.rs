@@ -10,7 +10,7 @@ use sleepyseal_core::checkpoint::{checkpoint_message, CheckpointCert, SignedChec
 use sleepyseal_core::committee::{default_schedule, ProtocolConstants};
 use sleepyseal_core::machine::{OwnVerdict, RecoverError};
 use sleepyseal_core::messages::Vote;
-use sleepyseal_core::protocol::{Request, RequestBody, Response};
+use sleepyseal_core::protocol::{CommittedEntry, Gap, Request, RequestBody, Response};
 use sleepyseal_core::store::MemStore;
 use sleepyseal_core::testkit::{committee_with, instance, keys, vote, DagBuilder};
 use sleepyseal_core::verify::VerifierConfig;
@@ -343,12 +343,13 @@ fn an_install_resumes_at_the_certified_state_and_survives_a_restart() {
         "{verdicts:?}"
     );
     assert!(verdicts.iter().all(|(r, _)| *r <= 6));
-    // A read below the base skips forward.
+    // A read in the gap skips forward to the base; what the core committed before stays.
+    assert!(late.core.committed_from(0, 1).is_ok_and(|e| e.len() == 1));
     let r = late.ask(
         &c,
         101,
         RequestBody::ReadCommitted {
-            from_index: 0,
+            from_index: old.consensus_index,
             max: 10,
             view: sleepyseal_core::protocol::CommittedView::Digests,
             wait_ms: 0,
@@ -359,10 +360,14 @@ fn an_install_resumes_at_the_certified_state_and_survives_a_restart() {
         "{r:?}"
     );
     // A restart reloads the same shape.
+    let held: Vec<CommittedEntry> = late.core.committed_entries().copied().collect();
     late.restart(&c);
     assert_eq!(late.core.consensus(), &state.consensus());
     assert_eq!(late.core.install_record(), Some(&record));
-    assert_eq!(late.core.committed_base(), state.consensus_index);
+    assert_eq!(
+        late.core.committed_entries().copied().collect::<Vec<_>>(),
+        held
+    );
     // Catch-up from the floor: the same commits as the others at the same indices.
     let floor = state.last_committed_round.0 - GC_DEPTH;
     let rest: Vec<Certificate> = b.rounds[floor as usize..]
@@ -427,4 +432,172 @@ fn the_checkpoint_message_is_not_a_vote_message() {
         checkpoint_message(&instance(), &d),
         sleepyseal_core::messages::vote_message(&instance(), &d)
     );
+}
+
+/// Entries `from..to` of `node`'s committed sequence, newest first, as a `FillLog`.
+fn fill_of(node: &Node, from: u64, to: u64) -> Vec<CommittedEntry> {
+    let mut entries = node
+        .core
+        .committed_from(from, (to - from) as usize)
+        .expect("the source holds the gap");
+    assert_eq!(entries.len() as u64, to - from);
+    entries.reverse();
+    entries
+}
+
+fn fill(node: &mut Node, c: &Arc<Committee>, at: u64, entries: Vec<CommittedEntry>) -> Response {
+    node.ask(c, at, RequestBody::FillLog { entries })
+}
+
+/// A late core installs the newest checkpoint, and the gap between its old state and the
+/// certified one is what it must fill.
+fn installed_with_gap() -> (Arc<Committee>, Node, Vec<Node>, Gap) {
+    let c = committee();
+    let (b, mut late) = history(&c, 6, 5, 40);
+    let (cert, nodes) = certificate(&c, &b);
+    let Response::Summary(s) = install(&mut late, &c, 100, &cert) else {
+        panic!("installed")
+    };
+    let gap = s.gap.expect("an install leaves a gap");
+    assert_eq!(gap.next, cert.state.consensus_index);
+    assert_eq!(gap.old_index, late.core.install_record().unwrap().old_index);
+    assert!(gap.next - gap.old_index > 8, "{gap:?}");
+    (c, late, nodes, gap)
+}
+
+#[test]
+fn fills_that_do_not_link_from_the_verified_hash_are_refused_whole() {
+    let (c, mut late, nodes, gap) = installed_with_gap();
+    let source = &nodes[0];
+    let good = fill_of(source, gap.next - 5, gap.next);
+    let refused = |r: &Response| matches!(r, Response::Error(CoreError::InvalidFill { next }) if *next == gap.next);
+    let before = late.core.install_record().cloned();
+    // Wrongly anchored: not starting just below the verified part.
+    let low = fill_of(source, gap.next - 6, gap.next - 1);
+    assert!(refused(&fill(&mut late, &c, 101, low)));
+    // Reordered.
+    let mut swapped = good.clone();
+    swapped.swap(1, 2);
+    assert!(refused(&fill(&mut late, &c, 102, swapped)));
+    // A field changed under a hash copied from the honest entry.
+    let mut forged = good.clone();
+    forged[1].created_at_ms += 1;
+    assert!(refused(&fill(&mut late, &c, 103, forged)));
+    let mut forged = good.clone();
+    forged[2].payload.len += 1;
+    assert!(refused(&fill(&mut late, &c, 104, forged)));
+    // Truncated to one entry that nothing below vouches for.
+    assert!(refused(&fill(&mut late, &c, 105, good[..1].to_vec())));
+    assert_eq!(
+        late.core.install_record().cloned(),
+        before,
+        "nothing changed"
+    );
+    assert_eq!(late.core.counters().gap_entries_filled, 0);
+    // A gap entry is not served before it is verified.
+    assert!(late.core.committed_from(gap.next - 1, 1).is_err());
+}
+
+#[test]
+fn the_fill_brings_the_honest_gap_and_decides_undecided_own_headers() {
+    let (c, mut late, nodes, gap) = installed_with_gap();
+    let undecided: Vec<Round> = late
+        .core
+        .install_record()
+        .unwrap()
+        .own
+        .iter()
+        .filter(|(_, _, v)| *v == OwnVerdict::Undecided)
+        .map(|(r, _, _)| *r)
+        .collect();
+    assert!(!undecided.is_empty(), "the install left undecided headers");
+    let requeued_before = late.core.counters().transactions_requeued;
+    // Steps of 4 entries: each step's lowest entry vouches for the one above it and is sent
+    // again, verified, as the next step's top; the last step reaches one entry below the gap.
+    let mut next = gap.next;
+    let mut at = 200;
+    while next > gap.old_index {
+        let from = next.saturating_sub(4).max(gap.old_index.saturating_sub(1));
+        let r = fill(&mut late, &c, at, fill_of(&nodes[0], from, next));
+        let Response::Summary(s) = r else {
+            panic!("{r:?}")
+        };
+        let now = s.gap.map_or(gap.old_index, |g| g.next);
+        assert!(now < next, "every step verifies something");
+        next = now;
+        at += 1;
+    }
+    assert_eq!(
+        late.core.counters().gap_entries_filled,
+        gap.next - gap.old_index
+    );
+    // The whole sequence is the others', entry for entry, the gap included.
+    let end = late.core.consensus().consensus_index;
+    let mine = late.core.committed_from(0, end as usize).unwrap();
+    assert_eq!(mine.len() as u64, end);
+    assert_eq!(mine, nodes[0].core.committed_from(0, end as usize).unwrap());
+    // Undecided own headers found in the gap are committed; none was proposed again.
+    let record = late.core.install_record().unwrap().clone();
+    assert_eq!(record.fill_next, record.old_index);
+    for round in &undecided {
+        assert!(
+            record
+                .own
+                .iter()
+                .any(|(r, _, v)| r == round && *v == OwnVerdict::Committed),
+            "{round}: {:?}",
+            record.own
+        );
+    }
+    assert_eq!(late.core.counters().transactions_requeued, requeued_before);
+    assert_eq!(late.core.counters().transactions_possibly_duplicated, 0);
+    // FILL_TIMEOUT has nothing left to release.
+    late.ask(
+        &c,
+        100_000,
+        RequestBody::GetState {
+            with_payload: false,
+        },
+    );
+    assert_eq!(late.core.counters().transactions_possibly_duplicated, 0);
+    // Nothing more to fill; a restart keeps it all.
+    let r = fill(&mut late, &c, at, fill_of(&nodes[0], 0, 2));
+    assert_eq!(r, Response::Error(CoreError::FillNotNeeded));
+    late.restart(&c);
+    assert_eq!(late.core.install_record(), Some(&record));
+    assert_eq!(late.core.committed_from(0, end as usize).unwrap(), mine);
+}
+
+#[test]
+fn a_gap_that_ends_elsewhere_than_the_old_state_stops_the_core() {
+    let (c, mut late, nodes, gap) = installed_with_gap();
+    // The core's record of its old state says another hash: the certified chain, verified down
+    // to the old index, does not reach what this core committed there.
+    let mut record = late.core.install_record().unwrap().clone();
+    record.old_hash = sleepyseal_core::Digest([9; 32]);
+    let mut batch = sleepyseal_core::WriteBatch::default();
+    batch.put(
+        sleepyseal_core::store::keys::install(),
+        sleepyseal_core::codec::Encode::to_bytes(&record),
+    );
+    late.store.commit(&[batch]).unwrap();
+    late.restart(&c);
+    let from = gap.old_index.saturating_sub(1);
+    let r = fill(&mut late, &c, 300, fill_of(&nodes[0], from, gap.next));
+    let Response::Error(CoreError::Halted(reason)) = &r else {
+        panic!("{r:?}")
+    };
+    assert!(
+        reason.contains("more than f validators are faulty"),
+        "{reason}"
+    );
+    late.store.commit(&[]).unwrap();
+    let refused = Core::recover(
+        c.clone(),
+        default_schedule(&c),
+        KeyPair::deterministic(0, LATE),
+        config(),
+        late.store.load().unwrap(),
+    );
+    assert!(matches!(refused, Err(RecoverError::Halted(_))));
 }

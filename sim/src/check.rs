@@ -39,6 +39,8 @@ struct CoreTrack {
     max_gap_rounds: u64,
     /// Index of the newest checkpoint state of this core already checked (S10).
     checkpoint_checked: Option<u64>,
+    /// S12: the base of the latest install and the lowest index of its gap checked so far.
+    gap_checked: Option<(u64, u64)>,
 }
 
 /// The checkers' state for one simulation.
@@ -352,6 +354,48 @@ impl Checker {
             self.check_entry(instance, core, &e);
         }
         self.check_checkpoints(instance, core);
+        self.check_filled(instance, core);
+    }
+
+    /// S12: every entry a fill brought into an install's gap is the honest sequence's entry at
+    /// its index, down to every field the chain binds (the fields must link to the honest hash
+    /// below it), so nothing is fabricated into a gap.
+    fn check_filled(&mut self, instance: usize, core: &Core) {
+        let Some(record) = core.install_record() else {
+            return;
+        };
+        let lowest = match self.tracks[instance].gap_checked {
+            Some((base, lowest)) if base == record.base_index => lowest,
+            _ => record.base_index,
+        };
+        if record.fill_next >= lowest {
+            return;
+        }
+        self.tracks[instance].gap_checked = Some((record.base_index, record.fill_next));
+        let filled: Vec<CommittedEntry> = core
+            .committed_entries()
+            .filter(|e| (record.fill_next..lowest).contains(&e.index))
+            .copied()
+            .collect();
+        for e in filled {
+            let at = |i: u64| self.log.get(i as usize).copied();
+            let below = match e.index.checked_sub(1) {
+                Some(i) => at(i).map(|(_, hash)| hash),
+                None => Some(Digest::ZERO),
+            };
+            let honest = at(e.index) == Some((e.digest, e.commit_hash))
+                && below.is_some_and(|b| e.links_to(&b));
+            if !honest {
+                self.fail(
+                    "S12",
+                    format!(
+                        "core {instance} holds a filled entry at index {} that is not the \
+                         honest sequence's",
+                        e.index
+                    ),
+                );
+            }
+        }
     }
 
     /// S10: a core that installed a checkpoint resumed at the honest sequence's state at that

@@ -168,6 +168,11 @@ struct Summary {
     checkpoints: u64,
     /// Checkpoints honest cores installed.
     installs: u64,
+    /// Gap entries honest cores verified through fills, honest cores whose gap was still open
+    /// at the end, and transactions proposed again after FILL_TIMEOUT (possible duplicates).
+    gap_entries_filled: u64,
+    gaps_open: u64,
+    possibly_duplicated: u64,
     /// Forged checkpoint certificates offered to honest cores (`forged-checkpoints`).
     forged_checkpoints: u64,
     /// Rounds the others advanced from a restart until the restarted core was back within 2
@@ -443,6 +448,9 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         old_chain_committed: 0,
         checkpoints: 0,
         installs: 0,
+        gap_entries_filled: 0,
+        gaps_open: 0,
+        possibly_duplicated: 0,
         forged_checkpoints: 0,
         rejoin_rounds_median: 0,
         rejoin_rounds_max: 0,
@@ -481,6 +489,9 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 s.old_chain_committed += r.old_chain_committed;
                 s.checkpoints += r.checkpoints;
                 s.installs += r.installs;
+                s.gap_entries_filled += r.gap_entries_filled;
+                s.gaps_open += r.gaps_open;
+                s.possibly_duplicated += r.possibly_duplicated;
                 s.forged_checkpoints += r.forged_checkpoints;
                 s.not_rejoined += r.not_rejoined;
                 rejoins.extend(&r.rejoin_rounds);
@@ -554,6 +565,12 @@ fn print_readable(args: &SimArgs, s: &Summary) {
             "  rounds to rejoin          median {}, largest {} (the others' rounds from a restart until within 2 of them)",
             s.rejoin_rounds_median, s.rejoin_rounds_max
         );
+        if s.installs > 0 {
+            println!(
+                "  gaps: entries filled {}, open at the end {}, possibly duplicated transactions {}",
+                s.gap_entries_filled, s.gaps_open, s.possibly_duplicated
+            );
+        }
     }
     println!("  events                    {}", s.events);
     println!("  wall time                 {:.1} s", s.wall_s);

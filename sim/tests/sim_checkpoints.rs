@@ -48,6 +48,15 @@ fn rejoins(cores: usize, restart: usize, outage_ms: (u64, u64), rounds: u64, see
             "seed {seed}: a restarted core never came back"
         );
         assert_eq!(r.rejoin_rounds.len(), restart, "seed {seed}");
+        assert_eq!(r.gaps_open, 0, "seed {seed}: a gap was never filled");
+        assert_eq!(
+            r.possibly_duplicated, 0,
+            "seed {seed}: undecided transactions released without the fill"
+        );
+        assert!(
+            r.installs == 0 || r.gap_entries_filled > 0,
+            "seed {seed}: installs without a fill"
+        );
         installs += r.installs;
         worst = worst.max(r.rejoin_rounds.iter().copied().max().unwrap_or(0));
     }

@@ -8,7 +8,6 @@ use crate::codec::Encode;
 use crate::dag::{InsertError, Inserted};
 use crate::error::CoreError;
 use crate::messages::{Certificate, Payload};
-use crate::protocol::CommittedEntry;
 use crate::store::keys;
 use crate::tusk;
 use crate::types::{Digest, Millis, Round};
@@ -90,7 +89,7 @@ impl Core {
     ) {
         let round = self.dag.highest_round();
         for (digest, payload) in carried {
-            if self.missing_payloads.contains(digest) {
+            if self.missing_payloads.contains(digest) || self.missing_filled.contains(digest) {
                 self.store_payload(payload, round, tx);
             }
         }
@@ -123,10 +122,10 @@ impl Core {
         if commits.entries.is_empty() {
             return;
         }
-        for entry in &commits.entries {
+        for (k, entry) in commits.entries.iter().enumerate() {
             assert_eq!(
                 entry.index,
-                self.committed_base + self.committed.len() as u64,
+                self.consensus.consensus_index + k as u64,
                 "indices are dense"
             );
             tx.batch.put(keys::committed(entry.index), entry.to_bytes());
@@ -197,62 +196,9 @@ impl Core {
         self.quorum_since = self.quorum_since.split_off(&gc_round);
     }
 
-    /// Appends an entry to the retained committed window and pins its payload.
-    pub(super) fn retain_committed(&mut self, entry: CommittedEntry) {
-        if !self.holds_payload(&entry.payload.digest) {
-            self.missing_payloads.insert(entry.payload.digest);
-        }
-        *self.committed_pins.entry(entry.payload.digest).or_default() += 1;
-        self.committed_bytes += entry.payload.len as usize;
-        self.committed.push_back(entry);
-    }
-
-    /// Evicts the oldest committed entries beyond the window (never one of round ≥ `gc_round`:
-    /// own headers above it must still know they committed), with their stored keys; a payload
-    /// no longer pinned and below `keep_from` goes with them.
-    fn evict_committed(
-        &mut self,
-        gc_round: Round,
-        keep_from: Round,
-        own: &BTreeSet<Digest>,
-        tx: &mut Tx,
-    ) {
-        while self.committed.len() > self.config.committed_window_entries
-            || self.committed_bytes > self.config.committed_window_bytes
-        {
-            let Some(oldest) = self.committed.front() else {
-                break;
-            };
-            if oldest.round >= gc_round {
-                break;
-            }
-            let oldest = self.committed.pop_front().expect("checked");
-            tx.batch.delete(keys::committed(oldest.index));
-            self.committed_base += 1;
-            self.committed_bytes -= oldest.payload.len as usize;
-            let digest = oldest.payload.digest;
-            let pins = self
-                .committed_pins
-                .get_mut(&digest)
-                .expect("every retained entry pins its payload");
-            *pins -= 1;
-            if *pins == 0 {
-                self.committed_pins.remove(&digest);
-                if !own.contains(&digest)
-                    && self
-                        .payloads
-                        .get(&digest)
-                        .is_some_and(|p| p.round < keep_from)
-                {
-                    self.forget_payload(&digest, tx);
-                }
-            }
-        }
-    }
-
     /// Digests of the payloads of own headers not known to have committed: kept whatever
     /// their round, until the header commits or its transactions are re-queued.
-    fn uncommitted_own_payloads(&self) -> BTreeSet<Digest> {
+    pub(super) fn uncommitted_own_payloads(&self) -> BTreeSet<Digest> {
         self.own
             .values()
             .filter(|o| !o.committed)
@@ -275,7 +221,7 @@ impl Core {
             self.forget_payload(&digest, tx);
         }
         // Worth asking for: payloads of certificates still in the DAG, and of retained committed
-        // entries (clients read their transactions).
+        // entries (clients read their transactions); those of filled entries after the others.
         let mut missing: BTreeSet<Digest> = self
             .dag
             .above(self.dag.floor().prev())
@@ -288,6 +234,8 @@ impl Core {
                 .filter(|d| self.committed_pins.contains_key(*d)),
         );
         self.missing_payloads = missing;
+        let pins = &self.committed_pins;
+        self.missing_filled.retain(|d| pins.contains_key(d));
     }
 
     /// Own headers below gc_round: committed ones are final; the transactions of the others go

@@ -44,6 +44,11 @@ pub struct InstallRecord {
     pub old_index: u64,
     /// The core's commit hash before the install: the fill must end on it.
     pub old_hash: Digest,
+    /// The lowest index the fill verified so far: the gap still open is `old_index..fill_next`.
+    pub fill_next: u64,
+    /// The commit hash after the entries below `fill_next` (the chain's value at
+    /// `fill_next − 1`), verified: the next fill entry must end on it.
+    pub fill_hash: Digest,
     /// Own headers kept across the install with what is known of them: (round, digest, verdict).
     pub own: Vec<(Round, Digest, OwnVerdict)>,
 }
@@ -54,6 +59,8 @@ impl Encode for InstallRecord {
         w.digest(&self.base_hash);
         w.u64(self.old_index);
         w.digest(&self.old_hash);
+        w.u64(self.fill_next);
+        w.digest(&self.fill_hash);
         w.u32(u32::try_from(self.own.len()).expect("bounded"));
         for (round, digest, verdict) in &self.own {
             w.round(*round);
@@ -67,12 +74,19 @@ impl Encode for InstallRecord {
 }
 
 impl Decode for InstallRecord {
-    const MIN_ENCODED_BYTES: usize = 8 + 32 + 8 + 32 + 4;
+    const MIN_ENCODED_BYTES: usize = 8 + 32 + 8 + 32 + 8 + 32 + 4;
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let base_index = r.u64()?;
         let base_hash = r.digest()?;
         let old_index = r.u64()?;
         let old_hash = r.digest()?;
+        let fill_next = r.u64()?;
+        let fill_hash = r.digest()?;
+        if fill_next < old_index || fill_next > base_index {
+            return Err(DecodeError::NonCanonical {
+                what: "install record fill progress",
+            });
+        }
         let n = r.len_prefix("own verdicts", MAX_RECORDED_OWN, 8 + 32 + 1)?;
         let mut own = Vec::with_capacity(n);
         for _ in 0..n {
@@ -95,6 +109,8 @@ impl Decode for InstallRecord {
             base_hash,
             old_index,
             old_hash,
+            fill_next,
+            fill_hash,
             own,
         })
     }
@@ -142,11 +158,7 @@ impl Core {
                  must not sign again from this store",
                 state.consensus_index
             );
-            // Durable, so a restart on this store refuses to start instead of signing again.
-            tx.batch
-                .put(keys::halt(), Bytes::from(reason.clone().into_bytes()));
-            self.halted = Some(reason.clone());
-            return Response::Error(CoreError::Halted(reason));
+            return self.halt(reason, tx);
         }
         self.install(now, &cert, lc, tx);
         Response::Summary(Box::new(self.summary(Status::Ready, false)))
@@ -155,21 +167,21 @@ impl Core {
     /// The install itself: one write (the caller's `tx`).
     fn install(&mut self, now: Millis, cert: &CheckpointCert, lc: Round, tx: &mut Tx) {
         let state = &cert.state;
-        let (old_index, old_hash) = (self.consensus.consensus_index, self.consensus.commit_hash);
+        // A gap an earlier install left open stays part of this one: the fill runs from the new
+        // base down to the oldest anchor, through the entries this core holds in between.
+        let (old_index, old_hash) = match self.open_gap() {
+            Some(earlier) => (earlier.old_index, earlier.old_hash),
+            None => (self.consensus.consensus_index, self.consensus.commit_hash),
+        };
         // 1. The certified commit state; the floor follows from it: exactly gc′.
         self.consensus = state.consensus();
         tx.batch.put(
             keys::consensus(),
             super::recover::encode_consensus(&self.consensus),
         );
-        // 3. The committed sequence restarts at the certified index: what this core retained
-        //    lies below the gap, and reads below the base skip forward to it.
-        for entry in std::mem::take(&mut self.committed) {
-            tx.batch.delete(keys::committed(entry.index));
-        }
-        self.committed_pins.clear();
-        self.committed_bytes = 0;
-        self.committed_base = state.consensus_index;
+        // 3. The committed sequence goes on at the certified index. What this core holds
+        //    stays below the gap `old_index..base`; reads in the gap skip forward past it until
+        //    the fill brings it (`fill`).
         // 5. Own headers: round lc committed, below it undecided, above it as usual.
         for (round, own) in self.own.iter_mut() {
             if own.committed {
@@ -190,6 +202,8 @@ impl Core {
             base_hash: state.commit_hash,
             old_index,
             old_hash,
+            fill_next: state.consensus_index,
+            fill_hash: state.commit_hash,
             own: self.own_verdicts(),
         };
         tx.batch.put(keys::install(), record.to_bytes());
@@ -214,6 +228,13 @@ impl Core {
         }
         self.awaiting_fill = false;
         self.fill_since = None;
+        self.release_undecided(true, tx);
+    }
+
+    /// Gives the transactions of every undecided own header back to the mempool, once: the
+    /// completed fill lacks them (they were skipped), or FILL_TIMEOUT passed (`possibly_in_gap`:
+    /// counted as possible duplicates). The record's verdicts are rewritten in the same write.
+    pub(super) fn release_undecided(&mut self, possibly_in_gap: bool, tx: &mut Tx) {
         let latest = self.round();
         let undecided: Vec<Round> = self
             .own
@@ -225,8 +246,12 @@ impl Core {
             let Some(mut own) = self.own.remove(&round) else {
                 continue;
             };
-            let requeued = self.requeue_payload(own.signed.header.payload().digest, tx);
-            self.counters.transactions_possibly_duplicated += requeued as u64;
+            let requeued = self.requeue_payload(own.signed.header.payload().digest, tx) as u64;
+            if possibly_in_gap {
+                self.counters.transactions_possibly_duplicated += requeued;
+            } else {
+                self.counters.transactions_requeued += requeued;
+            }
             if round == latest {
                 // The latest own header defines the core's round: it stays, decided (its
                 // transactions are back in the mempool; it is never proposed again).
@@ -237,11 +262,21 @@ impl Core {
                 tx.batch.delete(keys::own(round));
             }
         }
+        self.write_install_record(tx);
+    }
+
+    /// Writes the install record with the own headers' current verdicts.
+    pub(super) fn write_install_record(&mut self, tx: &mut Tx) {
         let own = self.own_verdicts();
         if let Some(record) = self.install.as_mut() {
             record.own = own;
             tx.batch.put(keys::install(), record.to_bytes());
         }
+    }
+
+    /// The latest install's record if its gap is still open.
+    pub(super) fn open_gap(&self) -> Option<&InstallRecord> {
+        self.install.as_ref().filter(|r| r.fill_next > r.old_index)
     }
 
     /// What is known of each own header kept (the record's list): undecided, or committed.
@@ -259,6 +294,15 @@ impl Core {
                 Some((*round, o.signed.header.digest(), verdict))
             })
             .collect()
+    }
+
+    /// Stops the core for good: answering further would be unsafe. Durable, so a restart on
+    /// this store refuses to start instead of going on.
+    pub(super) fn halt(&mut self, reason: String, tx: &mut Tx) -> Response {
+        tx.batch
+            .put(keys::halt(), Bytes::from(reason.clone().into_bytes()));
+        self.halted = Some(reason.clone());
+        Response::Error(CoreError::Halted(reason))
     }
 
     /// The reason this core stopped, if it did: it answers nothing else.

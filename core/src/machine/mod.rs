@@ -26,6 +26,8 @@ use crate::verify::{CheckedRequest, Verified};
 
 mod advance;
 mod checkpoints;
+mod committed;
+mod fill;
 mod insert;
 mod install;
 mod pending;
@@ -33,6 +35,7 @@ mod read;
 mod recover;
 mod vote;
 
+pub use fill::{link_down, FillRule};
 pub use install::{InstallRecord, OwnVerdict};
 pub use recover::RecoverError;
 
@@ -185,6 +188,9 @@ pub struct Core {
     empty_payload: Payload,
     /// Payload digests of inserted certificates this core lacks.
     missing_payloads: BTreeSet<Digest>,
+    /// Payload digests of pinned entries the fill brought that this core lacks: asked for after
+    /// `missing_payloads` (PROTOCOL.md §8a.5).
+    missing_filled: BTreeSet<Digest>,
     /// Per author, the latest header this core signed.
     last_voted: Vec<Option<SignedHeader>>,
     /// Votes cast, by header round, for the summary.
@@ -196,13 +202,13 @@ pub struct Core {
     /// The latest checkpoint states this core reached and signed, oldest first (at most
     /// [`KEPT_CHECKPOINTS`]).
     checkpoints: VecDeque<SignedCheckpoint>,
-    /// The retained window of the committed sequence: entry `k` has index `committed_base + k`.
-    committed: VecDeque<CommittedEntry>,
-    /// Index of the oldest retained committed entry.
-    committed_base: u64,
-    /// Payload digests of retained committed entries (with multiplicity): GC keeps them.
+    /// The retained committed entries, by index (see `committed`).
+    committed: BTreeMap<u64, CommittedEntry>,
+    /// Every held entry from this index up pins its payload.
+    pinned_from: u64,
+    /// Payload digests of pinned committed entries (with multiplicity): GC keeps them.
     committed_pins: HashMap<Digest, u32>,
-    /// Payload bytes of the retained committed entries.
+    /// Payload bytes of the pinned committed entries.
     committed_bytes: usize,
     /// Acknowledged transactions not yet in an own header.
     mempool: Mempool,
@@ -219,6 +225,8 @@ pub struct Core {
     fill_since: Option<Millis>,
     /// Why the core stopped, if it did: every request is then refused with `Halted`.
     halted: Option<String>,
+    /// How fill entries are checked (see `fill`).
+    fill_rule: FillRule,
 }
 
 /// What a core did since it started: monotonic counts for metrics. Not persisted, not part of
@@ -250,6 +258,8 @@ pub struct CoreCounters {
     /// Transactions of undecided own headers proposed again after FILL_TIMEOUT: each may
     /// commit twice (it may also be in the unfilled gap).
     pub transactions_possibly_duplicated: u64,
+    /// Committed entries of an install's gap verified by the fill.
+    pub gap_entries_filled: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -328,25 +338,6 @@ impl Core {
     /// Whether this core holds the payload with `digest`.
     fn holds_payload(&self, digest: &Digest) -> bool {
         self.stored_payload(digest).is_some()
-    }
-    /// The retained committed entries from index `from` (up to `max`), or the oldest retained
-    /// index if `from` was evicted.
-    pub fn committed_from(&self, from: u64, max: usize) -> Result<Vec<CommittedEntry>, u64> {
-        if from < self.committed_base {
-            return Err(self.committed_base);
-        }
-        let start = usize::try_from(from - self.committed_base).unwrap_or(usize::MAX);
-        Ok(self
-            .committed
-            .iter()
-            .skip(start)
-            .take(max)
-            .copied()
-            .collect())
-    }
-    /// Index of the oldest committed entry still retained.
-    pub fn committed_base(&self) -> u64 {
-        self.committed_base
     }
     /// The DAG (read only: for checkers and tests).
     pub fn dag(&self) -> &Dag {
@@ -430,6 +421,7 @@ impl Core {
             RequestBody::InstallCheckpoint { certificate } => {
                 self.on_install(now, certificate, &mut tx)
             }
+            RequestBody::FillLog { entries } => self.on_fill(now, entries, &mut tx),
         };
         (response, tx.batch)
     }

@@ -120,6 +120,7 @@ impl Core {
             write(keys::payload(&digest), &mut tx.batch);
         }
         self.missing_payloads.remove(&digest);
+        self.missing_filled.remove(&digest);
         let round = Bytes::copy_from_slice(&round.0.to_le_bytes());
         tx.batch.put(keys::payload_round(&digest), round);
     }

@@ -9,7 +9,7 @@ use crate::limits::{
 };
 use crate::messages::{Certificate, Payload};
 use crate::protocol::{
-    CertRef, CommittedEntry, CommittedView, PayloadPrefixes, Response, Status, Summary,
+    CertRef, CommittedEntry, CommittedView, Gap, PayloadPrefixes, Response, Status, Summary,
 };
 use crate::types::{Digest, Round};
 
@@ -198,9 +198,14 @@ impl Core {
             missing_payloads: self
                 .missing_payloads
                 .iter()
+                .chain(&self.missing_filled)
                 .take(MAX_DIGESTS_PER_MESSAGE)
                 .copied()
                 .collect(),
+            gap: self.open_gap().map(|r| Gap {
+                old_index: r.old_index,
+                next: r.fill_next,
+            }),
             status,
         }
     }

@@ -189,13 +189,14 @@ impl Core {
             payloads: HashMap::new(),
             empty_payload: Payload::new(Bytes::new()),
             missing_payloads: BTreeSet::new(),
+            missing_filled: BTreeSet::new(),
             last_voted: vec![None; size],
             votes_cast: BTreeMap::new(),
             own: BTreeMap::new(),
             consensus,
             checkpoints: VecDeque::new(),
-            committed: VecDeque::new(),
-            committed_base: 0,
+            committed: BTreeMap::new(),
+            pinned_from: 0,
             committed_pins: HashMap::new(),
             committed_bytes: 0,
             quorum_since: BTreeMap::new(),
@@ -204,6 +205,7 @@ impl Core {
             awaiting_fill: false,
             fill_since: None,
             halted: None,
+            fill_rule: super::fill::link_down,
         };
         core.restore(tables)?;
         Ok(core)
@@ -240,31 +242,11 @@ impl Core {
                 .or_default()
                 .push(vote);
         }
-        // After an install, the committed sequence restarts at the certified index.
-        let base = t.install.as_ref().map_or(0, |i| i.base_index);
-        self.committed_base = t.committed.first().map_or(base, |e| e.index);
-        if self.committed_base < base {
-            return Err(RecoverError::Inconsistent(
-                "committed entry below the installed base".into(),
-            ));
-        }
-        for (k, entry) in t.committed.into_iter().enumerate() {
-            if entry.index != self.committed_base + k as u64 {
-                return Err(RecoverError::Inconsistent(
-                    "committed sequence has a gap".into(),
-                ));
-            }
-            self.retain_committed(entry);
-        }
-        if self.committed_base + self.committed.len() as u64 != self.consensus.consensus_index {
-            return Err(RecoverError::Inconsistent(
-                "consensus index mismatch".into(),
-            ));
-        }
-        self.restore_own(t.own, t.install.as_ref())?;
+        self.install = t.install;
+        self.restore_committed(t.committed)?;
+        self.restore_own(t.own, self.install.clone().as_ref())?;
         // The fill's wait starts again at the first request.
         self.awaiting_fill = self.own.values().any(|o| o.undecided);
-        self.install = t.install;
         self.restore_checkpoints(t.checkpoints)?;
         for (entry, value) in t.pending {
             self.mempool
@@ -274,6 +256,58 @@ impl Core {
                     error,
                 })?;
         }
+        Ok(())
+    }
+
+    /// The committed entries (in key order: ascending index). Those from the install's base up
+    /// are one run ending at the consensus index; below it, holes are the gap still open or
+    /// entries evicted. The newest pin their payloads within the byte budget, as before.
+    fn restore_committed(&mut self, entries: Vec<CommittedEntry>) -> Result<(), RecoverError> {
+        let end = self.consensus.consensus_index;
+        let base = self.install.as_ref().map_or(0, |i| i.base_index);
+        let top_from = entries
+            .iter()
+            .find(|e| e.index >= base)
+            .map_or(end, |e| e.index);
+        let top = entries.iter().filter(|e| e.index >= base);
+        for (k, entry) in top.enumerate() {
+            if entry.index != top_from + k as u64 {
+                return Err(RecoverError::Inconsistent(
+                    "committed sequence has a hole above the installed base".into(),
+                ));
+            }
+        }
+        // The run from the base (if any entry was committed since the install) ends at the
+        // consensus index; entries below the base are older than it.
+        let ends_wrong = |e: &CommittedEntry| {
+            if e.index >= base {
+                e.index.checked_add(1) != Some(end)
+            } else {
+                e.index >= end
+            }
+        };
+        if entries.last().is_some_and(ends_wrong) {
+            return Err(RecoverError::Inconsistent(
+                "committed entries do not end at the consensus index".into(),
+            ));
+        }
+        for entry in entries {
+            self.committed.insert(entry.index, entry);
+        }
+        self.pinned_from = end;
+        // At least what was pinned at the top before the restart: entries of rounds at or above
+        // gc_round are never unpinned.
+        let gc_round = self.gc_round();
+        while let Some(below) = self.pinned_from.checked_sub(1) {
+            match self.committed.get(&below).copied() {
+                Some(e) if e.round >= gc_round => {
+                    self.pinned_from = below;
+                    self.pin(&e);
+                }
+                _ => break,
+            }
+        }
+        self.pin_down();
         Ok(())
     }
 
@@ -312,7 +346,7 @@ impl Core {
     ) -> Result<(), RecoverError> {
         let committed: BTreeSet<_> = self
             .committed
-            .iter()
+            .values()
             .filter(|e| e.author == self.me)
             .map(|e| e.digest)
             .collect();

@@ -104,10 +104,14 @@ impl DriverState {
         self.next_id += 1;
         // A fetch on behalf of another core occupies the slot of the core it is for.
         let slot = match purpose {
-            Purpose::Own | Purpose::Install => target,
-            Purpose::FetchFor(c) | Purpose::PayloadsFor(c) | Purpose::CheckpointFor(c) => c,
+            Purpose::Own | Purpose::Install | Purpose::Fill => target,
+            Purpose::FetchFor(c)
+            | Purpose::PayloadsFor(c)
+            | Purpose::CheckpointFor(c)
+            | Purpose::FillFor(c) => c,
         };
         self.checkpoint_sent(purpose, target);
+        self.fill_sent(purpose, target);
         let items = carried_items(&body);
         self.cores[slot.as_usize()].in_flight.push(InFlight {
             id,
@@ -156,6 +160,10 @@ impl DriverState {
             return self.checkpoint_request(core, s);
         }
         if let Some(request) = self.catch_up_request(core, s, &pending) {
+            return Some(request);
+        }
+        // Caught up: the gap an install left, in the background (a step per poll interval).
+        if let Some(request) = self.fill_request(core, s) {
             return Some(request);
         }
         if let Some(body) = self.payloads_for(core, s) {

@@ -31,8 +31,19 @@ impl DriverState {
     pub fn on_response(&mut self, now: Millis, id: u64, from: AuthorityIndex, response: Response) {
         self.now = self.now.max(now);
         let (slot, purpose) = self.answered(id);
-        if let (Some(Purpose::Install), Some(slot)) = (purpose, slot) {
-            self.install_answered(slot, matches!(response, Response::Summary(_)));
+        let taken = matches!(response, Response::Summary(_));
+        match (purpose, slot) {
+            (Some(Purpose::Install), Some(slot)) => self.install_answered(slot, taken),
+            (Some(Purpose::Fill), Some(slot)) => self.fill_answered(slot, taken),
+            (Some(Purpose::FillFor(core)), _) => {
+                // Entries for a gap, or a source that does not hold them: the next read goes
+                // to another core; the core asked for is not to blame.
+                if let Response::Committed { entries, .. } = response {
+                    self.learn_fill_entries(core, entries);
+                }
+                return;
+            }
+            _ => {}
         }
         match response {
             Response::Summary(summary) => self.learn_summary(now, from, *summary),
@@ -48,6 +59,8 @@ impl DriverState {
                 certificates,
                 payloads,
             } => self.learn_fetched(certificates, payloads, purpose),
+            // A fill step that did not link: spent (`fill_answered`), not a failure of the core.
+            Response::Error(CoreError::InvalidFill { .. } | CoreError::FillNotNeeded) => {}
             Response::Error(error) => {
                 self.on_refused(now, slot.unwrap_or(from.as_usize()), &error);
             }

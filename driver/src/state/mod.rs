@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use sleepyseal_core::protocol::{Request, RequestBody, Summary};
+use sleepyseal_core::protocol::{CommittedEntry, Request, RequestBody, Summary};
 use sleepyseal_core::{
     AuthorityIndex, Certificate, Committee, Digest, Millis, Round, SignedHeader, Vote,
 };
@@ -28,8 +28,10 @@ mod cache;
 mod carriage;
 mod catch_up;
 mod checkpoints;
+mod fill;
 
 pub use checkpoints::CheckpointCounts;
+pub use fill::{fill_range, FillCounts, FILL_BATCH};
 mod choose;
 mod learn;
 mod payloads;
@@ -149,6 +151,10 @@ enum Purpose {
     Install,
     /// Asks another core for its checkpoint states on behalf of `for_core` (§8a.2).
     CheckpointFor(AuthorityIndex),
+    /// Hands `core` itself entries of its gap (§8a.5).
+    Fill,
+    /// Reads committed entries from another core for the gap of `for_core` (§8a.5).
+    FillFor(AuthorityIndex),
 }
 
 /// A request sent and not yet answered, failed or timed out.
@@ -215,6 +221,12 @@ struct CoreView {
     checkpoint_source: usize,
     /// When checkpoint states were last asked for on this core's behalf.
     checkpoint_asked_at: Millis,
+    /// Entries read for this core's gap, newest first, not yet handed to it (see `fill`).
+    fill_entries: Option<Vec<CommittedEntry>>,
+    /// The next core read for this core's gap (round robin).
+    fill_source: usize,
+    /// When entries were last read for this core's gap.
+    fill_asked_at: Millis,
 }
 
 /// Whether a vote's signature was checked, and its verdict.
@@ -276,6 +288,8 @@ pub struct DriverState {
     /// Per core, the checkpoint states of its latest `GetCheckpoint` reply whose signatures
     /// verified (see `checkpoints`).
     checkpoint_signatures: Vec<Vec<sleepyseal_core::checkpoint::SignedCheckpoint>>,
+    /// Gap-fill work done (see `fill`).
+    fill_counts: FillCounts,
 }
 
 impl DriverState {
@@ -288,6 +302,7 @@ impl DriverState {
             carried_by_others: vec![false; committee.size()],
             checkpoint_signatures: vec![Vec::new(); committee.size()],
             checkpoint_counts: CheckpointCounts::default(),
+            fill_counts: FillCounts::default(),
             committee,
             config,
             headers: BTreeMap::new(),
@@ -427,6 +442,11 @@ pub fn kind(body: &RequestBody) -> String {
         RequestBody::InstallCheckpoint { certificate } => format!(
             "InstallCheckpoint(index {}, round {})",
             certificate.state.consensus_index, certificate.state.last_committed_round
+        ),
+        RequestBody::FillLog { entries } => format!(
+            "FillLog({} entries from index {})",
+            entries.len(),
+            entries.first().map_or(0, |e| e.index)
         ),
     }
 }

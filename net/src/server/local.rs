@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sleepyseal_core::limits::{
-    MAX_CERTS_PER_REQUEST, MAX_COMMITTEE_SIZE, MAX_DIGESTS_PER_MESSAGE, MAX_HEADERS_PER_REQUEST,
-    MAX_PAYLOADS_PER_REQUEST, MAX_TRANSACTIONS_PER_SUBMIT, MAX_TRANSACTION_BYTES,
+    MAX_CERTS_PER_REQUEST, MAX_COMMITTED_PER_READ, MAX_COMMITTEE_SIZE, MAX_DIGESTS_PER_MESSAGE,
+    MAX_HEADERS_PER_REQUEST, MAX_PAYLOADS_PER_REQUEST, MAX_TRANSACTIONS_PER_SUBMIT,
+    MAX_TRANSACTION_BYTES,
 };
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
 use sleepyseal_core::{Core, CoreError, Payload, SignedHeader};
@@ -261,6 +262,10 @@ fn check_limits(body: &RequestBody, max_request_bytes: usize) -> Result<(), Loca
                 certificate.signers.len(),
                 MAX_COMMITTEE_SIZE,
             )?;
+            0
+        }
+        RequestBody::FillLog { entries } => {
+            over("fill entries", entries.len(), MAX_COMMITTED_PER_READ)?;
             0
         }
     };

@@ -238,27 +238,30 @@ impl Harness {
         self.round = round;
         self.consensus_index = index;
         // The whole retained window, every step: entries seen before must not change, indices
-        // are consecutive from the base, and the window ends at the commit index.
-        let base = self.core.committed_base();
-        let entries = self
-            .core
-            .committed_from(base, usize::MAX)
-            .expect("the base is retained");
-        for (k, e) in entries.iter().enumerate() {
-            assert_eq!(
-                e.index,
-                base + k as u64,
-                "committed indices not consecutive"
-            );
+        // ascend, every entry links to the one below it where both are held, and the window
+        // ends at the commit index.
+        let mut below: Option<CommittedEntry> = None;
+        for e in self.core.committed_entries() {
+            if let Some(b) = below {
+                assert!(b.index < e.index, "committed indices not ascending");
+                assert!(
+                    b.index + 1 != e.index || e.links_to(&b.commit_hash),
+                    "committed entry {} does not link to the one below",
+                    e.index
+                );
+            }
             if let Some(earlier) = self.committed.insert(e.index, *e) {
                 assert_eq!(earlier, *e, "committed entry {} changed", e.index);
             }
+            below = Some(*e);
         }
-        assert_eq!(
-            base + entries.len() as u64,
-            index,
-            "the committed window does not end at the commit index"
-        );
+        if let Some(top) = below {
+            assert_eq!(
+                top.index + 1,
+                index,
+                "the committed window does not end at the commit index"
+            );
+        }
     }
 
     /// Stops the core and starts it again from its durable store, reopened from disk (and
@@ -308,8 +311,7 @@ fn visible_state(core: &Core) -> VisibleState {
         core.round(),
         core.consensus().clone(),
         core.committed_base(),
-        core.committed_from(core.committed_base(), usize::MAX)
-            .unwrap_or_default(),
+        core.committed_entries().copied().collect(),
         pending,
     )
 }

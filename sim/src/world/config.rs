@@ -190,6 +190,12 @@ pub struct SimReport {
     pub checkpoints: u64,
     /// Checkpoints honest cores installed.
     pub installs: u64,
+    /// Gap entries honest cores verified through fills (§8a.5).
+    pub gap_entries_filled: u64,
+    /// Honest cores whose gap was still open at the end.
+    pub gaps_open: u64,
+    /// Transactions honest cores proposed again after FILL_TIMEOUT (possible duplicates).
+    pub possibly_duplicated: u64,
     /// Forged checkpoint certificates offered to the honest cores (`forged-checkpoints`).
     pub forged_checkpoints: u64,
     /// Per restart: rounds the others advanced until the restarted core was back within 2

@@ -75,10 +75,7 @@ impl World {
             let Some(core) = self.instances[instance].core.as_ref() else {
                 continue;
             };
-            for e in core
-                .committed_from(core.committed_base(), usize::MAX)
-                .unwrap_or_default()
-            {
+            for e in core.committed_entries() {
                 if let Some(p) = core.payload(&e.payload.digest) {
                     anywhere.extend(p.transactions().unwrap_or_default());
                 }
@@ -92,9 +89,7 @@ impl World {
                 continue;
             };
             let mut committed: HashMap<Bytes, u32> = HashMap::new();
-            let entries = core
-                .committed_from(core.committed_base(), usize::MAX)
-                .unwrap_or_default();
+            let entries: Vec<_> = core.committed_entries().copied().collect();
             let mut unreadable = 0;
             for e in &entries {
                 match core.payload(&e.payload.digest) {

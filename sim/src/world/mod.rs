@@ -195,11 +195,26 @@ impl World {
             .unwrap_or_default();
         let (old_chains_joined, old_chain_certificates, old_chain_committed) =
             self.old_chain_figures();
-        let installs = self
+        let honest: Vec<&sleepyseal_core::Core> = self
             .honest_instances()
             .into_iter()
             .filter_map(|i| self.instances[i].core.as_ref())
+            .collect();
+        let installs = honest
+            .iter()
             .map(|c| c.counters().checkpoints_installed)
+            .sum();
+        let gap_entries_filled = honest.iter().map(|c| c.counters().gap_entries_filled).sum();
+        let gaps_open = honest
+            .iter()
+            .filter(|c| {
+                c.install_record()
+                    .is_some_and(|r| r.fill_next > r.old_index)
+            })
+            .count() as u64;
+        let possibly_duplicated = honest
+            .iter()
+            .map(|c| c.counters().transactions_possibly_duplicated)
             .sum();
         SimReport {
             seed: self.config.seed,
@@ -221,6 +236,9 @@ impl World {
             checkpoints: self.checker.checkpoints_seen(),
             forged_checkpoints: self.forged_checkpoints,
             installs,
+            gap_entries_filled,
+            gaps_open,
+            possibly_duplicated,
             rejoin_rounds: self.rejoin_rounds.clone(),
             not_rejoined: self.rejoining.len() as u64,
         }

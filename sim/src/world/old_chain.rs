@@ -277,11 +277,7 @@ impl World {
             .filter_map(|i| self.instances[i].core.as_ref())
             .max_by_key(|c| c.consensus().consensus_index)
             .map_or(0, |core| {
-                let base = core.committed_base();
-                let total = core.consensus().consensus_index - base;
-                core.committed_from(base, total as usize)
-                    .unwrap_or_default()
-                    .iter()
+                core.committed_entries()
                     .filter(|e| authors.contains(&e.author))
                     .count() as u64
             });
