@@ -136,6 +136,18 @@ fn checkpoint_below_validity(seed: u64) -> SimConfig {
     }
 }
 
+fn fill_without_chain_check(seed: u64) -> SimConfig {
+    // A core away for hundreds of rounds installs a checkpoint and fills its gap; a hostile
+    // driver hands it fills with fields changed under honest hashes. Cores that do not check
+    // the chain hold them.
+    SimConfig {
+        byzantine: 1,
+        behaviour: Behaviour::ForgedFills,
+        mutant: Mutant::FillWithoutChainCheck,
+        ..SimConfig::long_outage(4, 1, (10_000, 15_000), 200, seed)
+    }
+}
+
 fn without_mutant(make: fn(u64) -> SimConfig, seed: u64) -> SimConfig {
     SimConfig {
         mutant: Mutant::None,
@@ -187,6 +199,13 @@ pub fn all() -> Vec<Control> {
             limit: 50,
             make: checkpoint_below_validity,
             baseline: Some(|s| without_mutant(checkpoint_below_validity, s)),
+        },
+        Control {
+            name: "fill_without_chain_check",
+            what: "cores take gap fills without the commit chain check, with a fill forger",
+            limit: 30,
+            make: fill_without_chain_check,
+            baseline: Some(|s| without_mutant(fill_without_chain_check, s)),
         },
         Control {
             name: "amnesia_undeclared",

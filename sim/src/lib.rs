@@ -89,16 +89,19 @@ pub enum Behaviour {
     MixRounds,
     /// A hostile driver that sends random bytes and damaged encodings.
     Garbage,
+    /// A hostile driver that hands cores with an open gap damaged fills: truncated, reordered,
+    /// wrongly anchored, or with fields changed under honest hashes (`world/forged_fills.rs`).
+    ForgedFills,
     /// Any mix: each of the K Byzantine cores runs a different core behaviour (rotating with the
     /// seed), beside one hostile driver of a driver behaviour (rotating too).
     Mixed,
 }
 
 impl Behaviour {
-    /// Every misbehaviour, for `--behaviour all` (seed s runs the (s mod 19)-th): the core
+    /// Every misbehaviour, for `--behaviour all` (seed s runs the (s mod 20)-th): the core
     /// behaviours, the twins, the driver behaviours, then the mix.
-    pub const ALL: [Behaviour; 19] = {
-        let mut all = [Behaviour::Honest; 19];
+    pub const ALL: [Behaviour; 20] = {
+        let mut all = [Behaviour::Honest; 20];
         let mut i = 0;
         while i < Behaviour::CORES.len() {
             all[i] = Behaviour::CORES[i];
@@ -111,7 +114,7 @@ impl Behaviour {
             all[12 + j] = Behaviour::DRIVERS[j];
             j += 1;
         }
-        all[18] = Behaviour::Mixed;
+        all[19] = Behaviour::Mixed;
         all
     };
 
@@ -130,13 +133,14 @@ impl Behaviour {
     ];
 
     /// The behaviours of hostile drivers (what `Mixed` draws from).
-    pub const DRIVERS: [Behaviour; 6] = [
+    pub const DRIVERS: [Behaviour; 7] = [
         Behaviour::OmitLeader,
         Behaviour::ReplayBundles,
         Behaviour::ReorderBundles,
         Behaviour::TruncateBundles,
         Behaviour::MixRounds,
         Behaviour::Garbage,
+        Behaviour::ForgedFills,
     ];
 
     /// The CLI name.
@@ -161,6 +165,7 @@ impl Behaviour {
             Behaviour::TruncateBundles => "truncate-bundles",
             Behaviour::MixRounds => "mix-rounds",
             Behaviour::Garbage => "garbage",
+            Behaviour::ForgedFills => "forged-fills",
             Behaviour::Mixed => "mixed",
         }
     }

@@ -67,6 +67,10 @@ struct SimArgs {
     /// the restarted core rejoin through a checkpoint (PROTOCOL.md §8a).
     #[arg(long, value_parser = parse_range, default_value = "100-1200")]
     outage_ms: (u64, u64),
+    /// Crash each core once at its first checkpoint install: half the time before the
+    /// install's write is durable (it is lost), half the time just after; back 50–500 ms later.
+    #[arg(long)]
+    install_crashes: bool,
     /// Do not kill and restart a driver mid-run.
     #[arg(long)]
     no_driver_crash: bool,
@@ -108,7 +112,7 @@ struct SimArgs {
     /// old-chains, forged-checkpoints,
     /// twin, twins-scenario. Drivers: omit-leader, replay-bundles, reorder-bundles,
     /// truncate-bundles, mix-rounds, garbage. Both: mixed (each Byzantine core a different core
-    /// behaviour, plus one hostile driver). Or all: seed s runs the (s mod 19)-th.
+    /// behaviour, plus one hostile driver). Or all: seed s runs the (s mod 20)-th.
     #[arg(long, default_value = "all")]
     behaviour: String,
     /// Keep gc depth and retention at their defaults in every seed (by default two seeds in
@@ -175,6 +179,10 @@ struct Summary {
     possibly_duplicated: u64,
     /// Forged checkpoint certificates offered to honest cores (`forged-checkpoints`).
     forged_checkpoints: u64,
+    /// Damaged fills handed to honest cores (`forged-fills`).
+    forged_fills: u64,
+    /// Crashes injected at installs (`--install-crashes`).
+    install_crashes: u64,
     /// Rounds the others advanced from a restart until the restarted core was back within 2
     /// rounds of them: median and largest over every restart, and restarts never back.
     rejoin_rounds_median: u64,
@@ -212,6 +220,7 @@ fn config(args: &SimArgs, seed: u64) -> SimConfig {
         crash: args.crash,
         restart: args.restart,
         outage_ms: args.outage_ms,
+        install_crashes: args.install_crashes,
         driver_crash: !args.no_driver_crash,
         latency_ms: (args.latency_min_ms, args.latency_max_ms),
         drop_per_mille: args.drop_per_mille,
@@ -449,6 +458,8 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         checkpoints: 0,
         installs: 0,
         gap_entries_filled: 0,
+        forged_fills: 0,
+        install_crashes: 0,
         gaps_open: 0,
         possibly_duplicated: 0,
         forged_checkpoints: 0,
@@ -493,6 +504,8 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 s.gaps_open += r.gaps_open;
                 s.possibly_duplicated += r.possibly_duplicated;
                 s.forged_checkpoints += r.forged_checkpoints;
+                s.forged_fills += r.forged_fills;
+                s.install_crashes += r.install_crashes;
                 s.not_rejoined += r.not_rejoined;
                 rejoins.extend(&r.rejoin_rounds);
             }
@@ -565,6 +578,18 @@ fn print_readable(args: &SimArgs, s: &Summary) {
             "  rounds to rejoin          median {}, largest {} (the others' rounds from a restart until within 2 of them)",
             s.rejoin_rounds_median, s.rejoin_rounds_max
         );
+        if s.forged_fills > 0 {
+            println!(
+                "  forged fills              {} handed to honest cores (S12 checks what they hold)",
+                s.forged_fills
+            );
+        }
+        if s.install_crashes > 0 {
+            println!(
+                "  crashes at installs       {} (half before the install's write was durable)",
+                s.install_crashes
+            );
+        }
         if s.installs > 0 {
             println!(
                 "  gaps: entries filled {}, open at the end {}, possibly duplicated transactions {}",

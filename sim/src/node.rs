@@ -61,6 +61,10 @@ pub struct SimCore {
     pub reply_before_write: bool,
     /// How this core misbehaves (honest by default).
     pub behaviour: crate::Behaviour,
+    /// The counters of the incarnations before the current one, added up.
+    earlier: Vec<sleepyseal_core::CoreCounters>,
+    /// Negative control: the core checks fills with this rule (see `planted`).
+    pub fill_rule: Option<sleepyseal_core::machine::FillRule>,
     /// Requests handled (Amnesia's clock).
     handled: u64,
     /// Earlier replies by kind (StaleReplies): the oldest is answered instead of the current.
@@ -108,6 +112,8 @@ impl SimCore {
             epoch: 0,
             reply_before_write: false,
             behaviour: crate::Behaviour::Honest,
+            fill_rule: None,
+            earlier: Vec::new(),
             handled: 0,
             stale: std::collections::HashMap::new(),
             rng: SimRng::new(key_seed ^ (u64::from(index) << 40) ^ 0xB42),
@@ -116,27 +122,45 @@ impl SimCore {
         node
     }
 
+    /// A count over every incarnation of this core (its counters start again at a restart).
+    pub fn counters_total(&self, count: fn(&sleepyseal_core::CoreCounters) -> u64) -> u64 {
+        self.earlier
+            .iter()
+            .chain(self.core.as_ref().map(|c| c.counters()))
+            .map(count)
+            .sum()
+    }
+
     /// Stops the process: memory and unsynced writes are lost.
     pub fn crash(&mut self) {
+        if let Some(core) = &self.core {
+            self.earlier.push(*core.counters());
+        }
         self.core = None;
         self.queued.clear();
         self.syncing = None;
         self.epoch += 1;
     }
 
-    /// Starts the process from its durable store.
+    /// Starts the process from its durable store. A core that stopped for good (its store
+    /// says why) refuses to start, as the real process does: it stays down.
     pub fn restart(&mut self) {
         let entries = self.durable.load().expect("memory store loads");
         let key = KeyPair::deterministic(self.key_seed, self.index);
-        let core = Core::recover(
+        let core = match Core::recover(
             self.committee.clone(),
             self.schedule.clone(),
             key,
             self.config.clone(),
             entries,
-        )
-        .expect("a core recovers from its own store");
-        self.core = Some(core);
+        ) {
+            Err(sleepyseal_core::machine::RecoverError::Halted(_)) => return,
+            recovered => recovered.expect("a core recovers from its own store"),
+        };
+        self.core = Some(match self.fill_rule {
+            Some(rule) => core.with_fill_rule(rule),
+            None => core,
+        });
     }
 
     /// Decodes, verifies and handles a request.

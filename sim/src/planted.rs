@@ -57,6 +57,38 @@ pub fn any_checkpoint_signer(
         && cert.signers.iter().all(|s| committee.contains(*s))
 }
 
+/// A fill rule that takes entries at the indices just below the verified part as they are,
+/// checking neither that the top one ends on the verified hash nor that any links to the one
+/// below it. Installed with [`Core::with_fill_rule`](sleepyseal_core::Core::with_fill_rule).
+pub fn fill_without_chain_check(
+    next: u64,
+    _hash: sleepyseal_core::Digest,
+    old_index: u64,
+    old_hash: sleepyseal_core::Digest,
+    entries: &[sleepyseal_core::CommittedEntry],
+) -> Option<(
+    Vec<sleepyseal_core::CommittedEntry>,
+    sleepyseal_core::Digest,
+)> {
+    mark();
+    let (mut next, mut hash) = (next, old_hash);
+    let mut taken = Vec::new();
+    for (k, entry) in entries.iter().enumerate() {
+        if next == old_index || entry.index.checked_add(1) != Some(next) {
+            break;
+        }
+        let below = match entries.get(k + 1) {
+            Some(below) => below.commit_hash,
+            None if entry.index == old_index => old_hash,
+            None => break,
+        };
+        taken.push(*entry);
+        next = entry.index;
+        hash = below;
+    }
+    (!taken.is_empty()).then_some((taken, hash))
+}
+
 /// A signature check that accepts every signature. Installed with
 /// [`Verifier::with_signature_check`](sleepyseal_core::Verifier::with_signature_check).
 pub fn accept_every_signature(items: &[SignatureItem<'_>], _chunk_size: usize) -> Vec<bool> {
@@ -85,6 +117,9 @@ pub enum Mutant {
     /// Cores take checkpoint certificates signed by less than V stake (needs a forger of
     /// checkpoints: `forged-checkpoints`).
     CheckpointBelowValidity,
+    /// Cores take gap fills at the right indices without checking the commit chain (needs a
+    /// fill forger, `forged-fills`, and a core away long enough to install a checkpoint).
+    FillWithoutChainCheck,
 }
 
 /// The leader schedule of the [`Mutant::HashMapOrderedLeader`] control: authorities ordered by a

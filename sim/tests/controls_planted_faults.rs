@@ -70,3 +70,8 @@ fn negative_control_local_gc_depth_is_caught() {
 fn negative_control_checkpoint_below_validity_is_caught() {
     control_is_caught("checkpoint_below_validity");
 }
+
+#[test]
+fn negative_control_fill_without_chain_check_is_caught() {
+    control_is_caught("fill_without_chain_check");
+}

@@ -31,6 +31,10 @@ pub struct SimConfig {
     pub restart: usize,
     /// How long a restarted core stays down, in ms of virtual time (a range).
     pub outage_ms: (u64, u64),
+    /// Crash each core once when it installs a checkpoint: half the time at once (the install's
+    /// write not yet synced is lost), half the time just after the write synced (it restarts
+    /// installed, its gap maybe half filled); back 50–500 ms later.
+    pub install_crashes: bool,
     /// Kill and restart a driver during the run.
     pub driver_crash: bool,
     /// One-way latency range.
@@ -102,6 +106,38 @@ pub struct SimDebug {
 pub const SIM_TIMEOUT_MS: u64 = 300;
 /// See [`SIM_TIMEOUT_MS`].
 pub const SIM_POLL_INTERVAL_MS: u64 = 30;
+impl SimConfig {
+    /// The long-outage scenario (PROTOCOL.md §8a): gc depth 4, retention 16 and checkpoints
+    /// every 8 rounds, `restart` cores each down for `outage_ms` of virtual time (hundreds of
+    /// rounds: far beyond gc depth + retention, and mostly beyond the drivers' cache), until
+    /// every live core committed `rounds`. A core back must install a checkpoint and fill.
+    pub fn long_outage(
+        cores: usize,
+        restart: usize,
+        outage_ms: (u64, u64),
+        rounds: u64,
+        seed: u64,
+    ) -> SimConfig {
+        let mut config = SimConfig {
+            cores,
+            restart,
+            outage_ms,
+            partitions: false,
+            seed,
+            rounds,
+            vary_storage: false,
+            constants: ProtocolConstants {
+                gc_depth: 4,
+                checkpoint_interval: 8,
+            },
+            ..SimConfig::default()
+        };
+        config.core.retention_rounds = 16;
+        config.install_crashes = true;
+        config
+    }
+}
+
 /// Small headers, so that a seed's light load still spans many payloads.
 pub const SIM_BATCH_SIZE_BYTES: usize = 4_096;
 
@@ -118,6 +154,7 @@ impl Default for SimConfig {
             crash: 0,
             restart: 0,
             outage_ms: (100, 1_200),
+            install_crashes: false,
             driver_crash: true,
             latency_ms: (1, 15),
             drop_per_mille: 10,
@@ -198,6 +235,10 @@ pub struct SimReport {
     pub possibly_duplicated: u64,
     /// Forged checkpoint certificates offered to the honest cores (`forged-checkpoints`).
     pub forged_checkpoints: u64,
+    /// Damaged fills handed to honest cores (`forged-fills`).
+    pub forged_fills: u64,
+    /// Crashes injected at installs (`install_crashes`).
+    pub install_crashes: u64,
     /// Per restart: rounds the others advanced until the restarted core was back within 2
     /// rounds of them.
     pub rejoin_rounds: Vec<u64>,

@@ -196,7 +196,17 @@ impl World {
         if let Some(r) = &decoded {
             self.checker.observe_request(r);
         }
+        let installed = |w: &World| {
+            w.instances[instance]
+                .core
+                .as_ref()
+                .map_or(0, |c| c.counters().checkpoints_installed)
+        };
+        let installs_before = installed(self);
         let handled = self.instances[instance].handle(Millis(self.now), from, id, bytes);
+        if installed(self) > installs_before {
+            self.crash_at_install(instance);
+        }
         match handled {
             Handled::Down => return,
             Handled::ReplyNow(reply) => self.send_reply(instance, reply),
@@ -344,6 +354,9 @@ impl World {
         }
         if let Some(author) = self.drivers[driver].checkpoint_forger {
             self.forge_checkpoint(driver, author);
+        }
+        if self.drivers[driver].behaviour == Behaviour::ForgedFills {
+            self.forge_fills(driver);
         }
     }
 

@@ -207,6 +207,29 @@ impl World {
         }
     }
 
+    /// `install_crashes`: the core just installed a checkpoint; the first time, it crashes at
+    /// once (the install's write, not synced yet, is lost: it restarts in its old state) or just
+    /// after the write synced (it restarts installed), and is back 50–500 ms later. S11: either
+    /// way it restarts in one of the two states, and S3 and S6 hold across.
+    pub(super) fn crash_at_install(&mut self, instance: usize) {
+        if !self.config.install_crashes || !self.install_crashed.insert(instance) {
+            return;
+        }
+        let back = self.rng.range(50, 500);
+        let when = if self.rng.chance(500) {
+            0
+        } else {
+            self.config.sync_ms.1 + self.rng.range(1, 300)
+        };
+        self.at(
+            when,
+            Event::Crash {
+                instance,
+                restart_after_ms: Some(back),
+            },
+        );
+    }
+
     /// A crashed core starts again from its store.
     pub(super) fn restart(&mut self, instance: usize) {
         self.trace(5, instance, 0, &[]);

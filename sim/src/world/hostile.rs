@@ -36,6 +36,7 @@ impl World {
             Behaviour::TruncateBundles => self.truncate(driver, id, instance, request),
             Behaviour::MixRounds => self.mix_rounds(driver, id, instance, request),
             Behaviour::Garbage => self.garbage(driver, id, instance, &request),
+            Behaviour::ForgedFills => self.forge_fill_step(driver, id, instance, request),
             _ => self.send_bytes(driver, instance, id, request.to_bytes()),
         }
     }

@@ -22,6 +22,7 @@ mod debug;
 mod events;
 mod faults;
 mod forged_checkpoints;
+mod forged_fills;
 mod hostile;
 mod load;
 mod old_chain;
@@ -108,6 +109,8 @@ struct World {
     down_for_good: HashSet<usize>,
     /// Instances restarted at least once.
     restarted: HashSet<usize>,
+    /// Instances crashed at an install already (`install_crashes`: once each).
+    install_crashed: HashSet<usize>,
     /// Restarted instances not yet back within [`REJOINED_WITHIN`] rounds of the others, with
     /// the others' highest round when they restarted.
     rejoining: HashMap<usize, u64>,
@@ -137,6 +140,8 @@ struct World {
     acked_transactions: Vec<(Bytes, usize, u64)>,
     /// Forged checkpoint certificates offered to the honest cores.
     forged_checkpoints: u64,
+    /// Damaged fills handed to honest cores (`forged-fills`).
+    forged_fills: u64,
     /// Acknowledged transactions not committed at their home core by the end although
     /// acknowledged long before it (a liveness failure).
     slow_transactions: u64,
@@ -200,11 +205,15 @@ impl World {
             .into_iter()
             .filter_map(|i| self.instances[i].core.as_ref())
             .collect();
-        let installs = honest
-            .iter()
-            .map(|c| c.counters().checkpoints_installed)
-            .sum();
-        let gap_entries_filled = honest.iter().map(|c| c.counters().gap_entries_filled).sum();
+        // Over every incarnation: a core's counters start again at a restart.
+        let counted = |f: fn(&sleepyseal_core::CoreCounters) -> u64| -> u64 {
+            self.honest_instances()
+                .into_iter()
+                .map(|i| self.instances[i].counters_total(f))
+                .sum()
+        };
+        let installs = counted(|c| c.checkpoints_installed);
+        let gap_entries_filled = counted(|c| c.gap_entries_filled);
         let gaps_open = honest
             .iter()
             .filter(|c| {
@@ -212,10 +221,7 @@ impl World {
                     .is_some_and(|r| r.fill_next > r.old_index)
             })
             .count() as u64;
-        let possibly_duplicated = honest
-            .iter()
-            .map(|c| c.counters().transactions_possibly_duplicated)
-            .sum();
+        let possibly_duplicated = counted(|c| c.transactions_possibly_duplicated);
         SimReport {
             seed: self.config.seed,
             violations: self.checker.violations.clone(),
@@ -235,6 +241,8 @@ impl World {
             old_chain_committed,
             checkpoints: self.checker.checkpoints_seen(),
             forged_checkpoints: self.forged_checkpoints,
+            forged_fills: self.forged_fills,
+            install_crashes: self.install_crashed.len() as u64,
             installs,
             gap_entries_filled,
             gaps_open,

@@ -72,9 +72,11 @@ impl World {
             cut: HashSet::new(),
             down_for_good: HashSet::new(),
             restarted: HashSet::new(),
+            install_crashed: HashSet::new(),
             rejoining: HashMap::new(),
             back_at: HashMap::new(),
             forged_checkpoints: 0,
+            forged_fills: 0,
             rejoin_rounds: Vec::new(),
             checker,
             trace: Hasher::new(b"SEAL/TRACE/v1"),
@@ -216,6 +218,10 @@ fn build_core(
         verifier,
     );
     node.reply_before_write = config.mutant == Mutant::ReplyBeforeWrite;
+    if config.mutant == Mutant::FillWithoutChainCheck {
+        node.fill_rule = Some(crate::planted::fill_without_chain_check);
+        node.restart();
+    }
     if let Some(behaviour) = core_behaviour(config, a) {
         node.behaviour = behaviour;
         node.seed_misbehaviour(config.seed);
