@@ -54,6 +54,9 @@ pub(super) struct Harness {
     round: Round,
     /// The core's commit index seen last.
     consensus_index: u64,
+    /// The entries of the gap the latest fabricated install left, ascending (the fill steps
+    /// draw from them).
+    pub(super) gap_source: Vec<CommittedEntry>,
 }
 
 impl Harness {
@@ -92,6 +95,7 @@ impl Harness {
             committed: BTreeMap::new(),
             round: Round(0),
             consensus_index: 0,
+            gap_source: Vec::new(),
         }
     }
 
@@ -255,7 +259,10 @@ impl Harness {
             }
             below = Some(*e);
         }
-        if let Some(top) = below {
+        // Entries from the latest install's base up end at the commit index; below it, the
+        // core holds what it committed before and what fills verified.
+        let base = self.core.install_record().map_or(0, |r| r.base_index);
+        if let Some(top) = below.filter(|e| e.index >= base) {
             assert_eq!(
                 top.index + 1,
                 index,

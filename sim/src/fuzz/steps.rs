@@ -5,7 +5,7 @@ use arbitrary::Unstructured;
 use bytes::Bytes;
 use sleepyseal_core::codec::Encode;
 use sleepyseal_core::limits::MAX_TRANSACTION_BYTES;
-use sleepyseal_core::protocol::{CommittedView, RequestBody};
+use sleepyseal_core::protocol::{CommittedEntry, CommittedView, RequestBody};
 use sleepyseal_core::{Certificate, Digest, Request, Round};
 
 use super::bundles::{cert_bundle, header_bundle, payloads_of};
@@ -16,17 +16,20 @@ use super::POOL_ROUNDS;
 /// Drives one request, restart or time jump from the input.
 pub(super) fn step(h: &mut Harness, u: &mut Unstructured) -> arbitrary::Result<()> {
     match u.int_in_range(0..=11u8)? {
-        0 => h.send(if u.ratio(1, 4)? {
-            if u.arbitrary()? {
-                RequestBody::GetCheckpoint
+        0 => {
+            let body = if u.ratio(1, 4)? {
+                match u.int_in_range(0..=2u8)? {
+                    0 => RequestBody::GetCheckpoint,
+                    1 => install(h, u)?,
+                    _ => fill(h, u)?,
+                }
             } else {
-                install(h, u)?
-            }
-        } else {
-            RequestBody::GetState {
-                with_payload: u.arbitrary()?,
-            }
-        }),
+                RequestBody::GetState {
+                    with_payload: u.arbitrary()?,
+                }
+            };
+            h.send(body);
+        }
         1 | 2 => {
             let body = header_bundle(h, u)?;
             h.send(body);
@@ -69,7 +72,7 @@ pub(super) fn step(h: &mut Harness, u: &mut Unstructured) -> arbitrary::Result<(
 /// A checkpoint certificate around the core's own state: behind, within GC_DEPTH or far ahead,
 /// each author's round moved either way; signed by a subset of the committee (maybe below V),
 /// now and then with a damaged signature.
-fn install(h: &Harness, u: &mut Unstructured) -> arbitrary::Result<RequestBody> {
+fn install(h: &mut Harness, u: &mut Unstructured) -> arbitrary::Result<RequestBody> {
     use sleepyseal_core::checkpoint::{checkpoint_message, CheckpointCert, CheckpointState};
     let p = pool();
     let consensus = h.core.consensus();
@@ -82,6 +85,16 @@ fn install(h: &Harness, u: &mut Unstructured) -> arbitrary::Result<RequestBody> 
         *r = Round((r.0 + u.int_in_range(0..=ahead)?).saturating_sub(u.int_in_range(0..=1)?));
     }
     state.commit_hash = Digest(u.arbitrary()?);
+    if u.arbitrary()? {
+        // A gap the fill steps can bring: entries chained from the core's own state up to the
+        // certified index (or, now and then, from another hash: the fill must then stop the
+        // core at the old index).
+        let old = (consensus.consensus_index, consensus.commit_hash);
+        let diverged = u.ratio(1, 8)?;
+        let (gap, top) = fabricated_gap(u, old, state.consensus_index, diverged)?;
+        state.commit_hash = top;
+        h.gap_source = gap;
+    }
     let message = checkpoint_message(&state.instance, &state.digest());
     let mut signers = Vec::new();
     let mut signatures = Vec::new();
@@ -102,6 +115,81 @@ fn install(h: &Harness, u: &mut Unstructured) -> arbitrary::Result<RequestBody> 
             signatures,
         },
     })
+}
+
+/// Entries `old.0 − 1 .. index` (the one below the gap first, when there is one), chained from
+/// `old.1` (or from another hash if `diverged`, the entry below the gap carrying it), with
+/// fields from the input; and the hash after the last.
+fn fabricated_gap(
+    u: &mut Unstructured,
+    old: (u64, Digest),
+    index: u64,
+    diverged: bool,
+) -> arbitrary::Result<(Vec<CommittedEntry>, Digest)> {
+    let (old_index, old_hash) = old;
+    let start = if diverged {
+        Digest(u.arbitrary()?)
+    } else {
+        old_hash
+    };
+    let mut entries = Vec::new();
+    let entry = |u: &mut Unstructured, index: u64| -> arbitrary::Result<CommittedEntry> {
+        Ok(CommittedEntry {
+            index,
+            round: Round(u.int_in_range(1..=POOL_ROUNDS)?),
+            author: sleepyseal_core::AuthorityIndex(u.int_in_range(0..=3)?),
+            digest: Digest(u.arbitrary()?),
+            payload: sleepyseal_core::messages::PayloadRef {
+                digest: Digest(u.arbitrary()?),
+                len: u.int_in_range(0..=64)?,
+            },
+            commit_hash: Digest::ZERO,
+            leader_round: Round(u.int_in_range(0..=POOL_ROUNDS)?),
+            is_leader: u.arbitrary()?,
+            created_at_ms: u.arbitrary()?,
+        })
+    };
+    if let Some(below) = old_index.checked_sub(1) {
+        let mut witness = entry(u, below)?;
+        witness.commit_hash = start;
+        entries.push(witness);
+    }
+    let mut hash = start;
+    for i in old_index..index {
+        let mut e = entry(u, i)?;
+        e.commit_hash = e.chain(&hash);
+        hash = e.commit_hash;
+        entries.push(e);
+    }
+    Ok((entries, hash))
+}
+
+/// A `FillLog` for the core's gap from the entries the latest fabricated install chained: a
+/// few just below the verified part, newest first, now and then damaged (an entry dropped or
+/// two swapped, the top one missing, a field changed).
+fn fill(h: &Harness, u: &mut Unstructured) -> arbitrary::Result<RequestBody> {
+    let next = h.core.install_record().map_or(0, |r| r.fill_next);
+    let count = u.int_in_range(1..=6u64)?;
+    let mut entries: Vec<CommittedEntry> = h
+        .gap_source
+        .iter()
+        .rev()
+        .filter(|e| e.index < next && e.index + count + 1 >= next)
+        .copied()
+        .collect();
+    if entries.len() > 2 && u.ratio(1, 4)? {
+        match u.int_in_range(0..=3u8)? {
+            0 => {
+                entries.remove(1);
+            }
+            1 => entries.swap(0, 1),
+            2 => {
+                entries.remove(0);
+            }
+            _ => entries[0].created_at_ms ^= 1,
+        }
+    }
+    Ok(RequestBody::FillLog { entries })
 }
 
 /// Most certificates of the first rounds, maybe shuffled, with most of their payloads.
