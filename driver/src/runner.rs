@@ -84,6 +84,8 @@ pub struct RunnerStats {
     pub cores_needing_checkpoint: AtomicGauge,
     /// Checkpoint installs a core accepted from this driver.
     pub checkpoint_installs: AtomicGauge,
+    /// Gap entries in the fill steps cores took from this driver.
+    pub fill_entries: AtomicGauge,
     /// Round trip of each answered request.
     pub request_seconds: Histogram,
     /// Every served metric, registered once.
@@ -103,6 +105,7 @@ impl Default for RunnerStats {
             restarts: AtomicCounter::default(),
             cores_needing_checkpoint: AtomicGauge::default(),
             checkpoint_installs: AtomicGauge::default(),
+            fill_entries: AtomicGauge::default(),
             request_seconds: histogram(SECONDS_BUCKETS),
             registry: Registry::with_prefix("sleepyseal_driver"),
         };
@@ -161,6 +164,11 @@ impl RunnerStats {
             "checkpoint_installs",
             "Checkpoint installs a core accepted from this driver",
             self.checkpoint_installs.clone(),
+        );
+        r.register(
+            "fill_entries",
+            "Gap entries in the fill steps cores took from this driver",
+            self.fill_entries.clone(),
         );
         r.register(
             "request_seconds",
@@ -315,6 +323,10 @@ fn publish(state: &DriverState, stats: &RunnerStats) {
             counts.installs_refused
         );
     }
+    let fills = state.fill_counts();
+    stats
+        .fill_entries
+        .store(fills.entries_sent, Ordering::Relaxed);
 }
 
 fn apply(state: &mut DriverState, now: Millis, done: Done, stats: &RunnerStats) {
@@ -373,6 +385,8 @@ mod tests {
                 "# TYPE sleepyseal_driver_cores_needing_checkpoint gauge",
                 "# HELP sleepyseal_driver_checkpoint_installs Checkpoint installs a core accepted from this driver.",
                 "# TYPE sleepyseal_driver_checkpoint_installs gauge",
+                "# HELP sleepyseal_driver_fill_entries Gap entries in the fill steps cores took from this driver.",
+                "# TYPE sleepyseal_driver_fill_entries gauge",
                 "# HELP sleepyseal_driver_request_seconds Round trip of one request to a core.",
                 "# TYPE sleepyseal_driver_request_seconds histogram",
             ]

@@ -91,7 +91,8 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
                     from_index,
                     first_index,
                 } => tracing::warn!(
-                    "entries {from_index}..{first_index} are no longer retained by core {core}; skipping ahead"
+                    "entries {from_index}..{first_index} are not served by core {core} (evicted, or a gap \
+                     a checkpoint install left and a fill has not brought yet); skipping ahead"
                 ),
                 Followed::Failed(FollowError::Unexpected(reply)) => {
                     tracing::warn!("unexpected reply: {reply:?}")

@@ -71,6 +71,7 @@ fn core_loop(
             .filter_map(|job| parked.park_or_keep(job, committed))
             .collect();
         let installs = core.counters().checkpoints_installed;
+        let filled = core.counters().gap_entries_filled;
         group_commit(&mut core, store.as_mut(), jobs, now, stats, verifier)?;
         if let Some(reason) = core.halted() {
             return Err(ServerError::Halted(reason.to_string()));
@@ -90,6 +91,9 @@ fn core_loop(
                         .count()
                 );
             }
+        }
+        if core.counters().gap_entries_filled > filled {
+            log_fill(&core);
         }
         publish(stats, &core, committed, now);
         publish_store(stats, &store.stats());
@@ -112,6 +116,29 @@ fn core_loop(
             .store(parked.waiting.len() as u64, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Says how far the fill of the latest install's gap went: done, or what is left (at most a
+/// line per group commit that filled something; a fill step moves up to a thousand entries).
+fn log_fill(core: &Core) {
+    let Some(r) = core.install_record() else {
+        return;
+    };
+    let filled = r.base_index - r.fill_next;
+    if r.fill_next <= r.old_index {
+        tracing::info!(
+            "gap filled: committed entries {}..{} verified down the commit chain to this core's \
+             own state ({filled} entries)",
+            r.old_index,
+            r.base_index
+        );
+    } else {
+        tracing::debug!(
+            "gap fill: {filled} of {} entries verified, {} to go",
+            r.base_index - r.old_index,
+            r.fill_next - r.old_index
+        );
+    }
 }
 
 /// The next group of jobs: waits for at least one, or until `deadline` (the next held long poll
@@ -197,6 +224,10 @@ fn publish(stats: &ServerStats, core: &Core, committed_before: u64, now: Millis)
     stats
         .mempool
         .store(core.mempool_len() as u64, Ordering::Relaxed);
+    let gap = core
+        .install_record()
+        .map_or(0, |r| r.fill_next.saturating_sub(r.old_index));
+    stats.gap_entries.store(gap, Ordering::Relaxed);
     record_counters(stats, core, committed_before, now);
 }
 

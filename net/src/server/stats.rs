@@ -62,6 +62,8 @@ pub struct ServerStats {
     pub consensus_index: AtomicCounter,
     /// Transactions in the mempool.
     pub mempool: AtomicGauge,
+    /// Committed entries of an install's gap not filled yet (PROTOCOL.md §8a.5).
+    pub gap_entries: AtomicGauge,
     /// Requests waiting for the verify thread.
     pub verify_queue: AtomicGauge,
     /// Requests waiting for the core thread.
@@ -109,6 +111,7 @@ impl Default for ServerStats {
             last_committed_round: AtomicGauge::default(),
             consensus_index: AtomicCounter::default(),
             mempool: AtomicGauge::default(),
+            gap_entries: AtomicGauge::default(),
             verify_queue: AtomicGauge::default(),
             core_queue: AtomicGauge::default(),
             parked: AtomicGauge::default(),
@@ -284,6 +287,11 @@ impl ServerStats {
             "Transactions in the mempool",
             self.mempool.clone(),
         );
+        r.register(
+            "gap_entries",
+            "Committed entries of an install's gap not filled yet (PROTOCOL.md 8a.5)",
+            self.gap_entries.clone(),
+        );
         r.register("connections", "Connections open", self.connections.clone());
         r.register(
             "refused_connections",
@@ -348,6 +356,21 @@ impl Collector for CoreCountersCollector {
                 "Checkpoint states this core reached and signed (PROTOCOL.md 8a.1).",
                 c.checkpoints_signed,
             ),
+            (
+                "checkpoints_installed",
+                "Certified checkpoints this core installed (PROTOCOL.md 8a.3).",
+                c.checkpoints_installed,
+            ),
+            (
+                "gap_entries_filled",
+                "Committed entries of an install's gap verified by fills (PROTOCOL.md 8a.5).",
+                c.gap_entries_filled,
+            ),
+            (
+                "possibly_duplicated_transactions",
+                "Transactions of undecided own headers proposed again after FILL_TIMEOUT.",
+                c.transactions_possibly_duplicated,
+            ),
         ];
         for (name, help, value) in counters {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -387,6 +410,7 @@ mod tests {
         "sleepyseal_core_core_queue_requests gauge Verified requests waiting for the core thread.",
         "sleepyseal_core_parked_reads gauge Long-poll reads held until entries commit.",
         "sleepyseal_core_mempool_transactions gauge Transactions in the mempool.",
+        "sleepyseal_core_gap_entries gauge Committed entries of an install's gap not filled yet (PROTOCOL.md 8a.5).",
         "sleepyseal_core_connections gauge Connections open.",
         "sleepyseal_core_refused_connections_total counter Connections refused at the limit.",
         "sleepyseal_core_headers_built_total counter Own headers built and signed.",
@@ -398,6 +422,9 @@ mod tests {
         "sleepyseal_core_own_headers_orphaned_total counter Own headers that fell below gc_round uncommitted.",
         "sleepyseal_core_requeued_transactions_total counter Transactions of orphaned own headers put back into the mempool.",
         "sleepyseal_core_checkpoints_signed_total counter Checkpoint states this core reached and signed (PROTOCOL.md 8a.1).",
+        "sleepyseal_core_checkpoints_installed_total counter Certified checkpoints this core installed (PROTOCOL.md 8a.3).",
+        "sleepyseal_core_gap_entries_filled_total counter Committed entries of an install's gap verified by fills (PROTOCOL.md 8a.5).",
+        "sleepyseal_core_possibly_duplicated_transactions_total counter Transactions of undecided own headers proposed again after FILL_TIMEOUT.",
     ];
 
     #[test]
