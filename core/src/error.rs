@@ -172,6 +172,16 @@ pub enum CoreError {
         /// The oldest retained index.
         first_index: u64,
     },
+    /// The entries asked for lie in the gap an install left (PROTOCOL.md §8a.5), which is being
+    /// filled from the top down: read again shortly (the entries from `filled_from` up are
+    /// held).
+    #[error(
+        "committed entries below index {filled_from} are being filled after a checkpoint install"
+    )]
+    CommittedGapOpen {
+        /// The lowest index filled so far.
+        filled_from: u64,
+    },
     /// A checkpoint certificate whose shape is invalid (another instance, signers below V,
     /// unknown or repeated signers, a per-author list of the wrong length).
     #[error("invalid checkpoint certificate")]
@@ -304,6 +314,10 @@ impl Encode for CoreError {
                 w.u64(*next);
             }
             CoreError::FillNotNeeded => w.u8(20),
+            CoreError::CommittedGapOpen { filled_from } => {
+                w.u8(21);
+                w.u64(*filled_from);
+            }
         }
     }
 }
@@ -381,6 +395,9 @@ impl Decode for CoreError {
             }
             19 => CoreError::InvalidFill { next: r.u64()? },
             20 => CoreError::FillNotNeeded,
+            21 => CoreError::CommittedGapOpen {
+                filled_from: r.u64()?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "core error",

@@ -343,7 +343,8 @@ fn an_install_resumes_at_the_certified_state_and_survives_a_restart() {
         "{verdicts:?}"
     );
     assert!(verdicts.iter().all(|(r, _)| *r <= 6));
-    // A read in the gap skips forward to the base; what the core committed before stays.
+    // A read in the gap waits while the gap moves (the fill brings it from the base down);
+    // what the core committed before stays.
     assert!(late.core.committed_from(0, 1).is_ok_and(|e| e.len() == 1));
     let r = late.ask(
         &c,
@@ -356,7 +357,7 @@ fn an_install_resumes_at_the_certified_state_and_survives_a_restart() {
         },
     );
     assert!(
-        matches!(r, Response::Error(CoreError::CommittedEvicted { first_index }) if first_index == state.consensus_index),
+        matches!(r, Response::Error(CoreError::CommittedGapOpen { filled_from }) if filled_from == state.consensus_index),
         "{r:?}"
     );
     // A restart reloads the same shape.
@@ -422,6 +423,22 @@ fn an_install_resumes_at_the_certified_state_and_survives_a_restart() {
         record.own
     );
     assert!(pending_before > 0);
+    // A gap that did not move for FILL_TIMEOUT (counted from the first request after the
+    // restart, at 1) is given up: a reader in it skips to the base instead of waiting forever.
+    let r = late.ask(
+        &c,
+        1 + 1_000,
+        RequestBody::ReadCommitted {
+            from_index: old.consensus_index,
+            max: 10,
+            view: sleepyseal_core::protocol::CommittedView::Digests,
+            wait_ms: 0,
+        },
+    );
+    assert!(
+        matches!(r, Response::Error(CoreError::CommittedEvicted { first_index }) if first_index == state.consensus_index),
+        "{r:?}"
+    );
 }
 
 #[test]

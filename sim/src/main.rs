@@ -111,7 +111,7 @@ struct SimArgs {
     /// invalid-signatures, stale-replies, amnesia, far-future-rounds, bad-parents, bad-payloads,
     /// old-chains, forged-checkpoints,
     /// twin, twins-scenario. Drivers: omit-leader, replay-bundles, reorder-bundles,
-    /// truncate-bundles, mix-rounds, garbage. Both: mixed (each Byzantine core a different core
+    /// truncate-bundles, mix-rounds, garbage, forged-fills. Both: mixed (each Byzantine core a different core
     /// behaviour, plus one hostile driver). Or all: seed s runs the (s mod 20)-th.
     #[arg(long, default_value = "all")]
     behaviour: String,

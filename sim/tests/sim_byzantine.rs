@@ -3,7 +3,7 @@
 mod support;
 
 use sleepyseal_sim::{run, SimConfig};
-use support::ci_seeds;
+use support::{assert_clean, ci_seeds};
 
 /// Seeds per Byzantine behaviour in CI (`SLEEPYSEAL_CI_SEEDS` overrides). The long campaign
 /// runs from the CLI: `sleepyseal-sim --byzantine 1 --behaviour all --seeds N`.
@@ -40,7 +40,7 @@ fn behaviour_is_survived(name: &str) {
 }
 
 macro_rules! behaviour_tests {
-    ($($test:ident => $name:literal),* $(,)?) => {
+    ($($test:ident => $name:literal),* $(,)?; tested elsewhere: $($elsewhere:literal),* $(,)?) => {
         $(
             #[test]
             fn $test() {
@@ -50,7 +50,7 @@ macro_rules! behaviour_tests {
         /// Every behaviour the CLI knows has its test above.
         #[test]
         fn every_behaviour_has_a_ci_test() {
-            let tested = [$($name),*];
+            let tested = [$($name,)* $($elsewhere),*];
             for b in sleepyseal_sim::Behaviour::ALL {
                 assert!(tested.contains(&b.name()), "{} has no CI test", b.name());
             }
@@ -78,6 +78,32 @@ behaviour_tests! {
     hostile_driver_mix_rounds => "mix-rounds",
     hostile_driver_garbage => "garbage",
     mixed_cores_and_driver => "mixed",
+    ; tested elsewhere: "forged-fills",
+}
+
+/// The fill forger (a hostile driver) needs a gap to forge for: a core away for hundreds of
+/// rounds installs a checkpoint, and the forger hands it truncated, reordered and wrongly
+/// anchored fills, or fills with fields changed under honest hashes. The honest cores hold
+/// only what chains down from the certified hash (S12), every gap closes, and nothing is
+/// released as possibly duplicated.
+#[test]
+fn hostile_driver_forged_fills() {
+    let (mut forged, mut filled) = (0, 0);
+    for seed in 0..ci_seeds(6) {
+        let r = run(SimConfig {
+            byzantine: 1,
+            behaviour: sleepyseal_sim::Behaviour::ForgedFills,
+            ..SimConfig::long_outage(4, 1, (10_000, 15_000), 200, seed)
+        });
+        assert_clean(&r);
+        assert_eq!(r.gaps_open, 0, "seed {seed}: a gap was never filled");
+        assert_eq!(r.possibly_duplicated, 0, "seed {seed}");
+        forged += r.forged_fills;
+        filled += r.gap_entries_filled;
+    }
+    println!("forged fills: {forged} handed to honest cores, {filled} entries filled");
+    assert!(forged > 0, "the forger never forged a fill");
+    assert!(filled > 0, "no gap was filled");
 }
 
 /// The old-chain author (PROTOCOL.md §4.6): its chains from the GC floor reach the present and

@@ -123,13 +123,19 @@ pub struct LocalArgs {
     #[arg(long)]
     pub json: bool,
     /// Instead of a benchmark, a chaos run with a workload check: kill -9 and restart each core,
-    /// SIGSTOP a core for 10 s, kill a standalone driver, restart every core in turn; then
-    /// compare every core's committed sequence and check each acknowledged transaction committed
-    /// exactly once. Every core runs its home driver (unless --no-home-drivers); the standalone
-    /// drivers (--drivers, at least 2) have home cores. Uses --cores (≥ 4), --rate and
-    /// --tx-size (e.g. --rate 2000 --tx-size 64).
+    /// keep one core away for --chaos-away-s under load (it rejoins through a checkpoint and
+    /// fills its gap), SIGSTOP a core for 10 s, kill a standalone driver, restart every core in
+    /// turn; then compare every core's committed sequence and check each acknowledged
+    /// transaction committed exactly once. Every core runs its home driver (unless
+    /// --no-home-drivers); the standalone drivers (--drivers, at least 2) have home cores. Uses
+    /// --cores (≥ 4), --rate and --tx-size (e.g. --rate 2000 --tx-size 64).
     #[arg(long)]
     pub chaos: bool,
+    /// With --chaos: how long one core stays killed under load before it restarts (0: skip
+    /// that step). Anything beyond about a second outlasts what the others retain, so the core
+    /// comes back through a certified checkpoint and a gap fill (PROTOCOL.md §8a).
+    #[arg(long, default_value_t = 60)]
+    pub chaos_away_s: u64,
     /// Emulate a wide-area network: a profile file, or the name of one in deploy/wan/
     /// (one-region, two-region, multi-region). Every process delays, jitters, drops and
     /// rate-limits its outgoing datagrams by the destination's region; in `local` each process

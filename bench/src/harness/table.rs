@@ -17,6 +17,9 @@ pub fn table(r: &Report) -> String {
     if let Some(d) = &r.data_path {
         data_path(&mut t, d);
     }
+    if let Some(s) = &r.store {
+        store(&mut t, s);
+    }
     outcome(&mut t, r);
     if let Some(c) = &r.cluster {
         cluster(&mut t, c);
@@ -129,6 +132,34 @@ fn resources(t: &mut String, r: &Report) {
 }
 
 /// What moving one transaction cost, and the busiest threads.
+/// Each core's store at half the load and at its end, against its configured bound.
+fn store(t: &mut String, s: &crate::harness::local::store::StoreGrowth) {
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    line(
+        t,
+        "store size",
+        format!(
+            "MiB at {:.0} s / {:.0} s of load (bound {:.0} MiB)",
+            s.seconds / 2.0,
+            s.seconds,
+            mib(s.bound_bytes)
+        ),
+    );
+    for c in &s.cores {
+        line(
+            t,
+            &format!("  core {}", c.core),
+            format!(
+                "{:.0} / {:.0}, {:+.1}% over the second half, largest {:.0}",
+                mib(c.half_bytes),
+                mib(c.end_bytes),
+                c.growth_pct,
+                mib(c.max_bytes)
+            ),
+        );
+    }
+}
+
 fn data_path(t: &mut String, d: &DataPath) {
     let or_na =
         |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.2}{unit}"));

@@ -15,7 +15,7 @@ use sleepyseal_core::machine::{
     DEFAULT_FILL_TIMEOUT_MS, DEFAULT_LEADER_TIMEOUT_MS, DEFAULT_MEMPOOL_BYTES,
     DEFAULT_MEMPOOL_TRANSACTIONS, DEFAULT_STRAGGLER_WAIT_MS, DEFAULT_VOTE_TIMEOUT_MS,
 };
-use sleepyseal_core::store::wal::WalStore;
+use sleepyseal_core::store::wal::{WalOptions, WalStore};
 use sleepyseal_core::store::{StoreError, StoreStats};
 use sleepyseal_core::verify::VerifierConfig;
 use sleepyseal_core::{Committee, Core, CoreConfig, KeyPair, Store, Verifier, WriteBatch};
@@ -222,6 +222,8 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         args.verify_threads,
         args.store.display()
     );
+    let bound = config.store_bound(&testbed.committee, &WalOptions::default());
+    tracing::info!("store bound (PROTOCOL.md 8a.6): {bound}");
     let (core, store) = recover(&args, &testbed, keys.key, config)?;
     let verifier = Verifier::new(
         testbed.committee.clone(),
@@ -244,6 +246,10 @@ pub fn core(args: CoreArgs) -> anyhow::Result<()> {
         runtime("core")?.block_on(async move {
             let store = Box::new(LoggedStore(store));
             let server = CoreServer::start(address, quic, core, store, verifier, options)?;
+            server
+                .stats()
+                .store_bound_bytes
+                .store(bound.total(), std::sync::atomic::Ordering::Relaxed);
             let home = home
                 .map(|o| HomeDriver::start(testbed, index, server.local_link(), o))
                 .transpose()?;

@@ -68,6 +68,7 @@ impl Core {
         record.fill_next = next;
         record.fill_hash = hash;
         self.fill_since = Some(now);
+        self.gap_moved_at = Some(now);
         if next == old_index {
             // The gap is whole: an undecided own header it lacks was never committed.
             self.awaiting_fill = false;

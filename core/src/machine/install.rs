@@ -210,6 +210,7 @@ impl Core {
         self.install = Some(record);
         self.awaiting_fill = self.own.values().any(|o| o.undecided);
         self.fill_since = Some(now);
+        self.gap_moved_at = Some(now);
         self.counters.checkpoints_installed += 1;
         // 4. `last_voted` is untouched; the core's round stays its latest own header's, and
         //    `advance` never builds a header at or below it.

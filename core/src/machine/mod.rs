@@ -25,6 +25,7 @@ use crate::types::{AuthorityIndex, Digest, Millis, Round};
 use crate::verify::{CheckedRequest, Verified};
 
 mod advance;
+mod bound;
 mod checkpoints;
 mod committed;
 mod fill;
@@ -35,6 +36,7 @@ mod read;
 mod recover;
 mod vote;
 
+pub use bound::StoreBound;
 pub use fill::{link_down, FillRule};
 pub use install::{InstallRecord, OwnVerdict};
 pub use recover::RecoverError;
@@ -223,6 +225,9 @@ pub struct Core {
     /// Since when they wait (FILL_TIMEOUT; not persisted: after a restart the wait starts
     /// again at the first request).
     fill_since: Option<Millis>,
+    /// When the open gap last moved (the install, a fill step; after a restart, the first
+    /// request): a read in the gap is told to wait until FILL_TIMEOUT past it, then to skip.
+    gap_moved_at: Option<Millis>,
     /// Why the core stopped, if it did: every request is then refused with `Halted`.
     halted: Option<String>,
     /// How fill entries are checked (see `fill`).
@@ -374,6 +379,9 @@ impl Core {
             return (Response::Error(CoreError::Halted(reason.clone())), tx.batch);
         }
         self.expire_undecided(now, &mut tx);
+        if self.open_gap().is_some() {
+            self.gap_moved_at.get_or_insert(now);
+        }
         let response = match body {
             RequestBody::GetState { with_payload } => {
                 let status = self.advance(now, &mut tx);
@@ -410,7 +418,7 @@ impl Core {
                 max,
                 view,
                 wait_ms: _,
-            } => self.on_read_committed(from_index, max, view),
+            } => self.on_read_committed(now, from_index, max, view),
             RequestBody::FetchPayloads { digests } => Response::Certificates {
                 certificates: Vec::new(),
                 payloads: self.payloads_for(digests),

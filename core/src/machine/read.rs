@@ -11,7 +11,10 @@ use crate::messages::{Certificate, Payload};
 use crate::protocol::{
     CertRef, CommittedEntry, CommittedView, Gap, PayloadPrefixes, Response, Status, Summary,
 };
-use crate::types::{Digest, Round};
+use crate::types::{Digest, Millis, Round};
+
+/// Payloads of filled entries a summary lists as missing at most (see `missing_listed`).
+const MAX_FILLED_MISSING_LISTED: usize = 16;
 
 /// Payload bytes one reply may carry: half the message limit leaves room for everything else.
 const MAX_REPLY_PAYLOAD_BYTES: usize = MAX_MESSAGE_BYTES / 2;
@@ -81,6 +84,7 @@ impl Core {
     /// Committed entries from `from_index`, with what `view` asks for.
     pub(super) fn on_read_committed(
         &self,
+        now: Millis,
         from_index: u64,
         max: u32,
         view: CommittedView,
@@ -89,7 +93,7 @@ impl Core {
         let mut entries = match self.committed_from(from_index, limit) {
             Ok(entries) => entries,
             Err(first_index) => {
-                return Response::Error(CoreError::CommittedEvicted { first_index })
+                return Response::Error(self.not_held(now, from_index, first_index))
             }
         };
         let (payloads, prefixes) = match view {
@@ -103,6 +107,28 @@ impl Core {
             entries,
             payloads,
             prefixes,
+        }
+    }
+
+    /// Why a read from `from_index` finds no entry there, `first_index` being the next held
+    /// one: an open gap that still moves holds the entries to come (the reader waits, at most
+    /// FILL_TIMEOUT past the gap's last step); anything else is gone for good (the reader skips,
+    /// though never past the bottom of a gap it may wait for).
+    fn not_held(&self, now: Millis, from_index: u64, first_index: u64) -> CoreError {
+        let moving = self.open_gap().filter(|_| {
+            self.gap_moved_at
+                .is_some_and(|at| now.since(at) < self.config.fill_timeout_ms)
+        });
+        match moving {
+            Some(gap) if from_index >= gap.old_index && from_index < gap.fill_next => {
+                CoreError::CommittedGapOpen {
+                    filled_from: gap.fill_next,
+                }
+            }
+            Some(gap) if from_index < gap.old_index => CoreError::CommittedEvicted {
+                first_index: first_index.min(gap.old_index),
+            },
+            _ => CoreError::CommittedEvicted { first_index },
         }
     }
 
@@ -151,6 +177,25 @@ impl Core {
         out
     }
 
+    /// The payloads a summary lists as missing: those needed to vote and commit first; those of
+    /// entries a fill brought only when none of those is missing, and a few at a time, so that
+    /// bringing them never crowds out consensus (a gap of minutes holds gigabytes).
+    fn missing_listed(&self) -> Vec<Digest> {
+        if self.missing_payloads.is_empty() {
+            return self
+                .missing_filled
+                .iter()
+                .take(MAX_FILLED_MISSING_LISTED)
+                .copied()
+                .collect();
+        }
+        self.missing_payloads
+            .iter()
+            .take(MAX_DIGESTS_PER_MESSAGE)
+            .copied()
+            .collect()
+    }
+
     /// The core's state for drivers.
     pub(super) fn summary(&self, status: Status, with_payload: bool) -> Summary {
         let round = self.round();
@@ -195,13 +240,7 @@ impl Core {
             last_committed_round: self.consensus.last_committed_round,
             consensus_index: self.consensus.consensus_index,
             commit_hash: self.consensus.commit_hash,
-            missing_payloads: self
-                .missing_payloads
-                .iter()
-                .chain(&self.missing_filled)
-                .take(MAX_DIGESTS_PER_MESSAGE)
-                .copied()
-                .collect(),
+            missing_payloads: self.missing_listed(),
             gap: self.open_gap().map(|r| Gap {
                 old_index: r.old_index,
                 next: r.fill_next,

@@ -204,6 +204,7 @@ impl Core {
             install: None,
             awaiting_fill: false,
             fill_since: None,
+            gap_moved_at: None,
             halted: None,
             fill_rule: super::fill::link_down,
         };

@@ -159,11 +159,14 @@ impl DriverState {
             // Nothing else helps such a core: no history catch-up, no bundles.
             return self.checkpoint_request(core, s);
         }
-        if let Some(request) = self.catch_up_request(core, s, &pending) {
+        // The gap an install left, in the background: a step (a read elsewhere, then the fill)
+        // per poll interval, between catch-up and bundles. It goes on while the core catches
+        // up: a fill held back for FILL_TIMEOUT makes the core propose undecided transactions
+        // again, which may then commit twice.
+        if let Some(request) = self.fill_request(core, s) {
             return Some(request);
         }
-        // Caught up: the gap an install left, in the background (a step per poll interval).
-        if let Some(request) = self.fill_request(core, s) {
+        if let Some(request) = self.catch_up_request(core, s, &pending) {
             return Some(request);
         }
         if let Some(body) = self.payloads_for(core, s) {

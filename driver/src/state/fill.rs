@@ -1,5 +1,5 @@
 //! Filling the gap an install left in a core's committed sequence (PROTOCOL.md §8a.5), in the
-//! background: once the core is caught up, the driver reads the entries just below the core's
+//! background: a step per poll interval, the driver reads the entries just below the core's
 //! lowest verified index from another core (`ReadCommitted`, digests only) and hands them to
 //! the core, newest first (`FillLog`). The core checks every link itself; the driver only picks
 //! the range and rotates sources when one does not hold it or served entries that do not link.

@@ -59,8 +59,14 @@ impl DriverState {
                 certificates,
                 payloads,
             } => self.learn_fetched(certificates, payloads, purpose),
-            // A fill step that did not link: spent (`fill_answered`), not a failure of the core.
-            Response::Error(CoreError::InvalidFill { .. } | CoreError::FillNotNeeded) => {}
+            // A fill step that did not link: spent (`fill_answered`), not a failure of the core;
+            // nor is a fill source that does not hold the range (the next read asks another).
+            Response::Error(
+                CoreError::InvalidFill { .. }
+                | CoreError::FillNotNeeded
+                | CoreError::CommittedEvicted { .. }
+                | CoreError::CommittedGapOpen { .. },
+            ) => {}
             Response::Error(error) => {
                 self.on_refused(now, slot.unwrap_or(from.as_usize()), &error);
             }

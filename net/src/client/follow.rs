@@ -3,9 +3,10 @@
 //!
 //! A follower long-polls `ReadCommitted` from where it stopped and delivers entries in order.
 //! Two things a reader meets are handled here once: the core may have evicted entries not read
-//! yet (`CommittedEvicted`: the follower says so and skips ahead), and a core may hold a committed
-//! certificate before its payload (the follower delivers the entry without it, or holds it back,
-//! asks the other cores and reads it again, as [`MissingPayload`] says).
+//! yet (`CommittedEvicted`: the follower says so and skips ahead) or be filling them after a
+//! checkpoint install (`CommittedGapOpen`: the follower waits and reads again), and a core may
+//! hold a committed certificate before its payload (the follower delivers the entry without it,
+//! or holds it back, asks the other cores and reads it again, as [`MissingPayload`] says).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,7 +63,8 @@ pub enum MissingPayload {
 #[derive(Debug)]
 pub enum Followed {
     /// Entries in index order, consecutive and following those delivered before. Empty when the
-    /// long poll ended without news or the first entry is held back for its payload.
+    /// long poll ended without news, the first entry is held back for its payload, or the core
+    /// is still filling the entries next in line.
     Entries(Vec<FollowedEntry>),
     /// The core no longer retains `from_index..first_index`: the follower skipped them.
     Evicted {
@@ -180,6 +182,7 @@ impl CommittedFollower {
             Ok(Response::Error(CoreError::CommittedEvicted { first_index })) => {
                 self.state.evicted(first_index)
             }
+            Ok(Response::Error(CoreError::CommittedGapOpen { .. })) => self.state.gap_open(),
             Ok(other) => self.state.failed(FollowError::Unexpected(Box::new(other))),
             Err(e) => self.state.failed(FollowError::Client(e)),
         }
@@ -354,6 +357,12 @@ impl FollowState {
             from_index,
             first_index,
         }
+    }
+
+    /// The entries to read next are being filled: nothing now, read again after a pause.
+    fn gap_open(&mut self) -> Followed {
+        self.pause = Some(self.options.retry_after);
+        Followed::Entries(Vec::new())
     }
 
     fn failed(&mut self, error: FollowError) -> Followed {

@@ -64,6 +64,8 @@ pub struct ServerStats {
     pub mempool: AtomicGauge,
     /// Committed entries of an install's gap not filled yet (PROTOCOL.md §8a.5).
     pub gap_entries: AtomicGauge,
+    /// The sum of the core's configured storage bounds (PROTOCOL.md §8a.6), set at start.
+    pub store_bound_bytes: AtomicGauge,
     /// Requests waiting for the verify thread.
     pub verify_queue: AtomicGauge,
     /// Requests waiting for the core thread.
@@ -112,6 +114,7 @@ impl Default for ServerStats {
             consensus_index: AtomicCounter::default(),
             mempool: AtomicGauge::default(),
             gap_entries: AtomicGauge::default(),
+            store_bound_bytes: AtomicGauge::default(),
             verify_queue: AtomicGauge::default(),
             core_queue: AtomicGauge::default(),
             parked: AtomicGauge::default(),
@@ -292,6 +295,11 @@ impl ServerStats {
             "Committed entries of an install's gap not filled yet (PROTOCOL.md 8a.5)",
             self.gap_entries.clone(),
         );
+        r.register(
+            "store_bound_bytes",
+            "The sum of this core's configured storage bounds (PROTOCOL.md 8a.6)",
+            self.store_bound_bytes.clone(),
+        );
         r.register("connections", "Connections open", self.connections.clone());
         r.register(
             "refused_connections",
@@ -411,6 +419,7 @@ mod tests {
         "sleepyseal_core_parked_reads gauge Long-poll reads held until entries commit.",
         "sleepyseal_core_mempool_transactions gauge Transactions in the mempool.",
         "sleepyseal_core_gap_entries gauge Committed entries of an install's gap not filled yet (PROTOCOL.md 8a.5).",
+        "sleepyseal_core_store_bound_bytes gauge The sum of this core's configured storage bounds (PROTOCOL.md 8a.6).",
         "sleepyseal_core_connections gauge Connections open.",
         "sleepyseal_core_refused_connections_total counter Connections refused at the limit.",
         "sleepyseal_core_headers_built_total counter Own headers built and signed.",

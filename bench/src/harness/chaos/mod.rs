@@ -2,6 +2,8 @@
 //!
 //! Four cores (or `--cores`), at least two standalone drivers and a load client run on 127.0.0.1
 //! while the harness, in turn: kills each core with SIGKILL and restarts it from its store;
+//! keeps one core killed for `--chaos-away-s` (60 s) under load, far longer than the others
+//! retain its history, so it rejoins through a checkpoint and fills the gap (PROTOCOL.md §8a);
 //! freezes a core with SIGSTOP for 10 s and thaws it; kills a standalone driver mid-run and
 //! starts a new one; restarts every core one after another (SIGTERM, then start again). After
 //! each perturbation of a core it times how long that core takes to get back within 2 rounds of
@@ -39,8 +41,6 @@ use crate::node::transaction::unix_micros;
 
 /// How far behind the others (in rounds) a perturbed core may be and count as recovered.
 const RECOVERED_WITHIN_ROUNDS: u64 = 2;
-/// Rounds the cores of a chaos run retain below gc_round for lagging cores (~30 s at 100 rounds/s).
-const CHAOS_RETENTION_ROUNDS: u64 = 3_000;
 /// Longest wait for a perturbed core to recover before the step is marked failed.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 
@@ -110,13 +110,10 @@ impl<'a> Chaos<'a> {
     fn start(rt: &'a Runtime, args: &'a LocalArgs, out: &Path) -> anyhow::Result<Chaos<'a>> {
         let n = args.cores;
         let drivers = args.drivers.max(2);
-        // A window large enough that no committed entry is evicted before the followers read
-        // it, and a retention long enough to serve a core frozen for 10 s (there are no
-        // checkpoints yet: a core further behind than the others retain cannot catch up).
-        let core_extra = vec![
-            "--committed-window-bytes=1073741824".to_string(),
-            format!("--retention-rounds={CHAOS_RETENTION_ROUNDS}"),
-        ];
+        // Payloads of committed entries kept long enough for the followers to read every
+        // transaction (the workload check). Retention is the default: a core away longer than
+        // it covers comes back through a checkpoint.
+        let core_extra = vec!["--committed-window-bytes=1073741824".to_string()];
         let spec = Spec {
             cores: n,
             drivers,
@@ -173,6 +170,9 @@ impl<'a> Chaos<'a> {
     fn perturb(&mut self) -> anyhow::Result<Vec<Step>> {
         let mut steps = Vec::new();
         self.kill_and_restart_each_core(&mut steps)?;
+        if self.args.chaos_away_s > 0 {
+            self.away_under_load(&mut steps)?;
+        }
         self.freeze_a_core(&mut steps)?;
         self.kill_a_driver(&mut steps)?;
         self.restart_every_core(&mut steps)?;
@@ -190,6 +190,41 @@ impl<'a> Chaos<'a> {
             record(steps, what, r);
             std::thread::sleep(Duration::from_secs(2));
         }
+        Ok(())
+    }
+
+    /// kill -9 a core, keep it away under load for `--chaos-away-s`, restart it from its store:
+    /// it is back once within 2 rounds of the others, and then the gap its install left must be
+    /// filled too (its `gap_entries` gauge back at 0 after at least one install).
+    fn away_under_load(&mut self, steps: &mut Vec<Step>) -> anyhow::Result<()> {
+        let i = 1;
+        let away = self.args.chaos_away_s;
+        self.cores[i].kill();
+        std::thread::sleep(Duration::from_secs(away));
+        self.cores[i] = self.bed.start_core(i)?;
+        let since = Instant::now();
+        let r = self.recovery(i);
+        let what = format!("core {i}: SIGKILL, away {away} s under load, restart from its store");
+        record(steps, what, r);
+        let port = self.bed.core_metrics[i];
+        let mut filled = None;
+        while since.elapsed() < RECOVERY_LIMIT {
+            let installed = self.metric(port, "sleepyseal_core_checkpoints_installed_total");
+            let open = self.metric(port, "sleepyseal_core_gap_entries");
+            if installed.is_some_and(|n| n > 0) && open == Some(0) {
+                filled = Some(since.elapsed().as_secs_f64());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let entries = self.metric(port, "sleepyseal_core_gap_entries_filled_total");
+        let what = format!(
+            "core {i}: the gap its checkpoint install left filled ({} entries; seconds from its \
+             restart)",
+            entries.map_or("?".into(), |e| e.to_string())
+        );
+        record(steps, what, filled);
+        std::thread::sleep(Duration::from_secs(2));
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 
 mod progress;
 mod run;
+pub mod store;
 
 pub use run::run_config;
 

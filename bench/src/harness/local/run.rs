@@ -14,6 +14,7 @@ use sleepyseal_net::{Clients, NetLimits};
 use tokio::runtime::Runtime;
 
 use super::progress::Progress;
+use super::store::StoreSampler;
 use crate::harness::args::LocalArgs;
 use crate::harness::report::{
     self, CoreFlow, CoreTotals, LoadSummary, ProcessSamples, Report, RunConfig,
@@ -42,7 +43,13 @@ pub fn run_once(
     let mut watcher = Watcher::start(rt, &run.clients, watched, schedule.observed());
     let load_outputs = run.start_loads(rate, dir, &schedule)?;
     let mut progress = Progress::new(schedule.load_seconds);
-    let window = run.measure(&schedule, &watcher, &mut progress, interrupted)?;
+    let mut stores = StoreSampler::new(
+        (0..args.cores)
+            .map(|i| run.bed.dir.join(format!("store-{i}")))
+            .collect(),
+    );
+    let window = run.measure(&schedule, &watcher, &mut progress, &mut stores, interrupted)?;
+    let store_bound = run.store_bound();
     let loads = run.wait_for_loads(&load_outputs);
     let accepted: u64 = loads.iter().map(|l| l.accepted).sum();
     drain(args, &watcher, &mut progress, accepted, interrupted);
@@ -61,14 +68,17 @@ pub fn run_once(
         flow_end: window.end.flow,
     };
     let observed = watcher.observed();
-    Ok(report::build(
+    let mut report = report::build(
         run_config(args, rate, watched),
         core_totals,
         &observed,
         &loads,
         accepted,
         &samples,
-    ))
+    );
+    stores.write_csv(&dir.join("store-sizes.csv"))?;
+    report.store = stores.growth(store_bound.unwrap_or(0));
+    Ok(report)
 }
 
 /// Writes back the page cache before a run starts. Every core fsyncs each group commit, so
@@ -330,6 +340,7 @@ impl<'a> Run<'a> {
         schedule: &Schedule,
         watcher: &Watcher,
         progress: &mut Progress,
+        stores: &mut StoreSampler,
         interrupted: &AtomicBool,
     ) -> anyhow::Result<Window> {
         let started = Instant::now();
@@ -357,6 +368,7 @@ impl<'a> Run<'a> {
                 end = Some(self.edge());
             }
             progress.show(&watcher.observed(), now);
+            stores.maybe_sample();
             for p in self.procs.loads.iter_mut() {
                 p.sample_rss();
             }
@@ -383,6 +395,14 @@ impl<'a> Run<'a> {
             flow: texts.map(|t| CoreFlow::from_metrics(&t)),
             ..edge
         }
+    }
+
+    /// The sum of a live core's configured storage bounds, from its metrics.
+    fn store_bound(&self) -> Option<u64> {
+        let i = (0..self.procs.cores.len()).find(|i| self.procs.cores[*i].is_some())?;
+        let text = testbed::scrape(self.rt, self.bed.core_metrics[i], Duration::from_secs(1))?;
+        sleepyseal_net::metrics::sample(&text, "sleepyseal_core_store_bound_bytes")
+            .map(|v| v as u64)
     }
 
     /// Kills the `--crash` cores (SIGKILL).

@@ -201,6 +201,9 @@ pub struct Report {
     /// What moving one transaction cost (absent when `/proc` was not sampled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_path: Option<DataPath>,
+    /// The cores' store sizes over the load, against their configured bound (`local` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::harness::local::store::StoreGrowth>,
 }
 
 /// Computes the report of a run.
@@ -271,6 +274,7 @@ pub fn build(
         data_path: data_path::data_path(samples, o, config.cores - config.crash, window_s),
         config,
         cluster: None,
+        store: None,
     }
 }
 

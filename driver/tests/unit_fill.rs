@@ -1,0 +1,139 @@
+//! Gap fills as a driver runs them (PROTOCOL.md §8a.5): for a core whose summary shows a gap,
+//! a read of the entries just below its verified part from another core, then those entries,
+//! newest first, to the core; a refused step tries another source.
+
+mod support;
+
+use sleepyseal_core::messages::PayloadRef;
+use sleepyseal_core::protocol::{CommittedEntry, CommittedView, Gap, RequestBody, Response};
+use sleepyseal_core::{AuthorityIndex, CoreError, Digest, Millis, Round};
+use sleepyseal_driver::state::{fill_range, DriverConfig, DriverState, Outgoing, FILL_BATCH};
+use support::Cores;
+
+const GAPPED: AuthorityIndex = AuthorityIndex(3);
+
+fn entries(from: u64, to: u64) -> Vec<CommittedEntry> {
+    (from..to)
+        .map(|index| CommittedEntry {
+            index,
+            round: Round(index),
+            author: AuthorityIndex((index % 4) as u16),
+            digest: Digest([index as u8; 32]),
+            payload: PayloadRef {
+                digest: Digest([1; 32]),
+                len: 0,
+            },
+            commit_hash: Digest([(index >> 8) as u8; 32]),
+            leader_round: Round(index),
+            is_leader: false,
+            created_at_ms: index,
+        })
+        .collect()
+}
+
+/// The request the driver sends for the gapped core (on its behalf or to it).
+fn for_gapped(out: &[Outgoing]) -> Option<&Outgoing> {
+    out.iter().find(|o| {
+        matches!(
+            o.request.body,
+            RequestBody::ReadCommitted { .. } | RequestBody::FillLog { .. }
+        )
+    })
+}
+
+#[test]
+fn fill_steps_end_below_the_gap_and_stay_within_a_read() {
+    // Far from the bottom: a batch, its lowest entry only vouching for the one above it.
+    let gap = Gap {
+        old_index: 10,
+        next: 5_000,
+    };
+    assert_eq!(fill_range(gap), (5_000 - FILL_BATCH, FILL_BATCH));
+    // At the bottom: down to the entry below the gap, which anchors the chain at the core's
+    // own old state.
+    let gap = Gap {
+        old_index: 10,
+        next: 300,
+    };
+    assert_eq!(fill_range(gap), (9, 291));
+    // A gap from the very start has no entry below it.
+    let gap = Gap {
+        old_index: 0,
+        next: 5,
+    };
+    assert_eq!(fill_range(gap), (0, 5));
+    assert!(FILL_BATCH as usize <= sleepyseal_core::limits::MAX_COMMITTED_PER_READ);
+}
+
+#[test]
+fn a_driver_reads_the_gap_elsewhere_and_hands_it_over_newest_first() {
+    let mut cores = Cores::new(4);
+    let mut driver = DriverState::new(cores.committee.clone(), DriverConfig::default(), 0);
+    let Response::Summary(mut summary) = cores.handle(
+        Millis(1),
+        GAPPED,
+        RequestBody::GetState {
+            with_payload: false,
+        },
+    ) else {
+        panic!("a summary")
+    };
+    summary.gap = Some(Gap {
+        old_index: 10,
+        next: 5_000,
+    });
+    driver.on_response(Millis(1), u64::MAX, GAPPED, Response::Summary(summary));
+    let out = driver.poll(Millis(100));
+    let read = for_gapped(&out).expect("a read for the gap");
+    assert_ne!(read.core, GAPPED, "read from another core");
+    let (from, count) = fill_range(Gap {
+        old_index: 10,
+        next: 5_000,
+    });
+    assert_eq!(
+        read.request.body,
+        RequestBody::ReadCommitted {
+            from_index: from,
+            max: count as u32,
+            view: CommittedView::Digests,
+            wait_ms: 0,
+        }
+    );
+    let source = read.core;
+    let served = entries(from, 5_000);
+    driver.on_response(
+        Millis(101),
+        read.id,
+        source,
+        Response::Committed {
+            entries: served.clone(),
+            payloads: Vec::new(),
+            prefixes: Vec::new(),
+        },
+    );
+    let out = driver.poll(Millis(102));
+    let fill = for_gapped(&out).expect("the fill");
+    assert_eq!(fill.core, GAPPED);
+    let RequestBody::FillLog { entries: sent } = &fill.request.body else {
+        panic!("{:?}", fill.request.body)
+    };
+    let mut newest_first = served;
+    newest_first.reverse();
+    assert_eq!(sent, &newest_first);
+    // Refused (the source served entries that do not link): the next read goes elsewhere.
+    driver.on_response(
+        Millis(103),
+        fill.id,
+        GAPPED,
+        Response::Error(CoreError::InvalidFill { next: 5_000 }),
+    );
+    assert_eq!(driver.fill_counts().steps_refused, 1);
+    let out = driver.poll(Millis(200));
+    let again = for_gapped(&out).expect("another read");
+    assert!(matches!(
+        again.request.body,
+        RequestBody::ReadCommitted { .. }
+    ));
+    assert_ne!(again.core, source, "another source");
+    assert_ne!(again.core, GAPPED);
+}
