@@ -72,6 +72,8 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         let mut printed = 0u64;
+        // The last gap reported (said once, not at every read while it fills).
+        let mut filling_reported = None;
         'follow: loop {
             let followed = tokio::select! {
                 _ = &mut shutdown => break,
@@ -91,9 +93,21 @@ pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
                     from_index,
                     first_index,
                 } => tracing::warn!(
-                    "entries {from_index}..{first_index} are not served by core {core} (evicted, or a gap \
-                     a checkpoint install left and a fill has not brought yet); skipping ahead"
+                    "entries {from_index}..{first_index} are not served by core {core} (evicted, or a \
+                     gap a checkpoint install left that no fill brought); skipping ahead"
                 ),
+                Followed::Filling {
+                    from_index,
+                    filled_from,
+                } => {
+                    if filling_reported != Some(from_index) {
+                        filling_reported = Some(from_index);
+                        tracing::warn!(
+                            "core {core} is filling entries {from_index}..{filled_from} (a gap a \
+                             checkpoint install left); waiting for them"
+                        );
+                    }
+                }
                 Followed::Failed(FollowError::Unexpected(reply)) => {
                     tracing::warn!("unexpected reply: {reply:?}")
                 }

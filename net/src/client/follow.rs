@@ -63,8 +63,7 @@ pub enum MissingPayload {
 #[derive(Debug)]
 pub enum Followed {
     /// Entries in index order, consecutive and following those delivered before. Empty when the
-    /// long poll ended without news, the first entry is held back for its payload, or the core
-    /// is still filling the entries next in line.
+    /// long poll ended without news or the first entry is held back for its payload.
     Entries(Vec<FollowedEntry>),
     /// The core no longer retains `from_index..first_index`: the follower skipped them.
     Evicted {
@@ -72,6 +71,14 @@ pub enum Followed {
         from_index: u64,
         /// The core's oldest retained index, where the follower goes on.
         first_index: u64,
+    },
+    /// The core is filling the entries from `from_index` (a gap a checkpoint install left): the
+    /// follower reads them again after [`FollowOptions::retry_after`], skipping nothing.
+    Filling {
+        /// The next index to deliver.
+        from_index: u64,
+        /// The lowest index the core holds above the part still open.
+        filled_from: u64,
     },
     /// The read failed; the next one comes after [`FollowOptions::retry_after`].
     Failed(FollowError),
@@ -182,7 +189,9 @@ impl CommittedFollower {
             Ok(Response::Error(CoreError::CommittedEvicted { first_index })) => {
                 self.state.evicted(first_index)
             }
-            Ok(Response::Error(CoreError::CommittedGapOpen { .. })) => self.state.gap_open(),
+            Ok(Response::Error(CoreError::CommittedGapOpen { filled_from })) => {
+                self.state.filling(filled_from)
+            }
             Ok(other) => self.state.failed(FollowError::Unexpected(Box::new(other))),
             Err(e) => self.state.failed(FollowError::Client(e)),
         }
@@ -360,9 +369,12 @@ impl FollowState {
     }
 
     /// The entries to read next are being filled: nothing now, read again after a pause.
-    fn gap_open(&mut self) -> Followed {
+    fn filling(&mut self, filled_from: u64) -> Followed {
         self.pause = Some(self.options.retry_after);
-        Followed::Entries(Vec::new())
+        Followed::Filling {
+            from_index: self.next_index,
+            filled_from,
+        }
     }
 
     fn failed(&mut self, error: FollowError) -> Followed {
@@ -438,6 +450,42 @@ mod tests {
         assert!(matches!(out[0].payload, EntryPayload::Missing));
         assert_eq!((out[0].first_seen, out[1].first_seen), (t0, t1));
         assert!(s.held.is_none());
+    }
+
+    #[test]
+    fn a_gap_being_filled_is_waited_for_and_an_evicted_range_skipped() {
+        let mut s = FollowState::new(10, options(MissingPayload::Deliver));
+        // The core fills 10..40: the follower stays at 10, pauses and reads again.
+        let f = s.filling(40);
+        assert!(matches!(
+            f,
+            Followed::Filling {
+                from_index: 10,
+                filled_from: 40
+            }
+        ));
+        assert_eq!(
+            (s.next_index, s.pause),
+            (10, Some(Duration::from_millis(100)))
+        );
+        // Filled: the entries come in order from 10, none skipped.
+        let out = s.take(
+            vec![entry(10, None), entry(11, None)],
+            &Got::default(),
+            SystemTime::now(),
+            Instant::now(),
+        );
+        assert_eq!(indices(&out), [10, 11]);
+        // Gone for good: skipped, once.
+        let e = s.evicted(50);
+        assert!(matches!(
+            e,
+            Followed::Evicted {
+                from_index: 12,
+                first_index: 50
+            }
+        ));
+        assert_eq!(s.next_index, 50);
     }
 
     #[test]

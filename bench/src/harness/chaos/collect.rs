@@ -172,8 +172,8 @@ async fn follow(
                 let mut c = collected.lock().expect("not poisoned");
                 c.evicted[i] += first_index.saturating_sub(from_index);
             }
-            // Down, frozen or restarting: the follower tries again shortly.
-            Followed::Failed(_) => {}
+            // Down, frozen, restarting or filling a gap: the follower tries again shortly.
+            Followed::Filling { .. } | Followed::Failed(_) => {}
         }
     }
 }

@@ -114,8 +114,9 @@ async fn follow(
                 let mut o = observed.lock().expect("not poisoned");
                 o.evicted += first_index.saturating_sub(from_index);
             }
-            // Read again after the follower's pause; a dead core shows in the processes.
-            Followed::Failed(_) => {}
+            // Read again after the follower's pause; a dead core shows in the processes, a
+            // filling one in its gap gauge.
+            Followed::Filling { .. } | Followed::Failed(_) => {}
         }
     }
 }
