@@ -65,6 +65,30 @@ fn sync_built(
     response
 }
 
+/// Core 3 of a 4-core committee (gc depth 4) with `config` that synced 30 full rounds: the
+/// core, its store, the committee and a verifier.
+fn synced_core(config: CoreConfig) -> (Core, MemStore, Arc<Committee>, Verifier) {
+    let c = committee_with_gc_depth(4, 2);
+    let (mut core, mut store) = core_in(&c, 3, config);
+    let verifier = Verifier::new(c.clone(), VerifierConfig::default());
+    let mut b = DagBuilder::new(c.clone());
+    b.full_rounds(30);
+    sync_built(&mut core, &mut store, &verifier, &b, 1);
+    (core, store, c, verifier)
+}
+
+/// Core 3 of `c` again, from what `store` holds.
+fn restarted(c: &Arc<Committee>, config: CoreConfig, store: &mut MemStore) -> Core {
+    Core::recover(
+        c.clone(),
+        default_schedule(c),
+        KeyPair::deterministic(0, 3),
+        config,
+        store.load().unwrap(),
+    )
+    .unwrap()
+}
+
 fn round_one_header(author: u16, payload: &Payload) -> sleepyseal_core::SignedHeader {
     let c = committee(4);
     let mut b = DagBuilder::new(c);
@@ -252,17 +276,12 @@ fn verify_many_agrees_with_verify() {
 /// payload (even far below the GC floor). A restart rebuilds the same window.
 #[test]
 fn committed_window_is_bounded_and_keeps_payloads() {
-    let c = committee_with_gc_depth(4, 2);
     let config = CoreConfig {
         retention_rounds: 0,
         committed_window_entries: 40,
         ..CoreConfig::default()
     };
-    let (mut core, mut store) = core_in(&c, 3, config.clone());
-    let verifier = Verifier::new(c.clone(), VerifierConfig::default());
-    let mut b = DagBuilder::new(c.clone());
-    b.full_rounds(30);
-    sync_built(&mut core, &mut store, &verifier, &b, 1);
+    let (mut core, mut store, c, verifier) = synced_core(config.clone());
     let total = core.consensus().consensus_index;
     let base = core.committed_base();
     assert!(total > 40, "committed {total}");
@@ -325,16 +344,9 @@ fn committed_window_is_bounded_and_keeps_payloads() {
         }
     }
     // A restart serves the same window.
-    let mut restarted = Core::recover(
-        c.clone(),
-        default_schedule(&c),
-        KeyPair::deterministic(0, 3),
-        config,
-        store.load().unwrap(),
-    )
-    .unwrap();
-    assert_eq!(restarted.committed_base(), base);
-    assert_eq!(read(&mut restarted, base), retained);
+    let mut again = restarted(&c, config, &mut store);
+    assert_eq!(again.committed_base(), base);
+    assert_eq!(read(&mut again, base), retained);
 }
 
 /// A core holding a quorum of a round waits (up to `straggler_wait_ms`) for the certificate of an
@@ -531,17 +543,12 @@ fn the_batch_grows_with_the_backlog_and_admission_is_bounded() {
 /// entries a gap fill or a reader needs. A restart keeps both.
 #[test]
 fn committed_entries_outlive_their_payloads() {
-    let c = committee_with_gc_depth(4, 2);
     let config = CoreConfig {
         retention_rounds: 0,
         committed_window_bytes: 1,
         ..CoreConfig::default()
     };
-    let (mut core, mut store) = core_in(&c, 3, config.clone());
-    let verifier = Verifier::new(c.clone(), VerifierConfig::default());
-    let mut b = DagBuilder::new(c.clone());
-    b.full_rounds(30);
-    sync_built(&mut core, &mut store, &verifier, &b, 1);
+    let (core, mut store, c, _) = synced_core(config.clone());
     let total = core.consensus().consensus_index;
     assert!(total > 40, "committed {total}");
     assert_eq!(core.committed_base(), 0, "every entry retained");
@@ -561,13 +568,6 @@ fn committed_entries_outlive_their_payloads() {
             .all(|e| core.payload(&e.payload.digest).is_some()),
         "payloads of entries at or above gc_round stay"
     );
-    let restarted = Core::recover(
-        c.clone(),
-        default_schedule(&c),
-        KeyPair::deterministic(0, 3),
-        config,
-        store.load().unwrap(),
-    )
-    .unwrap();
-    assert_eq!(restarted.committed_from(0, usize::MAX).unwrap(), entries);
+    let again = restarted(&c, config, &mut store);
+    assert_eq!(again.committed_from(0, usize::MAX).unwrap(), entries);
 }

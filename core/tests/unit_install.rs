@@ -346,16 +346,13 @@ fn an_install_resumes_at_the_certified_state_and_survives_a_restart() {
     // A read in the gap waits while the gap moves (the fill brings it from the base down);
     // what the core committed before stays.
     assert!(late.core.committed_from(0, 1).is_ok_and(|e| e.len() == 1));
-    let r = late.ask(
-        &c,
-        101,
-        RequestBody::ReadCommitted {
-            from_index: old.consensus_index,
-            max: 10,
-            view: sleepyseal_core::protocol::CommittedView::Digests,
-            wait_ms: 0,
-        },
-    );
+    let read_gap = RequestBody::ReadCommitted {
+        from_index: old.consensus_index,
+        max: 10,
+        view: sleepyseal_core::protocol::CommittedView::Digests,
+        wait_ms: 0,
+    };
+    let r = late.ask(&c, 101, read_gap.clone());
     assert!(
         matches!(r, Response::Error(CoreError::CommittedGapOpen { filled_from }) if filled_from == state.consensus_index),
         "{r:?}"
@@ -425,16 +422,7 @@ fn an_install_resumes_at_the_certified_state_and_survives_a_restart() {
     assert!(pending_before > 0);
     // A gap that did not move for FILL_TIMEOUT (counted from the first request after the
     // restart, at 1) is given up: a reader in it skips to the base instead of waiting forever.
-    let r = late.ask(
-        &c,
-        1 + 1_000,
-        RequestBody::ReadCommitted {
-            from_index: old.consensus_index,
-            max: 10,
-            view: sleepyseal_core::protocol::CommittedView::Digests,
-            wait_ms: 0,
-        },
-    );
+    let r = late.ask(&c, 1 + 1_000, read_gap);
     assert!(
         matches!(r, Response::Error(CoreError::CommittedEvicted { first_index }) if first_index == state.consensus_index),
         "{r:?}"
