@@ -176,11 +176,13 @@ fn default_figures_at_a_light_load() {
     for file in ["report.json", "summary.txt", "timeline.svg", "load-0.json"] {
         assert!(dir.join(file).exists(), "{file} missing");
     }
-    let svg = std::fs::read_to_string(dir.join("timeline.svg")).unwrap();
-    assert!(
-        svg.starts_with("<svg") && svg.contains("polyline"),
-        "timeline.svg has no line"
-    );
+    for plot in ["timeline.svg", "store-sizes.svg"] {
+        let svg = std::fs::read_to_string(dir.join(plot)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("polyline"),
+            "{plot} has no line"
+        );
+    }
     for i in 0..4 {
         let metrics = std::fs::read_to_string(dir.join(format!("metrics/core-{i}.prom"))).unwrap();
         let committed = metrics

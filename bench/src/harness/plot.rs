@@ -1,5 +1,5 @@
 //! SVG plots of benchmark reports (plotters): throughput and latency over time for one run,
-//! latency against throughput for a sweep.
+//! the cores' store sizes against their bound, latency against throughput for a sweep.
 
 use std::path::Path;
 
@@ -140,6 +140,57 @@ fn per_second_chart<'a, 'b>(
         .draw()
         .map_err(err)?;
     Ok(chart)
+}
+
+/// Each core's store size (MiB) over the run, against the bound its settings give (dashed; not
+/// drawn when unknown, `bound_bytes` 0). `samples`: seconds since the load started, each core's
+/// store bytes then.
+pub fn store_sizes(
+    path: &Path,
+    samples: &[(f64, Vec<u64>)],
+    bound_bytes: u64,
+) -> anyhow::Result<()> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT / 2 + 120)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let seconds = samples.last().map_or(1.0, |(t, _)| t.max(1.0));
+    let largest = samples
+        .iter()
+        .flat_map(|(_, sizes)| sizes.iter().copied())
+        .max()
+        .unwrap_or(0)
+        .max(bound_bytes) as f64
+        / MIB;
+    let cores = samples.first().map_or(0, |(_, sizes)| sizes.len());
+    let caption = format!("store size of each of {cores} cores against the bound of its settings");
+    let mut chart = per_second_chart(&root, caption, seconds, largest.max(1.0) * 1.1, "MiB")?;
+    for i in 0..cores {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                samples.iter().map(|(t, sizes)| (*t, sizes[i] as f64 / MIB)),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(format!("core {i}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    if bound_bytes > 0 {
+        let bound = bound_bytes as f64 / MIB;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, bound), (seconds, bound)],
+                6,
+                4,
+                BLACK.stroke_width(1),
+            ))
+            .map_err(err)?
+            .label("bound")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    }
+    legend(&mut chart)?;
+    root.present().map_err(err)?;
+    Ok(())
 }
 
 /// End-to-end latency (p50 and p99) against end-to-end throughput, one point per rate.

@@ -77,7 +77,11 @@ pub fn run_once(
         &samples,
     );
     stores.write_csv(&dir.join("store-sizes.csv"))?;
-    report.store = stores.growth(store_bound.unwrap_or(0));
+    let bound = store_bound.unwrap_or(0);
+    if stores.samples().len() >= 2 {
+        crate::harness::plot::store_sizes(&dir.join("store-sizes.svg"), stores.samples(), bound)?;
+    }
+    report.store = stores.growth(bound);
     Ok(report)
 }
 

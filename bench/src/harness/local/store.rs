@@ -70,6 +70,11 @@ impl StoreSampler {
             .push((now.duration_since(self.started).as_secs_f64(), sizes));
     }
 
+    /// Seconds since the load started, and each core's store bytes then.
+    pub fn samples(&self) -> &[(f64, Vec<u64>)] {
+        &self.samples
+    }
+
     /// Writes `seconds,core0,core1,...` lines to `path`.
     pub fn write_csv(&self, path: &Path) -> std::io::Result<()> {
         let mut text = String::from("seconds");
