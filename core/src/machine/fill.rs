@@ -67,7 +67,6 @@ impl Core {
         let record = self.install.as_mut().expect("an open gap has a record");
         record.fill_next = next;
         record.fill_hash = hash;
-        self.fill_since = Some(now);
         self.gap_moved_at = Some(now);
         if next == old_index {
             // The gap is whole: an undecided own header it lacks was never committed.

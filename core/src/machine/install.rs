@@ -209,7 +209,6 @@ impl Core {
         tx.batch.put(keys::install(), record.to_bytes());
         self.install = Some(record);
         self.awaiting_fill = self.own.values().any(|o| o.undecided);
-        self.fill_since = Some(now);
         self.gap_moved_at = Some(now);
         self.counters.checkpoints_installed += 1;
         // 4. `last_voted` is untouched; the core's round stays its latest own header's, and
@@ -223,12 +222,11 @@ impl Core {
         if !self.awaiting_fill {
             return;
         }
-        let since = *self.fill_since.get_or_insert(now);
+        let since = *self.gap_moved_at.get_or_insert(now);
         if now.since(since) < self.config.fill_timeout_ms {
             return;
         }
         self.awaiting_fill = false;
-        self.fill_since = None;
         self.release_undecided(true, tx);
     }
 

@@ -222,11 +222,9 @@ pub struct Core {
     install: Option<InstallRecord>,
     /// Whether undecided own headers wait for the gap's fill.
     awaiting_fill: bool,
-    /// Since when they wait (FILL_TIMEOUT; not persisted: after a restart the wait starts
-    /// again at the first request).
-    fill_since: Option<Millis>,
-    /// When the open gap last moved (the install, a fill step; after a restart, the first
-    /// request): a read in the gap is told to wait until FILL_TIMEOUT past it, then to skip.
+    /// When the open gap last moved (the install, a fill step; not persisted: after a restart,
+    /// the first request). FILL_TIMEOUT past it, undecided own headers stop waiting and a read
+    /// in the gap is told to skip instead of to wait.
     gap_moved_at: Option<Millis>,
     /// Why the core stopped, if it did: every request is then refused with `Halted`.
     halted: Option<String>,
@@ -378,10 +376,10 @@ impl Core {
         if let Some(reason) = &self.halted {
             return (Response::Error(CoreError::Halted(reason.clone())), tx.batch);
         }
-        self.expire_undecided(now, &mut tx);
         if self.open_gap().is_some() {
             self.gap_moved_at.get_or_insert(now);
         }
+        self.expire_undecided(now, &mut tx);
         let response = match body {
             RequestBody::GetState { with_payload } => {
                 let status = self.advance(now, &mut tx);

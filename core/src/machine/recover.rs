@@ -203,7 +203,6 @@ impl Core {
             counters: CoreCounters::default(),
             install: None,
             awaiting_fill: false,
-            fill_since: None,
             gap_moved_at: None,
             halted: None,
             fill_rule: super::fill::link_down,
