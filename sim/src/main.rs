@@ -188,6 +188,9 @@ struct Summary {
     rejoin_rounds_median: u64,
     rejoin_rounds_max: u64,
     not_rejoined: u64,
+    /// Seeds that stayed live but ended with a restarted core not back or a gap still open (the
+    /// first 20), to replay.
+    lagging_seeds: Vec<u64>,
     wall_s: f64,
     /// With --byzantine: the figures of the seeds of each behaviour.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -466,6 +469,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         rejoin_rounds_median: 0,
         rejoin_rounds_max: 0,
         not_rejoined: 0,
+        lagging_seeds: Vec::new(),
         wall_s,
         per_behaviour: Vec::new(),
     };
@@ -507,6 +511,9 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 s.forged_fills += r.forged_fills;
                 s.install_crashes += r.install_crashes;
                 s.not_rejoined += r.not_rejoined;
+                if r.live && r.violations.is_empty() && (r.not_rejoined > 0 || r.gaps_open > 0) {
+                    s.lagging_seeds.push(r.seed);
+                }
                 rejoins.extend(&r.rejoin_rounds);
             }
         }
@@ -518,6 +525,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
     s.rejoin_rounds_median = rejoins.get(rejoins.len() / 2).copied().unwrap_or(0);
     s.rejoin_rounds_max = rejoins.last().copied().unwrap_or(0);
     s.failing_seeds.truncate(20);
+    s.lagging_seeds.truncate(20);
     s
 }
 
@@ -612,6 +620,12 @@ fn print_readable(args: &SimArgs, s: &Summary) {
         println!(
             "  failing seeds (replay with --seed N --seeds 1): {:?}",
             s.failing_seeds
+        );
+    }
+    if !s.lagging_seeds.is_empty() {
+        println!(
+            "  seeds with a core not back or a gap open (replay with --seed N --seeds 1): {:?}",
+            s.lagging_seeds
         );
     }
 }

@@ -222,6 +222,11 @@ impl DriverState {
             view.catch_up = super::catch_up::CatchUp::FetchFromFloor;
         } else {
             self.checkpoint_counts.installs_refused += 1;
+            // The core is not where this driver's summary says (most often another driver
+            // installed that checkpoint first): ask it before anything else. On the old summary
+            // catch-up would start again below what the others retain, be refused, and offer
+            // the same install again, without end.
+            view.summary = None;
         }
     }
 }
