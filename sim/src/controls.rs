@@ -148,6 +148,23 @@ fn fill_without_chain_check(seed: u64) -> SimConfig {
     }
 }
 
+fn install_resets_last_voted(seed: u64) -> SimConfig {
+    // A core restarted after a short outage lags more than GC_DEPTH commit rounds; the eager
+    // installer gives it the oldest real checkpoint it must take, whose floor lies among the
+    // core's latest own headers. Cores whose install forgets what they signed above the
+    // checkpoint sign a second header for a round they had signed.
+    SimConfig {
+        cores: 4,
+        restart: 1,
+        byzantine: 1,
+        behaviour: Behaviour::EagerInstalls,
+        seed,
+        rounds: 60,
+        mutant: Mutant::InstallResetsLastVoted,
+        ..SimConfig::default()
+    }
+}
+
 fn without_mutant(make: fn(u64) -> SimConfig, seed: u64) -> SimConfig {
     SimConfig {
         mutant: Mutant::None,
@@ -206,6 +223,14 @@ pub fn all() -> Vec<Control> {
             limit: 30,
             make: fill_without_chain_check,
             baseline: Some(|s| without_mutant(fill_without_chain_check, s)),
+        },
+        Control {
+            name: "install_resets_last_voted",
+            what: "an install forgets the core's votes and own headers above the checkpoint, \
+                   with an eager installer and restarts",
+            limit: 100,
+            make: install_resets_last_voted,
+            baseline: Some(|s| without_mutant(install_resets_last_voted, s)),
         },
         Control {
             name: "amnesia_undeclared",

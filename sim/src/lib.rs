@@ -92,16 +92,21 @@ pub enum Behaviour {
     /// A hostile driver that hands cores with an open gap damaged fills: truncated, reordered,
     /// wrongly anchored, or with fields changed under honest hashes (`world/forged_fills.rs`).
     ForgedFills,
+    /// A hostile driver that installs, at every honest core more than GC_DEPTH behind the
+    /// newest certified checkpoint, the oldest real certificate that core must take (or the
+    /// newest it must refuse as `NotNeeded`): installs at cores barely behind, whose votes and
+    /// own headers lie above the new floor (`world/eager_installs.rs`).
+    EagerInstalls,
     /// Any mix: each of the K Byzantine cores runs a different core behaviour (rotating with the
     /// seed), beside one hostile driver of a driver behaviour (rotating too).
     Mixed,
 }
 
 impl Behaviour {
-    /// Every misbehaviour, for `--behaviour all` (seed s runs the (s mod 20)-th): the core
+    /// Every misbehaviour, for `--behaviour all` (seed s runs the (s mod 21)-th): the core
     /// behaviours, the twins, the driver behaviours, then the mix.
-    pub const ALL: [Behaviour; 20] = {
-        let mut all = [Behaviour::Honest; 20];
+    pub const ALL: [Behaviour; 21] = {
+        let mut all = [Behaviour::Honest; 21];
         let mut i = 0;
         while i < Behaviour::CORES.len() {
             all[i] = Behaviour::CORES[i];
@@ -114,7 +119,7 @@ impl Behaviour {
             all[12 + j] = Behaviour::DRIVERS[j];
             j += 1;
         }
-        all[19] = Behaviour::Mixed;
+        all[20] = Behaviour::Mixed;
         all
     };
 
@@ -133,7 +138,7 @@ impl Behaviour {
     ];
 
     /// The behaviours of hostile drivers (what `Mixed` draws from).
-    pub const DRIVERS: [Behaviour; 7] = [
+    pub const DRIVERS: [Behaviour; 8] = [
         Behaviour::OmitLeader,
         Behaviour::ReplayBundles,
         Behaviour::ReorderBundles,
@@ -141,6 +146,7 @@ impl Behaviour {
         Behaviour::MixRounds,
         Behaviour::Garbage,
         Behaviour::ForgedFills,
+        Behaviour::EagerInstalls,
     ];
 
     /// The CLI name.
@@ -166,6 +172,7 @@ impl Behaviour {
             Behaviour::MixRounds => "mix-rounds",
             Behaviour::Garbage => "garbage",
             Behaviour::ForgedFills => "forged-fills",
+            Behaviour::EagerInstalls => "eager-installs",
             Behaviour::Mixed => "mixed",
         }
     }

@@ -111,10 +111,10 @@ struct SimArgs {
     byzantine: usize,
     /// What the Byzantine part does. Cores: withhold-votes, withhold-headers,
     /// invalid-signatures, stale-replies, amnesia, far-future-rounds, bad-parents, bad-payloads,
-    /// old-chains, forged-checkpoints,
-    /// twin, twins-scenario. Drivers: omit-leader, replay-bundles, reorder-bundles,
-    /// truncate-bundles, mix-rounds, garbage, forged-fills. Both: mixed (each Byzantine core a different core
-    /// behaviour, plus one hostile driver). Or all: seed s runs the (s mod 20)-th.
+    /// old-chains, forged-checkpoints, twin, twins-scenario. Drivers: omit-leader,
+    /// replay-bundles, reorder-bundles, truncate-bundles, mix-rounds, garbage, forged-fills,
+    /// eager-installs. Both: mixed (each Byzantine core a different core behaviour, plus one
+    /// hostile driver). Or all: seed s runs the (s mod 21)-th.
     #[arg(long, default_value = "all")]
     behaviour: String,
     /// Keep gc depth and retention at their defaults in every seed (by default two seeds in

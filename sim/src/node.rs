@@ -13,6 +13,7 @@ use sleepyseal_core::codec::{Decode, Encode};
 use sleepyseal_core::committee::LeaderSchedule;
 use sleepyseal_core::limits::MAX_PAYLOAD_BYTES;
 use sleepyseal_core::messages::{Header, ParentRef, PayloadRef};
+use sleepyseal_core::protocol::RequestBody;
 use sleepyseal_core::store::MemStore;
 use sleepyseal_core::{
     AuthorityIndex, Committee, Core, CoreConfig, CoreError, Digest, KeyPair, Millis, Payload,
@@ -65,6 +66,9 @@ pub struct SimCore {
     earlier: Vec<sleepyseal_core::CoreCounters>,
     /// Negative control: the core checks fills with this rule (see `planted`).
     pub fill_rule: Option<sleepyseal_core::machine::FillRule>,
+    /// Negative control: an install forgets what the core signed above the checkpoint
+    /// ([`crate::planted::forget_signed_at_install`]).
+    pub install_resets_last_voted: bool,
     /// Requests handled (Amnesia's clock).
     handled: u64,
     /// Earlier replies by kind (StaleReplies): the oldest is answered instead of the current.
@@ -113,6 +117,7 @@ impl SimCore {
             reply_before_write: false,
             behaviour: crate::Behaviour::Honest,
             fill_rule: None,
+            install_resets_last_voted: false,
             earlier: Vec::new(),
             handled: 0,
             stale: std::collections::HashMap::new(),
@@ -146,6 +151,11 @@ impl SimCore {
     /// says why) refuses to start, as the real process does: it stays down.
     pub fn restart(&mut self) {
         let entries = self.durable.load().expect("memory store loads");
+        self.recover(entries);
+    }
+
+    /// Builds the core from a store's entries (it stays down if the store says it halted).
+    fn recover(&mut self, entries: Vec<(Vec<u8>, Bytes)>) {
         let key = KeyPair::deterministic(self.key_seed, self.index);
         let core = match Core::recover(
             self.committee.clone(),
@@ -168,13 +178,28 @@ impl SimCore {
         let Some(core) = self.core.as_mut() else {
             return Handled::Down;
         };
-        let (response, batch) = match Request::from_bytes(bytes) {
+        let mut certified_own = None;
+        let (response, mut batch) = match Request::from_bytes(bytes) {
             Err(e) => (Response::Error(CoreError::Decode(e)), WriteBatch::new()),
-            Ok(request) => match self.verifier.verify(request) {
-                Err(e) => (Response::Error(e), WriteBatch::new()),
-                Ok(verified) => core.handle(now, verified),
-            },
+            Ok(request) => {
+                if let RequestBody::InstallCheckpoint { certificate } = &request.body {
+                    certified_own = certificate
+                        .state
+                        .last_committed
+                        .get(usize::from(self.index))
+                        .copied();
+                }
+                match self.verifier.verify(request) {
+                    Err(e) => (Response::Error(e), WriteBatch::new()),
+                    Ok(verified) => core.handle(now, verified),
+                }
+            }
         };
+        if let (true, Some(lc), Response::Summary(_)) =
+            (self.install_resets_last_voted, certified_own, &response)
+        {
+            self.forget_signed(lc, &mut batch);
+        }
         let response = self.misbehave(response);
         if self.behaviour == crate::Behaviour::Amnesia {
             self.handled += 1;
@@ -219,6 +244,36 @@ impl SimCore {
             start_sync: self.syncing.is_none(),
             early: None,
         }
+    }
+
+    /// The `install_resets_last_voted` control, after an install: its write also forgets what
+    /// the core signed above the certified `last_committed[self]`, and the core reloads from
+    /// its store with that write and every one still queued applied (its replies wait as usual).
+    fn forget_signed(&mut self, certified_own: Round, batch: &mut WriteBatch) {
+        let mut view = self.durable.clone();
+        let pending: Vec<WriteBatch> = self
+            .syncing
+            .iter()
+            .flatten()
+            .chain(&self.queued)
+            .map(|(b, _)| b.clone())
+            .chain([batch.clone()])
+            .collect();
+        view.commit(&pending).expect("memory store commits");
+        let entries = view.load().expect("memory store loads");
+        let forget = crate::planted::forget_signed_at_install(
+            AuthorityIndex(self.index),
+            certified_own,
+            &entries,
+        );
+        view.commit(std::slice::from_ref(&forget))
+            .expect("memory store commits");
+        batch.extend(forget);
+        if let Some(core) = &self.core {
+            self.earlier.push(*core.counters());
+        }
+        self.core = None;
+        self.recover(view.load().expect("memory store loads"));
     }
 
     /// Seeds the randomness of the misbehaviours with the run's seed.

@@ -3,7 +3,9 @@
 //! through the seams it exposes for the purpose: the threshold rule of a [`Committee`], the
 //! [`SignatureCheck`](sleepyseal_core::verify::SignatureCheck) of a
 //! [`Verifier`](sleepyseal_core::Verifier) and the [`LeaderSchedule`] of a core. The reply-before-
-//! write fault is the simulator's own (`node.rs` releases the reply before the simulated sync).
+//! write fault is the simulator's own (`node.rs` releases the reply before the simulated sync),
+//! and so is the install that forgets what the core signed (`node.rs` adds
+//! [`forget_signed_at_install`]'s writes to the install's and reloads the core).
 //!
 //! Every fault here names [`MARKER`], so a binary that links any of them contains that string:
 //! `scripts/check.sh` searches the `sleepyseal` node binary for it and fails if it is there.
@@ -96,6 +98,44 @@ pub fn accept_every_signature(items: &[SignatureItem<'_>], _chunk_size: usize) -
     vec![true; items.len()]
 }
 
+/// The writes of an install that rebuilds what the core signed from the certified state, given
+/// the core's whole store (`entries`, the install's write included): `last_voted` of every
+/// author cleared, own headers above the certified `last_committed[me]` (`certified_own`)
+/// forgotten, and the latest own header left, if any, made `last_voted[me]` again (the store
+/// stays loadable). To the reloaded core it never signed anything above the checkpoint.
+pub fn forget_signed_at_install(
+    me: AuthorityIndex,
+    certified_own: Round,
+    entries: &[(Vec<u8>, bytes::Bytes)],
+) -> sleepyseal_core::WriteBatch {
+    use sleepyseal_core::codec::Decode;
+    use sleepyseal_core::store::keys::{self, Table};
+    mark();
+    let mut batch = sleepyseal_core::WriteBatch::new();
+    let mut latest_kept: Option<(Round, bytes::Bytes)> = None;
+    for (key, value) in entries {
+        match Table::of(key) {
+            Some(Table::LastVoted) => batch.delete(key.clone()),
+            Some(Table::Own) => {
+                let Ok(signed) = sleepyseal_core::SignedHeader::from_bytes(value.clone()) else {
+                    continue;
+                };
+                let round = signed.header.round();
+                if round > certified_own {
+                    batch.delete(key.clone());
+                } else if latest_kept.as_ref().is_none_or(|(r, _)| *r < round) {
+                    latest_kept = Some((round, value.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((_, value)) = latest_kept {
+        batch.put(keys::last_voted(me), value);
+    }
+    batch
+}
+
 /// Negative controls: known bugs the checkers must catch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mutant {
@@ -120,6 +160,10 @@ pub enum Mutant {
     /// Cores take gap fills at the right indices without checking the commit chain (needs a
     /// fill forger, `forged-fills`, and a core away long enough to install a checkpoint).
     FillWithoutChainCheck,
+    /// An install resets what the core signed to the certified state: `last_voted` cleared and
+    /// own headers above the certified `last_committed[self]` forgotten (needs installs at cores
+    /// whose latest headers lie above the new floor: `eager-installs`).
+    InstallResetsLastVoted,
 }
 
 /// The leader schedule of the [`Mutant::HashMapOrderedLeader`] control: authorities ordered by a

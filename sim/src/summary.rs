@@ -40,6 +40,8 @@ pub(crate) struct Summary {
     forged_checkpoints: u64,
     /// Damaged fills handed to honest cores (`forged-fills`).
     forged_fills: u64,
+    /// Real certificates offered to honest cores as early as the rules allow (`eager-installs`).
+    eager_installs: u64,
     /// Crashes injected at installs (`--install-crashes`).
     install_crashes: u64,
     /// Rounds the others advanced from a restart until the restarted core was back within 2
@@ -134,6 +136,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         installs: 0,
         gap_entries_filled: 0,
         forged_fills: 0,
+        eager_installs: 0,
         install_crashes: 0,
         gaps_open: 0,
         possibly_duplicated: 0,
@@ -181,6 +184,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 s.possibly_duplicated += r.possibly_duplicated;
                 s.forged_checkpoints += r.forged_checkpoints;
                 s.forged_fills += r.forged_fills;
+                s.eager_installs += r.eager_installs;
                 s.install_crashes += r.install_crashes;
                 s.not_rejoined += r.not_rejoined;
                 if r.live && r.violations.is_empty() && (r.not_rejoined > 0 || r.gaps_open > 0) {
@@ -262,6 +266,12 @@ pub(crate) fn print_readable(args: &SimArgs, s: &Summary) {
             println!(
                 "  forged fills              {} handed to honest cores (S12 checks what they hold)",
                 s.forged_fills
+            );
+        }
+        if s.eager_installs > 0 {
+            println!(
+                "  early installs offered    {} (the oldest real certificate each core must take, or the newest it must refuse)",
+                s.eager_installs
             );
         }
         if s.install_crashes > 0 {

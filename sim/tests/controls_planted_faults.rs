@@ -3,11 +3,14 @@
 
 use sleepyseal_sim::{controls, run, SimConfig};
 
-/// Runs seeds until the checkers report a violation; returns how many seeds it took.
-fn seeds_to_catch(limit: u64, make: impl Fn(u64) -> SimConfig) -> Option<u64> {
-    (0..limit)
-        .find(|seed| !run(make(*seed)).violations.is_empty())
-        .map(|s| s + 1)
+/// Runs seeds until the checkers report a violation; returns how many seeds it took and the
+/// first violation.
+fn seeds_to_catch(limit: u64, make: impl Fn(u64) -> SimConfig) -> Option<(u64, String)> {
+    (0..limit).find_map(|seed| {
+        let report = run(make(seed));
+        let v = report.violations.first()?;
+        Some((seed + 1, format!("{} {}", v.invariant, v.detail)))
+    })
 }
 
 /// Runs negative control `name` (`sleepyseal_sim::controls`): the checkers must catch it
@@ -15,11 +18,14 @@ fn seeds_to_catch(limit: u64, make: impl Fn(u64) -> SimConfig) -> Option<u64> {
 fn control_is_caught(name: &str) {
     let c = controls::named(name);
     let needed = seeds_to_catch(c.limit, c.make);
-    println!("{name} caught after {needed:?} seeds");
+    match &needed {
+        Some((seeds, violation)) => println!("{name} caught after {seeds} seeds: {violation}"),
+        None => println!("{name} not caught"),
+    }
     assert!(needed.is_some(), "{name} not caught in {} seeds", c.limit);
     if let Some(baseline) = c.baseline {
         assert_eq!(
-            seeds_to_catch(10, baseline),
+            seeds_to_catch(10, baseline).map(|(_, v)| v),
             None,
             "{name}: baseline not clean"
         );
@@ -69,6 +75,11 @@ fn negative_control_local_gc_depth_is_caught() {
 #[test]
 fn negative_control_checkpoint_below_validity_is_caught() {
     control_is_caught("checkpoint_below_validity");
+}
+
+#[test]
+fn negative_control_install_resets_last_voted_is_caught() {
+    control_is_caught("install_resets_last_voted");
 }
 
 #[test]

@@ -78,7 +78,7 @@ behaviour_tests! {
     hostile_driver_mix_rounds => "mix-rounds",
     hostile_driver_garbage => "garbage",
     mixed_cores_and_driver => "mixed",
-    ; tested elsewhere: "forged-fills",
+    ; tested elsewhere: "forged-fills", "eager-installs",
 }
 
 /// The fill forger (a hostile driver) needs a gap to forge for: a core away for hundreds of
@@ -111,6 +111,43 @@ fn hostile_driver_forged_fills() {
     println!("forged fills: {forged} handed to honest cores, {filled} entries filled");
     assert!(forged > 0, "the forger never forged a fill");
     assert!(filled > 0, "no gap was filled");
+}
+
+/// The eager installer needs cores just over GC_DEPTH behind: restarts after short outages
+/// make them. It installs the oldest real checkpoint each must take (or offers the newest it
+/// must refuse), so the new floor lies among the core's latest votes and own headers. Honest
+/// cores stay safe and live (an install that forgot what the core signed would sign twice: the
+/// `install_resets_last_voted` control), every gap closes, and nothing is released as possibly
+/// duplicated.
+#[test]
+fn hostile_driver_eager_installs() {
+    let (mut offered, mut installs) = (0, 0);
+    for seed in 0..ci_seeds(30) {
+        let r = run(SimConfig {
+            cores: 4,
+            restart: 1,
+            byzantine: 1,
+            behaviour: sleepyseal_sim::Behaviour::EagerInstalls,
+            seed,
+            rounds: 60,
+            ..SimConfig::default()
+        });
+        assert_clean(&r);
+        assert_eq!(r.gaps_open, 0, "seed {seed}: a gap was never filled");
+        assert_eq!(
+            r.not_rejoined, 0,
+            "seed {seed}: a restarted core never came back"
+        );
+        assert_eq!(r.possibly_duplicated, 0, "seed {seed}");
+        offered += r.eager_installs;
+        installs += r.installs;
+    }
+    println!("eager installs: {offered} offered, {installs} installed");
+    assert!(
+        offered > 0,
+        "the eager installer never offered a certificate"
+    );
+    assert!(installs > 0, "no core installed a checkpoint");
 }
 
 /// The old-chain author (PROTOCOL.md §4.6): its chains from the GC floor reach the present and

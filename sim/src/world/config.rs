@@ -237,6 +237,9 @@ pub struct SimReport {
     pub forged_checkpoints: u64,
     /// Damaged fills handed to honest cores (`forged-fills`).
     pub forged_fills: u64,
+    /// Real checkpoint certificates offered to honest cores as early as the rules allow
+    /// (`eager-installs`).
+    pub eager_installs: u64,
     /// Crashes injected at installs (`install_crashes`).
     pub install_crashes: u64,
     /// Per restart: rounds the others advanced until the restarted core was back within 2

@@ -355,8 +355,10 @@ impl World {
         if let Some(author) = self.drivers[driver].checkpoint_forger {
             self.forge_checkpoint(driver, author);
         }
-        if self.drivers[driver].behaviour == Behaviour::ForgedFills {
-            self.forge_fills(driver);
+        match self.drivers[driver].behaviour {
+            Behaviour::ForgedFills => self.forge_fills(driver),
+            Behaviour::EagerInstalls => self.install_eagerly(driver),
+            _ => {}
         }
     }
 

@@ -10,6 +10,7 @@
 //! - `hostile`: hostile drivers and the forger;
 //! - `old_chain`: the adversary that extends old chains into the present (`old-chains`);
 //! - `forged_checkpoints`: forged checkpoint certificates offered to honest cores;
+//! - `eager_installs`: real checkpoint certificates installed as early as the rules allow;
 //! - `load`: the load client and S9 (acknowledged transactions never lost);
 //! - `debug`: `--debug-dump` and `--trace-instance` output.
 //!
@@ -19,6 +20,7 @@
 
 mod config;
 mod debug;
+mod eager_installs;
 mod events;
 mod faults;
 mod forged_checkpoints;
@@ -142,6 +144,8 @@ struct World {
     forged_checkpoints: u64,
     /// Damaged fills handed to honest cores (`forged-fills`).
     forged_fills: u64,
+    /// Real certificates offered early (`eager-installs`).
+    eager_installs: u64,
     /// Acknowledged transactions not committed at their home core by the end although
     /// acknowledged long before it (a liveness failure).
     slow_transactions: u64,
@@ -242,6 +246,7 @@ impl World {
             checkpoints: self.checker.checkpoints_seen(),
             forged_checkpoints: self.forged_checkpoints,
             forged_fills: self.forged_fills,
+            eager_installs: self.eager_installs,
             install_crashes: self.install_crashed.len() as u64,
             installs,
             gap_entries_filled,

@@ -77,6 +77,7 @@ impl World {
             back_at: HashMap::new(),
             forged_checkpoints: 0,
             forged_fills: 0,
+            eager_installs: 0,
             rejoin_rounds: Vec::new(),
             checker,
             trace: Hasher::new(b"SEAL/TRACE/v1"),
@@ -117,10 +118,9 @@ fn assign_byzantine(config: &mut SimConfig) -> HostileDrivers {
 
 /// Small gc depth, checkpoint interval and retention in two seeds out of three: garbage
 /// collection, checkpoint boundaries, the retention window and catch-up across them run within
-/// a short simulation. The window stays above the
-/// longest outage of the fault schedule (~20 rounds): a core that falls behind by more than gc
-/// depth + retention cannot catch up (there is no state sync yet), which would be a liveness
-/// failure of the configuration.
+/// a short simulation. The window stays above the longest outage of the default fault schedule
+/// (~20 rounds), so ordinary catch-up serves those cores; a core further behind rejoins through
+/// a checkpoint (PROTOCOL.md §8a), which `--outage-ms` exercises.
 fn vary_storage(config: &mut SimConfig) {
     if !config.vary_storage {
         return;
@@ -218,6 +218,7 @@ fn build_core(
         verifier,
     );
     node.reply_before_write = config.mutant == Mutant::ReplyBeforeWrite;
+    node.install_resets_last_voted = config.mutant == Mutant::InstallResetsLastVoted;
     if config.mutant == Mutant::FillWithoutChainCheck {
         node.fill_rule = Some(crate::planted::fill_without_chain_check);
         node.restart();
