@@ -80,7 +80,10 @@ impl DriverState {
     }
 
     /// `core` answered a fill step: taken (a summary) or refused; either way the entries sent
-    /// are spent, and a refusal tries another source next.
+    /// are spent. A refusal tries another source next, after asking the core where its gap
+    /// stands: the gap may have moved or closed under another driver's fills, and steps cut
+    /// from this driver's old summary would be refused again and again, holding the core's
+    /// requests from its catch-up.
     pub(super) fn fill_answered(&mut self, core: usize, taken: bool) {
         let view = &mut self.cores[core];
         if let Some(entries) = view.fill_entries.take() {
@@ -90,6 +93,7 @@ impl DriverState {
             } else {
                 self.fill_counts.steps_refused += 1;
                 view.fill_asked_at = Default::default();
+                view.summary = None;
             }
         }
     }
