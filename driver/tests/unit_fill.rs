@@ -1,6 +1,7 @@
 //! Gap fills as a driver runs them (PROTOCOL.md §8a.5): for a core whose summary shows a gap,
 //! a read of the entries just below its verified part from another core, then those entries,
-//! newest first, to the core; a refused step tries another source.
+//! newest first, to the core; a refused step makes the driver ask the core where its gap stands,
+//! then try another source.
 
 mod support;
 
@@ -39,6 +40,12 @@ fn for_gapped(out: &[Outgoing]) -> Option<&Outgoing> {
             RequestBody::ReadCommitted { .. } | RequestBody::FillLog { .. }
         )
     })
+}
+
+/// The driver's `GetState` to the gapped core.
+fn state_request(out: &[Outgoing]) -> Option<&Outgoing> {
+    out.iter()
+        .find(|o| o.core == GAPPED && matches!(o.request.body, RequestBody::GetState { .. }))
 }
 
 #[test]
@@ -82,7 +89,12 @@ fn a_driver_reads_the_gap_elsewhere_and_hands_it_over_newest_first() {
         old_index: 10,
         next: 5_000,
     });
-    driver.on_response(Millis(1), u64::MAX, GAPPED, Response::Summary(summary));
+    driver.on_response(
+        Millis(1),
+        u64::MAX,
+        GAPPED,
+        Response::Summary(summary.clone()),
+    );
     let out = driver.poll(Millis(100));
     let read = for_gapped(&out).expect("a read for the gap");
     assert_ne!(read.core, GAPPED, "read from another core");
@@ -120,7 +132,8 @@ fn a_driver_reads_the_gap_elsewhere_and_hands_it_over_newest_first() {
     let mut newest_first = served;
     newest_first.reverse();
     assert_eq!(sent, &newest_first);
-    // Refused (the source served entries that do not link): the next read goes elsewhere.
+    // Refused (the source served entries that do not link): the driver asks the core where its
+    // gap stands before anything else, and the next read goes elsewhere.
     driver.on_response(
         Millis(103),
         fill.id,
@@ -129,6 +142,10 @@ fn a_driver_reads_the_gap_elsewhere_and_hands_it_over_newest_first() {
     );
     assert_eq!(driver.fill_counts().steps_refused, 1);
     let out = driver.poll(Millis(200));
+    assert!(for_gapped(&out).is_none(), "{out:?}");
+    let ask = state_request(&out).expect("the core asked where it stands");
+    driver.on_response(Millis(201), ask.id, GAPPED, Response::Summary(summary));
+    let out = driver.poll(Millis(300));
     let again = for_gapped(&out).expect("another read");
     assert!(matches!(
         again.request.body,
@@ -136,4 +153,61 @@ fn a_driver_reads_the_gap_elsewhere_and_hands_it_over_newest_first() {
     ));
     assert_ne!(again.core, source, "another source");
     assert_ne!(again.core, GAPPED);
+}
+
+/// Another driver's fills closed the gap while this driver's summary still showed it: the step
+/// is refused as not needed, the driver asks the core, and with the gap gone it sends no more
+/// fill steps (before the fix it read and offered the same range for good, and the core's
+/// catch-up never had a turn).
+#[test]
+fn a_step_refused_as_not_needed_ends_the_fill_once_the_core_says_so() {
+    let mut cores = Cores::new(4);
+    let mut driver = DriverState::new(cores.committee.clone(), DriverConfig::default(), 0);
+    let Response::Summary(closed) = cores.handle(
+        Millis(1),
+        GAPPED,
+        RequestBody::GetState {
+            with_payload: false,
+        },
+    ) else {
+        panic!("a summary")
+    };
+    assert_eq!(closed.gap, None);
+    let mut gapped = closed.clone();
+    gapped.gap = Some(Gap {
+        old_index: 10,
+        next: 300,
+    });
+    driver.on_response(Millis(1), u64::MAX, GAPPED, Response::Summary(gapped));
+    let out = driver.poll(Millis(100));
+    let read = for_gapped(&out).expect("a read for the gap");
+    let (from, _) = fill_range(Gap {
+        old_index: 10,
+        next: 300,
+    });
+    driver.on_response(
+        Millis(101),
+        read.id,
+        read.core,
+        Response::Committed {
+            entries: entries(from, 300),
+            payloads: Vec::new(),
+            prefixes: Vec::new(),
+        },
+    );
+    let out = driver.poll(Millis(102));
+    let fill = for_gapped(&out).expect("the fill");
+    driver.on_response(
+        Millis(103),
+        fill.id,
+        GAPPED,
+        Response::Error(CoreError::FillNotNeeded),
+    );
+    let out = driver.poll(Millis(200));
+    let ask = state_request(&out).expect("the core asked where it stands");
+    driver.on_response(Millis(201), ask.id, GAPPED, Response::Summary(closed));
+    for t in [300, 400, 1_000, 5_000] {
+        let out = driver.poll(Millis(t));
+        assert!(for_gapped(&out).is_none(), "at {t} ms: {out:?}");
+    }
 }
