@@ -6,7 +6,9 @@
 mod support;
 
 use sleepyseal_core::messages::PayloadRef;
-use sleepyseal_core::protocol::{CommittedEntry, CommittedView, Gap, RequestBody, Response};
+use sleepyseal_core::protocol::{
+    CommittedEntry, CommittedView, Gap, RequestBody, Response, Summary,
+};
 use sleepyseal_core::{AuthorityIndex, CoreError, Digest, Millis, Round};
 use sleepyseal_driver::state::{fill_range, DriverConfig, DriverState, Outgoing, FILL_BATCH};
 use support::Cores;
@@ -42,6 +44,22 @@ fn for_gapped(out: &[Outgoing]) -> Option<&Outgoing> {
     })
 }
 
+/// A driver of 4 real cores, and the gapped core's summary as it really is (no gap).
+fn driver_and_summary() -> (DriverState, Box<Summary>) {
+    let mut cores = Cores::new(4);
+    let driver = DriverState::new(cores.committee.clone(), DriverConfig::default(), 0);
+    let Response::Summary(summary) = cores.handle(
+        Millis(1),
+        GAPPED,
+        RequestBody::GetState {
+            with_payload: false,
+        },
+    ) else {
+        panic!("a summary")
+    };
+    (driver, summary)
+}
+
 /// The driver's `GetState` to the gapped core.
 fn state_request(out: &[Outgoing]) -> Option<&Outgoing> {
     out.iter()
@@ -74,17 +92,8 @@ fn fill_steps_end_below_the_gap_and_stay_within_a_read() {
 
 #[test]
 fn a_driver_reads_the_gap_elsewhere_and_hands_it_over_newest_first() {
-    let mut cores = Cores::new(4);
-    let mut driver = DriverState::new(cores.committee.clone(), DriverConfig::default(), 0);
-    let Response::Summary(mut summary) = cores.handle(
-        Millis(1),
-        GAPPED,
-        RequestBody::GetState {
-            with_payload: false,
-        },
-    ) else {
-        panic!("a summary")
-    };
+    let (mut driver, closed) = driver_and_summary();
+    let mut summary = closed;
     summary.gap = Some(Gap {
         old_index: 10,
         next: 5_000,
@@ -161,17 +170,7 @@ fn a_driver_reads_the_gap_elsewhere_and_hands_it_over_newest_first() {
 /// catch-up never had a turn).
 #[test]
 fn a_step_refused_as_not_needed_ends_the_fill_once_the_core_says_so() {
-    let mut cores = Cores::new(4);
-    let mut driver = DriverState::new(cores.committee.clone(), DriverConfig::default(), 0);
-    let Response::Summary(closed) = cores.handle(
-        Millis(1),
-        GAPPED,
-        RequestBody::GetState {
-            with_payload: false,
-        },
-    ) else {
-        panic!("a summary")
-    };
+    let (mut driver, closed) = driver_and_summary();
     assert_eq!(closed.gap, None);
     let mut gapped = closed.clone();
     gapped.gap = Some(Gap {
