@@ -93,9 +93,9 @@ pub enum Behaviour {
     /// wrongly anchored, or with fields changed under honest hashes (`world/forged_fills.rs`).
     ForgedFills,
     /// A hostile driver that installs, at every honest core more than GC_DEPTH behind the
-    /// newest certified checkpoint, the oldest real certificate that core must take (or the
-    /// newest it must refuse as `NotNeeded`): installs at cores barely behind, whose votes and
-    /// own headers lie above the new floor (`world/eager_installs.rs`).
+    /// newest certified checkpoint, the oldest real certificate that core must take (or one
+    /// exactly GC_DEPTH ahead, which it must refuse as `NotNeeded`): installs at cores barely
+    /// behind, whose votes and own headers lie above the new floor (`world/eager_installs.rs`).
     EagerInstalls,
     /// Any mix: each of the K Byzantine cores runs a different core behaviour (rotating with the
     /// seed), beside one hostile driver of a driver behaviour (rotating too).

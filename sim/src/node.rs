@@ -182,7 +182,10 @@ impl SimCore {
         let (response, mut batch) = match Request::from_bytes(bytes) {
             Err(e) => (Response::Error(CoreError::Decode(e)), WriteBatch::new()),
             Ok(request) => {
-                if let RequestBody::InstallCheckpoint { certificate } = &request.body {
+                // Only the `install_resets_last_voted` control needs the certified round.
+                if let (true, RequestBody::InstallCheckpoint { certificate }) =
+                    (self.install_resets_last_voted, &request.body)
+                {
                     certified_own = certificate
                         .state
                         .last_committed
@@ -195,9 +198,7 @@ impl SimCore {
                 }
             }
         };
-        if let (true, Some(lc), Response::Summary(_)) =
-            (self.install_resets_last_voted, certified_own, &response)
-        {
+        if let (Some(lc), Response::Summary(_)) = (certified_own, &response) {
             self.forget_signed(lc, &mut batch);
         }
         let response = self.misbehave(response);

@@ -270,7 +270,7 @@ pub(crate) fn print_readable(args: &SimArgs, s: &Summary) {
         }
         if s.eager_installs > 0 {
             println!(
-                "  early installs offered    {} (the oldest real certificate each core must take, or the newest it must refuse)",
+                "  early installs offered    {} (the oldest real certificate each core must take, or one exactly GC_DEPTH ahead, to refuse)",
                 s.eager_installs
             );
         }

@@ -2,11 +2,11 @@
 //! checkpoint certificates from what the honest cores signed and installs them as early as the
 //! rules let it. For every honest core it picks the oldest certified state more than GC_DEPTH
 //! of commit rounds ahead of the core (which the core must take, PROTOCOL.md §8a.3), or, when
-//! there is none, the newest one at exactly GC_DEPTH ahead (which it must refuse with
-//! `NotNeeded`). Honest drivers install only at cores beyond what the others retain, so the new
-//! floor lies far above everything such a core signed; here it lies among the core's latest
-//! votes and own headers, where `last_voted` and the own headers' verdicts are all that keeps
-//! the core from signing twice (the `install_resets_last_voted` control).
+//! there is none, one exactly GC_DEPTH ahead (which it must refuse with `NotNeeded`). Honest
+//! drivers install only at cores beyond what the others retain, so the new floor lies far above
+//! everything such a core signed; here it lies among the core's latest votes and own headers,
+//! where `last_voted` and the own headers' verdicts are all that keeps the core from signing
+//! twice (the `install_resets_last_voted` control).
 
 use std::collections::BTreeMap;
 
@@ -21,7 +21,7 @@ const OFFER_PER_MILLE: u32 = 50;
 
 impl World {
     /// Maybe offers each honest core this driver reaches the earliest real certificate it must
-    /// take, or the latest it must refuse.
+    /// take, or one exactly GC_DEPTH ahead, which it must refuse.
     pub(super) fn install_eagerly(&mut self, driver: usize) {
         if !self.rng.chance(OFFER_PER_MILLE) {
             return;
