@@ -94,6 +94,16 @@ fn processes_with(needle: &str) -> Vec<String> {
     found
 }
 
+/// The stop role's report in Ansible's log of the run: what each host stopped, and how.
+fn stop_report(log: &Path) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_else(|e| format!("no {}: {e}", log.display()));
+    let report: Vec<&str> = log
+        .split("TASK [")
+        .filter(|task| task.starts_with("stop : Report what was stopped"))
+        .collect();
+    report.join("\n")
+}
+
 /// The round trip between the two regions of the profile (ms).
 fn emulated_rtt_ms(profile: &Path) -> f64 {
     let p = WanProfile::load(profile).unwrap();
@@ -154,7 +164,8 @@ fn cluster_on_four_namespace_hosts_with_two_regions() {
     assert_eq!(
         processes_with(&remote_root),
         Vec::<String>::new(),
-        "processes left"
+        "processes left; what the stop role reported:\n{}",
+        stop_report(&out.join("ansible.log"))
     );
     let left: Vec<_> = std::fs::read_dir(&remote_root)
         .map(|d| d.flatten().map(|e| e.path()).collect())

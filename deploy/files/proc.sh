@@ -13,9 +13,11 @@
 #   <name>.pid    the pid
 #   <name>.start  its start time (clock ticks since boot, /proc/<pid>/stat field 22): with the pid,
 #                 it names the process even after the pid is reused
-#   <name>.exe    the program it runs (/proc/<pid>/exe): the run dir's sleepyseal binary, or for a
-#                 process with "exec" the program found on PATH, as seen once it was running
-# No process is ever looked up by name. Each runs in the run dir; stdout goes to
+#   <name>.exe    the program it was started with (for the record: the run dir's sleepyseal binary,
+#                 or for a process with "exec" the program found on PATH)
+# A process is ours while its pid and start time match: the kernel sets the start time at fork and
+# no exec changes it, so it stays ours through nohup, setsid and any wrapper that execs the real
+# program, however long those take. No process is ever looked up by name or by program. Each runs in the run dir; stdout goes to
 # results/<name>.out, stderr to logs/<name>.log. stdin is not read beyond this script's text.
 set -uo pipefail
 
@@ -42,39 +44,40 @@ proc_pid() {
   echo "$pid"
 }
 
-# proc_is_our_fork NAME: the process recorded for NAME is alive (not a zombie) and is the one
-# `launch` forked: same pid and start time (or, if the start time was never recorded, it runs in
-# this run directory).
+# proc_alive PID STATE: the process has a thread left. A thread group leader that exited shows as a
+# zombie while its other threads still run (a process in exit_group waiting on a thread in a system
+# call): that process is still there.
+proc_alive() {
+  local tasks
+  [[ -n "$2" ]] || return 1
+  [[ "$2" != Z && "$2" != X ]] && return 0
+  tasks=(/proc/"$1"/task/*)
+  [[ -e "${tasks[0]}" && ${#tasks[@]} -gt 1 ]]
+}
+
+# proc_is_our_fork NAME: the process recorded for NAME is alive and is the one `launch` forked:
+# same pid and start time. Without a recorded start time (the process was gone before `launch`
+# could read it), nothing is ours.
 proc_is_our_fork() {
   local pid state start
   pid="$(proc_pid "$1")" || return 1
+  [[ -f "pids/$1.start" ]] || return 1
   read -r state start <<<"$(proc_fields "$pid")" || return 1
-  [[ -n "$state" && "$state" != Z && "$state" != X ]] || return 1
-  if [[ -f "pids/$1.start" ]]; then
-    [[ "$(cat "pids/$1.start")" == "$start" ]]
-  else
-    [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$(pwd -P)" ]]
-  fi
+  proc_alive "$pid" "$state" && [[ "$(cat "pids/$1.start")" == "$start" ]]
 }
 
 # proc_state NAME: prints one of
-#   running PID   alive, our fork, running the recorded program: ours to stop
-#   exited PID    gone (or a zombie, or the pid now names another process)
-#   foreign PID   our fork but running another program than recorded: left alone
+#   running PID   alive and our fork (whatever it runs now): ours to stop
+#   exited PID    gone (or the pid now names another process): never signalled
 #   none          no pid file
 proc_state() {
-  local pid exe
+  local pid
   if ! pid="$(proc_pid "$1")"; then
     echo none
-  elif ! proc_is_our_fork "$1"; then
-    echo "exited $pid"
+  elif proc_is_our_fork "$1"; then
+    echo "running $pid"
   else
-    exe="$(readlink "/proc/$pid/exe" 2>/dev/null)"
-    if [[ -f "pids/$1.exe" && "$exe" != "$(cat "pids/$1.exe")" ]]; then
-      echo "foreign $pid"
-    else
-      echo "running $pid"
-    fi
+    echo "exited $pid"
   fi
 }
 
@@ -130,10 +133,12 @@ start_one() {
   nohup setsid "$program" "${args[@]}" </dev/null >"results/$name.out" 2>"logs/$name.log" &
   pid=$!
   echo "$pid" >"pids/$name.pid"
+  echo "$program" >"pids/$name.exe"
+  # Read at once: the kernel cannot reuse the pid before this shell reaps the child. If it is
+  # already gone (reaped), no start time is written and the alive check reports it.
   if fields="$(proc_fields "$pid")"; then
     echo "${fields#* }" >"pids/$name.start"
   fi
-  echo "$program" >"pids/$name.exe"
   echo "$name: started, pid $pid: $program ${args[*]}"
 }
 
@@ -155,9 +160,6 @@ cmd_launch() {
   sleep "$delay_s"
   for name in "${names[@]}"; do
     if proc_is_our_fork "$name"; then
-      pid="$(proc_pid "$name")"
-      # The program as it runs now, after any wrapper script exec'd the real one.
-      readlink "/proc/$pid/exe" >"pids/$name.exe"
       echo "$name: running"
     else
       echo "$name: exited within ${delay_s}s of its start"
@@ -231,7 +233,6 @@ cmd_stop() {
     case "$state" in
       running) kill -TERM "$pid" 2>/dev/null && signalled+=("$name") ;;
       exited) echo "$name: pid $pid had already exited" ;;
-      foreign) echo "$name: pid $pid runs another program than recorded; left alone" ;;
       *) ;;
     esac
   done
