@@ -52,6 +52,8 @@ pub(crate) struct Summary {
     /// Seeds that stayed live but ended with a restarted core not back or a gap still open (the
     /// first 20), to replay.
     lagging_seeds: Vec<u64>,
+    /// Seeds with slow transactions (the first 20), to replay.
+    slow_seeds: Vec<u64>,
     wall_s: f64,
     /// With --byzantine: the figures of the seeds of each behaviour.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -145,6 +147,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
         rejoin_rounds_max: 0,
         not_rejoined: 0,
         lagging_seeds: Vec::new(),
+        slow_seeds: Vec::new(),
         wall_s,
         per_behaviour: Vec::new(),
     };
@@ -190,6 +193,9 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
                 if r.live && r.violations.is_empty() && (r.not_rejoined > 0 || r.gaps_open > 0) {
                     s.lagging_seeds.push(r.seed);
                 }
+                if r.slow_transactions > 0 {
+                    s.slow_seeds.push(r.seed);
+                }
                 rejoins.extend(&r.rejoin_rounds);
             }
         }
@@ -202,6 +208,7 @@ fn summarize(results: &[Result<SimReport, u64>], wall_s: f64) -> Summary {
     s.rejoin_rounds_max = rejoins.last().copied().unwrap_or(0);
     s.failing_seeds.truncate(20);
     s.lagging_seeds.truncate(20);
+    s.slow_seeds.truncate(20);
     s
 }
 
@@ -308,6 +315,12 @@ pub(crate) fn print_readable(args: &SimArgs, s: &Summary) {
         println!(
             "  seeds with a core not back or a gap open (replay with --seed N --seeds 1): {:?}",
             s.lagging_seeds
+        );
+    }
+    if !s.slow_seeds.is_empty() {
+        println!(
+            "  seeds with slow transactions (replay with --seed N --seeds 1): {:?}",
+            s.slow_seeds
         );
     }
 }
