@@ -110,6 +110,13 @@ fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let (ok, out) = run.proc("launch", &["0.2", "driver-0", "", "0"]);
     assert!(ok, "launch: {out}");
     let pid = run.pid("driver-0");
+    // SIGTERM is ignored from the trap on, and the exec to sleep comes after the trap. On a loaded
+    // host the launch check can pass before bash has read the trap (CI once stopped it there).
+    wait_for(
+        "the wrapper sets its trap and execs sleep",
+        Duration::from_secs(20),
+        || exe(pid).file_name().is_some_and(|n| n == "sleep"),
+    );
     let start = Instant::now();
     let (ok, out) = run.proc("stop", &["1"]);
     assert!(ok, "stop: {out}");
