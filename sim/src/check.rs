@@ -18,7 +18,7 @@ use sleepyseal_core::{
 /// A broken invariant, with what shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// Which invariant (S1..S10).
+    /// Which invariant (S1..S12).
     pub invariant: &'static str,
     /// What was seen.
     pub detail: String,
@@ -41,6 +41,9 @@ struct CoreTrack {
     checkpoint_checked: Option<u64>,
     /// S12: the base of the latest install and the lowest index of its gap checked so far.
     gap_checked: Option<(u64, u64)>,
+    /// S11: the consensus index of the state last checked, and its per-author committed rounds,
+    /// in this incarnation (a restart may fall back to an older durable state).
+    state: Option<(u64, Vec<Round>)>,
 }
 
 /// The checkers' state for one simulation.
@@ -69,6 +72,9 @@ pub struct Checker {
     supported_leaders: HashMap<Round, Digest>,
     /// S10: the digest of the checkpoint state honest cores signed, by consensus index.
     checkpoints: HashMap<u64, Digest>,
+    /// S11: the digest of the whole consensus state (per-author committed rounds included)
+    /// honest cores held, by consensus index.
+    states: HashMap<u64, Digest>,
     tracks: Vec<CoreTrack>,
     /// Everything found.
     pub violations: Vec<Violation>,
@@ -95,6 +101,7 @@ impl Checker {
             leaders: HashMap::new(),
             supported_leaders: HashMap::new(),
             checkpoints: HashMap::new(),
+            states: HashMap::new(),
             tracks: (0..instances).map(|_| CoreTrack::default()).collect(),
             violations: Vec::new(),
         }
@@ -328,11 +335,18 @@ impl Checker {
         }
     }
 
-    /// S1, S4, S6 on an honest instance's committed sequence and counters.
+    /// The instance restarted from its store: its next state is judged against what honest
+    /// cores held, not against its state before the crash (unsynced writes are lost).
+    pub fn restarted(&mut self, instance: usize) {
+        self.tracks[instance].state = None;
+    }
+
+    /// S1, S4, S6, S10–S12 on an honest instance's committed sequence and counters.
     pub fn after_step(&mut self, instance: usize, core: &Core) {
         if self.byzantine.contains(&core.index()) {
             return;
         }
+        self.check_state(instance, core);
         let mut from = self.tracks[instance].checked_len;
         if let Some(record) = core.install_record() {
             if record.base_index > from {
@@ -396,6 +410,67 @@ impl Checker {
                 );
             }
         }
+    }
+
+    /// S11 on the consensus state whenever its index moves, and at every restart: the install
+    /// the core records is not ahead of its consensus state (a crash left the old state or the
+    /// new one, never the install without its state); the whole state, per-author committed
+    /// rounds included, is the one every honest core held at that index; and within an
+    /// incarnation no author's committed round goes back.
+    fn check_state(&mut self, instance: usize, core: &Core) {
+        let consensus = core.consensus();
+        let index = consensus.consensus_index;
+        if self.tracks[instance]
+            .state
+            .as_ref()
+            .is_some_and(|(i, _)| *i == index)
+        {
+            return;
+        }
+        if let Some(record) = core.install_record() {
+            if record.base_index > index {
+                self.fail(
+                    "S11",
+                    format!(
+                        "core {instance} records an install at index {} but its consensus state \
+                         is at index {index}",
+                        record.base_index
+                    ),
+                );
+            }
+        }
+        let digest = sleepyseal_core::checkpoint::CheckpointState::of(
+            self.reference.committee().instance(),
+            consensus,
+        )
+        .digest();
+        if let Some(held) = self.states.insert(index, digest) {
+            if held != digest {
+                self.fail(
+                    "S11",
+                    format!(
+                        "core {instance} holds another consensus state at index {index} than \
+                         honest cores held there (committed rounds per author {:?})",
+                        consensus.last_committed
+                    ),
+                );
+            }
+        }
+        if let Some((before, rounds)) = &self.tracks[instance].state {
+            let back = rounds
+                .iter()
+                .zip(&consensus.last_committed)
+                .position(|(was, now)| now < was);
+            if let Some(author) = back.filter(|_| index >= *before) {
+                let detail = format!(
+                    "core {instance}: author {author}'s committed round went from {} to {} \
+                     (index {before}→{index})",
+                    rounds[author], consensus.last_committed[author]
+                );
+                self.fail("S11", detail);
+            }
+        }
+        self.tracks[instance].state = Some((index, consensus.last_committed.clone()));
     }
 
     /// S10: a core that installed a checkpoint resumed at the honest sequence's state at that

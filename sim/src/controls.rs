@@ -165,6 +165,16 @@ fn install_resets_last_voted(seed: u64) -> SimConfig {
     }
 }
 
+fn torn_install(seed: u64) -> SimConfig {
+    // A core away for hundreds of rounds installs a checkpoint and crashes at once or just after
+    // the install's write is durable. Cores whose install write loses the consensus state come
+    // back with the install recorded and the old state.
+    SimConfig {
+        mutant: Mutant::TornInstall,
+        ..SimConfig::long_outage(4, 1, (10_000, 15_000), 200, seed)
+    }
+}
+
 fn without_mutant(make: fn(u64) -> SimConfig, seed: u64) -> SimConfig {
     SimConfig {
         mutant: Mutant::None,
@@ -231,6 +241,14 @@ pub fn all() -> Vec<Control> {
             limit: 100,
             make: install_resets_last_voted,
             baseline: Some(|s| without_mutant(install_resets_last_voted, s)),
+        },
+        Control {
+            name: "torn_install",
+            what: "an install's write loses the consensus state, with long outages and crashes \
+                   at installs",
+            limit: 100,
+            make: torn_install,
+            baseline: Some(|s| without_mutant(torn_install, s)),
         },
         Control {
             name: "amnesia_undeclared",

@@ -69,6 +69,12 @@ pub struct SimCore {
     /// Negative control: an install forgets what the core signed above the checkpoint
     /// ([`crate::planted::forget_signed_at_install`]).
     pub install_resets_last_voted: bool,
+    /// Negative control: an install's write loses its consensus-state record
+    /// ([`crate::planted::tear_install`]).
+    pub torn_install: bool,
+    /// Why the core's store could not be loaded at its last start (it stays down): a store a
+    /// crash left inconsistent, which atomic writes never do (S11).
+    pub unrecoverable: Option<String>,
     /// Requests handled (Amnesia's clock).
     handled: u64,
     /// Earlier replies by kind (StaleReplies): the oldest is answered instead of the current.
@@ -118,6 +124,8 @@ impl SimCore {
             behaviour: crate::Behaviour::Honest,
             fill_rule: None,
             install_resets_last_voted: false,
+            torn_install: false,
+            unrecoverable: None,
             earlier: Vec::new(),
             handled: 0,
             stale: std::collections::HashMap::new(),
@@ -165,6 +173,13 @@ impl SimCore {
             entries,
         ) {
             Err(sleepyseal_core::machine::RecoverError::Halted(_)) => return,
+            Err(
+                e @ (sleepyseal_core::machine::RecoverError::Inconsistent(_)
+                | sleepyseal_core::machine::RecoverError::Decode { .. }),
+            ) => {
+                self.unrecoverable = Some(e.to_string());
+                return;
+            }
             recovered => recovered.expect("a core recovers from its own store"),
         };
         self.core = Some(match self.fill_rule {
@@ -179,9 +194,11 @@ impl SimCore {
             return Handled::Down;
         };
         let mut certified_own = None;
+        let mut install = false;
         let (response, mut batch) = match Request::from_bytes(bytes) {
             Err(e) => (Response::Error(CoreError::Decode(e)), WriteBatch::new()),
             Ok(request) => {
+                install = matches!(request.body, RequestBody::InstallCheckpoint { .. });
                 // Only the `install_resets_last_voted` control needs the certified round.
                 if let (true, RequestBody::InstallCheckpoint { certificate }) =
                     (self.install_resets_last_voted, &request.body)
@@ -200,6 +217,9 @@ impl SimCore {
         };
         if let (Some(lc), Response::Summary(_)) = (certified_own, &response) {
             self.forget_signed(lc, &mut batch);
+        }
+        if self.torn_install && install && matches!(response, Response::Summary(_)) {
+            crate::planted::tear_install(&mut batch);
         }
         let response = self.misbehave(response);
         if self.behaviour == crate::Behaviour::Amnesia {

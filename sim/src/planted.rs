@@ -5,7 +5,8 @@
 //! [`Verifier`](sleepyseal_core::Verifier) and the [`LeaderSchedule`] of a core. The reply-before-
 //! write fault is the simulator's own (`node.rs` releases the reply before the simulated sync),
 //! and so is the install that forgets what the core signed (`node.rs` adds
-//! [`forget_signed_at_install`]'s writes to the install's and reloads the core).
+//! [`forget_signed_at_install`]'s writes to the install's and reloads the core, and the torn
+//! install: `node.rs` passes an accepted install's write through [`tear_install`]).
 //!
 //! Every fault here names [`MARKER`], so a binary that links any of them contains that string:
 //! `scripts/check.sh` searches the `sleepyseal` node binary for it and fails if it is there.
@@ -136,6 +137,18 @@ pub fn forget_signed_at_install(
     batch
 }
 
+/// The [`Mutant::TornInstall`] control: an install's write without its consensus-state record,
+/// as a write split in two leaves the store when the process stops between the halves. The
+/// install record and the new floor are durable; the consensus state is the old one until the
+/// next commit writes it again.
+pub fn tear_install(batch: &mut sleepyseal_core::WriteBatch) {
+    use sleepyseal_core::store::keys::Table;
+    mark();
+    batch
+        .ops
+        .retain(|op| Table::of(op.key()) != Some(Table::Consensus));
+}
+
 /// Negative controls: known bugs the checkers must catch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mutant {
@@ -164,6 +177,9 @@ pub enum Mutant {
     /// own headers above the certified `last_committed[self]` forgotten (needs installs at cores
     /// whose latest headers lie above the new floor: `eager-installs`).
     InstallResetsLastVoted,
+    /// An install's write loses its consensus-state record (a torn write): a crash just after
+    /// it leaves the install without its state (needs crashes at installs).
+    TornInstall,
 }
 
 /// The leader schedule of the [`Mutant::HashMapOrderedLeader`] control: authorities ordered by a

@@ -86,3 +86,8 @@ fn negative_control_install_resets_last_voted_is_caught() {
 fn negative_control_fill_without_chain_check_is_caught() {
     control_is_caught("fill_without_chain_check");
 }
+
+#[test]
+fn negative_control_torn_install_is_caught() {
+    control_is_caught("torn_install");
+}

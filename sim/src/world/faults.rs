@@ -234,6 +234,13 @@ impl World {
     pub(super) fn restart(&mut self, instance: usize) {
         self.trace(5, instance, 0, &[]);
         self.instances[instance].restart();
+        self.checker.restarted(instance);
+        if let Some(why) = self.instances[instance].unrecoverable.take() {
+            self.checker.fail(
+                "S11",
+                format!("core {instance} cannot start from what a crash left of its store: {why}"),
+            );
+        }
         self.restarts += 1;
         self.restarted.insert(instance);
         let top = self.others_top(instance);

@@ -219,6 +219,7 @@ fn build_core(
     );
     node.reply_before_write = config.mutant == Mutant::ReplyBeforeWrite;
     node.install_resets_last_voted = config.mutant == Mutant::InstallResetsLastVoted;
+    node.torn_install = config.mutant == Mutant::TornInstall;
     if config.mutant == Mutant::FillWithoutChainCheck {
         node.fill_rule = Some(crate::planted::fill_without_chain_check);
         node.restart();
