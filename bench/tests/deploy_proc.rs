@@ -82,18 +82,25 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Launches `name` with `proc.sh launch` (alive check after `alive_s`) and waits until the
+/// process runs `sleep`, the program its script execs last; returns its pid.
+fn launch_until_sleep(run: &RunDir, name: &str, alive_s: &str) -> u32 {
+    let (ok, out) = run.proc("launch", &[alive_s, name, "", "0"]);
+    assert!(ok, "launch: {out}");
+    let pid = run.pid(name);
+    wait_for("the script execs sleep", Duration::from_secs(20), || {
+        exe(pid).file_name().is_some_and(|n| n == "sleep")
+    });
+    pid
+}
+
 /// On a loaded host, nohup and setsid may not have exec'd the run's binary yet when `launch`
 /// checks that it runs; a wrapper may exec the real program later still. The process is ours all
 /// along and `stop` must stop it (CI once left a core running this way).
 #[test]
 fn a_process_that_execs_after_the_alive_check_is_still_stopped() {
     let run = RunDir::new("late-exec", "sleep 1\nexec sleep 60");
-    let (ok, out) = run.proc("launch", &["0.1", "core-0", "", "0"]);
-    assert!(ok, "launch: {out}");
-    let pid = run.pid("core-0");
-    wait_for("the wrapper execs sleep", Duration::from_secs(20), || {
-        exe(pid).file_name().is_some_and(|n| n == "sleep")
-    });
+    let pid = launch_until_sleep(&run, "core-0", "0.1");
     let (ok, out) = run.proc("stop", &["5"]);
     assert!(ok, "stop: {out}");
     assert!(
@@ -107,16 +114,9 @@ fn a_process_that_execs_after_the_alive_check_is_still_stopped() {
 #[test]
 fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let run = RunDir::new("ignores-term", "trap '' TERM\nexec sleep 60");
-    let (ok, out) = run.proc("launch", &["0.2", "driver-0", "", "0"]);
-    assert!(ok, "launch: {out}");
-    let pid = run.pid("driver-0");
     // SIGTERM is ignored from the trap on, and the exec to sleep comes after the trap. On a loaded
     // host the launch check can pass before bash has read the trap (CI once stopped it there).
-    wait_for(
-        "the wrapper sets its trap and execs sleep",
-        Duration::from_secs(20),
-        || exe(pid).file_name().is_some_and(|n| n == "sleep"),
-    );
+    let pid = launch_until_sleep(&run, "driver-0", "0.2");
     let start = Instant::now();
     let (ok, out) = run.proc("stop", &["1"]);
     assert!(ok, "stop: {out}");
