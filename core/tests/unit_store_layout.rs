@@ -185,6 +185,7 @@ fn each_payload_byte_is_written_once_and_restarts_rebuild_the_mempool() {
         compact_ratio: 1,
         background_compaction: false,
         segment_bytes: 1 << 20,
+        direct_io: true,
     };
     let mut t = Twin::new("once", config, options);
     let mut submitted = Vec::new();

@@ -306,6 +306,15 @@ fn recover(
 ) -> anyhow::Result<(Core, WalStore)> {
     let mut store = WalStore::open(&args.store)
         .with_context(|| format!("open store {}", args.store.display()))?;
+    if store.wal_stats().direct_io {
+        tracing::info!("store: payload segments written with direct I/O");
+    } else {
+        tracing::warn!(
+            "store: the file system of {} refuses direct I/O; payload segments are written \
+             through the page cache (more CPU per byte written)",
+            args.store.display()
+        );
+    }
     let entries = store.load()?;
     let committee = testbed.committee.clone();
     let core = Core::recover(

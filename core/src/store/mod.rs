@@ -151,6 +151,9 @@ pub struct StoreStats {
     pub log_bytes_appended: u64,
     /// Bytes appended to payload segments (each data value once).
     pub segment_bytes_appended: u64,
+    /// Zero bytes written after a commit's data so that the next one starts aligned (direct
+    /// I/O only; less than one block per commit that writes data).
+    pub segment_padding_bytes: u64,
     /// `fsync`/`fdatasync` calls on files and directories.
     pub syncs: u64,
     /// Segment files created.

@@ -239,6 +239,9 @@ fn publish_store(stats: &ServerStats, s: &sleepyseal_core::store::StoreStats) {
     stats
         .store_segment_bytes
         .store(s.segment_bytes_appended, Ordering::Relaxed);
+    stats
+        .store_segment_padding_bytes
+        .store(s.segment_padding_bytes, Ordering::Relaxed);
     stats.store_syncs.store(s.syncs, Ordering::Relaxed);
     stats
         .store_compaction_bytes

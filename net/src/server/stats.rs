@@ -40,6 +40,9 @@ pub struct ServerStats {
     pub store_log_bytes: AtomicCounter,
     /// Bytes the store appended to its payload segments (each payload once).
     pub store_segment_bytes: AtomicCounter,
+    /// Zero bytes the store wrote after each commit's payload data so that the next starts on a
+    /// block (direct I/O).
+    pub store_segment_padding_bytes: AtomicCounter,
     /// The store's `fsync`/`fdatasync` calls.
     pub store_syncs: AtomicCounter,
     /// Bytes the store's compactions wrote.
@@ -102,6 +105,7 @@ impl Default for ServerStats {
             payload_bytes_by_request: Family::default(),
             store_log_bytes: AtomicCounter::default(),
             store_segment_bytes: AtomicCounter::default(),
+            store_segment_padding_bytes: AtomicCounter::default(),
             store_syncs: AtomicCounter::default(),
             store_compaction_bytes: AtomicCounter::default(),
             group_commits: AtomicUsize::new(0),
@@ -221,6 +225,11 @@ impl ServerStats {
             "store_segment_bytes",
             "Bytes the store appended to its payload segments",
             self.store_segment_bytes.clone(),
+        );
+        r.register(
+            "store_segment_padding_bytes",
+            "Zero bytes the store wrote after payload data to start the next commit on a block",
+            self.store_segment_padding_bytes.clone(),
         );
         r.register(
             "store_syncs",
@@ -408,6 +417,7 @@ mod tests {
         "sleepyseal_core_payload_bytes_by_request_total counter Payload bytes over the network by direction and by the kind of request that brought or asked for them.",
         "sleepyseal_core_store_log_bytes_total counter Bytes the store appended to its metadata log.",
         "sleepyseal_core_store_segment_bytes_total counter Bytes the store appended to its payload segments.",
+        "sleepyseal_core_store_segment_padding_bytes_total counter Zero bytes the store wrote after payload data to start the next commit on a block.",
         "sleepyseal_core_store_syncs_total counter The store's fsync and fdatasync calls.",
         "sleepyseal_core_store_compaction_bytes_total counter Bytes the store's compactions wrote.",
         "sleepyseal_core_verify_seconds histogram Time to verify one batch of requests.",

@@ -18,6 +18,8 @@ const OPTIONS: WalOptions = WalOptions {
     compact_ratio: 2,
     background_compaction: false,
     segment_bytes: 4 << 10,
+    // The layout cores write by default (each commit's data on its own blocks).
+    direct_io: true,
 };
 
 /// A durable store in a scratch directory, removed on drop.

@@ -58,8 +58,10 @@
 //! # Atomicity and durability
 //!
 //! One [`Store::commit`] call (all of its batches) is one group: its data is appended to the
-//! segments with vectored writes straight from the callers' buffers (`writev`, never copied into
-//! a record buffer), then its metadata is encoded as one log record and written with a single
+//! segments, by default with direct I/O (copied once into a reused aligned buffer, padded to a
+//! 4 KiB block so that the next group starts on one, and written past the page cache; see
+//! `segments.rs` for why), or where the file system refuses direct I/O with vectored writes
+//! straight from the callers' buffers (`writev`), then its metadata is encoded as one log record and written with a single
 //! `write_all`; the segments written are `fdatasync`ed, then the log, and only then does `commit`
 //! return. Nothing is acknowledged before both files are synced. The record's checksum makes the
 //! group atomic: after a crash either every batch of the group is replayed or none is. If a write
@@ -129,7 +131,7 @@
 //! | `format.rs` | the log's byte layout: file header, record encoding and decoding, checksums |
 //! | `value.rs` | extents, pieces and values, and slicing them |
 //! | `plan.rs` | staging a commit: placing data, resolving slices, limits, its log record |
-//! | `segments.rs` | segment files: creation, vectored appends, syncs, deletion |
+//! | `segments.rs` | segment files: creation, direct (or vectored) appends, syncs, deletion |
 //! | `read.rs` | reading data back: checking live extents on open, assembling loaded values |
 //! | `replay.rs` | reading the log back on open and the crash rule |
 //! | `compaction.rs` | compaction, in the committing thread or on a background thread |
@@ -199,6 +201,9 @@ pub struct WalOptions {
     pub background_compaction: bool,
     /// Size of a segment file (default [`SEGMENT_BYTES`], which says why).
     pub segment_bytes: u64,
+    /// Write segments with direct I/O, past the page cache (default), where the file system
+    /// takes it; see [`WalStats::direct_io`] for what the store does.
+    pub direct_io: bool,
 }
 
 impl Default for WalOptions {
@@ -208,6 +213,7 @@ impl Default for WalOptions {
             compact_ratio: 4,
             background_compaction: true,
             segment_bytes: SEGMENT_BYTES,
+            direct_io: true,
         }
     }
 }
@@ -230,6 +236,8 @@ pub struct WalStats {
     pub compactions: u64,
     /// Background compactions that failed (the store kept its old log and went on).
     pub compaction_failures: u64,
+    /// Whether segments are written with direct I/O (asked for, and taken by the file system).
+    pub direct_io: bool,
 }
 
 /// A [`Store`] kept in a write-ahead log and segment files on disk, replayed into memory on open
@@ -299,7 +307,13 @@ impl WalStore {
         remove_if_exists(&dir.join(TMP_NAME))?;
         let mut io = StoreStats::default();
         let (file, log_bytes, live) = replay::recover_log(dir, &mut io)?;
-        let segments = Segments::open(dir, options.segment_bytes, &live.refs, &mut io)?;
+        let segments = Segments::open(
+            dir,
+            options.segment_bytes,
+            options.direct_io,
+            &live.refs,
+            &mut io,
+        )?;
         Ok(WalStore {
             file,
             dir: dir.to_path_buf(),
@@ -323,6 +337,7 @@ impl WalStore {
             live_bytes: self.live.bytes,
             live_entries: self.live.map.len() as u64,
             segments: self.segments.count(),
+            direct_io: self.segments.direct_io(),
             ..self.stats
         }
     }

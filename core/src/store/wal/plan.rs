@@ -21,12 +21,14 @@ use crate::store::{
 pub const MAX_DATA_VALUE: usize = 1 << 30;
 
 /// Where the next data goes: the segment being appended to and its length, the number the
-/// next new segment gets, and the size of a segment.
+/// next new segment gets, the size of a segment, and the alignment each commit's data starts at
+/// (1, or the block size when segments are written with direct I/O).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Cursor {
     pub(super) active: Option<(u64, u64)>,
     pub(super) next_id: u64,
     pub(super) segment_bytes: u64,
+    pub(super) align: u64,
 }
 
 impl Cursor {
@@ -47,6 +49,13 @@ impl Cursor {
                 self.active = Some((id, len));
                 (id, 0)
             }
+        }
+    }
+
+    /// Ends a commit: the next one starts at the alignment (the bytes between are padding).
+    fn finish(&mut self) {
+        if let Some((_, used)) = &mut self.active {
+            *used = used.next_multiple_of(self.align);
         }
     }
 }
@@ -141,6 +150,7 @@ pub(super) fn plan<'a>(
         .into());
     }
     let record = encode(&ops, body_len);
+    cursor.finish();
     Ok(Some(Plan {
         ops,
         writes,
