@@ -86,6 +86,8 @@ pub struct RunnerStats {
     pub checkpoint_installs: AtomicGauge,
     /// Gap entries in the fill steps cores took from this driver.
     pub fill_entries: AtomicGauge,
+    /// Payload bytes carried for authors other than the home core (cover, on demand).
+    pub foreign_payload_bytes: AtomicGauge,
     /// Round trip of each answered request.
     pub request_seconds: Histogram,
     /// Every served metric, registered once.
@@ -106,6 +108,7 @@ impl Default for RunnerStats {
             cores_needing_checkpoint: AtomicGauge::default(),
             checkpoint_installs: AtomicGauge::default(),
             fill_entries: AtomicGauge::default(),
+            foreign_payload_bytes: AtomicGauge::default(),
             request_seconds: histogram(SECONDS_BUCKETS),
             registry: Registry::with_prefix("sleepyseal_driver"),
         };
@@ -169,6 +172,12 @@ impl RunnerStats {
             "fill_entries",
             "Gap entries in the fill steps cores took from this driver",
             self.fill_entries.clone(),
+        );
+        r.register(
+            "foreign_payload_bytes",
+            "Payload bytes cores took from this driver in bundles for authors other than its \
+             home core (cover and on-demand carriage)",
+            self.foreign_payload_bytes.clone(),
         );
         r.register(
             "request_seconds",
@@ -327,6 +336,9 @@ fn publish(state: &DriverState, stats: &RunnerStats) {
     stats
         .fill_entries
         .store(fills.entries_sent, Ordering::Relaxed);
+    stats
+        .foreign_payload_bytes
+        .store(state.foreign_payload_bytes(), Ordering::Relaxed);
 }
 
 fn apply(state: &mut DriverState, now: Millis, done: Done, stats: &RunnerStats) {
@@ -387,6 +399,8 @@ mod tests {
                 "# TYPE sleepyseal_driver_checkpoint_installs gauge",
                 "# HELP sleepyseal_driver_fill_entries Gap entries in the fill steps cores took from this driver.",
                 "# TYPE sleepyseal_driver_fill_entries gauge",
+                "# HELP sleepyseal_driver_foreign_payload_bytes Payload bytes cores took from this driver in bundles for authors other than its home core (cover and on-demand carriage).",
+                "# TYPE sleepyseal_driver_foreign_payload_bytes gauge",
                 "# HELP sleepyseal_driver_request_seconds Round trip of one request to a core.",
                 "# TYPE sleepyseal_driver_request_seconds histogram",
             ]

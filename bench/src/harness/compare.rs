@@ -50,6 +50,11 @@ const FIGURES: &[(&str, &str, Option<bool>)] = &[
         Some(false),
     ),
     (
+        "  carried by others per tx",
+        "/data_path/payload_transfers_foreign_carriage",
+        Some(false),
+    ),
+    (
         "disk bytes per tx per core",
         "/data_path/disk_bytes_per_tx_per_core",
         Some(false),

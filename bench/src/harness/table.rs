@@ -180,6 +180,13 @@ fn data_path(t: &mut String, d: &DataPath) {
             .collect();
         line(t, "  by request", parts.join(", "));
     }
+    if let Some(foreign) = d.payload_transfers_foreign_carriage {
+        line(
+            t,
+            "  carried by others",
+            format!("{foreign:.2} per tx (home drivers covering another core, or on demand)"),
+        );
+    }
     line(
         t,
         "storage writes",

@@ -53,7 +53,14 @@ impl ProcStats {
                 continue; // the thread ended meanwhile
             };
             let ticks = parse_cpu_ticks(&stat).unwrap_or(0);
-            *stats.thread_cpu_s.entry(thread_kind(&comm)).or_default() += ticks as f64 / USER_HZ;
+            // The main thread carries the executable's file name, which differs between builds
+            // (a renamed binary would make runs incomparable): it is `main` whatever the name.
+            let kind = if task.file_name().to_str() == Some(pid.to_string().as_str()) {
+                MAIN_THREAD.to_string()
+            } else {
+                thread_kind(&comm)
+            };
+            *stats.thread_cpu_s.entry(kind).or_default() += ticks as f64 / USER_HZ;
             stats.context_switches += keyed(&status, "voluntary_ctxt_switches").unwrap_or(0)
                 + keyed(&status, "nonvoluntary_ctxt_switches").unwrap_or(0);
         }
@@ -115,6 +122,9 @@ fn keyed(text: &str, name: &str) -> Option<u64> {
     })
 }
 
+/// The thread kind of a process's main thread.
+pub const MAIN_THREAD: &str = "main";
+
 /// A thread's kind: its name without a trailing index (`verify-1` → `verify`, `core-net` stays).
 fn thread_kind(comm: &str) -> String {
     let name = comm.trim();
@@ -159,7 +169,11 @@ mod tests {
         let after = ProcStats::read(pid).unwrap();
         let grown = after.since(&before);
         assert!(grown.write_syscalls >= 1, "{grown:?}");
-        assert!(!after.thread_cpu_s.is_empty());
+        assert!(
+            after.thread_cpu_s.contains_key(MAIN_THREAD),
+            "the main thread is named `main`, not after the test binary: {:?}",
+            after.thread_cpu_s.keys()
+        );
         let mut sum = before.clone();
         sum.add(&before);
         assert_eq!(sum.read_syscalls, 2 * before.read_syscalls);

@@ -202,6 +202,18 @@ impl DriverState {
         };
         sent.extend(certificates.iter().map(Certificate::digest));
         sent.extend(payloads.iter().map(Payload::digest));
+        if matches!(
+            request,
+            RequestBody::CertBundle { .. } | RequestBody::HeaderBundle { .. }
+        ) {
+            let home = self.config.home_core;
+            let authors = &self.payload_authors;
+            self.foreign_payload_bytes += payloads
+                .iter()
+                .filter(|p| home.is_none() || authors.get(&p.digest()).copied() != home)
+                .map(|p| p.len() as u64)
+                .sum::<u64>();
+        }
         if let RequestBody::CertBundle { parents, .. } = request {
             sent.extend(parents.iter().map(Certificate::digest));
         }

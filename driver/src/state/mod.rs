@@ -290,6 +290,9 @@ pub struct DriverState {
     checkpoint_signatures: Vec<Vec<sleepyseal_core::checkpoint::SignedCheckpoint>>,
     /// Gap-fill work done (see `fill`).
     fill_counts: FillCounts,
+    /// Payload bytes cores accepted from this driver in header and certificate bundles for
+    /// authors other than its home core (see [`DriverState::foreign_payload_bytes`]).
+    foreign_payload_bytes: u64,
 }
 
 impl DriverState {
@@ -303,6 +306,7 @@ impl DriverState {
             checkpoint_signatures: vec![Vec::new(); committee.size()],
             checkpoint_counts: CheckpointCounts::default(),
             fill_counts: FillCounts::default(),
+            foreign_payload_bytes: 0,
             committee,
             config,
             headers: BTreeMap::new(),
@@ -391,6 +395,14 @@ impl DriverState {
     /// Bytes of the payloads the driver holds (at most [`DriverConfig::payload_cache_bytes`]).
     pub fn cached_payload_bytes(&self) -> usize {
         self.payloads.bytes()
+    }
+
+    /// Payload bytes cores accepted from this driver in header and certificate bundles whose
+    /// author is not its home core: cover and on-demand carriage, beyond the one carriage of
+    /// each payload by its author's home driver (catch-up, `Sync`, is not counted). A driver
+    /// without a home core counts every payload it carries.
+    pub fn foreign_payload_bytes(&self) -> u64 {
+        self.foreign_payload_bytes
     }
 
     /// Whether the driver carries `author`'s payloads eagerly now: it has no home core, `author`

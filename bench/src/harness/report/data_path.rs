@@ -30,6 +30,9 @@ pub struct CoreFlow {
     pub segment_bytes: f64,
     /// The stores' fsync calls.
     pub syncs: f64,
+    /// Payload bytes the home drivers carried for authors other than their home core (served
+    /// with their core's metrics; standalone drivers' are not counted).
+    pub foreign_payload_bytes: f64,
 }
 
 impl CoreFlow {
@@ -54,6 +57,7 @@ impl CoreFlow {
             store_commits: sum("sleepyseal_core_store_commit_seconds_count"),
             segment_bytes: sum("sleepyseal_core_store_segment_bytes_total"),
             syncs: sum("sleepyseal_core_store_syncs_total"),
+            foreign_payload_bytes: sum("sleepyseal_driver_foreign_payload_bytes"),
         }
     }
 
@@ -73,6 +77,7 @@ impl CoreFlow {
             store_commits: self.store_commits - earlier.store_commits,
             segment_bytes: self.segment_bytes - earlier.segment_bytes,
             syncs: self.syncs - earlier.syncs,
+            foreign_payload_bytes: self.foreign_payload_bytes - earlier.foreign_payload_bytes,
         }
     }
 }
@@ -102,6 +107,11 @@ pub struct DataPath {
     /// `received header_bundle`: the home drivers' carriage; `sent fetch_payloads`: on-demand
     /// carriage; `sent read_committed`: the readers'). Empty without the cores' metrics.
     pub payload_transfers_by_request: BTreeMap<String, f64>,
+    /// Of the transfers, those the home drivers carried for authors other than their home
+    /// core, per committed payload byte: covers of an author whose home driver seemed dead,
+    /// and payloads a core listed missing. 0 when every home driver kept up. `None` without
+    /// the cores' metrics.
+    pub payload_transfers_foreign_carriage: Option<f64>,
     /// Bytes each core caused to be written to storage per committed transaction (`/proc`'s
     /// `write_bytes`: payloads, log records, compaction, whole pages at each sync).
     pub disk_bytes_per_tx_per_core: f64,
@@ -179,6 +189,7 @@ pub fn data_path(
                     .collect()
             })
             .unwrap_or_default(),
+        payload_transfers_foreign_carriage: flow.as_ref().map(|f| f.foreign_payload_bytes / bytes),
         disk_bytes_per_tx_per_core: core.disk_write_bytes as f64 / cores / txs,
         payload_writes_per_core: flow.as_ref().map(|f| f.segment_bytes / cores / bytes),
         fsyncs_per_s_per_core: flow.as_ref().map(|f| per_core_s(f.syncs)),
