@@ -144,8 +144,8 @@ fn default_figures_at_a_light_load() {
     // deliveries: one run of the test suite (session 11) measured 4.32 without catch-up (3.19
     // carried, 0.25 pulled), so the bound on all but catch-up is 4.4 and on the carried share
     // 3.4, still below any other policy; release runs measure 4.06-4.26 in all. The home drivers
-    // count what they carry for other authors (`payload_transfers_foreign_carriage`, cover and
-    // on-demand carriage): without it and catch-up, the policy itself moves each payload at
+    // count what they carry in bundles for other authors (`payload_transfers_foreign_carriage`:
+    // covers, carriage after the grace period): without it and catch-up, the policy itself moves each payload at
     // most 4.2 times (the bound), each carried about once to each of the 3 other cores
     // (a certificate bundle carries the payload again to a core that did not vote: debug runs
     // with a busy loop on one CPU measured 4.08-4.14 and 3.03-3.08).

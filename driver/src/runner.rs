@@ -86,7 +86,8 @@ pub struct RunnerStats {
     pub checkpoint_installs: AtomicGauge,
     /// Gap entries in the fill steps cores took from this driver.
     pub fill_entries: AtomicGauge,
-    /// Payload bytes carried for authors other than the home core (cover, on demand).
+    /// Payload bytes carried in bundles for authors other than the home core (covers, and
+    /// carriage after the grace period).
     pub foreign_payload_bytes: AtomicGauge,
     /// Round trip of each answered request.
     pub request_seconds: Histogram,
@@ -176,7 +177,7 @@ impl RunnerStats {
         r.register(
             "foreign_payload_bytes",
             "Payload bytes cores took from this driver in bundles for authors other than its \
-             home core (cover and on-demand carriage)",
+             home core (covers, carriage after the grace period)",
             self.foreign_payload_bytes.clone(),
         );
         r.register(
@@ -399,7 +400,7 @@ mod tests {
                 "# TYPE sleepyseal_driver_checkpoint_installs gauge",
                 "# HELP sleepyseal_driver_fill_entries Gap entries in the fill steps cores took from this driver.",
                 "# TYPE sleepyseal_driver_fill_entries gauge",
-                "# HELP sleepyseal_driver_foreign_payload_bytes Payload bytes cores took from this driver in bundles for authors other than its home core (cover and on-demand carriage).",
+                "# HELP sleepyseal_driver_foreign_payload_bytes Payload bytes cores took from this driver in bundles for authors other than its home core (covers, carriage after the grace period).",
                 "# TYPE sleepyseal_driver_foreign_payload_bytes gauge",
                 "# HELP sleepyseal_driver_request_seconds Round trip of one request to a core.",
                 "# TYPE sleepyseal_driver_request_seconds histogram",

@@ -184,7 +184,7 @@ fn data_path(t: &mut String, d: &DataPath) {
         line(
             t,
             "  carried by others",
-            format!("{foreign:.2} per tx (home drivers covering another core, or on demand)"),
+            format!("{foreign:.2} per tx (home drivers covering another core, or after the grace period)"),
         );
     }
     line(

@@ -398,9 +398,10 @@ impl DriverState {
     }
 
     /// Payload bytes cores accepted from this driver in header and certificate bundles whose
-    /// author is not its home core: cover and on-demand carriage, beyond the one carriage of
-    /// each payload by its author's home driver (catch-up, `Sync`, is not counted). A driver
-    /// without a home core counts every payload it carries.
+    /// author is not its home core: covers of an author whose home driver seems dead, and
+    /// carriage after the grace period, beyond the one carriage of each payload by its author's
+    /// home driver. `Sync` (catch-up, and the payloads a core lists as missing) is not counted.
+    /// A driver without a home core counts every payload it carries in bundles.
     pub fn foreign_payload_bytes(&self) -> u64 {
         self.foreign_payload_bytes
     }

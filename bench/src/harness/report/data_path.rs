@@ -107,10 +107,10 @@ pub struct DataPath {
     /// `received header_bundle`: the home drivers' carriage; `sent fetch_payloads`: on-demand
     /// carriage; `sent read_committed`: the readers'). Empty without the cores' metrics.
     pub payload_transfers_by_request: BTreeMap<String, f64>,
-    /// Of the transfers, those the home drivers carried for authors other than their home
-    /// core, per committed payload byte: covers of an author whose home driver seemed dead,
-    /// and payloads a core listed missing. 0 when every home driver kept up. `None` without
-    /// the cores' metrics.
+    /// Of the transfers, those the home drivers carried in bundles for authors other than their
+    /// home core, per committed payload byte: covers of an author whose home driver seemed
+    /// dead, and carriage after the grace period (payloads a core lists as missing go as
+    /// `received sync`). 0 when every home driver kept up. `None` without the cores' metrics.
     pub payload_transfers_foreign_carriage: Option<f64>,
     /// Bytes each core caused to be written to storage per committed transaction (`/proc`'s
     /// `write_bytes`: payloads, log records, compaction, whole pages at each sync).
