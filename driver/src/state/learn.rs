@@ -202,10 +202,14 @@ impl DriverState {
         };
         sent.extend(certificates.iter().map(Certificate::digest));
         sent.extend(payloads.iter().map(Payload::digest));
-        if matches!(
-            request,
-            RequestBody::CertBundle { .. } | RequestBody::HeaderBundle { .. }
-        ) {
+        // A home core in the same process is reached without a network transfer.
+        let local = self.config.home_is_local && self.config.home_core == Some(core);
+        if !local
+            && matches!(
+                request,
+                RequestBody::CertBundle { .. } | RequestBody::HeaderBundle { .. }
+            )
+        {
             let home = self.config.home_core;
             let authors = &self.payload_authors;
             self.foreign_payload_bytes += payloads

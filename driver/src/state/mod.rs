@@ -401,7 +401,8 @@ impl DriverState {
     /// author is not its home core: covers of an author whose home driver seems dead, and
     /// carriage after the grace period, beyond the one carriage of each payload by its author's
     /// home driver. `Sync` (catch-up, and the payloads a core lists as missing) is not counted.
-    /// A driver without a home core counts every payload it carries in bundles.
+    /// A driver without a home core counts every payload it carries in bundles; deliveries to a
+    /// home core in the same process are not counted (no network transfer).
     pub fn foreign_payload_bytes(&self) -> u64 {
         self.foreign_payload_bytes
     }
