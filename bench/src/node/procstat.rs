@@ -43,6 +43,7 @@ impl ProcStats {
             ..ProcStats::default()
         };
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        let main_task = pid.to_string();
         for task in tasks.flatten() {
             let dir = task.path();
             let (Ok(comm), Ok(stat), Ok(status)) = (
@@ -55,7 +56,7 @@ impl ProcStats {
             let ticks = parse_cpu_ticks(&stat).unwrap_or(0);
             // The main thread carries the executable's file name, which differs between builds
             // (a renamed binary would make runs incomparable): it is `main` whatever the name.
-            let kind = if task.file_name().to_str() == Some(pid.to_string().as_str()) {
+            let kind = if task.file_name().to_str() == Some(main_task.as_str()) {
                 MAIN_THREAD.to_string()
             } else {
                 thread_kind(&comm)

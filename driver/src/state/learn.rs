@@ -204,12 +204,8 @@ impl DriverState {
         sent.extend(payloads.iter().map(Payload::digest));
         // A home core in the same process is reached without a network transfer.
         let local = self.config.home_is_local && self.config.home_core == Some(core);
-        if !local
-            && matches!(
-                request,
-                RequestBody::CertBundle { .. } | RequestBody::HeaderBundle { .. }
-            )
-        {
+        // Bundles only: `Sync` is catch-up (and the payloads a core lists as missing).
+        if !local && !matches!(request, RequestBody::Sync { .. }) {
             let home = self.config.home_core;
             let authors = &self.payload_authors;
             self.foreign_payload_bytes += payloads

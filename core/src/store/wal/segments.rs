@@ -322,9 +322,9 @@ impl AlignedBuf {
         data: impl Iterator<Item = &'a [u8]> + Clone,
     ) -> std::io::Result<(u64, u64)> {
         assert_eq!(offset % DIRECT_ALIGN, 0, "direct writes start aligned");
-        let len: usize = data.clone().map(<[u8]>::len).sum();
-        let padded = len.next_multiple_of(DIRECT_ALIGN as usize);
         let align = DIRECT_ALIGN as usize;
+        let len: usize = data.clone().map(<[u8]>::len).sum();
+        let padded = len.next_multiple_of(align);
         if self.bytes.len() < padded + align {
             self.bytes = vec![0; padded + align];
         }
