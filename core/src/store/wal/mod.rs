@@ -61,13 +61,13 @@
 //! segments, by default with direct I/O (copied once into a reused aligned buffer, padded to a
 //! 4 KiB block so that the next group starts on one, and written past the page cache; see
 //! `segments.rs` for why), or where the file system refuses direct I/O with vectored writes
-//! straight from the callers' buffers (`writev`), then its metadata is encoded as one log
-//! record and written with a single `write_all`; the segments written are `fdatasync`ed, then
-//! the log, and only then does `commit` return. Nothing is acknowledged before both files are synced. The record's checksum makes the
-//! group atomic: after a crash either every batch of the group is replayed or none is. If a write
-//! or a sync fails, the store is *poisoned*: every later call returns [`StoreError::Stopped`]
-//! (fail-stop), since the files' state is then unknown. A commit with no operations writes and
-//! syncs nothing.
+//! straight from the callers' buffers (`writev`), then its metadata is encoded as one log record
+//! and written with a single `write_all`; the segments written are `fdatasync`ed, then the log, and
+//! only then does `commit` return. Nothing is acknowledged before both files are synced. The
+//! record's checksum makes the group atomic: after a crash either every batch of the group is
+//! replayed or none is. If a write or a sync fails, the store is *poisoned*: every later call
+//! returns [`StoreError::Stopped`] (fail-stop), since the files' state is then unknown. A commit
+//! with no operations writes and syncs nothing.
 //!
 //! # Crash rule (torn tail)
 //!
