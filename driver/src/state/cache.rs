@@ -8,7 +8,7 @@
 //! payload). Nothing is lost for good by dropping: a core that still lacks a dropped payload
 //! lists it as missing, and the driver fetches it again.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use sleepyseal_core::limits::MAX_PAYLOAD_BYTES;
 use sleepyseal_core::{Digest, Payload, Round};

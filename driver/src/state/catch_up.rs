@@ -1,7 +1,7 @@
 //! Catch-up of a core that lags or misses history (PROTOCOL.md §8): `Sync` from the driver's
 //! cache, `Fetch` from a core that holds the history, and the escalation between them.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use sleepyseal_core::limits::MAX_CERTS_PER_REQUEST;
 use sleepyseal_core::protocol::{RequestBody, Summary};

@@ -1,7 +1,7 @@
 //! Choosing requests: for each core, the one request that moves it forward most, pipelined
 //! bundles while earlier requests are in flight, and idle polls.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use sleepyseal_core::protocol::{Request, RequestBody, Summary};
 use sleepyseal_core::{AuthorityIndex, Certificate, Digest, Millis, Payload, Round, SignedHeader};

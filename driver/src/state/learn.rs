@@ -1,7 +1,7 @@
 //! Learning: replies and summaries into the soft cache, checked votes into certificates, and
 //! pruning what fell far below the newest round.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use sleepyseal_core::crypto::{verify_batch, SignatureItem};
 use sleepyseal_core::messages::vote_message;

@@ -16,7 +16,9 @@
 //! payload: the home-core policy of PROTOCOL.md §7), `cache` (the payload cache and its byte
 //! bound), `checkpoints` (checkpoint signatures into checkpoint certificates, §8a.2).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 
 use sleepyseal_core::protocol::{CommittedEntry, Request, RequestBody, Summary};

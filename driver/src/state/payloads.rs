@@ -1,7 +1,7 @@
 //! Payloads: which ones a request carries, within one byte budget, and fetching from other
 //! cores those a core misses that the driver does not hold.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 
 use sleepyseal_core::limits::MAX_PAYLOADS_PER_REQUEST;
 use sleepyseal_core::protocol::{RequestBody, Summary};
