@@ -17,8 +17,29 @@ pub struct NetLimits {
     pub max_response_bytes: usize,
     /// Concurrent request streams per connection.
     pub max_streams_per_connection: u32,
-    /// Concurrent connections per core; more are refused.
+    /// Concurrent connections per core. When all are taken, a connection from a source prefix
+    /// that holds none gets the slot of the idlest connection of the prefix holding the most
+    /// (`server::admission`); any other is refused.
     pub max_connections: usize,
+    /// Concurrent connections from one source address (listed drivers excepted).
+    pub max_connections_per_address: usize,
+    /// Concurrent connections from one source prefix, the /24 of an IPv4 address or the /64 of
+    /// an IPv6 one (listed drivers excepted).
+    pub max_connections_per_prefix: usize,
+    /// Addresses of drivers an operator lists: always admitted, never closed to make room, and
+    /// not counted against the per-source limits. A core still trusts nothing they send.
+    pub known_drivers: Vec<std::net::IpAddr>,
+    /// Answer a connection attempt from an address that has not proven it receives what is sent
+    /// to it with a QUIC retry (address validation, one round trip): a spoofed source then
+    /// costs no connection state.
+    pub validate_addresses: bool,
+    /// Longest a handshake may take before the attempt is dropped. A connection holds its slot
+    /// from the moment it is admitted, handshake included, so handshakes in progress count
+    /// against every limit above.
+    pub handshake_timeout: Duration,
+    /// Requests one connection may open per second (a token bucket holding a second's worth):
+    /// beyond it the connection's next stream waits, and QUIC flow control holds the sender.
+    pub max_requests_per_second: u32,
     /// A stream must deliver its whole request within this time, or it is reset (half-open
     /// streams cannot pin memory).
     pub request_read_timeout: Duration,
@@ -26,8 +47,12 @@ pub struct NetLimits {
     pub idle_timeout: Duration,
     /// Requests queued for verification; beyond it a core answers `Busy`.
     pub verify_queue: usize,
-    /// Verified requests queued for the core thread; beyond it a core answers `Busy`.
+    /// Verified consensus requests (what drivers send) queued for the core thread; beyond it a
+    /// core answers `Busy` to the connection holding the most of them.
     pub core_queue: usize,
+    /// Client requests (`Submit`, `ReadCommitted`) queued for the core thread, apart from the
+    /// consensus requests; beyond it a core answers `Busy` to the connection holding the most.
+    pub client_queue: usize,
     /// Largest UDP payload an endpoint accepts, and the bound path-MTU discovery probes up to.
     /// QUIC starts at 1,200 bytes and probes upward; on loopback or jumbo-frame networks the
     /// path then carries datagrams this large, fewer per payload. Probes that get no answer are
@@ -54,10 +79,17 @@ impl Default for NetLimits {
             max_response_bytes: MAX_MESSAGE_BYTES,
             max_streams_per_connection: 256,
             max_connections: 256,
+            max_connections_per_address: 32,
+            max_connections_per_prefix: 64,
+            known_drivers: Vec::new(),
+            validate_addresses: true,
+            handshake_timeout: Duration::from_secs(3),
+            max_requests_per_second: 20_000,
             request_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(10),
             verify_queue: 1_024,
             core_queue: 1_024,
+            client_queue: 1_024,
             max_udp_payload: MAX_UDP_PAYLOAD,
             udp_buffer_bytes: 8 << 20,
             initial_window_bytes: 2 << 20,

@@ -255,8 +255,14 @@ pub(crate) mod tests {
                             && name.ends_with("_total")
                     }
                     "gauge" => suffix.is_empty(),
+                    // Unlabelled, or labelled (a family): `_sum{request="x"}`, `_bucket{...,le="1"}`.
                     "histogram" => {
-                        ["_sum", "_count"].contains(&suffix) || suffix.starts_with("_bucket{le=\"")
+                        let (base, labels) = suffix.split_once('{').unwrap_or((suffix, ""));
+                        (["_sum", "_count"].contains(&base)
+                            && (labels.is_empty() || labels.ends_with('}')))
+                            || base == "_bucket"
+                                && labels.contains("le=\"")
+                                && labels.ends_with('}')
                     }
                     _ => false,
                 };

@@ -9,7 +9,10 @@
 //!                       here): handles every queued request, writes all their changes with one
 //!                       synced store commit (group commit), then releases the replies
 //! ```
-//! Every queue is bounded; a full queue answers `Busy` at once. A store failure stops the core
+//! Every queue is bounded and fair ([`queue`]): consensus requests and client requests wait in
+//! separate lanes, each taken up to its own quota per group, and within a lane the connections
+//! (and the in-process link) take turns; a full lane answers `Busy` at once to whichever source
+//! holds the most of it. A store failure stops the core
 //! (crash-stop): replies of the failed group are never sent, and a restart recovers from disk.
 //!
 //! A driver in the same process reaches the core through [`CoreServer::local_link`] ([`local`]):
@@ -22,12 +25,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sleepyseal_core::protocol::{Request, Response};
+use sleepyseal_core::protocol::{Request, RequestBody, Response};
 use sleepyseal_core::store::StoreError;
 use sleepyseal_core::verify::CheckedRequest;
 use sleepyseal_core::{Core, CoreError, Millis, Store, Verified, Verifier};
@@ -35,9 +37,11 @@ use sleepyseal_core::{Core, CoreError, Millis, Store, Verified, Verifier};
 use crate::limits::NetLimits;
 use crate::wan::Wan;
 
+mod admission;
 mod core_thread;
 mod intake;
 mod local;
+mod queue;
 mod stats;
 pub use local::{LocalLink, LocalLinkError, OwnHeader};
 pub use stats::ServerStats;
@@ -45,6 +49,7 @@ pub use stats::ServerStats;
 use core_thread::spawn_core_thread;
 use intake::{accept_loop, Answer, Intake};
 use local::{QueueSlot, ReplyTo};
+use queue::{fair_queue, FairReceiver, FairSender, Lane, Pushed, Refused, Source};
 
 /// Settings of the pipeline behind the endpoint.
 #[derive(Clone, Debug)]
@@ -55,8 +60,12 @@ pub struct ServerOptions {
     pub verify_threads: usize,
     /// Most requests verified together in one batch.
     pub verify_max_requests: usize,
-    /// Most requests handled in one group commit.
+    /// Most consensus requests (what drivers send) handled in one group commit.
     pub group_commit_max: usize,
+    /// Most client requests (`Submit`, `ReadCommitted`) handled in one group commit, on top of
+    /// the consensus requests: however many clients queue, a consensus request waits for at
+    /// most this much client work in the group before its own.
+    pub group_client_max: usize,
     /// WAN emulation of the endpoint's outgoing datagrams (none: plain sends).
     pub wan: Option<Wan>,
 }
@@ -68,6 +77,7 @@ impl Default for ServerOptions {
             verify_threads: 2,
             verify_max_requests: 256,
             group_commit_max: 512,
+            group_client_max: 128,
             wan: None,
         }
     }
@@ -103,18 +113,57 @@ pub enum ServerError {
 struct VerifyJob {
     request: Request,
     reply: ReplyTo,
+    /// Where it came from: the source whose turn it takes in the core queue too.
+    source: Source,
+    /// When it arrived, for [`ServerStats::queue_waited`].
+    arrived: Instant,
 }
 
 struct CoreJob {
     request: Verified<CheckedRequest>,
     reply: ReplyTo,
+    arrived: Instant,
+}
+
+/// The lane of a request: client requests apart from what drivers send.
+fn lane_of(body: &RequestBody) -> Lane {
+    match body {
+        RequestBody::Submit { .. } | RequestBody::ReadCommitted { .. } => Lane::Client,
+        _ => Lane::Consensus,
+    }
+}
+
+/// Queues `job` for the core thread in its lane; a job refused or displaced by a full lane is
+/// answered `Busy`. `false` once the core thread is gone.
+fn queue_for_core(
+    core_tx: &FairSender<CoreJob>,
+    source: Source,
+    job: CoreJob,
+    stats: &ServerStats,
+) -> bool {
+    let lane = lane_of(&job.request.request.body);
+    match core_tx.push(lane, source, job) {
+        Ok(Pushed::Queued) => {
+            stats.core_queue.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Pushed::Displaced(other)) => {
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+            other.reply.send(Response::Error(CoreError::Busy));
+        }
+        Err(Refused::Full(job)) => {
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+            job.reply.send(Response::Error(CoreError::Busy));
+        }
+        Err(Refused::Closed(_)) => return false,
+    }
+    true
 }
 
 /// A running core server.
 pub struct CoreServer {
     endpoint: quinn::Endpoint,
     stats: Arc<ServerStats>,
-    verify_tx: Option<SyncSender<VerifyJob>>,
+    verify_tx: Option<FairSender<VerifyJob>>,
     /// The verify queue as [`LocalLink`]s reach it (emptied at shutdown).
     local: QueueSlot,
     /// Transport limits (the link checks the request size against them).
@@ -140,8 +189,10 @@ impl CoreServer {
                 .map_err(|source| ServerError::Bind { address, source })?;
         let stats = Arc::new(ServerStats::default());
         let verifier = Arc::new(verifier);
-        let (verify_tx, verify_rx) = mpsc::sync_channel::<VerifyJob>(options.limits.verify_queue);
-        let (core_tx, core_rx) = mpsc::sync_channel::<CoreJob>(options.limits.core_queue);
+        // The verify queue holds only requests with signatures, all of them from drivers.
+        let (verify_tx, verify_rx) = fair_queue::<VerifyJob>([options.limits.verify_queue, 1]);
+        let (core_tx, core_rx) =
+            fair_queue::<CoreJob>([options.limits.core_queue, options.limits.client_queue]);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.verify_threads.max(1))
             .thread_name(|i| format!("verify-{i}"))
@@ -166,7 +217,7 @@ impl CoreServer {
             core_rx,
             core,
             store,
-            options.group_commit_max,
+            [options.group_commit_max, options.group_client_max],
             stats.clone(),
             verifier.clone(),
             endpoint.clone(),
@@ -240,36 +291,25 @@ impl CoreServer {
     }
 }
 
-/// Blocks for one job, then takes every job already queued, up to `max` in all. `None` once every
-/// sender is gone.
-pub(super) fn next_batch<T>(rx: &Receiver<T>, max: usize) -> Option<Vec<T>> {
-    let first = rx.recv().ok()?;
-    let mut jobs = vec![first];
-    while jobs.len() < max {
-        match rx.try_recv() {
-            Ok(job) => jobs.push(job),
-            Err(_) => break,
-        }
-    }
-    Some(jobs)
-}
-
 fn verify_loop(
-    rx: Receiver<VerifyJob>,
-    core_tx: SyncSender<CoreJob>,
+    rx: FairReceiver<VerifyJob>,
+    core_tx: FairSender<CoreJob>,
     verifier: &Verifier,
     pool: &rayon::ThreadPool,
     max_requests: usize,
     stats: &ServerStats,
 ) {
-    while let Some(jobs) = next_batch(&rx, max_requests) {
+    while let Some(jobs) = rx.take([max_requests, 0], None) {
+        let jobs: Vec<VerifyJob> = jobs.into_iter().map(|(_, job)| job).collect();
         stats.verify_batches.fetch_add(1, Ordering::Relaxed);
         stats
             .verify_queue
             .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         stats.verify_batch_requests.observe(jobs.len() as f64);
-        let (requests, replies): (Vec<Request>, Vec<ReplyTo>) =
-            jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+        let (requests, replies): (Vec<Request>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| (j.request, (j.reply, j.source, j.arrived)))
+            .unzip();
         let started = Instant::now();
         // A batch that fits one chunk is checked on this thread: handing it to the pool costs a
         // wake-up and a switch for nothing to split.
@@ -282,18 +322,18 @@ fn verify_loop(
         stats
             .verify_seconds
             .observe(started.elapsed().as_secs_f64());
-        for (result, reply) in results.into_iter().zip(replies) {
+        for (result, (reply, source, arrived)) in results.into_iter().zip(replies) {
             match result {
-                Ok(request) => match core_tx.try_send(CoreJob { request, reply }) {
-                    Ok(()) => {
-                        stats.core_queue.fetch_add(1, Ordering::Relaxed);
+                Ok(request) => {
+                    let job = CoreJob {
+                        request,
+                        reply,
+                        arrived,
+                    };
+                    if !queue_for_core(&core_tx, source, job, stats) {
+                        return;
                     }
-                    Err(TrySendError::Full(job)) => {
-                        stats.busy.fetch_add(1, Ordering::Relaxed);
-                        job.reply.send(Response::Error(CoreError::Busy));
-                    }
-                    Err(TrySendError::Disconnected(_)) => return,
-                },
+                }
                 Err(error) => reply.send(Response::Error(error)),
             }
         }

@@ -266,10 +266,18 @@ async fn connections_beyond_the_limit_are_refused() {
         ..ServerOptions::default()
     };
     let f = serve_core_0("flood", options).await;
+    // Three connections, each with a request in progress (half sent), so that none counts as
+    // idle however slowly the test runs: an idle slot would go to anyone.
     let mut idle = Vec::new();
+    let mut half_sent = Vec::new();
     for _ in 0..3 {
-        idle.push(raw_connection(&f).await);
+        let connection = raw_connection(&f).await;
+        let (mut send, recv) = connection.open_bi().await.unwrap();
+        send.write_all(&[0u8; 16]).await.unwrap();
+        half_sent.push((send, recv));
+        idle.push(connection);
     }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let clients = Clients::new(&f.testbed, NetLimits::default()).unwrap();
     let refused = clients
         .core(AuthorityIndex(0))
@@ -279,15 +287,35 @@ async fn connections_beyond_the_limit_are_refused() {
         matches!(refused, Err(ClientError::Connect { .. })),
         "{refused:?}"
     );
+    let stats = f.server.as_ref().unwrap().stats().clone();
     assert_eq!(
-        f.server
-            .as_ref()
-            .unwrap()
-            .stats()
-            .connections
-            .load(std::sync::atomic::Ordering::SeqCst),
+        stats.connections.load(std::sync::atomic::Ordering::SeqCst),
         3
     );
+    assert_eq!(stats.refused_connections("full"), 1);
+    // Every source proved its address first (a QUIC retry each).
+    assert!(stats.retries_sent.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+    // A source from a prefix that holds no slot is never refused: the idlest connection of the
+    // prefix holding the most is closed for it.
+    let newcomer = raw_connection_from(&f, "127.7.0.1").await;
+    let reply = raw_request(&newcomer, &get_state(&f)).await;
+    assert!(matches!(reply, Response::Summary(_)), "{reply:?}");
+    assert_eq!(stats.refused_connections("evicted"), 1);
+    // The oldest of the prefix holding the most slots was closed for it.
+    let closed = idle.remove(0);
+    let started = std::time::Instant::now();
+    let reason = loop {
+        match closed.close_reason() {
+            Some(reason) => break reason,
+            None if started.elapsed() < T => tokio::time::sleep(Duration::from_millis(20)).await,
+            None => panic!("the oldest connection was not closed"),
+        }
+    };
+    assert!(
+        matches!(&reason, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == 6u32.into()),
+        "{reason:?}"
+    );
+    newcomer.close(0u32.into(), b"done");
     for c in idle.drain(..) {
         c.close(0u32.into(), b"done");
     }
@@ -315,6 +343,7 @@ async fn overload_answers_busy_and_never_loses_an_acknowledged_transaction() {
         limits: NetLimits {
             verify_queue: 2,
             core_queue: 2,
+            client_queue: 2,
             ..NetLimits::default()
         },
         ..ServerOptions::default()
@@ -372,6 +401,111 @@ async fn overload_answers_busy_and_never_loses_an_acknowledged_transaction() {
     shutdown(f).await;
 }
 
+/// A flood that fills the core's queues, from clients (`Submit`) or from one connection sending
+/// consensus requests, never takes the place of another connection's consensus request: the
+/// flood is answered `Busy`, the other connection's polls never are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_connection_never_takes_the_place_of_anothers_consensus_requests() {
+    let options = ServerOptions {
+        limits: NetLimits {
+            verify_queue: 4,
+            core_queue: 4,
+            client_queue: 4,
+            ..NetLimits::default()
+        },
+        ..ServerOptions::default()
+    };
+    let f = serve_core_0("fair", options).await;
+    let instance = f.testbed.committee.instance();
+    let flooder = Arc::new(Clients::new(&f.testbed, NetLimits::default()).unwrap());
+    let driver = Clients::new(&f.testbed, NetLimits::default()).unwrap();
+    for client_flood in [true, false] {
+        // 64 requests of the flooder in flight at all times, until the driver is done.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..64u32 {
+            let (flooder, stop) = (flooder.clone(), stop.clone());
+            tasks.spawn(async move {
+                let mut busy = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = if client_flood {
+                        RequestBody::Submit {
+                            transactions: vec![Bytes::from(i.to_le_bytes().to_vec()); 20],
+                        }
+                    } else {
+                        RequestBody::GetState {
+                            with_payload: false,
+                        }
+                    };
+                    let request = Request { instance, body };
+                    let reply = flooder.core(AuthorityIndex(0)).request(&request, T).await;
+                    if matches!(reply, Ok(Response::Error(CoreError::Busy))) {
+                        busy += 1;
+                    }
+                }
+                busy
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..50 {
+            let reply = driver
+                .core(AuthorityIndex(0))
+                .request(&get_state(&f), T)
+                .await
+                .expect("the driver's poll is answered");
+            assert!(
+                matches!(reply, Response::Summary(_)),
+                "client flood {client_flood}: the driver's poll got {reply:?}"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut busy = 0;
+        while let Some(n) = tasks.join_next().await {
+            busy += n.unwrap();
+        }
+        assert!(
+            busy > 0,
+            "client flood {client_flood}: the queues never filled"
+        );
+    }
+    shutdown(f).await;
+}
+
+/// A connection that opens requests faster than its rate waits for its tokens (QUIC flow
+/// control holds its streams); its requests are still all answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_its_request_rate_is_held_back() {
+    let options = ServerOptions {
+        limits: NetLimits {
+            max_requests_per_second: 20,
+            ..NetLimits::default()
+        },
+        ..ServerOptions::default()
+    };
+    let f = serve_core_0("rate", options).await;
+    let connection = raw_connection(&f).await;
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        let reply = raw_request(&connection, &get_state(&f)).await;
+        assert!(matches!(reply, Response::Summary(_)), "{reply:?}");
+    }
+    // A second's worth at once, then 20 more at 20 per second.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = f.server.as_ref().unwrap().stats().clone();
+    assert!(
+        stats
+            .rate_limited_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 15
+    );
+    connection.close(0u32.into(), b"done");
+    shutdown(f).await;
+}
+
 /// Payloads received from one core are forwarded to another without a copy: the outgoing request's
 /// chunks point into the buffer the reply arrived in.
 #[test]
@@ -407,7 +541,13 @@ fn forwarded_payloads_are_slices_of_the_received_buffer() {
 }
 
 async fn raw_connection(f: &Fixture) -> quinn::Connection {
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    raw_connection_from(f, "127.0.0.1").await
+}
+
+/// A connection to core 0 from a client endpoint bound to `ip` (any address of 127.0.0.0/8).
+async fn raw_connection_from(f: &Fixture, ip: &str) -> quinn::Connection {
+    let bind = std::net::SocketAddr::new(ip.parse().unwrap(), 0);
+    let mut endpoint = quinn::Endpoint::client(bind).unwrap();
     endpoint.set_default_client_config(
         sleepyseal_net::tls::client_config(&f.testbed, &NetLimits::default()).unwrap(),
     );
@@ -416,6 +556,15 @@ async fn raw_connection(f: &Fixture) -> quinn::Connection {
         .unwrap()
         .await
         .unwrap()
+}
+
+/// One request on a connection of its own making, read to the end.
+async fn raw_request(connection: &quinn::Connection, request: &Request) -> Response {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&request.to_bytes()).await.unwrap();
+    send.finish().unwrap();
+    let bytes = recv.read_to_end(64 << 20).await.unwrap();
+    Response::from_bytes(Bytes::from(bytes)).unwrap()
 }
 
 async fn shutdown(mut f: Fixture) {

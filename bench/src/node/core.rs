@@ -99,9 +99,24 @@ pub struct CoreArgs {
     /// Threads verifying signatures.
     #[arg(long, default_value_t = ServerOptions::default().verify_threads)]
     verify_threads: usize,
-    /// Concurrent client connections accepted.
+    /// Concurrent connections accepted (drivers and clients). When all are taken, a connection
+    /// from a /24 (IPv6: /64) that holds none gets the slot of the idlest connection of the
+    /// prefix holding the most; any other is refused.
     #[arg(long, default_value_t = NetLimits::default().max_connections)]
     max_connections: usize,
+    /// Concurrent connections from one source address (listed drivers excepted).
+    #[arg(long, default_value_t = NetLimits::default().max_connections_per_address)]
+    max_connections_per_address: usize,
+    /// Concurrent connections from one /24 (IPv6: /64) source prefix (listed drivers excepted).
+    #[arg(long, default_value_t = NetLimits::default().max_connections_per_prefix)]
+    max_connections_per_prefix: usize,
+    /// The address of a driver that always gets a connection slot (repeat for several). The
+    /// core still trusts nothing it sends; unlisted drivers work as before.
+    #[arg(long = "known-driver", value_name = "IP")]
+    known_drivers: Vec<std::net::IpAddr>,
+    /// Requests one connection may open per second; beyond it its streams wait.
+    #[arg(long, default_value_t = NetLimits::default().max_requests_per_second)]
+    max_requests_per_second: u32,
     /// Seconds between progress lines in the log (0: none).
     #[arg(long, default_value_t = DEFAULT_LOG_EVERY_S)]
     log_every_s: u64,
@@ -187,6 +202,10 @@ impl CoreArgs {
         ServerOptions {
             limits: NetLimits {
                 max_connections: self.max_connections,
+                max_connections_per_address: self.max_connections_per_address,
+                max_connections_per_prefix: self.max_connections_per_prefix,
+                known_drivers: self.known_drivers.clone(),
+                max_requests_per_second: self.max_requests_per_second,
                 ..NetLimits::default()
             },
             verify_threads: self.verify_threads,

@@ -3,7 +3,6 @@
 //! core's and the store's counters, and holds long-poll reads until entries commit.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,15 +11,16 @@ use sleepyseal_core::store::StoreError;
 use sleepyseal_core::{Core, Millis, Store, Verifier};
 
 use super::local::publish_own_header;
-use super::{next_batch, wall_clock, CoreJob, ServerError, ServerStats};
+use super::queue::FairReceiver;
+use super::{wall_clock, CoreJob, ServerError, ServerStats};
 
 /// Starts the `core` thread running [`core_loop`]. A store failure or a panic on it closes the
 /// endpoint (clients see the core stop instead of hanging) and is its result.
 pub(super) fn spawn_core_thread(
-    rx: Receiver<CoreJob>,
+    rx: FairReceiver<CoreJob>,
     core: Core,
     store: Box<dyn Store>,
-    max_group: usize,
+    max_group: [usize; 2],
     stats: Arc<ServerStats>,
     verifier: Arc<Verifier>,
     endpoint: quinn::Endpoint,
@@ -48,27 +48,33 @@ pub(super) fn spawn_core_thread(
         .expect("spawn core thread")
 }
 
-/// The core thread: takes the queued jobs, handles them as one group commit, releases their
-/// replies once the group is durable, then answers the long polls that became due.
+/// The core thread: takes the queued jobs (up to `max_group[lane]` of each lane), handles them as
+/// one group commit, releases their replies once the group is durable, then answers the long
+/// polls that became due.
 fn core_loop(
-    rx: Receiver<CoreJob>,
+    rx: FairReceiver<CoreJob>,
     mut core: Core,
     mut store: Box<dyn Store>,
-    max_group: usize,
+    max_group: [usize; 2],
     stats: &ServerStats,
     verifier: &Verifier,
 ) -> Result<(), ServerError> {
     let mut pruned_at = core.gc_round();
     let mut parked = Parked::default();
-    while let Some(jobs) = next_jobs(&rx, max_group, parked.next_deadline()) {
+    while let Some(jobs) = rx.take(max_group, parked.next_deadline()) {
         stats
             .core_queue
             .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+        let taken = Instant::now();
+        for (_, job) in &jobs {
+            let kind = job.request.request.body.kind();
+            stats.queue_waited(kind, taken.saturating_duration_since(job.arrived));
+        }
         let now = wall_clock();
         let committed = core.consensus().consensus_index;
         let jobs: Vec<CoreJob> = jobs
             .into_iter()
-            .filter_map(|job| parked.park_or_keep(job, committed))
+            .filter_map(|(_, job)| parked.park_or_keep(job, committed))
             .collect();
         let installs = core.counters().checkpoints_installed;
         let filled = core.counters().gap_entries_filled;
@@ -138,28 +144,6 @@ fn log_fill(core: &Core) {
             r.base_index - r.old_index,
             r.fill_next - r.old_index
         );
-    }
-}
-
-/// The next group of jobs: waits for at least one, or until `deadline` (the next held long poll
-/// due) with none. `None` once every sender is gone.
-fn next_jobs(
-    rx: &Receiver<CoreJob>,
-    max_group: usize,
-    deadline: Option<Instant>,
-) -> Option<Vec<CoreJob>> {
-    let Some(deadline) = deadline else {
-        return next_batch(rx, max_group);
-    };
-    let wait = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(wait) {
-        Ok(first) => {
-            let mut jobs = vec![first];
-            jobs.extend(rx.try_iter().take(max_group.saturating_sub(1)));
-            Some(jobs)
-        }
-        Err(RecvTimeoutError::Timeout) => Some(Vec::new()),
-        Err(RecvTimeoutError::Disconnected) => None,
     }
 }
 

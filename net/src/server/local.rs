@@ -14,8 +14,8 @@
 //! fails with [`LocalLinkError::Stopped`].
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use sleepyseal_core::limits::{
@@ -24,9 +24,11 @@ use sleepyseal_core::limits::{
     MAX_TRANSACTION_BYTES,
 };
 use sleepyseal_core::protocol::{Request, RequestBody, Response};
-use sleepyseal_core::{Core, CoreError, Payload, SignedHeader};
+use sleepyseal_core::{Core, Payload, SignedHeader};
 use tokio::sync::{oneshot, watch};
 
+use super::intake::queue_for_verify;
+use super::queue::{FairSender, Source};
 use super::{Answer, ServerStats, VerifyJob};
 
 /// Where the reply to a request goes: encoded for a QUIC stream, or as is over the link.
@@ -52,7 +54,7 @@ impl ReplyTo {
 }
 
 /// The verify queue as the link sees it: emptied when the server shuts down.
-pub(super) type QueueSlot = Arc<Mutex<Option<SyncSender<VerifyJob>>>>;
+pub(super) type QueueSlot = Arc<Mutex<Option<FairSender<VerifyJob>>>>;
 
 /// Why a request on the link got no response.
 #[derive(Debug, thiserror::Error)]
@@ -101,31 +103,25 @@ impl LocalLink {
         let job = VerifyJob {
             request,
             reply: ReplyTo::Local(reply),
+            source: Source::LOCAL,
+            arrived: Instant::now(),
         };
-        self.stats.verify_queue.fetch_add(1, Ordering::Relaxed);
         // A holder that panicked cannot have left the slot half-written: ignore the poison, so
         // that a panicking driver never stops the core.
-        let sent = match self
+        let queued = match self
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            Some(queue) => queue.try_send(job),
-            None => Err(TrySendError::Disconnected(job)),
+            // A full queue answers `Busy` through the reply channel, at once.
+            Some(queue) => queue_for_verify(queue, Source::LOCAL, job, &self.stats),
+            None => false,
         };
-        let response = match sent {
-            Ok(()) => answer.await.map_err(|_| LocalLinkError::Stopped)?,
-            Err(TrySendError::Full(_)) => {
-                self.stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
-                self.stats.busy.fetch_add(1, Ordering::Relaxed);
-                Response::Error(CoreError::Busy)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.stats.verify_queue.fetch_sub(1, Ordering::Relaxed);
-                return Err(LocalLinkError::Stopped);
-            }
-        };
+        if !queued {
+            return Err(LocalLinkError::Stopped);
+        }
+        let response = answer.await.map_err(|_| LocalLinkError::Stopped)?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         Ok(response)
     }

@@ -55,8 +55,12 @@ pub struct ServerStats {
     pub verify_batches: AtomicUsize,
     /// Connections open now.
     pub connections: AtomicGauge,
-    /// Connections refused at the limit.
-    pub refused_connections: AtomicCounter,
+    /// Connections refused, or closed to make room, by reason (`server::admission`).
+    refused_connections: Family<ReasonLabel, Counter>,
+    /// Connection attempts answered with a QUIC retry (address validation).
+    pub retries_sent: AtomicCounter,
+    /// Request streams whose connection had spent its request rate and waited for it.
+    pub rate_limited_streams: AtomicCounter,
     /// The core's round (after the latest group commit).
     pub round: AtomicGauge,
     /// Round of the latest committed leader.
@@ -75,6 +79,9 @@ pub struct ServerStats {
     pub core_queue: AtomicGauge,
     /// Long polls held.
     pub parked: AtomicGauge,
+    /// Time from a request's arrival (decoded, or handed over the in-process link) to the core
+    /// thread taking it, by request kind: the verify stage and both queues.
+    queue_wait_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
     /// Seconds per verify batch.
     pub verify_seconds: Histogram,
     /// Requests per verify batch.
@@ -112,7 +119,9 @@ impl Default for ServerStats {
             grouped_requests: AtomicUsize::new(0),
             verify_batches: AtomicUsize::new(0),
             connections: AtomicGauge::default(),
-            refused_connections: AtomicCounter::default(),
+            refused_connections: Family::default(),
+            retries_sent: AtomicCounter::default(),
+            rate_limited_streams: AtomicCounter::default(),
             round: AtomicGauge::default(),
             last_committed_round: AtomicGauge::default(),
             consensus_index: AtomicCounter::default(),
@@ -122,6 +131,7 @@ impl Default for ServerStats {
             verify_queue: AtomicGauge::default(),
             core_queue: AtomicGauge::default(),
             parked: AtomicGauge::default(),
+            queue_wait_seconds: Family::new_with_constructor(|| histogram(SECONDS_BUCKETS)),
             verify_seconds: histogram(SECONDS_BUCKETS),
             verify_batch_requests: histogram(COUNT_BUCKETS),
             store_commit_seconds: histogram(SECONDS_BUCKETS),
@@ -139,6 +149,12 @@ impl Default for ServerStats {
 /// Labels of [`ServerStats::payload_bytes_by_request`]: direction, then request kind.
 type PayloadLabels = [(&'static str, &'static str); 2];
 
+/// Label of a metric by request kind.
+type KindLabel = [(&'static str, &'static str); 1];
+
+/// Label of a metric by reason.
+type ReasonLabel = [(&'static str, &'static str); 1];
+
 impl ServerStats {
     /// Counts `bytes` of payload received over the network in a request of `kind`.
     pub fn payload_received(&self, kind: &'static str, bytes: usize) {
@@ -148,6 +164,27 @@ impl ServerStats {
     /// Counts `bytes` of payload sent over the network in the reply to a request of `kind`.
     pub fn payload_sent(&self, kind: &'static str, bytes: usize) {
         self.count_payload("sent", kind, bytes, &self.payload_bytes_sent);
+    }
+
+    /// Counts a connection refused (or closed to make room) for `reason`.
+    pub(super) fn refused_connection(&self, reason: &'static str) {
+        self.refused_connections
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// Connections refused or closed to make room for `reason` so far.
+    pub fn refused_connections(&self, reason: &'static str) -> u64 {
+        self.refused_connections
+            .get_or_create(&[("reason", reason)])
+            .get()
+    }
+
+    /// Records that the core thread took a request of `kind` `waited` after it arrived.
+    pub(super) fn queue_waited(&self, kind: &'static str, waited: std::time::Duration) {
+        self.queue_wait_seconds
+            .get_or_create(&[("request", kind)])
+            .observe(waited.as_secs_f64());
     }
 
     fn count_payload(
@@ -290,6 +327,11 @@ impl ServerStats {
             self.core_queue.clone(),
         );
         r.register(
+            "queue_wait_seconds",
+            "Arrival of a request to the core thread taking it (verify stage and queues), by request kind",
+            self.queue_wait_seconds.clone(),
+        );
+        r.register(
             "parked_reads",
             "Long-poll reads held until entries commit",
             self.parked.clone(),
@@ -309,11 +351,25 @@ impl ServerStats {
             "The sum of this core's configured storage bounds (PROTOCOL.md 8a.6)",
             self.store_bound_bytes.clone(),
         );
-        r.register("connections", "Connections open", self.connections.clone());
+        r.register(
+            "connections",
+            "Connections open or completing their handshake",
+            self.connections.clone(),
+        );
         r.register(
             "refused_connections",
-            "Connections refused at the limit",
+            "Connections refused, or closed to make room for a newcomer, by reason (stopping, per_address, per_prefix, full, handshake_timeout, evicted)",
             self.refused_connections.clone(),
+        );
+        r.register(
+            "retries_sent",
+            "Connection attempts answered with a QUIC retry to validate the source address",
+            self.retries_sent.clone(),
+        );
+        r.register(
+            "rate_limited_streams",
+            "Request streams that waited because their connection had spent its request rate",
+            self.rate_limited_streams.clone(),
         );
     }
 }
@@ -426,12 +482,15 @@ mod tests {
         "sleepyseal_core_group_commit_requests histogram Requests handled in one group commit.",
         "sleepyseal_core_verify_queue_requests gauge Requests waiting for the verify stage.",
         "sleepyseal_core_core_queue_requests gauge Verified requests waiting for the core thread.",
+        "sleepyseal_core_queue_wait_seconds histogram Arrival of a request to the core thread taking it (verify stage and queues), by request kind.",
         "sleepyseal_core_parked_reads gauge Long-poll reads held until entries commit.",
         "sleepyseal_core_mempool_transactions gauge Transactions in the mempool.",
         "sleepyseal_core_gap_entries gauge Committed entries of an install's gap not filled yet (PROTOCOL.md 8a.5).",
         "sleepyseal_core_store_bound_bytes gauge The sum of this core's configured storage bounds (PROTOCOL.md 8a.6).",
-        "sleepyseal_core_connections gauge Connections open.",
-        "sleepyseal_core_refused_connections_total counter Connections refused at the limit.",
+        "sleepyseal_core_connections gauge Connections open or completing their handshake.",
+        "sleepyseal_core_refused_connections_total counter Connections refused, or closed to make room for a newcomer, by reason (stopping, per_address, per_prefix, full, handshake_timeout, evicted).",
+        "sleepyseal_core_retries_sent_total counter Connection attempts answered with a QUIC retry to validate the source address.",
+        "sleepyseal_core_rate_limited_streams_total counter Request streams that waited because their connection had spent its request rate.",
         "sleepyseal_core_headers_built_total counter Own headers built and signed.",
         "sleepyseal_core_proposed_payload_bytes_total counter Payload bytes proposed in own headers.",
         "sleepyseal_core_votes_cast_total counter Votes cast for other authors' headers.",
@@ -458,6 +517,9 @@ mod tests {
         stats.verify_seconds.observe(0.003);
         stats.group_requests.observe(7.0);
         stats.payload_sent("fetch_payloads", 512);
+        stats.queue_waited("get_state", std::time::Duration::from_micros(300));
+        stats.refused_connection("evicted");
+        stats.queue_waited("get_state", std::time::Duration::from_millis(20));
         let text = stats.exposition();
         assert_eq!(families(&text), FAMILIES, "{text}");
         // What the harness reads (bench: local.rs, chaos.rs; bench/tests/local.rs).
@@ -478,6 +540,14 @@ mod tests {
                 512.0,
             ),
             ("sleepyseal_core_store_commit_seconds_count", 0.0),
+            (
+                "sleepyseal_core_queue_wait_seconds_count{request=\"get_state\"}",
+                2.0,
+            ),
+            (
+                "sleepyseal_core_queue_wait_seconds_bucket{request=\"get_state\",le=\"0.0005\"}",
+                1.0,
+            ),
         ] {
             assert_eq!(sample(&text, name), Some(value), "{name}");
         }
