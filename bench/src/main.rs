@@ -39,6 +39,8 @@ enum Command {
     Driver(node::driver::DriverArgs),
     /// Submit transactions at a fixed rate (open loop).
     Load(node::load::LoadArgs),
+    /// Hostile traffic against loopback cores (what `local --flood KIND` runs).
+    Flood(node::flood::FloodArgs),
     /// Follow one core's committed sequence.
     Watch(node::watch::WatchArgs),
     /// Wait until a core answers (exit 1 if it does not within the timeout).
@@ -86,6 +88,7 @@ fn run() -> anyhow::Result<()> {
         Command::Core(args) => node::core::core(*args),
         Command::Driver(args) => node::driver::driver(args),
         Command::Load(args) => node::load::load(args),
+        Command::Flood(args) => node::flood::flood(args),
         Command::Watch(args) => node::watch::watch(args),
         Command::Ready(args) => node::ready::ready(args),
         Command::Observe(args) => node::observe::observe(args),

@@ -26,6 +26,10 @@ pub struct NetLimits {
     /// Concurrent connections from one source prefix, the /24 of an IPv4 address or the /64 of
     /// an IPv6 one (listed drivers excepted).
     pub max_connections_per_prefix: usize,
+    /// New connections per second from one source prefix (a bucket holding four seconds'
+    /// worth; listed drivers excepted): a source reconnecting in a loop is refused before any
+    /// handshake work.
+    pub max_connects_per_prefix_per_second: u32,
     /// Addresses of drivers an operator lists: always admitted, never closed to make room, and
     /// not counted against the per-source limits. A core still trusts nothing they send.
     pub known_drivers: Vec<std::net::IpAddr>,
@@ -43,6 +47,12 @@ pub struct NetLimits {
     /// A stream must deliver its whole request within this time, or it is reset (half-open
     /// streams cannot pin memory).
     pub request_read_timeout: Duration,
+    /// A stream must take its whole reply within this time, or it is reset: a peer that asks
+    /// and never reads cannot hold a reply (and the payloads it shares) for longer.
+    pub reply_write_timeout: Duration,
+    /// Reply bytes a core sends on one connection ahead of the peer's acknowledgements (QUIC's
+    /// send window): with `reply_write_timeout`, what a peer that never reads can pin.
+    pub reply_bytes_in_flight: u64,
     /// A connection idle this long is closed.
     pub idle_timeout: Duration,
     /// Requests queued for verification; beyond it a core answers `Busy`.
@@ -81,11 +91,14 @@ impl Default for NetLimits {
             max_connections: 256,
             max_connections_per_address: 32,
             max_connections_per_prefix: 64,
+            max_connects_per_prefix_per_second: 2,
             known_drivers: Vec::new(),
             validate_addresses: true,
             handshake_timeout: Duration::from_secs(3),
             max_requests_per_second: 20_000,
             request_read_timeout: Duration::from_secs(10),
+            reply_write_timeout: Duration::from_secs(10),
+            reply_bytes_in_flight: 16 << 20,
             idle_timeout: Duration::from_secs(10),
             verify_queue: 1_024,
             core_queue: 1_024,

@@ -63,9 +63,13 @@ pub struct ServerOptions {
     /// Most consensus requests (what drivers send) handled in one group commit.
     pub group_commit_max: usize,
     /// Most client requests (`Submit`, `ReadCommitted`) handled in one group commit, on top of
-    /// the consensus requests: however many clients queue, a consensus request waits for at
-    /// most this much client work in the group before its own.
+    /// the consensus requests.
     pub group_client_max: usize,
+    /// Client requests join a group only while this long has not passed since its consensus
+    /// requests were handled (at least one joins each group): however many clients queue, and
+    /// however costly their reads, a consensus request waits for at most about this much
+    /// client work.
+    pub group_client_budget: Duration,
     /// WAN emulation of the endpoint's outgoing datagrams (none: plain sends).
     pub wan: Option<Wan>,
 }
@@ -78,6 +82,7 @@ impl Default for ServerOptions {
             verify_max_requests: 256,
             group_commit_max: 512,
             group_client_max: 128,
+            group_client_budget: Duration::from_millis(5),
             wan: None,
         }
     }
@@ -217,7 +222,11 @@ impl CoreServer {
             core_rx,
             core,
             store,
-            [options.group_commit_max, options.group_client_max],
+            core_thread::GroupLimits {
+                consensus: options.group_commit_max,
+                clients: options.group_client_max,
+                client_budget: options.group_client_budget,
+            },
             stats.clone(),
             verifier.clone(),
             endpoint.clone(),

@@ -61,7 +61,14 @@ fn transport(limits: &NetLimits, server: bool) -> quinn::TransportConfig {
         u32::try_from(limits.max_request_bytes.min(u32::MAX as usize)).expect("bounded above");
     t.stream_receive_window(quinn::VarInt::from_u32(stream_window));
     t.receive_window(quinn::VarInt::from_u64(4 * stream_window as u64).expect("fits"));
-    t.send_window(4 * stream_window as u64);
+    // A core holds at most this much of its replies unacknowledged per connection: a peer
+    // that asks for large replies and never reads them cannot make it buffer more (the write
+    // waits, and `reply_write_timeout` resets the stream).
+    t.send_window(if server {
+        limits.reply_bytes_in_flight
+    } else {
+        4 * stream_window as u64
+    });
     if !server {
         t.keep_alive_interval(Some(limits.idle_timeout / 3));
     }

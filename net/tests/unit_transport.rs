@@ -266,18 +266,13 @@ async fn connections_beyond_the_limit_are_refused() {
         ..ServerOptions::default()
     };
     let f = serve_core_0("flood", options).await;
-    // Three connections, each with a request in progress (half sent), so that none counts as
-    // idle however slowly the test runs: an idle slot would go to anyone.
+    // Three connections from 127.0.0.2, then one from 127.0.0.1: the same /24, which holds
+    // every slot, so it is refused however long the others have been idle (an idle slot goes
+    // only to its own address or to a prefix holding two fewer).
     let mut idle = Vec::new();
-    let mut half_sent = Vec::new();
     for _ in 0..3 {
-        let connection = raw_connection(&f).await;
-        let (mut send, recv) = connection.open_bi().await.unwrap();
-        send.write_all(&[0u8; 16]).await.unwrap();
-        half_sent.push((send, recv));
-        idle.push(connection);
+        idle.push(raw_connection_from(&f, "127.0.0.2").await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let clients = Clients::new(&f.testbed, NetLimits::default()).unwrap();
     let refused = clients
         .core(AuthorityIndex(0))

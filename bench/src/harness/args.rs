@@ -15,6 +15,7 @@ use sleepyseal_driver::DriverConfig;
 use sleepyseal_net::ServerOptions;
 
 use super::testbed::NodeFlags;
+use crate::node::flood::FloodKind;
 use crate::node::load::{DEFAULT_RATE, DEFAULT_TX_SIZE};
 use crate::node::transaction::TX_HEADER_BYTES;
 use crate::node::DEFAULT_CORES;
@@ -142,6 +143,23 @@ pub struct LocalArgs {
     /// gets its own 127.x address so it can be placed in a region.
     #[arg(long)]
     pub wan: Option<PathBuf>,
+    /// Hostile traffic against every core through the measured window (`sleepyseal flood`, its
+    /// own process): `connections` (idle, reopened), `streams` (GetState polls), `half-open`,
+    /// `oversized`, `submit` (junk transactions), `slow-readers`, or `all`; from
+    /// --flood-sources /24 prefixes of 127.100.0.0/14. Mid-window the harness polls every core
+    /// as a new driver would, from an unseen prefix and from 127.0.0.1, and reports how soon
+    /// each answered. Loopback only.
+    #[arg(long, value_enum)]
+    pub flood: Option<FloodKind>,
+    /// With --flood: distinct source prefixes.
+    #[arg(long, default_value_t = 64)]
+    pub flood_sources: usize,
+    /// With --flood: connections per source to every core.
+    #[arg(long, default_value_t = 4)]
+    pub flood_connections: usize,
+    /// With --flood: streams per connection.
+    #[arg(long, default_value_t = 16)]
+    pub flood_streams: usize,
 }
 
 /// `--batch-size` under `--wan` unless given: across regions a round takes a few round trips, so
@@ -244,6 +262,21 @@ impl LocalArgs {
         }
         if self.clients == 0 {
             bail!("--clients must be at least 1");
+        }
+        if self.flood.is_some() {
+            if self.chaos || self.wan.is_some() {
+                bail!("--flood runs with a plain benchmark (no --chaos, no --wan)");
+            }
+            use crate::node::flood::{MAX_CONNECTIONS, MAX_SOURCES, MAX_STREAMS};
+            if !(1..=MAX_SOURCES).contains(&self.flood_sources)
+                || !(1..=MAX_CONNECTIONS).contains(&self.flood_connections)
+                || !(1..=MAX_STREAMS).contains(&self.flood_streams)
+            {
+                bail!(
+                    "--flood-sources must be in 1..={MAX_SOURCES}, --flood-connections in \
+                     1..={MAX_CONNECTIONS}, --flood-streams in 1..={MAX_STREAMS}"
+                );
+            }
         }
         self.validate_rates_and_ports()
     }

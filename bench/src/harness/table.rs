@@ -1,6 +1,7 @@
 //! The text forms of benchmark reports: the summary table of one run (`summary.txt`, stdout) and
 //! one row per rate of a sweep (`sweep.txt`).
 
+use super::report::transport::Transport;
 use super::report::{thousands, ClusterSection, DataPath, Report};
 
 /// One `key  value` line of the summary table.
@@ -19,6 +20,9 @@ pub fn table(r: &Report) -> String {
     }
     if let Some(s) = &r.store {
         store(&mut t, s);
+    }
+    if let Some(x) = &r.transport {
+        transport(&mut t, x);
     }
     outcome(&mut t, r);
     if let Some(c) = &r.cluster {
@@ -212,6 +216,83 @@ fn data_path(t: &mut String, d: &DataPath) {
             format!(
                 "{:.2} cores busy, {:.2} µs per tx",
                 u.cores_busy, u.us_per_tx
+            ),
+        );
+    }
+}
+
+/// Queue waits by lane, refusals, and the flood of a `--flood` run.
+fn transport(t: &mut String, x: &Transport) {
+    let ms = |v: Option<f64>| v.map_or("beyond 10 s".to_string(), |v| format!("≤ {v} ms"));
+    for (name, w) in [("consensus", &x.consensus_wait), ("client", &x.client_wait)] {
+        if w.requests > 0.0 {
+            line(
+                t,
+                &format!("queue wait, {name}"),
+                format!(
+                    "p50 {}, p99 {} ({} requests)",
+                    ms(w.p50_ms),
+                    ms(w.p99_ms),
+                    thousands(w.requests)
+                ),
+            );
+        }
+    }
+    let refused: Vec<String> = x
+        .refused_connections
+        .iter()
+        .map(|(k, v)| format!("{k} {}", thousands(*v)))
+        .collect();
+    line(
+        t,
+        "connections",
+        format!(
+            "refused or closed: {}; {} retries (address validation); {} Busy replies",
+            if refused.is_empty() {
+                "none".to_string()
+            } else {
+                refused.join(", ")
+            },
+            thousands(x.retries_sent),
+            thousands(x.busy_replies)
+        ),
+    );
+    if let Some(f) = &x.flood {
+        let s = &f.summary;
+        line(
+            t,
+            "flood",
+            format!(
+                "{} from {} prefixes × {} connections per core: {} connects/s ({} completed, {} refused), peak {} open, {} closed by the cores",
+                s.kind,
+                s.sources,
+                s.connections_per_source,
+                thousands(s.connects_per_s),
+                thousands(s.connected_per_s),
+                thousands(s.refused_per_s),
+                s.peak_connections,
+                thousands(s.closed_by_cores as f64)
+            ),
+        );
+        line(
+            t,
+            "",
+            format!(
+                "{} streams/s, {:.1} MB/s sent, {} replies/s ({} Busy)",
+                thousands(s.streams_per_s),
+                s.bytes_per_s / 1e6,
+                thousands(s.replies_per_s),
+                thousands(s.busy_per_s)
+            ),
+        );
+        let first = |v: Option<f64>| v.map_or("never (5 s)".to_string(), |v| format!("{v:.0} ms"));
+        line(
+            t,
+            "new driver mid-flood",
+            format!(
+                "first poll answered by every core in {} from an unseen prefix, {} from 127.0.0.1",
+                first(f.new_driver_first_reply_ms),
+                first(f.same_host_driver_first_reply_ms)
             ),
         );
     }

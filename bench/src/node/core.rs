@@ -110,6 +110,10 @@ pub struct CoreArgs {
     /// Concurrent connections from one /24 (IPv6: /64) source prefix (listed drivers excepted).
     #[arg(long, default_value_t = NetLimits::default().max_connections_per_prefix)]
     max_connections_per_prefix: usize,
+    /// New connections per second from one /24 (IPv6: /64) source prefix, a bucket holding four
+    /// seconds' worth (listed drivers excepted).
+    #[arg(long, default_value_t = NetLimits::default().max_connects_per_prefix_per_second)]
+    max_connects_per_prefix_per_second: u32,
     /// The address of a driver that always gets a connection slot (repeat for several). The
     /// core still trusts nothing it sends; unlisted drivers work as before.
     #[arg(long = "known-driver", value_name = "IP")]
@@ -204,6 +208,7 @@ impl CoreArgs {
                 max_connections: self.max_connections,
                 max_connections_per_address: self.max_connections_per_address,
                 max_connections_per_prefix: self.max_connections_per_prefix,
+                max_connects_per_prefix_per_second: self.max_connects_per_prefix_per_second,
                 known_drivers: self.known_drivers.clone(),
                 max_requests_per_second: self.max_requests_per_second,
                 ..NetLimits::default()

@@ -8,6 +8,7 @@
 
 pub mod core;
 pub mod driver;
+pub mod flood;
 pub mod genesis;
 pub mod home_driver;
 pub mod lifetime;

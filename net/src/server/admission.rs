@@ -8,20 +8,24 @@
 //! 2. **Listed drivers** (`NetLimits::known_drivers`) are always admitted and never closed to
 //!    make room. The core still trusts nothing they send.
 //! 3. **Per source**: at most `per_address` connections from one address and `per_prefix` from
-//!    one prefix (/24 for IPv4, /64 for IPv6), so a host or a subnet cannot take every slot.
+//!    one prefix (/24 for IPv4, /64 for IPv6), so a host or a subnet cannot take every slot;
+//!    and at most `connects_per_s` new connections per second from one prefix (a bucket holding
+//!    [`CONNECT_BURST_SECONDS`] seconds' worth), refused before any handshake work, so a source
+//!    that reconnects in a loop costs the core little.
 //! 4. **A full table makes room.** When all `max_connections` slots are taken:
-//!    - a connection idle for [`RECLAIM_IDLE_MS`] (no request in progress or opened since, a
-//!      handshake that has not finished) gives its slot to anyone: of the prefix holding the
-//!      most, the longest idle first. A driver that restarts takes back the slots its old
-//!      connections held, without waiting for their idle timeout.
-//!    - with none idle, a connection from a prefix that holds no slot gets the slot of an active
-//!      one, again of the prefix holding the most, the longest since its latest request first:
-//!      a new source always finds room;
-//!    - anyone else is refused, so a source that holds slots cannot churn the table.
+//!    - a connection from a prefix that holds no slot gets one: the slot of the connection
+//!      longest without an answered request: a new source always finds room;
+//!    - a connection idle for [`RECLAIM_IDLE_MS`] (no request answered: half-open streams,
+//!      oversized requests and replies never read do not count, nor does an unfinished
+//!      handshake) gives its slot to a connection from its own address (a driver
+//!      back from a restart takes back its old connections' slots without waiting for their
+//!      idle timeout), or from a prefix holding at least two fewer slots than its own;
+//!    - anyone else is refused: sources with even shares do not close each other's
+//!      connections in a loop, which would cost the core a handshake each time.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -55,25 +59,20 @@ impl Prefix {
 }
 
 /// What a connection has been doing, updated by its task and read when room is needed.
+///
+/// Only requests **answered** count (read whole, handled, the reply written to the end): a
+/// stream left half sent, a request past the size limit or a reply never read keeps a
+/// connection busy without making it useful, so such a connection counts as idle.
 #[derive(Debug)]
 pub(crate) struct Activity {
-    /// Milliseconds after the table's epoch of the latest stream opened (or of admission).
+    /// Milliseconds after the table's epoch of the latest request answered (or of admission).
     last_ms: AtomicU64,
-    /// Requests being read or answered now.
-    in_progress: AtomicU32,
 }
 
 impl Activity {
-    /// A request stream opened at `now_ms` (see [`Admission::now_ms`]); call [`Activity::done`]
-    /// when it is answered or dropped.
-    pub(crate) fn started(&self, now_ms: u64) {
+    /// A request was answered at `now_ms` (see [`Admission::now_ms`]).
+    pub(crate) fn answered(&self, now_ms: u64) {
         self.last_ms.fetch_max(now_ms, Ordering::Relaxed);
-        self.in_progress.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A request stream ended.
-    pub(crate) fn done(&self) {
-        self.in_progress.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -87,6 +86,8 @@ pub(crate) enum Refusal {
     PerAddress,
     /// Its prefix holds `per_prefix` connections already.
     PerPrefix,
+    /// Its prefix opened `connects_per_s` connections per second already.
+    ConnectRate,
     /// Every slot is taken and its prefix already holds some.
     Full,
     /// Closed to make room for a connection from a prefix that held none.
@@ -101,6 +102,7 @@ impl Refusal {
             Refusal::Stopping => "stopping",
             Refusal::PerAddress => "per_address",
             Refusal::PerPrefix => "per_prefix",
+            Refusal::ConnectRate => "connect_rate",
             Refusal::Full => "full",
             Refusal::Evicted => "evicted",
             Refusal::HandshakeTimeout => "handshake_timeout",
@@ -114,6 +116,7 @@ pub(crate) struct Rules {
     pub(crate) max_connections: usize,
     pub(crate) per_address: usize,
     pub(crate) per_prefix: usize,
+    pub(crate) connects_per_s: u32,
     pub(crate) known: Vec<IpAddr>,
 }
 
@@ -129,8 +132,17 @@ struct Table<C> {
     entries: HashMap<u64, Entry<C>>,
     by_address: HashMap<IpAddr, usize>,
     by_prefix: HashMap<Prefix, usize>,
+    /// Connect tokens per prefix: (tokens, when counted, ms).
+    connects: HashMap<Prefix, (f64, u64)>,
     next_id: u64,
 }
+
+/// A prefix's connect bucket holds this many seconds' worth of `connects_per_s`.
+pub(crate) const CONNECT_BURST_SECONDS: f64 = 4.0;
+
+/// Most prefixes whose connect buckets are remembered; beyond it the full buckets (prefixes
+/// that have not connected for a burst's time) are forgotten first.
+const MAX_CONNECT_BUCKETS: usize = 65_536;
 
 /// A connection admitted: its slot id (to [`Admission::leave`]) and its activity record.
 pub(crate) struct Admitted {
@@ -155,6 +167,7 @@ impl<C> Admission<C> {
                 entries: HashMap::new(),
                 by_address: HashMap::new(),
                 by_prefix: HashMap::new(),
+                connects: HashMap::new(),
                 next_id: 0,
             }),
         }
@@ -202,22 +215,24 @@ impl<C> Admission<C> {
             if in_prefix >= self.rules.per_prefix {
                 return Err(Refusal::PerPrefix);
             }
+            if !self.take_connect_token(&mut table, prefix) {
+                return Err(Refusal::ConnectRate);
+            }
             if table.entries.len() >= self.rules.max_connections {
                 evicted = Some(
-                    self.make_room(&mut table, in_prefix == 0)
+                    self.make_room(&mut table, Some((address, in_prefix)))
                         .ok_or(Refusal::Full)?,
                 );
             }
         } else if table.entries.len() >= self.rules.max_connections {
             // A listed driver is never refused; it may take a slot beyond the table's size
             // only when nobody else can be closed (every slot is a listed driver's).
-            evicted = self.make_room(&mut table, true);
+            evicted = self.make_room(&mut table, None);
         }
         let id = table.next_id;
         table.next_id += 1;
         let activity = Arc::new(Activity {
             last_ms: AtomicU64::new(self.now_ms()),
-            in_progress: AtomicU32::new(0),
         });
         *table.by_address.entry(address).or_default() += 1;
         *table.by_prefix.entry(prefix).or_default() += 1;
@@ -233,6 +248,32 @@ impl<C> Admission<C> {
         Ok((Admitted { id, activity }, evicted))
     }
 
+    /// Takes one of `prefix`'s connect tokens, if it has one.
+    fn take_connect_token(&self, table: &mut Table<C>, prefix: Prefix) -> bool {
+        let now = self.now_ms();
+        let rate = f64::from(self.rules.connects_per_s.max(1));
+        let capacity = rate * CONNECT_BURST_SECONDS;
+        if table.connects.len() >= MAX_CONNECT_BUCKETS && !table.connects.contains_key(&prefix) {
+            let full_since = (CONNECT_BURST_SECONDS * 1e3) as u64;
+            table
+                .connects
+                .retain(|_, (_, at)| now.saturating_sub(*at) < full_since);
+            if table.connects.len() >= MAX_CONNECT_BUCKETS {
+                // Every remembered prefix connected within a burst's time: a flood from that
+                // many prefixes gets no new slot until some go quiet.
+                return false;
+            }
+        }
+        let (tokens, at) = table.connects.entry(prefix).or_insert((capacity, now));
+        *tokens = (*tokens + now.saturating_sub(*at) as f64 / 1e3 * rate).min(capacity);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
     /// Frees slot `id` (the connection ended, or was evicted). Freeing twice does nothing.
     pub(crate) fn leave(&self, id: u64) {
         let mut table = self.lock();
@@ -241,25 +282,32 @@ impl<C> Admission<C> {
         }
     }
 
-    /// Takes the slot of the connection to close to make room (see the module doc), never a
-    /// listed driver's: an idle one if any, else an active one if `newcomer` (its prefix holds
-    /// no slot); of the prefix holding the most, then one without a request in progress, then
-    /// the longest since its latest request.
-    fn make_room(&self, table: &mut Table<C>, newcomer: bool) -> Option<C> {
+    /// Takes the slot of the connection to close to make room for a connection from `asking`
+    /// (its address and the slots its prefix holds; `None` for a listed driver), never a listed
+    /// driver's (module doc). May go:
+    /// - any slot, to a listed driver or a prefix holding none;
+    /// - an idle slot of the same address (a driver back from a restart), or of a prefix
+    ///   holding at least two more than the asker's: slots move towards an even share, and
+    ///   sources with even shares do not close each other's connections in a loop.
+    ///
+    /// Chosen: the longest since its latest answered request (idle ones first), then of the
+    /// prefix holding the most, then the oldest.
+    fn make_room(&self, table: &mut Table<C>, asking: Option<(IpAddr, usize)>) -> Option<C> {
         let now = self.now_ms();
         let victim = table
             .entries
             .iter()
             .filter(|(_, e)| !e.known)
-            .map(|(id, e)| {
+            .filter_map(|(id, e)| {
                 let last = e.activity.last_ms.load(Ordering::Relaxed);
-                let waiting = e.activity.in_progress.load(Ordering::Relaxed) == 0;
-                let idle = waiting && now.saturating_sub(last) >= RECLAIM_IDLE_MS;
+                let idle = now.saturating_sub(last) >= RECLAIM_IDLE_MS;
                 let held = table.by_prefix[&Prefix::of(e.address)];
-                // The oldest slot first among equals.
-                (idle, held, waiting, u64::MAX - last, u64::MAX - *id, *id)
+                let may = match asking {
+                    None | Some((_, 0)) => true,
+                    Some((address, own)) => idle && (e.address == address || held > own + 1),
+                };
+                may.then_some((idle, u64::MAX - last, held, u64::MAX - *id, *id))
             })
-            .filter(|(idle, ..)| *idle || newcomer)
             .max()
             .map(|(.., id)| id)?;
         let entry = table
@@ -296,6 +344,7 @@ mod tests {
             max_connections: max,
             per_address,
             per_prefix,
+            connects_per_s: 1_000,
             known: vec!["127.9.9.9".parse().unwrap()],
         }
     }
@@ -344,54 +393,68 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_gives_an_idle_slot_to_anyone_and_an_active_one_only_to_a_new_prefix() {
-        let mut a = Admission::new(rules(4, 8, 8));
+    fn a_full_table_makes_room_for_a_new_prefix_a_restart_and_an_uneven_share_only() {
+        let mut a = Admission::new(rules(5, 8, 8));
         let (busy, _) = a.admit(ip("127.1.0.1"), "busy").unwrap();
         a.admit(ip("127.1.0.2"), "quiet").unwrap();
+        a.admit(ip("127.1.0.3"), "quiet too").unwrap();
         a.admit(ip("127.2.0.1"), "other prefix").unwrap();
         a.admit(ip("127.9.9.9"), "listed").unwrap();
-        busy.activity.started(a.now_ms());
-        // Nobody idle long enough: a source whose prefix holds slots is refused rather than
-        // churn the table; a new prefix takes the slot of the prefix holding the most, the one
-        // without a request in progress.
-        assert_eq!(a.admit(ip("127.1.0.3"), "more").err(), Some(Refusal::Full));
+        busy.activity.answered(a.now_ms() + 1);
+        // Nobody idle long enough: a source whose prefix holds slots is refused; a new prefix
+        // takes the slot longest without an answer, of the prefix holding the most.
+        assert_eq!(a.admit(ip("127.2.0.2"), "more").err(), Some(Refusal::Full));
         let (_, evicted) = a.admit(ip("127.3.0.1"), "newcomer").unwrap();
         assert_eq!(evicted, Some("quiet"));
-        assert_eq!(a.len(), 4);
-        // Once connections sit idle, anyone (a driver back from a restart on a host that holds
-        // slots) takes theirs; the busy one keeps its slot, and so does the listed driver.
+        assert_eq!(a.len(), 5);
         later(&mut a, RECLAIM_IDLE_MS);
-        let (_, evicted) = a.admit(ip("127.1.0.3"), "restarted").unwrap();
-        assert!(
-            evicted == Some("other prefix") || evicted == Some("newcomer"),
-            "{evicted:?}"
+        // Idle now: a prefix holding one slot takes one from the prefix holding two more... but
+        // 127.1 holds two (busy, quiet too) and 127.2 one: even enough, refused.
+        assert_eq!(
+            a.admit(ip("127.2.0.2"), "uneven?").err(),
+            Some(Refusal::Full)
         );
-        for i in 0..3 {
+        // A driver back from a restart on the address of an idle connection takes its slot.
+        let (_, evicted) = a.admit(ip("127.1.0.3"), "restarted").unwrap();
+        assert_eq!(evicted, Some("quiet too"));
+        // The listed driver and the busy connection keep theirs whatever comes.
+        for i in 0..4 {
             let (_, evicted) = a.admit(ip(&format!("127.5.{i}.1")), "again").unwrap();
             assert_ne!(evicted, Some("listed"), "step {i}");
         }
     }
 
     #[test]
-    fn among_equals_the_longest_idle_goes_first_and_a_request_in_progress_protects() {
+    fn an_uneven_share_gives_an_idle_slot_to_the_smaller_prefix() {
+        let mut a = Admission::new(rules(4, 8, 8));
+        for i in 0..3 {
+            a.admit(ip(&format!("127.1.0.{i}")), "big").unwrap();
+        }
+        a.admit(ip("127.2.0.1"), "small").unwrap();
+        later(&mut a, RECLAIM_IDLE_MS);
+        // 127.2 holds one, 127.1 three: two more, so an idle one of 127.1 goes.
+        let (_, evicted) = a.admit(ip("127.2.0.2"), "small 2").unwrap();
+        assert_eq!(evicted, Some("big"));
+        // Now two against two: even, refused.
+        assert_eq!(
+            a.admit(ip("127.2.0.3"), "small 3").err(),
+            Some(Refusal::Full)
+        );
+    }
+
+    #[test]
+    fn among_equals_the_longest_without_an_answer_goes_first() {
         let mut a = Admission::new(rules(3, 8, 8));
         let (first, _) = a.admit(ip("127.1.0.1"), "first").unwrap();
         let (second, _) = a.admit(ip("127.2.0.1"), "second").unwrap();
         let (third, _) = a.admit(ip("127.3.0.1"), "third").unwrap();
         later(&mut a, 5 * RECLAIM_IDLE_MS);
-        // `first` is slow: a request of it in progress. `second` asked later than `third`.
-        first
-            .activity
-            .started(a.now_ms().saturating_sub(4 * RECLAIM_IDLE_MS));
-        third
-            .activity
-            .started(a.now_ms().saturating_sub(3 * RECLAIM_IDLE_MS));
-        third.activity.done();
-        second
-            .activity
-            .started(a.now_ms().saturating_sub(2 * RECLAIM_IDLE_MS));
-        second.activity.done();
-        let (_, evicted) = a.admit(ip("127.1.0.9"), "new").unwrap();
+        // `third` was answered longest ago (a half-open or slow-reading connection is never
+        // answered at all, like `first` until now).
+        third.activity.answered(a.now_ms() - 3 * RECLAIM_IDLE_MS);
+        second.activity.answered(a.now_ms() - 2 * RECLAIM_IDLE_MS);
+        first.activity.answered(a.now_ms());
+        let (_, evicted) = a.admit(ip("127.4.0.1"), "new").unwrap();
         assert_eq!(evicted, Some("third"));
     }
 
@@ -406,6 +469,33 @@ mod tests {
         let (_, evicted) = a.admit(ip("::ffff:127.9.9.9"), "listed-3").unwrap();
         assert_eq!(evicted, None);
         assert_eq!(a.len(), 3);
+    }
+
+    #[test]
+    fn a_prefix_that_reconnects_in_a_loop_is_refused_beyond_its_connect_rate() {
+        let mut a = Admission::new(Rules {
+            connects_per_s: 2,
+            ..rules(100, 100, 100)
+        });
+        let burst = (2.0 * CONNECT_BURST_SECONDS) as usize;
+        for i in 0..burst {
+            let (x, _) = a.admit(ip("127.1.0.1"), i).unwrap();
+            a.leave(x.id);
+        }
+        assert_eq!(
+            a.admit(ip("127.1.0.2"), 99).err(),
+            Some(Refusal::ConnectRate)
+        );
+        // Another prefix has its own bucket; listed drivers are not counted.
+        assert!(a.admit(ip("127.2.0.1"), 1).is_ok());
+        assert!(a.admit(ip("127.9.9.9"), 2).is_ok());
+        // Half a second later, one more.
+        later(&mut a, 500);
+        assert!(a.admit(ip("127.1.0.3"), 3).is_ok());
+        assert_eq!(
+            a.admit(ip("127.1.0.3"), 4).err(),
+            Some(Refusal::ConnectRate)
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use sleepyseal_core::store::StoreError;
 use sleepyseal_core::{Core, Millis, Store, Verifier};
 
 use super::local::publish_own_header;
-use super::queue::FairReceiver;
+use super::queue::{FairReceiver, Lane};
 use super::{wall_clock, CoreJob, ServerError, ServerStats};
 
 /// Starts the `core` thread running [`core_loop`]. A store failure or a panic on it closes the
@@ -20,7 +20,7 @@ pub(super) fn spawn_core_thread(
     rx: FairReceiver<CoreJob>,
     core: Core,
     store: Box<dyn Store>,
-    max_group: [usize; 2],
+    max_group: GroupLimits,
     stats: Arc<ServerStats>,
     verifier: Arc<Verifier>,
     endpoint: quinn::Endpoint,
@@ -55,30 +55,50 @@ fn core_loop(
     rx: FairReceiver<CoreJob>,
     mut core: Core,
     mut store: Box<dyn Store>,
-    max_group: [usize; 2],
+    limits: GroupLimits,
     stats: &ServerStats,
     verifier: &Verifier,
 ) -> Result<(), ServerError> {
     let mut pruned_at = core.gc_round();
     let mut parked = Parked::default();
-    while let Some(jobs) = rx.take(max_group, parked.next_deadline()) {
-        stats
-            .core_queue
-            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
-        let taken = Instant::now();
-        for (_, job) in &jobs {
-            let kind = job.request.request.body.kind();
-            stats.queue_waited(kind, taken.saturating_duration_since(job.arrived));
-        }
+    // Every queued consensus request, and at least one client request so that the client lane
+    // never waits on the consensus lane's quota; more client requests below, within budget.
+    while let Some(jobs) = rx.take([limits.consensus, 1], parked.next_deadline()) {
         let now = wall_clock();
         let committed = core.consensus().consensus_index;
+        let take = |job: CoreJob, parked: &mut Parked| {
+            stats.core_queue.fetch_sub(1, Ordering::Relaxed);
+            let kind = job.request.request.body.kind();
+            stats.queue_waited(kind, job.arrived.elapsed());
+            parked.park_or_keep(job, committed)
+        };
         let jobs: Vec<CoreJob> = jobs
             .into_iter()
-            .filter_map(|(_, job)| parked.park_or_keep(job, committed))
+            .filter_map(|(_, job)| take(job, &mut parked))
             .collect();
         let installs = core.counters().checkpoints_installed;
         let filled = core.counters().gap_entries_filled;
-        group_commit(&mut core, store.as_mut(), jobs, now, stats, verifier)?;
+        let clients_until = Instant::now() + limits.client_budget;
+        let mut clients = 1;
+        let mut more_clients = || {
+            while clients < limits.clients && Instant::now() < clients_until {
+                let job = rx.try_take(Lane::Client)?;
+                clients += 1;
+                if let Some(job) = take(job, &mut parked) {
+                    return Some(job);
+                }
+            }
+            None
+        };
+        group_commit(
+            &mut core,
+            store.as_mut(),
+            jobs,
+            &mut more_clients,
+            now,
+            stats,
+            verifier,
+        )?;
         if let Some(reason) = core.halted() {
             return Err(ServerError::Halted(reason.to_string()));
         }
@@ -147,19 +167,35 @@ fn log_fill(core: &Core) {
     }
 }
 
-/// Handles `jobs` in order, writes their batches in one synced commit, then releases the replies
-/// (never before: an acknowledgement means durable).
+/// How much one group commit takes in.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct GroupLimits {
+    /// Most consensus requests.
+    pub(super) consensus: usize,
+    /// Most client requests.
+    pub(super) clients: usize,
+    /// Client requests are taken into a group only while this much time has not passed since
+    /// its consensus requests were handled: what client work can add to a consensus request's
+    /// wait.
+    pub(super) client_budget: Duration,
+}
+
+/// Handles `jobs` in order, then the client jobs `more_clients` hands over, writes their
+/// batches in one synced commit, then releases the replies (never before: an acknowledgement
+/// means durable).
 fn group_commit(
     core: &mut Core,
     store: &mut dyn Store,
     jobs: Vec<CoreJob>,
+    more_clients: &mut dyn FnMut() -> Option<CoreJob>,
     now: Millis,
     stats: &ServerStats,
     verifier: &Verifier,
 ) -> Result<(), StoreError> {
     let mut batches = Vec::with_capacity(jobs.len());
     let mut replies = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    let mut given = jobs.into_iter();
+    while let Some(job) = given.next().or_else(&mut *more_clients) {
         let bundle_round = match &job.request.request.body {
             RequestBody::HeaderBundle { round, .. } => Some(*round),
             _ => None,

@@ -166,6 +166,7 @@ pub(super) async fn accept_loop(
         max_connections: limits.max_connections,
         per_address: limits.max_connections_per_address,
         per_prefix: limits.max_connections_per_prefix,
+        connects_per_s: limits.max_connects_per_prefix_per_second,
         known: limits.known_drivers.clone(),
     }));
     while let Some(incoming) = endpoint.accept().await {
@@ -249,16 +250,8 @@ async fn handshake(
 }
 
 /// The admission table's clock, for a connection's [`Activity`].
+#[derive(Clone)]
 struct Clock(Arc<Admission<Arc<Closer>>>);
-
-/// A request stream in progress, for its connection's [`Activity`] (ended on drop).
-struct InProgress(Arc<Activity>);
-
-impl Drop for InProgress {
-    fn drop(&mut self) {
-        self.0.done();
-    }
-}
 
 /// A token bucket of request streams: `rate` per second, holding at most a second's worth.
 struct RequestRate {
@@ -316,12 +309,12 @@ async fn serve_connection(
         let Ok((send, recv)) = connection.accept_bi().await else {
             break;
         };
-        activity.started(clock.0.now_ms());
-        let in_progress = InProgress(activity.clone());
-        let (intake, limits) = (intake.clone(), limits.clone());
+        let (intake, limits, activity) = (intake.clone(), limits.clone(), activity.clone());
+        let clock = clock.clone();
         tokio::spawn(async move {
-            serve_stream(send, recv, source, intake, limits).await;
-            drop(in_progress);
+            if serve_stream(send, recv, source, intake, limits).await {
+                activity.answered(clock.0.now_ms());
+            }
         });
     }
 }
@@ -332,7 +325,7 @@ async fn serve_stream(
     source: Source,
     intake: Intake,
     limits: NetLimits,
-) {
+) -> bool {
     let stats = &intake.stats;
     let read = tokio::time::timeout(
         limits.request_read_timeout,
@@ -345,13 +338,13 @@ async fn serve_stream(
             stats.malformed.fetch_add(1, Ordering::Relaxed);
             let _ = recv.stop(quinn::VarInt::from_u32(2));
             let _ = send.reset(quinn::VarInt::from_u32(2));
-            return;
+            return false;
         }
         // Reset, connection lost, or too slow (half-open): drop the stream.
         Ok(Err(_)) | Err(_) => {
             let _ = recv.stop(quinn::VarInt::from_u32(3));
             let _ = send.reset(quinn::VarInt::from_u32(3));
-            return;
+            return false;
         }
     };
     let mut kind = "undecoded";
@@ -369,13 +362,13 @@ async fn serve_stream(
                     // The core stopped before answering (shutdown or store failure).
                     Err(_) => {
                         let _ = send.reset(quinn::VarInt::from_u32(4));
-                        return;
+                        return false;
                     }
                 },
                 Entered::Answered(answer) => answer,
                 Entered::Stopped => {
                     let _ = send.reset(quinn::VarInt::from_u32(4));
-                    return;
+                    return false;
                 }
             }
         }
@@ -385,8 +378,21 @@ async fn serve_stream(
         mut chunks,
         payload_bytes,
     } = answer;
-    if send.write_all_chunks(&mut chunks).await.is_ok() {
-        stats.payload_sent(kind, payload_bytes);
-        let _ = send.finish();
+    match tokio::time::timeout(
+        limits.reply_write_timeout,
+        send.write_all_chunks(&mut chunks),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {
+            stats.payload_sent(kind, payload_bytes);
+            send.finish().is_ok()
+        }
+        Ok(Err(_)) => false,
+        // A reader too slow (or never reading): the reply is dropped.
+        Err(_) => {
+            let _ = send.reset(quinn::VarInt::from_u32(5));
+            false
+        }
     }
 }

@@ -217,6 +217,11 @@ impl<T> Drop for FairReceiver<T> {
 }
 
 impl<T> FairReceiver<T> {
+    /// The next item of `lane` in turn order, if any, without waiting.
+    pub(crate) fn try_take(&self, lane: Lane) -> Option<T> {
+        self.shared.lock().lanes[lane as usize].pop()
+    }
+
     /// Waits until something is queued, then takes up to `quota[lane]` items of each lane in
     /// turn order, consensus first. With a `deadline`, an empty group once it passes with
     /// nothing queued. `None` once every sender is gone and nothing is left.

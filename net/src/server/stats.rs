@@ -358,7 +358,7 @@ impl ServerStats {
         );
         r.register(
             "refused_connections",
-            "Connections refused, or closed to make room for a newcomer, by reason (stopping, per_address, per_prefix, full, handshake_timeout, evicted)",
+            "Connections refused, or closed to make room for a newcomer, by reason (stopping, per_address, per_prefix, connect_rate, full, handshake_timeout, evicted)",
             self.refused_connections.clone(),
         );
         r.register(
@@ -488,7 +488,7 @@ mod tests {
         "sleepyseal_core_gap_entries gauge Committed entries of an install's gap not filled yet (PROTOCOL.md 8a.5).",
         "sleepyseal_core_store_bound_bytes gauge The sum of this core's configured storage bounds (PROTOCOL.md 8a.6).",
         "sleepyseal_core_connections gauge Connections open or completing their handshake.",
-        "sleepyseal_core_refused_connections_total counter Connections refused, or closed to make room for a newcomer, by reason (stopping, per_address, per_prefix, full, handshake_timeout, evicted).",
+        "sleepyseal_core_refused_connections_total counter Connections refused, or closed to make room for a newcomer, by reason (stopping, per_address, per_prefix, connect_rate, full, handshake_timeout, evicted).",
         "sleepyseal_core_retries_sent_total counter Connection attempts answered with a QUIC retry to validate the source address.",
         "sleepyseal_core_rate_limited_streams_total counter Request streams that waited because their connection had spent its request rate.",
         "sleepyseal_core_headers_built_total counter Own headers built and signed.",

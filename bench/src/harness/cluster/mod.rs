@@ -91,6 +91,9 @@ pub fn main(mut args: ClusterArgs, given: Given) -> anyhow::Result<()> {
     if local.crash > 0 {
         bail!("--crash runs with `sleepyseal local` only");
     }
+    if local.flood.is_some() {
+        bail!("--flood runs with `sleepyseal local` only (it floods loopback cores)");
+    }
     let ansible = ansible::Ansible {
         script: args.ansible.clone(),
         deploy: args.deploy_dir.clone(),

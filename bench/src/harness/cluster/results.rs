@@ -112,7 +112,7 @@ fn read_process(dir: &Path, name: &str, kind: Kind, argv: &[String], r: &mut Hos
             }
         }
         // A cluster's harness runs on the controller, not on a host.
-        Kind::Driver | Kind::Harness => {}
+        Kind::Driver | Kind::Harness | Kind::Flood => {}
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::runtime::Runtime;
 use super::progress::Progress;
 use super::store::StoreSampler;
 use crate::harness::args::LocalArgs;
+use crate::harness::report::transport::FloodSection;
 use crate::harness::report::{
     self, CoreFlow, CoreTotals, LoadSummary, ProcessSamples, Report, RunConfig,
 };
@@ -42,13 +43,15 @@ pub fn run_once(
     let watched = AuthorityIndex(run.live[0] as u16);
     let mut watcher = Watcher::start(rt, &run.clients, watched, schedule.observed());
     let load_outputs = run.start_loads(rate, dir, &schedule)?;
+    let flood_output = run.start_flood(dir, &schedule)?;
     let mut progress = Progress::new(schedule.load_seconds);
     let mut stores = StoreSampler::new(
         (0..args.cores)
             .map(|i| run.bed.dir.join(format!("store-{i}")))
             .collect(),
     );
-    let window = run.measure(&schedule, &watcher, &mut progress, &mut stores, interrupted)?;
+    let (window, probe) =
+        run.measure(&schedule, &watcher, &mut progress, &mut stores, interrupted)?;
     let store_bound = run.store_bound();
     let loads = run.wait_for_loads(&load_outputs);
     let accepted: u64 = loads.iter().map(|l| l.accepted).sum();
@@ -82,6 +85,24 @@ pub fn run_once(
         crate::harness::plot::store_sizes(&dir.join("store-sizes.svg"), stores.samples(), bound)?;
     }
     report.store = stores.growth(bound);
+    if let (Some(output), Some(transport)) = (flood_output, report.transport.as_mut()) {
+        let summary = std::fs::read_to_string(&output)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        match summary {
+            Some(summary) => {
+                transport.flood = Some(FloodSection {
+                    summary,
+                    new_driver_first_reply_ms: probe.and_then(|p| p.new_prefix_ms),
+                    same_host_driver_first_reply_ms: probe.and_then(|p| p.same_host_ms),
+                });
+            }
+            None => eprintln!(
+                "warning: the flood left no summary in {} (see logs/flood.log)",
+                output.display()
+            ),
+        }
+    }
     Ok(report)
 }
 
@@ -131,6 +152,8 @@ struct Processes {
     cores: Vec<Option<Proc>>,
     drivers: Vec<Proc>,
     loads: Vec<Proc>,
+    /// The `--flood` process.
+    flood: Option<Proc>,
 }
 
 impl Processes {
@@ -140,10 +163,16 @@ impl Processes {
             .flatten()
             .chain(self.drivers.iter())
             .chain(self.loads.iter())
+            .chain(self.flood.iter())
     }
 
     fn stop_all(&mut self) {
-        for p in self.loads.iter_mut().chain(self.drivers.iter_mut()) {
+        for p in self
+            .flood
+            .iter_mut()
+            .chain(self.loads.iter_mut())
+            .chain(self.drivers.iter_mut())
+        {
             p.stop(Duration::from_secs(5));
         }
         for p in self.cores.iter_mut().flatten() {
@@ -270,6 +299,7 @@ impl<'a> Run<'a> {
                 cores,
                 drivers: Vec::new(),
                 loads: Vec::new(),
+                flood: None,
             },
             clients: Arc::new(clients),
             live: (0..n - args.crash).collect(),
@@ -336,9 +366,30 @@ impl<'a> Run<'a> {
         Ok(outputs)
     }
 
+    /// With `--flood`, starts the flood process: it waits for the window's start and runs
+    /// through it. Returns where it writes its summary.
+    fn start_flood(&mut self, dir: &Path, schedule: &Schedule) -> anyhow::Result<Option<PathBuf>> {
+        let Some(kind) = self.args.flood else {
+            return Ok(None);
+        };
+        let output = dir.join("flood.json");
+        let flags = [
+            format!("--kind={}", kind.name()),
+            format!("--duration={}", self.args.duration),
+            format!("--sources={}", self.args.flood_sources),
+            format!("--connections={}", self.args.flood_connections),
+            format!("--streams={}", self.args.flood_streams),
+            format!("--start-at-us={}", schedule.window.0),
+            format!("--json-out={}", output.display()),
+        ];
+        self.procs.flood = Some(self.bed.start_flood(&flags)?);
+        Ok(Some(output))
+    }
+
     /// The load phase: until the load ends (or an interrupt), crashes the `--crash` cores at
     /// `--crash-at`, samples CPU at the edges of the window (the end at the latest when the phase
-    /// ends) and shows progress. Fails if a core or a driver dies on its own.
+    /// ends) and shows progress; with `--flood`, polls every core as a new driver would in the
+    /// middle of the window. Fails if a core or a driver dies on its own.
     fn measure(
         &mut self,
         schedule: &Schedule,
@@ -346,13 +397,16 @@ impl<'a> Run<'a> {
         progress: &mut Progress,
         stores: &mut StoreSampler,
         interrupted: &AtomicBool,
-    ) -> anyhow::Result<Window> {
+    ) -> anyhow::Result<(Window, Option<NewDriverProbe>)> {
         let started = Instant::now();
         let load_end = Duration::from_secs(schedule.load_seconds) + Duration::from_millis(500);
         let args = self.args;
         let mut crash_at =
             (args.crash_at > 0 && args.crash > 0).then(|| Duration::from_secs(args.crash_at));
         let (mut start, mut end) = (None, None);
+        let probe_at = (schedule.window.0 + schedule.window.1) / 2;
+        let mut probe = None;
+        let mut probe_result = None;
         while started.elapsed() < load_end {
             if interrupted.load(Ordering::SeqCst) {
                 break;
@@ -371,6 +425,14 @@ impl<'a> Run<'a> {
             if end.is_none() && now >= schedule.window.1 {
                 end = Some(self.edge());
             }
+            if self.args.flood.is_some() && probe.is_none() && now >= probe_at {
+                probe = Some(self.start_probe());
+            }
+            if let Some(handle) = probe.as_mut() {
+                if let Some(result) = handle.take(self.rt) {
+                    probe_result = Some(result);
+                }
+            }
             progress.show(&watcher.observed(), now);
             stores.maybe_sample();
             for p in self.procs.loads.iter_mut() {
@@ -378,10 +440,53 @@ impl<'a> Run<'a> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(Window {
+        if let (None, Some(handle)) = (&probe_result, probe.as_mut()) {
+            probe_result = handle.wait(self.rt);
+        }
+        let window = Window {
             end: end.unwrap_or_else(|| self.edge()),
             start,
-        })
+        };
+        Ok((window, probe_result))
+    }
+
+    /// Starts polling every live core as a new driver would, in the background (see
+    /// [`NewDriverProbe`]).
+    fn start_probe(&self) -> ProbeHandle {
+        let (net, live, instance) = (
+            self.bed.net.clone(),
+            self.live.clone(),
+            self.bed.net.committee.instance(),
+        );
+        let handle = self.rt.spawn(async move {
+            let first_reply = |bind: std::net::IpAddr| {
+                let (net, live) = (net.clone(), live.clone());
+                async move {
+                    let options = sleepyseal_net::client::ClientOptions {
+                        bind_ip: Some(bind),
+                        wan: None,
+                    };
+                    let clients =
+                        Clients::with_options(&net, NetLimits::default(), options).ok()?;
+                    let mut slowest: f64 = 0.0;
+                    for i in &live {
+                        let answered = first_poll(&clients, instance, *i, PROBE_PATIENCE).await?;
+                        slowest = slowest.max(answered.as_secs_f64() * 1e3);
+                    }
+                    clients.close().await;
+                    Some(slowest)
+                }
+            };
+            let (new_prefix_ms, same_host_ms) = tokio::join!(
+                first_reply(std::net::IpAddr::from([127, 250, 0, 1])),
+                first_reply(std::net::IpAddr::from([127, 0, 0, 1])),
+            );
+            NewDriverProbe {
+                new_prefix_ms,
+                same_host_ms,
+            }
+        });
+        ProbeHandle(Some(handle))
     }
 
     /// Samples the processes and the live cores' metrics now.
@@ -534,4 +639,64 @@ pub fn run_config(args: &LocalArgs, rate: u64, watched: AuthorityIndex) -> RunCo
         wan: args.wan.as_ref().map(|w| w.display().to_string()),
         sweep: None,
     }
+}
+
+/// How long the new-driver probe keeps asking a core before it reports it as never answering.
+const PROBE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// A new driver's first poll of every live core, mid-flood: the slowest core's time to answer
+/// (ms) from an unseen source prefix and from 127.0.0.1; `None` if a core never answered within
+/// [`PROBE_PATIENCE`].
+#[derive(Clone, Copy, Debug)]
+pub struct NewDriverProbe {
+    pub new_prefix_ms: Option<f64>,
+    pub same_host_ms: Option<f64>,
+}
+
+/// The probe running in the background.
+struct ProbeHandle(Option<tokio::task::JoinHandle<NewDriverProbe>>);
+
+impl ProbeHandle {
+    /// The result if the probe finished.
+    fn take(&mut self, rt: &Runtime) -> Option<NewDriverProbe> {
+        if !self.0.as_ref()?.is_finished() {
+            return None;
+        }
+        self.wait(rt)
+    }
+
+    /// Waits for the result (the probe is bounded by its patience per core).
+    fn wait(&mut self, rt: &Runtime) -> Option<NewDriverProbe> {
+        rt.block_on(self.0.take()?).ok()
+    }
+}
+
+/// How long core `i` took to answer a first `GetState` from `clients` (a fresh connection:
+/// handshake, address validation and admission included), asking again after each failure for
+/// up to `patience`.
+async fn first_poll(
+    clients: &Clients,
+    instance: sleepyseal_core::Digest,
+    i: usize,
+    patience: Duration,
+) -> Option<Duration> {
+    use sleepyseal_core::protocol::{Request, RequestBody, Response};
+    let started = Instant::now();
+    let request = Request {
+        instance,
+        body: RequestBody::GetState {
+            with_payload: false,
+        },
+    };
+    while started.elapsed() < patience {
+        let reply = clients
+            .core(AuthorityIndex(i as u16))
+            .request(&request, Duration::from_secs(1))
+            .await;
+        if matches!(reply, Ok(Response::Summary(_))) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }

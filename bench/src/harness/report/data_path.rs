@@ -33,6 +33,8 @@ pub struct CoreFlow {
     /// Payload bytes the home drivers carried for authors other than their home core (served
     /// with their core's metrics; standalone drivers' are not counted).
     pub foreign_payload_bytes: f64,
+    /// Queue waits, refused connections and `Busy` replies.
+    pub transport: super::transport::TransportFlow,
 }
 
 impl CoreFlow {
@@ -58,6 +60,7 @@ impl CoreFlow {
             segment_bytes: sum("sleepyseal_core_store_segment_bytes_total"),
             syncs: sum("sleepyseal_core_store_syncs_total"),
             foreign_payload_bytes: sum("sleepyseal_driver_foreign_payload_bytes"),
+            transport: super::transport::TransportFlow::from_metrics(texts),
         }
     }
 
@@ -78,6 +81,7 @@ impl CoreFlow {
             segment_bytes: self.segment_bytes - earlier.segment_bytes,
             syncs: self.syncs - earlier.syncs,
             foreign_payload_bytes: self.foreign_payload_bytes - earlier.foreign_payload_bytes,
+            transport: self.transport.since(&earlier.transport),
         }
     }
 }

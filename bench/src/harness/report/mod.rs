@@ -23,6 +23,7 @@ use crate::node::observe::Observed;
 mod cluster;
 mod data_path;
 mod load;
+pub mod transport;
 mod usage;
 
 pub use cluster::{Agreement, ClusterSection, HostReport};
@@ -204,6 +205,10 @@ pub struct Report {
     /// The cores' store sizes over the load, against their configured bound (`local` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<crate::harness::local::store::StoreGrowth>,
+    /// Queue waits by lane, refused connections, `Busy` replies over the window; the flood of a
+    /// `--flood` run (absent without the cores' metrics at both edges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<transport::Transport>,
 }
 
 /// Computes the report of a run.
@@ -272,6 +277,10 @@ pub fn build(
         saturation,
         timeline: timeline(o),
         data_path: data_path::data_path(samples, o, config.cores - config.crash, window_s),
+        transport: match (&samples.flow_start, &samples.flow_end) {
+            (Some(a), Some(b)) => Some(transport::transport(&a.transport, &b.transport)),
+            _ => None,
+        },
         config,
         cluster: None,
         store: None,

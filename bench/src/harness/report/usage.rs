@@ -49,6 +49,7 @@ pub fn usage(samples: &ProcessSamples, window_s: f64) -> (Vec<KindUsage>, f64) {
         Kind::Core,
         Kind::Driver,
         Kind::Load,
+        Kind::Flood,
         Kind::Observer,
         Kind::Harness,
     ] {

@@ -252,6 +252,17 @@ impl Testbed {
         Proc::spawn(Kind::Driver, j, &argv, &log, None)
     }
 
+    /// Starts the `--flood` process with `flags` (after the committee).
+    pub fn start_flood(&self, flags: &[String]) -> anyhow::Result<Proc> {
+        let mut argv = vec![
+            "flood".to_string(),
+            format!("--committee={}", self.committee),
+        ];
+        argv.extend_from_slice(flags);
+        let log = self.logs.join("flood.log");
+        Proc::spawn(Kind::Flood, 0, &argv, &log, None)
+    }
+
     /// Starts load client `c` with `flags` (after the committee), its stdout (the summary) going
     /// to `output`.
     pub fn start_load(&self, c: usize, flags: &[String], output: &Path) -> anyhow::Result<Proc> {

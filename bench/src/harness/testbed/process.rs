@@ -20,6 +20,8 @@ pub enum Kind {
     Driver,
     /// A load client.
     Load,
+    /// The hostile traffic of `local --flood` (reported beside, never counted).
+    Flood,
     /// An observer of a cluster run's load host.
     Observer,
     /// The harness of a `local` run itself (it follows the commit stream): reported beside the
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Core => "core",
             Kind::Driver => "driver",
             Kind::Load => "load",
+            Kind::Flood => "flood",
             Kind::Observer => "observer",
             Kind::Harness => "harness",
         }
