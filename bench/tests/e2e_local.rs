@@ -268,6 +268,57 @@ fn a_sweep_with_a_crashed_core_reports_every_rate() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--flood connections` from more sources than a core has slots, end to end: the cores keep
+/// committing every acknowledged transaction and turn away what does not fit, a new driver
+/// polling mid-flood from an unseen prefix gets its answer, the report and summary carry the
+/// flood's figures, and the flood process is gone afterwards. (Which connection makes room is
+/// checked in `net`: the admission unit tests and `connections_beyond_the_limit_are_refused`.)
+#[test]
+fn a_connection_flood_leaves_room_for_a_new_driver_and_loses_nothing() {
+    let _alone = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempdir("flood");
+    let r = local(
+        &dir,
+        &[
+            "--rate",
+            "1000",
+            "--duration",
+            "4",
+            "--warmup",
+            "1",
+            "--flood",
+            "connections",
+            "--flood-sources",
+            "70",
+            "--flood-connections",
+            "4",
+        ],
+    );
+    assert_eq!(r["not_committed"], 0, "{r}");
+    assert!(f(&r, "e2e_tps") > 800.0, "{r}");
+    let t = &r["transport"];
+    let flood = &t["flood"];
+    assert_eq!(flood["kind"], "connections", "{t}");
+    // 280 connections asked of each core, 256 slots: some were turned away or made room.
+    assert!(flood["peak_connections"].as_u64().unwrap() >= 4 * 200, "{t}");
+    let refused: f64 = t["refused_connections"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|v| v.as_f64())
+        .sum();
+    assert!(refused > 0.0, "{t}");
+    assert!(t["retries_sent"].as_f64().unwrap() > 0.0, "{t}");
+    let first = flood["new_driver_first_reply_ms"].as_f64();
+    assert!(first.is_some_and(|ms| ms < 5_000.0), "{t}");
+    assert!(t["consensus_wait"]["requests"].as_f64().unwrap() > 0.0, "{t}");
+    let summary = std::fs::read_to_string(dir.join("summary.txt")).unwrap();
+    assert!(summary.contains("new driver mid-flood"), "{summary}");
+    assert!(dir.join("flood.json").exists());
+    assert_no_process_left(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--wan` puts each process on its own 127.x address in a region: the emulated delay is in the
 /// path (end-to-end p50 is at least the round trip between the two regions) and nothing is lost.
 #[test]
