@@ -300,7 +300,10 @@ fn a_connection_flood_leaves_room_for_a_new_driver_and_loses_nothing() {
     let flood = &t["flood"];
     assert_eq!(flood["kind"], "connections", "{t}");
     // 280 connections asked of each core, 256 slots: some were turned away or made room.
-    assert!(flood["peak_connections"].as_u64().unwrap() >= 4 * 200, "{t}");
+    assert!(
+        flood["peak_connections"].as_u64().unwrap() >= 4 * 200,
+        "{t}"
+    );
     let refused: f64 = t["refused_connections"]
         .as_object()
         .unwrap()
@@ -311,7 +314,10 @@ fn a_connection_flood_leaves_room_for_a_new_driver_and_loses_nothing() {
     assert!(t["retries_sent"].as_f64().unwrap() > 0.0, "{t}");
     let first = flood["new_driver_first_reply_ms"].as_f64();
     assert!(first.is_some_and(|ms| ms < 5_000.0), "{t}");
-    assert!(t["consensus_wait"]["requests"].as_f64().unwrap() > 0.0, "{t}");
+    assert!(
+        t["consensus_wait"]["requests"].as_f64().unwrap() > 0.0,
+        "{t}"
+    );
     let summary = std::fs::read_to_string(dir.join("summary.txt")).unwrap();
     assert!(summary.contains("new driver mid-flood"), "{summary}");
     assert!(dir.join("flood.json").exists());

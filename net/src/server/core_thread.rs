@@ -78,10 +78,12 @@ fn core_loop(
             .collect();
         let installs = core.counters().checkpoints_installed;
         let filled = core.counters().gap_entries_filled;
-        let clients_until = Instant::now() + limits.client_budget;
+        // The budget runs from when the consensus requests are done (the first call).
+        let mut clients_until = None;
         let mut clients = 1;
         let mut more_clients = || {
-            while clients < limits.clients && Instant::now() < clients_until {
+            let until = *clients_until.get_or_insert_with(|| Instant::now() + limits.client_budget);
+            while clients < limits.clients && Instant::now() < until {
                 let job = rx.try_take(Lane::Client)?;
                 clients += 1;
                 if let Some(job) = take(job, &mut parked) {

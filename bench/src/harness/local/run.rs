@@ -435,7 +435,12 @@ impl<'a> Run<'a> {
             }
             progress.show(&watcher.observed(), now);
             stores.maybe_sample();
-            for p in self.procs.loads.iter_mut().chain(self.procs.flood.iter_mut()) {
+            for p in self
+                .procs
+                .loads
+                .iter_mut()
+                .chain(self.procs.flood.iter_mut())
+            {
                 p.sample_rss();
             }
             std::thread::sleep(Duration::from_millis(100));
